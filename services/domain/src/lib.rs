@@ -8,6 +8,7 @@
 
 pub mod codes;
 pub mod dates;
+pub mod event;
 pub mod ids;
 pub mod nir;
 pub mod territory;

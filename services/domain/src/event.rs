@@ -1,0 +1,262 @@
+//! The canonical events: what the hub publishes, once validated and normalised.
+//!
+//! An event is an [`Envelope`] (who, when, about whom, where) and a typed [`Payload`]. Fields that
+//! identify a person (NIR, names, birth date, address, free text) are not here in clear: they
+//! travel in [`PersonalData`], which the event log seals with the subject's data key.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Accompagnement, Categorie, ContractKind, EventId, Motif, OrientationOrigin, OrientationType, RightState, Role,
+    SuspensionScope,
+};
+
+/// The three source families, one topic each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    Allocataire,
+    DemandeurEmploi,
+    Orientation,
+}
+
+impl Family {
+    pub const ALL: [Family; 3] = [Family::Allocataire, Family::DemandeurEmploi, Family::Orientation];
+
+    /// The topic of the family, as DESIGN.md names it.
+    pub fn topic(self) -> &'static str {
+        match self {
+            Family::Allocataire => "passerelle.allocataire.v1",
+            Family::DemandeurEmploi => "passerelle.demandeur-emploi.v1",
+            Family::Orientation => "passerelle.orientation.v1",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Family::Allocataire => "allocataire",
+            Family::DemandeurEmploi => "demandeur_emploi",
+            Family::Orientation => "orientation",
+        }
+    }
+}
+
+/// Kinds of institution that own facts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum InstitutionKind {
+    Caf,
+    Msa,
+    FranceTravail,
+    Departement,
+}
+
+impl InstitutionKind {
+    pub fn code(self) -> &'static str {
+        match self {
+            InstitutionKind::Caf => "CAF",
+            InstitutionKind::Msa => "MSA",
+            InstitutionKind::FranceTravail => "FRANCE_TRAVAIL",
+            InstitutionKind::Departement => "DEPARTEMENT",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub institution: String,
+    pub kind: InstitutionKind,
+    pub relayed_by: Option<String>,
+    pub relay_file: Option<String>,
+}
+
+/// A pseudonymous key for a subject: a keyed hash of one identifier, prefixed by its kind
+/// (`nir:`, `ft:`, `dep:`), or of a household (`foyer:`). Safe to log and to use as a Kafka key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SubjectKey(pub String);
+
+impl SubjectKey {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HouseholdRef {
+    pub key: SubjectKey,
+    pub organisme: String,
+    pub role: Option<Role>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub event_id: EventId,
+    pub occurred_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    pub source: Source,
+    /// The Kafka key: the strongest identifier's subject key.
+    pub subject: SubjectKey,
+    /// Every subject key the event's identifiers imply, strongest first (the subject included).
+    pub linked_keys: Vec<SubjectKey>,
+    pub household: Option<HouseholdRef>,
+    /// The RSA authority code, see [`crate::Authority`].
+    pub territory: Option<String>,
+    pub commune: Option<String>,
+    pub corrects_event_id: Option<EventId>,
+}
+
+/// Personal data of an event, sealed with the subject's data key before it reaches the log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersonalData {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub france_travail_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub departement_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub departement_id_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idassedic: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matricule: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nom: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prenoms: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date_naissance: Option<NaiveDate>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub address_lines: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_postal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numero_demande: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matricule_cedant: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referent_nom: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referent_email: Option<String>,
+    /// Free text (reason of a denial or a retraction).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free_text: Option<String>,
+}
+
+impl PersonalData {
+    pub fn is_empty(&self) -> bool {
+        self == &PersonalData::default()
+    }
+}
+
+/// An agent (référent): uid and structure in clear; e-mail is personal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRef {
+    pub uid: String,
+    pub siret: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mutation {
+    pub organisme_cedant: String,
+    pub organisme_prenant: String,
+    pub previous_household_key: Option<SubjectKey>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    // CAF / MSA
+    RsaDemandRecorded { date_demande: NaiveDate },
+    RsaRightOpened { date_ouverture: Option<NaiveDate> },
+    RsaRightSuspended { scope: SuspensionScope, motif: Motif, date_suspension: Option<NaiveDate> },
+    RsaRightClosed { motif: Motif, date_cloture: Option<NaiveDate>, prior_month: bool },
+    RsaRightRefused { motif: Option<Motif> },
+    SddChanged { soumis: bool },
+    HouseholdRoleSet { role: Role },
+    AddressChanged { previous_authority: Option<String>, mutation: Option<Mutation> },
+    // France Travail
+    Inscription { categorie: Categorie, motif: Option<Motif>, date_inscription: Option<NaiveDate> },
+    CategorieChanged { categorie: Categorie },
+    AccompagnementChanged { modalite: Accompagnement },
+    FtReferentAssigned { code_safir: Option<String> },
+    PpaeSigned { date_signature: NaiveDate },
+    Cessation { motif: Option<Motif>, date_cessation: Option<NaiveDate> },
+    Radiation { motif: Option<Motif>, date_radiation: Option<NaiveDate> },
+    // Département
+    OrientationRequested { origine: OrientationOrigin },
+    OrientationDecided {
+        orientation_type: OrientationType,
+        structure_siret: Option<String>,
+        structure_nom: Option<String>,
+        referent: Option<AgentRef>,
+    },
+    OrientationDenied,
+    ReferentAssigned { referent: AgentRef },
+    ReferentEnded { uid: String },
+    ContractSigned { kind: ContractKind, date_debut: NaiveDate, date_fin: Option<NaiveDate> },
+    ContractEnded { kind: ContractKind, date_fin: NaiveDate },
+    OppositionRecorded,
+    OppositionWithdrawn,
+    ConsentGiven,
+    ConsentWithdrawn,
+    // Every family
+    Retraction { retracted_event_id: EventId },
+}
+
+impl Payload {
+    /// The stable `event_type` of the envelope.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Payload::RsaDemandRecorded { .. } => "rsa.demand_recorded",
+            Payload::RsaRightOpened { .. } => "rsa.right_opened",
+            Payload::RsaRightSuspended { .. } => "rsa.right_suspended",
+            Payload::RsaRightClosed { .. } => "rsa.right_closed",
+            Payload::RsaRightRefused { .. } => "rsa.right_refused",
+            Payload::SddChanged { .. } => "rsa.sdd_changed",
+            Payload::HouseholdRoleSet { .. } => "rsa.household_role_set",
+            Payload::AddressChanged { .. } => "rsa.address_changed",
+            Payload::Inscription { .. } => "ft.inscription",
+            Payload::CategorieChanged { .. } => "ft.categorie_changed",
+            Payload::AccompagnementChanged { .. } => "ft.accompagnement_changed",
+            Payload::FtReferentAssigned { .. } => "ft.referent_assigned",
+            Payload::PpaeSigned { .. } => "ft.ppae_signed",
+            Payload::Cessation { .. } => "ft.cessation",
+            Payload::Radiation { .. } => "ft.radiation",
+            Payload::OrientationRequested { .. } => "orientation.requested",
+            Payload::OrientationDecided { .. } => "orientation.decided",
+            Payload::OrientationDenied => "orientation.denied",
+            Payload::ReferentAssigned { .. } => "referent.assigned",
+            Payload::ReferentEnded { .. } => "referent.ended",
+            Payload::ContractSigned { .. } => "contract.signed",
+            Payload::ContractEnded { .. } => "contract.ended",
+            Payload::OppositionRecorded => "opposition.recorded",
+            Payload::OppositionWithdrawn => "opposition.withdrawn",
+            Payload::ConsentGiven => "consent.given",
+            Payload::ConsentWithdrawn => "consent.withdrawn",
+            Payload::Retraction { .. } => "retraction",
+        }
+    }
+
+    /// The RSA right state a CAF/MSA fact sets, if it sets one.
+    pub fn right_state(&self) -> Option<RightState> {
+        match self {
+            Payload::RsaDemandRecorded { .. } => Some(RightState::Pending),
+            Payload::RsaRightOpened { .. } => Some(RightState::OpenPayable),
+            Payload::RsaRightSuspended { scope: SuspensionScope::Right, .. } => Some(RightState::OpenRightSuspended),
+            Payload::RsaRightSuspended { scope: SuspensionScope::Payment, .. } => Some(RightState::OpenPaymentSuspended),
+            Payload::RsaRightClosed { prior_month: false, .. } => Some(RightState::Closed),
+            Payload::RsaRightClosed { prior_month: true, .. } => Some(RightState::ClosedPriorMonth),
+            Payload::RsaRightRefused { .. } => Some(RightState::Refused),
+            _ => None,
+        }
+    }
+}
+
+/// A canonical event: envelope, typed payload, and the personal data that will be sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanonicalEvent {
+    pub family: Family,
+    pub envelope: Envelope,
+    pub payload: Payload,
+    pub personal: PersonalData,
+}

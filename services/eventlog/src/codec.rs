@@ -1,0 +1,479 @@
+//! Canonical events to Avro values and back, following the committed schemas.
+
+use std::collections::HashMap;
+
+use apache_avro::{Schema, types::Value};
+use chrono::{DateTime, NaiveDate, Utc};
+use passerelle_domain::{
+    Accompagnement, Categorie, ContractKind, EventId, Motif, OrientationOrigin, OrientationType, Role,
+    SuspensionScope,
+    event::{AgentRef, Envelope, Family, HouseholdRef, InstitutionKind, Mutation, Payload, Source, SubjectKey},
+};
+use uuid::Uuid;
+
+use crate::{Error, shredding::Sealed};
+
+/// The branches of each family's `payload` union, in schema order.
+pub fn payload_branches(family: Family) -> &'static [&'static str] {
+    match family {
+        Family::Allocataire => &[
+            "RsaDemandRecorded", "RsaRightOpened", "RsaRightSuspended", "RsaRightClosed", "RsaRightRefused",
+            "SddChanged", "HouseholdRoleSet", "AddressChanged", "Retraction",
+        ],
+        Family::DemandeurEmploi => &[
+            "Inscription", "CategorieChanged", "AccompagnementChanged", "FtReferentAssigned", "PpaeSigned",
+            "Cessation", "Radiation", "Retraction",
+        ],
+        Family::Orientation => &[
+            "OrientationRequested", "OrientationDecided", "OrientationDenied", "ReferentAssigned", "ReferentEnded",
+            "ContractSigned", "ContractEnded", "OppositionRecorded", "OppositionWithdrawn", "ConsentGiven",
+            "ConsentWithdrawn", "Retraction",
+        ],
+    }
+}
+
+/// An event as it travels on the log: envelope and payload in clear, personal data sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedEvent {
+    pub family: Family,
+    pub envelope: Envelope,
+    pub payload: Payload,
+    pub personal: Option<Sealed>,
+}
+
+fn string(value: impl Into<String>) -> Value {
+    Value::String(value.into())
+}
+
+fn optional(value: Option<Value>) -> Value {
+    match value {
+        Some(inner) => Value::Union(1, Box::new(inner)),
+        None => Value::Union(0, Box::new(Value::Null)),
+    }
+}
+
+fn date(value: NaiveDate) -> Value {
+    Value::Date(passerelle_domain::dates::days_since_epoch(value))
+}
+
+fn record(fields: Vec<(&str, Value)>) -> Value {
+    Value::Record(fields.into_iter().map(|(name, value)| (name.to_owned(), value)).collect())
+}
+
+fn motif(value: &Motif) -> Value {
+    record(vec![("code", string(&value.code)), ("known", Value::Boolean(value.known))])
+}
+
+fn agent(value: &AgentRef) -> Value {
+    record(vec![("uid", string(&value.uid)), ("siret", string(&value.siret))])
+}
+
+fn payload_record(payload: &Payload) -> (&'static str, Value) {
+    let state = || string(payload.right_state().map(|s| s.code()).unwrap_or_default());
+    match payload {
+        Payload::RsaDemandRecorded { date_demande } => {
+            ("RsaDemandRecorded", record(vec![("right_state", state()), ("date_demande", date(*date_demande))]))
+        }
+        Payload::RsaRightOpened { date_ouverture } => (
+            "RsaRightOpened",
+            record(vec![("right_state", state()), ("date_ouverture", optional(date_ouverture.map(date)))]),
+        ),
+        Payload::RsaRightSuspended { scope, motif: m, date_suspension } => (
+            "RsaRightSuspended",
+            record(vec![
+                ("right_state", state()),
+                ("scope", string(scope.code())),
+                ("motif", motif(m)),
+                ("date_suspension", optional(date_suspension.map(date))),
+            ]),
+        ),
+        Payload::RsaRightClosed { motif: m, date_cloture, .. } => (
+            "RsaRightClosed",
+            record(vec![("right_state", state()), ("motif", motif(m)), ("date_cloture", optional(date_cloture.map(date)))]),
+        ),
+        Payload::RsaRightRefused { motif: m } => {
+            ("RsaRightRefused", record(vec![("right_state", state()), ("motif", optional(m.as_ref().map(motif)))]))
+        }
+        Payload::SddChanged { soumis } => ("SddChanged", record(vec![("soumis", Value::Boolean(*soumis))])),
+        Payload::HouseholdRoleSet { role } => ("HouseholdRoleSet", record(vec![("role", string(role.code()))])),
+        Payload::AddressChanged { previous_authority, mutation } => (
+            "AddressChanged",
+            record(vec![
+                ("previous_authority", optional(previous_authority.clone().map(string))),
+                (
+                    "mutation",
+                    optional(mutation.as_ref().map(|m| {
+                        record(vec![
+                            ("organisme_cedant", string(&m.organisme_cedant)),
+                            ("organisme_prenant", string(&m.organisme_prenant)),
+                            ("previous_household_key", optional(m.previous_household_key.as_ref().map(|k| string(k.as_str())))),
+                        ])
+                    })),
+                ),
+            ]),
+        ),
+        Payload::Inscription { categorie, motif: m, date_inscription } => (
+            "Inscription",
+            record(vec![
+                ("categorie", string(categorie.code())),
+                ("motif", optional(m.as_ref().map(motif))),
+                ("date_inscription", optional(date_inscription.map(date))),
+            ]),
+        ),
+        Payload::CategorieChanged { categorie } => {
+            ("CategorieChanged", record(vec![("categorie", string(categorie.code()))]))
+        }
+        Payload::AccompagnementChanged { modalite } => {
+            ("AccompagnementChanged", record(vec![("modalite", string(modalite.code()))]))
+        }
+        Payload::FtReferentAssigned { code_safir } => {
+            ("FtReferentAssigned", record(vec![("code_safir", optional(code_safir.clone().map(string)))]))
+        }
+        Payload::PpaeSigned { date_signature } => ("PpaeSigned", record(vec![("date_signature", date(*date_signature))])),
+        Payload::Cessation { motif: m, date_cessation } => (
+            "Cessation",
+            record(vec![("motif", optional(m.as_ref().map(motif))), ("date_cessation", optional(date_cessation.map(date)))]),
+        ),
+        Payload::Radiation { motif: m, date_radiation } => (
+            "Radiation",
+            record(vec![("motif", optional(m.as_ref().map(motif))), ("date_radiation", optional(date_radiation.map(date)))]),
+        ),
+        Payload::OrientationRequested { origine } => {
+            ("OrientationRequested", record(vec![("origine", string(origine.code()))]))
+        }
+        Payload::OrientationDecided { orientation_type, structure_siret, structure_nom, referent } => (
+            "OrientationDecided",
+            record(vec![
+                ("orientation_type", string(orientation_type.code())),
+                ("structure_siret", optional(structure_siret.clone().map(string))),
+                ("structure_nom", optional(structure_nom.clone().map(string))),
+                ("referent", optional(referent.as_ref().map(agent))),
+            ]),
+        ),
+        Payload::OrientationDenied => ("OrientationDenied", record(vec![])),
+        Payload::ReferentAssigned { referent } => ("ReferentAssigned", record(vec![("referent", agent(referent))])),
+        Payload::ReferentEnded { uid } => ("ReferentEnded", record(vec![("uid", string(uid))])),
+        Payload::ContractSigned { kind, date_debut, date_fin } => (
+            "ContractSigned",
+            record(vec![
+                ("kind", string(kind.code())),
+                ("date_debut", date(*date_debut)),
+                ("date_fin", optional(date_fin.map(date))),
+            ]),
+        ),
+        Payload::ContractEnded { kind, date_fin } => {
+            ("ContractEnded", record(vec![("kind", string(kind.code())), ("date_fin", date(*date_fin))]))
+        }
+        Payload::OppositionRecorded => ("OppositionRecorded", record(vec![])),
+        Payload::OppositionWithdrawn => ("OppositionWithdrawn", record(vec![])),
+        Payload::ConsentGiven => ("ConsentGiven", record(vec![])),
+        Payload::ConsentWithdrawn => ("ConsentWithdrawn", record(vec![])),
+        Payload::Retraction { retracted_event_id } => {
+            ("Retraction", record(vec![("retracted_event_id", string(retracted_event_id.as_str()))]))
+        }
+    }
+}
+
+/// Encodes an event to an Avro datum of `schema` (the family's latest committed schema).
+pub fn encode(event: &LoggedEvent, schema: &Schema) -> Result<Vec<u8>, Error> {
+    let envelope = &event.envelope;
+    let (branch, payload) = payload_record(&event.payload);
+    let index = payload_branches(event.family)
+        .iter()
+        .position(|name| *name == branch)
+        .ok_or_else(|| Error::Avro(format!("{branch} is not an event of the {} family", event.family.label())))?;
+    let value = record(vec![
+        ("event_id", string(envelope.event_id.as_str())),
+        ("event_type", string(event.payload.event_type())),
+        ("occurred_at", Value::TimestampMillis(envelope.occurred_at.timestamp_millis())),
+        ("recorded_at", Value::TimestampMillis(envelope.recorded_at.timestamp_millis())),
+        (
+            "source",
+            record(vec![
+                ("institution", string(&envelope.source.institution)),
+                ("institution_kind", string(envelope.source.kind.code())),
+                ("relayed_by", optional(envelope.source.relayed_by.clone().map(string))),
+                ("relay_file", optional(envelope.source.relay_file.clone().map(string))),
+            ]),
+        ),
+        (
+            "subject",
+            record(vec![
+                ("key", string(envelope.subject.as_str())),
+                ("linked_keys", Value::Array(envelope.linked_keys.iter().map(|k| string(k.as_str())).collect())),
+            ]),
+        ),
+        (
+            "household",
+            optional(envelope.household.as_ref().map(|h| {
+                record(vec![
+                    ("key", string(h.key.as_str())),
+                    ("organisme", string(&h.organisme)),
+                    ("role", optional(h.role.map(|r| string(r.code())))),
+                ])
+            })),
+        ),
+        ("territory", optional(envelope.territory.clone().map(string))),
+        ("commune", optional(envelope.commune.clone().map(string))),
+        ("corrects_event_id", optional(envelope.corrects_event_id.as_ref().map(|e| string(e.as_str())))),
+        (
+            "personal",
+            optional(event.personal.as_ref().map(|sealed| {
+                record(vec![
+                    ("key_id", string(sealed.key_id.to_string())),
+                    ("nonce", Value::Bytes(sealed.nonce.clone())),
+                    ("ciphertext", Value::Bytes(sealed.ciphertext.clone())),
+                ])
+            })),
+        ),
+        ("payload", Value::Union(u32::try_from(index).unwrap_or(u32::MAX), Box::new(payload))),
+    ]);
+    let writer = apache_avro::writer::datum::GenericDatumWriter::builder(schema).build()?;
+    Ok(writer.write_value_to_vec(value)?)
+}
+
+/// Decodes a datum written with `writer` into the canonical event, reading with `reader` (the
+/// latest schema), so events of every committed version decode.
+pub fn decode(family: Family, datum: &[u8], writer: &Schema, reader: &Schema) -> Result<LoggedEvent, Error> {
+    let mut bytes = datum;
+    let datum_reader = apache_avro::reader::datum::GenericDatumReader::builder(writer).reader_schema(reader).build()?;
+    let value = datum_reader.read_value(&mut bytes)?;
+    let top = Fields::of(value)?;
+    let source = top.record("source")?;
+    let subject = top.record("subject")?;
+    let envelope = Envelope {
+        event_id: parse_event_id(&top.string("event_id")?)?,
+        occurred_at: top.instant("occurred_at")?,
+        recorded_at: top.instant("recorded_at")?,
+        source: Source {
+            institution: source.string("institution")?,
+            kind: match source.string("institution_kind")?.as_str() {
+                "CAF" => InstitutionKind::Caf,
+                "MSA" => InstitutionKind::Msa,
+                "FRANCE_TRAVAIL" => InstitutionKind::FranceTravail,
+                "DEPARTEMENT" => InstitutionKind::Departement,
+                other => return Err(Error::Decode(format!("unknown institution kind {other:?}"))),
+            },
+            relayed_by: source.opt_string("relayed_by")?,
+            relay_file: source.opt_string("relay_file")?,
+        },
+        subject: SubjectKey(subject.string("key")?),
+        linked_keys: match subject.get("linked_keys")? {
+            Value::Array(items) => items
+                .into_iter()
+                .map(|item| match item {
+                    Value::String(key) => Ok(SubjectKey(key)),
+                    other => Err(Error::Decode(format!("linked key {other:?}"))),
+                })
+                .collect::<Result<_, _>>()?,
+            other => return Err(Error::Decode(format!("linked_keys {other:?}"))),
+        },
+        household: match top.opt_record("household")? {
+            Some(household) => Some(HouseholdRef {
+                key: SubjectKey(household.string("key")?),
+                organisme: household.string("organisme")?,
+                role: household.opt_string("role")?.map(|r| Role::parse(&r)).transpose().map_err(invalid)?,
+            }),
+            None => None,
+        },
+        territory: top.opt_string("territory")?,
+        commune: top.opt_string("commune")?,
+        corrects_event_id: top.opt_string("corrects_event_id")?.map(|e| parse_event_id(&e)).transpose()?,
+    };
+    let personal = match top.opt_record("personal")? {
+        Some(sealed) => Some(Sealed {
+            key_id: Uuid::parse_str(&sealed.string("key_id")?).map_err(|e| Error::Decode(e.to_string()))?,
+            nonce: sealed.bytes("nonce")?,
+            ciphertext: sealed.bytes("ciphertext")?,
+        }),
+        None => None,
+    };
+    let (index, payload_value) = match top.get("payload")? {
+        Value::Union(index, inner) => (index as usize, *inner),
+        other => return Err(Error::Decode(format!("payload {other:?}"))),
+    };
+    let branch = payload_branches(family)
+        .get(index)
+        .ok_or_else(|| Error::Decode(format!("payload branch {index} unknown")))?;
+    let payload = decode_payload(branch, Fields::of(payload_value)?)?;
+    Ok(LoggedEvent { family, envelope, payload, personal })
+}
+
+fn invalid(error: passerelle_domain::Invalid) -> Error {
+    Error::Decode(error.to_string())
+}
+
+fn parse_event_id(raw: &str) -> Result<EventId, Error> {
+    EventId::parse(raw).map_err(invalid)
+}
+
+fn decode_payload(branch: &str, f: Fields) -> Result<Payload, Error> {
+    let motif = |value: Option<Fields>| -> Result<Option<Motif>, Error> {
+        value.map(|m| Ok(Motif { code: m.string("code")?, known: m.boolean("known")? })).transpose()
+    };
+    let agent = |a: Fields| -> Result<AgentRef, Error> { Ok(AgentRef { uid: a.string("uid")?, siret: a.string("siret")? }) };
+    Ok(match branch {
+        "RsaDemandRecorded" => Payload::RsaDemandRecorded { date_demande: f.date("date_demande")? },
+        "RsaRightOpened" => Payload::RsaRightOpened { date_ouverture: f.opt_date("date_ouverture")? },
+        "RsaRightSuspended" => Payload::RsaRightSuspended {
+            scope: SuspensionScope::parse(&f.string("scope")?).map_err(invalid)?,
+            motif: motif(Some(f.record("motif")?))?.ok_or_else(|| Error::Decode("motif".into()))?,
+            date_suspension: f.opt_date("date_suspension")?,
+        },
+        "RsaRightClosed" => Payload::RsaRightClosed {
+            prior_month: f.string("right_state")? == "6",
+            motif: motif(Some(f.record("motif")?))?.ok_or_else(|| Error::Decode("motif".into()))?,
+            date_cloture: f.opt_date("date_cloture")?,
+        },
+        "RsaRightRefused" => Payload::RsaRightRefused { motif: motif(f.opt_record("motif")?)? },
+        "SddChanged" => Payload::SddChanged { soumis: f.boolean("soumis")? },
+        "HouseholdRoleSet" => Payload::HouseholdRoleSet { role: Role::parse(&f.string("role")?).map_err(invalid)? },
+        "AddressChanged" => Payload::AddressChanged {
+            previous_authority: f.opt_string("previous_authority")?,
+            mutation: match f.opt_record("mutation")? {
+                Some(m) => Some(Mutation {
+                    organisme_cedant: m.string("organisme_cedant")?,
+                    organisme_prenant: m.string("organisme_prenant")?,
+                    previous_household_key: m.opt_string("previous_household_key")?.map(SubjectKey),
+                }),
+                None => None,
+            },
+        },
+        "Inscription" => Payload::Inscription {
+            categorie: Categorie::parse(&f.string("categorie")?).map_err(invalid)?,
+            motif: motif(f.opt_record("motif")?)?,
+            date_inscription: f.opt_date("date_inscription")?,
+        },
+        "CategorieChanged" => {
+            Payload::CategorieChanged { categorie: Categorie::parse(&f.string("categorie")?).map_err(invalid)? }
+        }
+        "AccompagnementChanged" => Payload::AccompagnementChanged {
+            modalite: Accompagnement::parse(&f.string("modalite")?).map_err(invalid)?,
+        },
+        "FtReferentAssigned" => Payload::FtReferentAssigned { code_safir: f.opt_string("code_safir")? },
+        "PpaeSigned" => Payload::PpaeSigned { date_signature: f.date("date_signature")? },
+        "Cessation" => {
+            Payload::Cessation { motif: motif(f.opt_record("motif")?)?, date_cessation: f.opt_date("date_cessation")? }
+        }
+        "Radiation" => {
+            Payload::Radiation { motif: motif(f.opt_record("motif")?)?, date_radiation: f.opt_date("date_radiation")? }
+        }
+        "OrientationRequested" => Payload::OrientationRequested {
+            origine: OrientationOrigin::parse(&f.string("origine")?).map_err(invalid)?,
+        },
+        "OrientationDecided" => Payload::OrientationDecided {
+            orientation_type: OrientationType::parse(&f.string("orientation_type")?).map_err(invalid)?,
+            structure_siret: f.opt_string("structure_siret")?,
+            structure_nom: f.opt_string("structure_nom")?,
+            referent: f.opt_record("referent")?.map(agent).transpose()?,
+        },
+        "OrientationDenied" => Payload::OrientationDenied,
+        "ReferentAssigned" => Payload::ReferentAssigned { referent: agent(f.record("referent")?)? },
+        "ReferentEnded" => Payload::ReferentEnded { uid: f.string("uid")? },
+        "ContractSigned" => Payload::ContractSigned {
+            kind: ContractKind::parse(&f.string("kind")?).map_err(invalid)?,
+            date_debut: f.date("date_debut")?,
+            date_fin: f.opt_date("date_fin")?,
+        },
+        "ContractEnded" => Payload::ContractEnded {
+            kind: ContractKind::parse(&f.string("kind")?).map_err(invalid)?,
+            date_fin: f.date("date_fin")?,
+        },
+        "OppositionRecorded" => Payload::OppositionRecorded,
+        "OppositionWithdrawn" => Payload::OppositionWithdrawn,
+        "ConsentGiven" => Payload::ConsentGiven,
+        "ConsentWithdrawn" => Payload::ConsentWithdrawn,
+        "Retraction" => Payload::Retraction { retracted_event_id: parse_event_id(&f.string("retracted_event_id")?)? },
+        other => return Err(Error::Decode(format!("unknown payload {other}"))),
+    })
+}
+
+/// The fields of a decoded Avro record, by name.
+struct Fields(HashMap<String, Value>);
+
+impl Fields {
+    fn of(value: Value) -> Result<Self, Error> {
+        match value {
+            Value::Record(fields) => Ok(Self(fields.into_iter().collect())),
+            other => Err(Error::Decode(format!("expected a record, got {other:?}"))),
+        }
+    }
+
+    fn get(&self, name: &str) -> Result<Value, Error> {
+        self.0.get(name).cloned().ok_or_else(|| Error::Decode(format!("missing field {name}")))
+    }
+
+    fn opt(&self, name: &str) -> Result<Option<Value>, Error> {
+        Ok(match self.get(name)? {
+            Value::Union(_, inner) => match *inner {
+                Value::Null => None,
+                value => Some(value),
+            },
+            Value::Null => None,
+            value => Some(value),
+        })
+    }
+
+    fn string(&self, name: &str) -> Result<String, Error> {
+        as_string(name, self.get(name)?)
+    }
+
+    fn opt_string(&self, name: &str) -> Result<Option<String>, Error> {
+        self.opt(name)?.map(|v| as_string(name, v)).transpose()
+    }
+
+    fn boolean(&self, name: &str) -> Result<bool, Error> {
+        match self.get(name)? {
+            Value::Boolean(b) => Ok(b),
+            other => Err(Error::Decode(format!("{name}: expected a boolean, got {other:?}"))),
+        }
+    }
+
+    fn bytes(&self, name: &str) -> Result<Vec<u8>, Error> {
+        match self.get(name)? {
+            Value::Bytes(b) => Ok(b),
+            other => Err(Error::Decode(format!("{name}: expected bytes, got {other:?}"))),
+        }
+    }
+
+    fn record(&self, name: &str) -> Result<Fields, Error> {
+        Fields::of(self.get(name)?)
+    }
+
+    fn opt_record(&self, name: &str) -> Result<Option<Fields>, Error> {
+        self.opt(name)?.map(Fields::of).transpose()
+    }
+
+    fn instant(&self, name: &str) -> Result<DateTime<Utc>, Error> {
+        match self.get(name)? {
+            Value::TimestampMillis(ms) | Value::Long(ms) => {
+                DateTime::from_timestamp_millis(ms).ok_or_else(|| Error::Decode(format!("{name}: out of range")))
+            }
+            other => Err(Error::Decode(format!("{name}: expected a timestamp, got {other:?}"))),
+        }
+    }
+
+    fn date(&self, name: &str) -> Result<NaiveDate, Error> {
+        as_date(name, self.get(name)?)
+    }
+
+    fn opt_date(&self, name: &str) -> Result<Option<NaiveDate>, Error> {
+        self.opt(name)?.map(|v| as_date(name, v)).transpose()
+    }
+}
+
+fn as_string(name: &str, value: Value) -> Result<String, Error> {
+    match value {
+        Value::String(s) => Ok(s),
+        other => Err(Error::Decode(format!("{name}: expected a string, got {other:?}"))),
+    }
+}
+
+fn as_date(name: &str, value: Value) -> Result<NaiveDate, Error> {
+    match value {
+        Value::Date(days) | Value::Int(days) => NaiveDate::from_ymd_opt(1970, 1, 1)
+            .and_then(|epoch| epoch.checked_add_signed(chrono::Duration::days(i64::from(days))))
+            .ok_or_else(|| Error::Decode(format!("{name}: out of range"))),
+        other => Err(Error::Decode(format!("{name}: expected a date, got {other:?}"))),
+    }
+}

@@ -1,0 +1,199 @@
+//! Kafka plumbing: the idempotent producer that acknowledges only what the broker acknowledged,
+//! and topic creation.
+
+use std::{
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use rdkafka::{
+    ClientConfig,
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    error::{KafkaError, RDKafkaErrorCode},
+    message::OwnedHeaders,
+    producer::{FutureProducer, FutureRecord, Producer},
+};
+
+use crate::Error;
+
+/// How the hub talks to the broker.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(default)]
+pub struct KafkaSettings {
+    /// `host:port[,host:port…]`
+    pub bootstrap_servers: String,
+    /// Partitions of the topics the hub creates (existing topics are left as they are).
+    pub partitions: i32,
+    pub replication_factor: i32,
+    /// How long a publish may wait for the broker's acknowledgement before the caller gets
+    /// UNAVAILABLE. Below 5 s by design: a caller must know quickly.
+    pub delivery_timeout_ms: u64,
+    /// Prefix of every topic name (side-by-side deployments and tests on one broker).
+    pub topic_prefix: String,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        Self {
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            partitions: 6,
+            replication_factor: 1,
+            delivery_timeout_ms: 4000,
+            topic_prefix: String::new(),
+        }
+    }
+}
+
+impl KafkaSettings {
+    /// The producer configuration: `acks=all`, idempotent, murmur2 partitioning (the Java
+    /// client's, so every client puts one subject on the same partition).
+    pub fn producer_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.bootstrap_servers)
+            .set("client.id", "passerelle-ingest")
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("max.in.flight.requests.per.connection", "5")
+            .set("partitioner", "murmur2_random")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", self.delivery_timeout_ms.to_string())
+            .set("reconnect.backoff.ms", "100")
+            .set("reconnect.backoff.max.ms", "1000")
+            .set("socket.connection.setup.timeout.ms", "3000")
+            .set("topic.metadata.refresh.interval.ms", "10000");
+        config
+    }
+}
+
+/// Where an acknowledged record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Why a record was not acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The broker did not acknowledge in time, or is unreachable: retrying later is right.
+    #[error("the broker did not acknowledge the event in time ({0})")]
+    Unavailable(String),
+    /// The broker refused the record for a reason retrying will not fix.
+    #[error("the broker refused the event: {0}")]
+    Refused(String),
+}
+
+/// The hub's producer. A producer that hit a fatal error (possible with idempotence after long
+/// outages) is replaced by a fresh one, so the hub recovers without a restart.
+pub struct Publisher {
+    settings: KafkaSettings,
+    producer: RwLock<Arc<FutureProducer>>,
+}
+
+impl Publisher {
+    pub fn new(settings: KafkaSettings) -> Result<Self, Error> {
+        let producer: FutureProducer = settings.producer_config().create()?;
+        Ok(Self { settings, producer: RwLock::new(Arc::new(producer)) })
+    }
+
+    fn current(&self) -> Arc<FutureProducer> {
+        match self.producer.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn replace_if_fatal(&self, failed: &Arc<FutureProducer>) {
+        if failed.client().fatal_error().is_none() {
+            return;
+        }
+        let Ok(mut guard) = self.producer.write() else { return };
+        if !Arc::ptr_eq(&guard, failed) {
+            return;
+        }
+        match self.settings.producer_config().create::<FutureProducer>() {
+            Ok(fresh) => {
+                tracing::warn!("kafka producer hit a fatal error and was replaced");
+                *guard = Arc::new(fresh);
+            }
+            Err(error) => tracing::error!(error = %error, "kafka producer could not be recreated"),
+        }
+    }
+
+    /// Publishes one record and waits for the broker's acknowledgement, at most the delivery
+    /// timeout.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        key: &str,
+        value: &[u8],
+        headers: OwnedHeaders,
+    ) -> Result<Delivered, PublishError> {
+        let producer = self.current();
+        let record = FutureRecord::to(topic).key(key).payload(value).headers(headers);
+        let delivery = match producer.send_result(record) {
+            Ok(delivery) => delivery,
+            Err((error, _)) => return Err(classify(&error)),
+        };
+        let deadline = Duration::from_millis(self.settings.delivery_timeout_ms + 500);
+        let outcome = tokio::time::timeout(deadline, delivery).await;
+        match outcome {
+            Err(_) => Err(PublishError::Unavailable("no acknowledgement before the deadline".into())),
+            Ok(Err(_cancelled)) => {
+                self.replace_if_fatal(&producer);
+                Err(PublishError::Unavailable("the producer dropped the event".into()))
+            }
+            Ok(Ok(Ok(delivery))) => Ok(Delivered { partition: delivery.partition, offset: delivery.offset }),
+            Ok(Ok(Err((error, _)))) => {
+                self.replace_if_fatal(&producer);
+                Err(classify(&error))
+            }
+        }
+    }
+
+    /// Flushes what is in flight (graceful shutdown).
+    pub fn flush(&self, timeout: Duration) {
+        if let Err(error) = self.current().flush(timeout) {
+            tracing::warn!(error = %error, "kafka flush incomplete at shutdown");
+        }
+    }
+}
+
+fn classify(error: &KafkaError) -> PublishError {
+    match error.rdkafka_error_code() {
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::InvalidMessage
+            | RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::InvalidRecord,
+        ) => PublishError::Refused(error.to_string()),
+        _ => PublishError::Unavailable(error.to_string()),
+    }
+}
+
+/// Creates the topics that do not exist yet.
+pub async fn ensure_topics(settings: &KafkaSettings, topics: &[String]) -> Result<(), Error> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &settings.bootstrap_servers)
+        .set("socket.connection.setup.timeout.ms", "5000")
+        .create()?;
+    let new_topics: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|name| NewTopic::new(name, settings.partitions, TopicReplication::Fixed(settings.replication_factor)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))).request_timeout(Some(Duration::from_secs(10)));
+    let results = admin.create_topics(&new_topics, &options).await?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(Error::Kafka(KafkaError::AdminOp(code))).inspect_err(|_| {
+                    tracing::error!(topic, code = %code, "topic could not be created");
+                });
+            }
+        }
+    }
+    Ok(())
+}
