@@ -122,41 +122,55 @@ impl Publisher {
         }
     }
 
-    /// Publishes one record and waits for the broker's acknowledgement, at most the delivery
-    /// timeout.
-    pub async fn publish(
-        &self,
-        topic: &str,
-        key: &str,
-        value: &[u8],
-        headers: OwnedHeaders,
-    ) -> Result<Delivered, PublishError> {
+    /// Hands one record to the producer without waiting. Records enqueued one after the other
+    /// keep their order within a partition (idempotent producer), so callers enqueue in order
+    /// and wait for acknowledgements concurrently.
+    pub fn enqueue(self: &Arc<Self>, topic: &str, key: &str, value: &[u8], headers: OwnedHeaders) -> Result<Pending, PublishError> {
         let producer = self.current();
         let record = FutureRecord::to(topic).key(key).payload(value).headers(headers);
-        let delivery = match producer.send_result(record) {
-            Ok(delivery) => delivery,
-            Err((error, _)) => return Err(classify(&error)),
-        };
-        let deadline = Duration::from_millis(self.settings.delivery_timeout_ms + 500);
-        let outcome = tokio::time::timeout(deadline, delivery).await;
-        match outcome {
-            Err(_) => Err(PublishError::Unavailable("no acknowledgement before the deadline".into())),
-            Ok(Err(_cancelled)) => {
-                self.replace_if_fatal(&producer);
-                Err(PublishError::Unavailable("the producer dropped the event".into()))
-            }
-            Ok(Ok(Ok(delivery))) => Ok(Delivered { partition: delivery.partition, offset: delivery.offset }),
-            Ok(Ok(Err((error, _)))) => {
-                self.replace_if_fatal(&producer);
-                Err(classify(&error))
-            }
+        match producer.send_result(record) {
+            Ok(delivery) => Ok(Pending { publisher: self.clone(), producer, delivery }),
+            Err((error, _)) => Err(classify(&error)),
         }
+    }
+
+    /// Publishes one record and waits for the broker's acknowledgement, at most the delivery
+    /// timeout.
+    pub async fn publish(self: &Arc<Self>, topic: &str, key: &str, value: &[u8], headers: OwnedHeaders) -> Result<Delivered, PublishError> {
+        self.enqueue(topic, key, value, headers)?.wait().await
     }
 
     /// Flushes what is in flight (graceful shutdown).
     pub fn flush(&self, timeout: Duration) {
         if let Err(error) = self.current().flush(timeout) {
             tracing::warn!(error = %error, "kafka flush incomplete at shutdown");
+        }
+    }
+}
+
+/// A record handed to the producer, not yet acknowledged.
+pub struct Pending {
+    publisher: Arc<Publisher>,
+    producer: Arc<FutureProducer>,
+    delivery: rdkafka::producer::DeliveryFuture,
+}
+
+impl Pending {
+    /// Waits for the broker's acknowledgement, at most the delivery timeout (plus a margin for
+    /// librdkafka's own timer): never a false OK, never an endless wait.
+    pub async fn wait(self) -> Result<Delivered, PublishError> {
+        let deadline = Duration::from_millis(self.publisher.settings.delivery_timeout_ms + 500);
+        match tokio::time::timeout(deadline, self.delivery).await {
+            Err(_) => Err(PublishError::Unavailable("no acknowledgement before the deadline".into())),
+            Ok(Err(_cancelled)) => {
+                self.publisher.replace_if_fatal(&self.producer);
+                Err(PublishError::Unavailable("the producer dropped the event".into()))
+            }
+            Ok(Ok(Ok(delivery))) => Ok(Delivered { partition: delivery.partition, offset: delivery.offset }),
+            Ok(Ok(Err((error, _)))) => {
+                self.publisher.replace_if_fatal(&self.producer);
+                Err(classify(&error))
+            }
         }
     }
 }

@@ -1,0 +1,80 @@
+//! The institutions allowed to push events: who they are, what kind, and what they cover.
+//! Ops keep this mapping in a TOML file (see `infra/dev/institutions.toml`).
+
+use std::{collections::HashMap, path::Path};
+
+use passerelle_domain::event::{Family, InstitutionKind};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Institution {
+    /// Stable identifier, named in the caller's credentials (`caf-521`, `cd-52`, `france-travail`).
+    pub id: String,
+    pub kind: InstitutionKind,
+    /// For a CAF or MSA caisse: its organisme number (NUMORG).
+    #[serde(default)]
+    pub organisme: Option<String>,
+    /// For an RSA authority: the territory it covers (authority code).
+    #[serde(default)]
+    pub territory: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+impl Institution {
+    /// The family of facts this kind of institution owns.
+    pub fn owns(&self, family: Family) -> bool {
+        matches!(
+            (self.kind, family),
+            (InstitutionKind::Caf | InstitutionKind::Msa, Family::Allocataire)
+                | (InstitutionKind::FranceTravail, Family::DemandeurEmploi)
+                | (InstitutionKind::Departement, Family::Orientation)
+        )
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Institutions {
+    by_id: HashMap<String, Institution>,
+}
+
+#[derive(Deserialize)]
+struct File {
+    #[serde(default, rename = "institution")]
+    institutions: Vec<Institution>,
+}
+
+impl Institutions {
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        let file: File = toml_parse(text)?;
+        let mut by_id = HashMap::new();
+        for institution in file.institutions {
+            if by_id.contains_key(&institution.id) {
+                return Err(format!("institution {:?} is listed twice", institution.id));
+            }
+            by_id.insert(institution.id.clone(), institution);
+        }
+        Ok(Self { by_id })
+    }
+
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        Self::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Institution> {
+        self.by_id.get(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+}
+
+fn toml_parse<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    toml::from_str(text).map_err(|e| e.to_string())
+}

@@ -1,0 +1,46 @@
+//! Metrics of the ingestion services, declared once (documented in docs/metrics.md).
+
+use std::sync::OnceLock;
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
+
+pub struct IngestMetrics {
+    /// `passerelle_ingest_events_accepted_total{family}`
+    pub accepted: IntCounterVec,
+    /// `passerelle_ingest_events_refused_total{family, reason}`; reason is the violated rule
+    /// class: invalid, denied, unauthenticated, unavailable.
+    pub refused: IntCounterVec,
+    /// `passerelle_ingest_publish_seconds{family}`: from request to broker acknowledgement.
+    pub publish_seconds: HistogramVec,
+}
+
+pub fn metrics() -> &'static IngestMetrics {
+    static METRICS: OnceLock<IngestMetrics> = OnceLock::new();
+    METRICS.get_or_init(|| {
+        let accepted = IntCounterVec::new(
+            Opts::new("ingest_events_accepted_total", "events published and acknowledged by the broker"),
+            &["family"],
+        )
+        .expect("valid metric");
+        let refused = IntCounterVec::new(
+            Opts::new("ingest_events_refused_total", "events refused, by reason"),
+            &["family", "reason"],
+        )
+        .expect("valid metric");
+        let publish_seconds = HistogramVec::new(
+            HistogramOpts::new("ingest_publish_seconds", "time from request to broker acknowledgement")
+                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+            &["family"],
+        )
+        .expect("valid metric");
+        let registry = passerelle_telemetry::registry();
+        for collector in [
+            Box::new(accepted.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(refused.clone()),
+            Box::new(publish_seconds.clone()),
+        ] {
+            drop(registry.register(collector));
+        }
+        IngestMetrics { accepted, refused, publish_seconds }
+    })
+}

@@ -1,0 +1,311 @@
+//! The tonic services, one per source family. Errors map to a deliberately small set of codes:
+//! INVALID_ARGUMENT (with google.rpc.BadRequest), UNAUTHENTICATED, PERMISSION_DENIED,
+//! UNAVAILABLE (retry with the same event_id), INTERNAL.
+
+use std::{pin::Pin, sync::Arc, time::Instant};
+
+use futures::{Stream, StreamExt, future::Either};
+use passerelle_domain::event::{CanonicalEvent, Family, Source};
+use passerelle_eventlog::kafka::PublishError;
+use tonic::{Code, Request, Response, Status, Streaming};
+use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+
+use crate::{
+    hub::IngestHub,
+    institutions::Institution,
+    metrics::metrics,
+    normalise::{self, Context},
+    proto::{self, BatchReply, PublishReply, batch_reply},
+    violations::Violation,
+};
+
+/// The metadata key naming the calling institution.
+pub const INSTITUTION_HEADER: &str = "x-passerelle-institution";
+
+/// How many events of one batch stream are sealed or awaiting acknowledgement at once.
+const BATCH_PREPARE_CONCURRENCY: usize = 32;
+const BATCH_IN_FLIGHT: usize = 2048;
+
+type Normaliser<T> = fn(&Context<'_>, &T) -> Result<CanonicalEvent, crate::violations::Violations>;
+
+/// Why one event was not published.
+enum Refusal {
+    Invalid(Vec<Violation>),
+    Unavailable(String),
+    Internal(String),
+}
+
+fn reason_code(rule: &str) -> String {
+    rule.replace(['.', '-'], "_").to_ascii_uppercase()
+}
+
+fn invalid_status(violations: &[Violation]) -> Status {
+    let summary = violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ");
+    let details = ErrorDetails::with_bad_request(
+        violations
+            .iter()
+            .map(|v| {
+                let mut field = FieldViolation::new(&v.field, &v.description);
+                field.reason = reason_code(&v.rule);
+                field
+            })
+            .collect::<Vec<_>>(),
+    );
+    Status::with_error_details(Code::InvalidArgument, format!("the event is invalid: {summary}"), details)
+}
+
+fn unavailable_status(reason: &str) -> Status {
+    Status::unavailable(format!(
+        "the event was not acknowledged by the broker ({reason}); nothing is lost: retry with the same event_id"
+    ))
+}
+
+/// Identifies the caller and checks it owns this family of facts.
+fn authorise<T>(hub: &IngestHub, request: &Request<T>, family: Family) -> Result<Institution, Status> {
+    let id = request
+        .metadata()
+        .get(INSTITUTION_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .ok_or_else(|| Status::unauthenticated(format!("name the calling institution in the {INSTITUTION_HEADER} metadata")))?;
+    let institution = hub.institutions.get(id).ok_or_else(|| {
+        metrics().refused.with_label_values(&[family.label(), "unauthenticated"]).inc();
+        Status::unauthenticated("unknown institution: it must be listed in the institutions file")
+    })?;
+    if !institution.owns(family) {
+        metrics().refused.with_label_values(&[family.label(), "denied"]).inc();
+        tracing::warn!(institution = %institution.id, family = family.label(), rule = "family", "publish denied");
+        return Err(Status::permission_denied(format!(
+            "rule family: a {} institution does not publish {} events",
+            institution.kind.code(),
+            family.label()
+        )));
+    }
+    Ok(institution.clone())
+}
+
+fn source_of(institution: &Institution) -> Source {
+    Source { institution: institution.id.clone(), kind: institution.kind, relayed_by: None, relay_file: None }
+}
+
+async fn prepare_one<T>(hub: &IngestHub, source: Source, normaliser: Normaliser<T>, event: &T) -> Result<crate::hub::Prepared, Refusal> {
+    let context = Context { keys: &hub.keys, source, now: chrono::Utc::now() };
+    let canonical = normaliser(&context, event).map_err(|v| Refusal::Invalid(v.into_vec()))?;
+    hub.prepare(canonical).await.map_err(|error| {
+        tracing::error!(error = %error, "event could not be sealed or encoded");
+        Refusal::Internal("the event could not be prepared; retry later".into())
+    })
+}
+
+fn publish_error(error: PublishError) -> Refusal {
+    match error {
+        PublishError::Unavailable(reason) => Refusal::Unavailable(reason),
+        PublishError::Refused(reason) => Refusal::Internal(reason),
+    }
+}
+
+fn count_refusal(family: Family, refusal: &Refusal) {
+    let reason = match refusal {
+        Refusal::Invalid(_) => "invalid",
+        Refusal::Unavailable(_) => "unavailable",
+        Refusal::Internal(_) => "internal",
+    };
+    metrics().refused.with_label_values(&[family.label(), reason]).inc();
+}
+
+async fn publish_unary<T>(hub: Arc<IngestHub>, family: Family, request: Request<T>, normaliser: Normaliser<T>) -> Result<Response<PublishReply>, Status> {
+    let started = Instant::now();
+    let institution = authorise(&hub, &request, family)?;
+    let event = request.into_inner();
+    let outcome = async {
+        let prepared = prepare_one(&hub, source_of(&institution), normaliser, &event).await?;
+        let delivered = hub.publish(&prepared).await.map_err(publish_error)?;
+        Ok::<_, Refusal>((prepared, delivered))
+    }
+    .await;
+    match outcome {
+        Ok((prepared, delivered)) => {
+            metrics().accepted.with_label_values(&[family.label()]).inc();
+            metrics().publish_seconds.with_label_values(&[family.label()]).observe(started.elapsed().as_secs_f64());
+            tracing::debug!(event_id = %prepared.event_id, subject = %prepared.subject_key, "event published");
+            Ok(Response::new(PublishReply {
+                event_id: prepared.event_id,
+                subject_key: prepared.subject_key,
+                topic: prepared.topic,
+                partition: delivered.partition,
+                offset: delivered.offset,
+            }))
+        }
+        Err(refusal) => {
+            count_refusal(family, &refusal);
+            Err(match refusal {
+                Refusal::Invalid(violations) => invalid_status(&violations),
+                Refusal::Unavailable(reason) => unavailable_status(&reason),
+                Refusal::Internal(reason) => Status::internal(reason),
+            })
+        }
+    }
+}
+
+type ReplyStream = Pin<Box<dyn Stream<Item = Result<BatchReply, Status>> + Send>>;
+
+fn refusal_reply(index: u64, event_id: String, refusal: Refusal) -> BatchReply {
+    let (status, violations, message) = match refusal {
+        Refusal::Invalid(violations) => (batch_reply::Status::Invalid, violations, "the event is invalid".to_owned()),
+        Refusal::Unavailable(reason) => {
+            (batch_reply::Status::Unavailable, Vec::new(), format!("not acknowledged ({reason}): retry with the same event_id"))
+        }
+        Refusal::Internal(reason) => (batch_reply::Status::Unavailable, Vec::new(), reason),
+    };
+    BatchReply {
+        index,
+        event_id,
+        status: status as i32,
+        published: None,
+        violations: violations
+            .into_iter()
+            .map(|v| proto::FieldViolation { field: v.field, rule: v.rule, description: v.description })
+            .collect(),
+        message,
+    }
+}
+
+/// A batch stream: events are validated and sealed a few at a time, handed to the producer in
+/// the order they came (so one subject's events stay in order), and acknowledged concurrently.
+/// Each event gets one reply, in order; a refused event does not stop the others.
+fn publish_stream<T: Send + Sync + 'static>(
+    hub: Arc<IngestHub>,
+    family: Family,
+    institution: Institution,
+    input: Streaming<T>,
+    normaliser: Normaliser<T>,
+    event_id_of: fn(&T) -> String,
+) -> ReplyStream {
+    let source = source_of(&institution);
+    let prepare_hub = hub.clone();
+    let prepared = input.enumerate().map(move |(index, message)| {
+        let hub = prepare_hub.clone();
+        let source = source.clone();
+        async move {
+            let index = index as u64;
+            match message {
+                Err(status) => Err(status),
+                Ok(event) => {
+                    let event_id = event_id_of(&event);
+                    let outcome = prepare_one(&hub, source, normaliser, &event).await;
+                    Ok((index, event_id, outcome, Instant::now()))
+                }
+            }
+        }
+    });
+    let replies = prepared
+        .buffered(BATCH_PREPARE_CONCURRENCY)
+        .map(move |item| {
+            let hub = hub.clone();
+            match item {
+                Err(status) => Either::Left(futures::future::ready(Err(status))),
+                Ok((index, event_id, Err(refusal), _)) => {
+                    count_refusal(family, &refusal);
+                    Either::Left(futures::future::ready(Ok(refusal_reply(index, event_id, refusal))))
+                }
+                Ok((index, event_id, Ok(prepared), started)) => match hub.enqueue(&prepared) {
+                    Err(error) => {
+                        let refusal = publish_error(error);
+                        count_refusal(family, &refusal);
+                        Either::Left(futures::future::ready(Ok(refusal_reply(index, event_id, refusal))))
+                    }
+                    Ok(pending) => Either::Right(async move {
+                        match pending.wait().await {
+                            Ok(delivered) => {
+                                metrics().accepted.with_label_values(&[family.label()]).inc();
+                                metrics().publish_seconds.with_label_values(&[family.label()]).observe(started.elapsed().as_secs_f64());
+                                Ok(BatchReply {
+                                    index,
+                                    event_id: prepared.event_id,
+                                    status: batch_reply::Status::Accepted as i32,
+                                    published: Some(PublishReply {
+                                        event_id: String::new(),
+                                        subject_key: prepared.subject_key,
+                                        topic: prepared.topic,
+                                        partition: delivered.partition,
+                                        offset: delivered.offset,
+                                    }),
+                                    violations: Vec::new(),
+                                    message: String::new(),
+                                })
+                            }
+                            Err(error) => {
+                                let refusal = publish_error(error);
+                                count_refusal(family, &refusal);
+                                Ok(refusal_reply(index, event_id, refusal))
+                            }
+                        }
+                    }),
+                },
+            }
+        })
+        .buffered(BATCH_IN_FLIGHT);
+    Box::pin(replies)
+}
+
+macro_rules! ingest_service {
+    ($service:ident, $trait_path:path, $event:ty, $family:expr, $normaliser:path) => {
+        /// gRPC service of one source family.
+        #[derive(Clone)]
+        pub struct $service {
+            hub: Arc<IngestHub>,
+        }
+
+        impl $service {
+            pub fn new(hub: Arc<IngestHub>) -> Self {
+                Self { hub }
+            }
+        }
+
+        #[tonic::async_trait]
+        impl $trait_path for $service {
+            async fn publish(&self, request: Request<$event>) -> Result<Response<PublishReply>, Status> {
+                publish_unary(self.hub.clone(), $family, request, $normaliser).await
+            }
+
+            type PublishBatchStream = ReplyStream;
+
+            async fn publish_batch(
+                &self,
+                request: Request<Streaming<$event>>,
+            ) -> Result<Response<Self::PublishBatchStream>, Status> {
+                let institution = authorise(&self.hub, &request, $family)?;
+                let stream = publish_stream(
+                    self.hub.clone(),
+                    $family,
+                    institution,
+                    request.into_inner(),
+                    $normaliser,
+                    |event: &$event| event.event_id.clone(),
+                );
+                Ok(Response::new(stream))
+            }
+        }
+    };
+}
+
+ingest_service!(
+    AllocataireService,
+    proto::allocataire_ingest_server::AllocataireIngest,
+    proto::AllocataireEvent,
+    Family::Allocataire,
+    normalise::allocataire
+);
+ingest_service!(
+    DemandeurEmploiService,
+    proto::demandeur_emploi_ingest_server::DemandeurEmploiIngest,
+    proto::DemandeurEmploiEvent,
+    Family::DemandeurEmploi,
+    normalise::demandeur_emploi
+);
+ingest_service!(
+    OrientationService,
+    proto::orientation_ingest_server::OrientationIngest,
+    proto::OrientationEvent,
+    Family::Orientation,
+    normalise::orientation
+);
