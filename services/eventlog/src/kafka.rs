@@ -140,6 +140,12 @@ impl Publisher {
         self.enqueue(topic, key, value, headers)?.wait().await
     }
 
+    /// Whether the broker answers a metadata request (readiness). Blocking: call it off the
+    /// async runtime.
+    pub fn broker_reachable(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.current().client().fetch_metadata(None, timeout).map(|_| ())
+    }
+
     /// Flushes what is in flight (graceful shutdown).
     pub fn flush(&self, timeout: Duration) {
         if let Err(error) = self.current().flush(timeout) {

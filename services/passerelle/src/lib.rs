@@ -1,0 +1,202 @@
+//! The Passerelle hub as a library: start any or all services from a configuration. The binary
+//! (`main.rs`) only parses the command line; tests start the same services on port 0.
+
+pub mod config;
+pub mod demo;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use axum::{Router, http::StatusCode, routing::get};
+use passerelle_domain::event::Family;
+use passerelle_eventlog::{
+    MIGRATOR,
+    kafka::{self, Publisher},
+    registry::Registry,
+    schemas::Topics,
+    shredding::KeyStore,
+    subject::SubjectKeys,
+};
+use passerelle_ingest::{
+    hub::IngestHub,
+    institutions::Institutions,
+    proto::{
+        allocataire_ingest_server::AllocataireIngestServer, demandeur_emploi_ingest_server::DemandeurEmploiIngestServer,
+        orientation_ingest_server::OrientationIngestServer,
+    },
+    service::{AllocataireService, DemandeurEmploiService, OrientationService},
+};
+use sqlx::{PgPool, postgres::PgPoolOptions};
+use tokio::{net::TcpListener, sync::watch, task::JoinSet};
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::config::Config;
+
+/// A running hub: the addresses it serves, and a handle to stop it.
+pub struct Running {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub registry_addr: SocketAddr,
+    pub pool: PgPool,
+    pub topics: Topics,
+    publisher: Arc<Publisher>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Stops accepting calls, lets in-flight ones finish, flushes the producer.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.shutdown.send_replace(true);
+        while let Some(joined) = self.tasks.join_next().await {
+            joined.context("a service task panicked")??;
+        }
+        let publisher = self.publisher.clone();
+        tokio::task::spawn_blocking(move || publisher.flush(Duration::from_secs(5))).await?;
+        Ok(())
+    }
+
+    /// Waits until a service stops on its own (an error) or the shutdown is requested.
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        if let Some(joined) = self.tasks.join_next().await {
+            joined.context("a service task panicked")??;
+        }
+        Ok(())
+    }
+
+    /// The lines a user needs: where each service listens.
+    pub fn addresses(&self) -> String {
+        format!(
+            "gRPC ingestion  grpc://{}  (reflection and grpc.health.v1 enabled)\n\
+             HTTP            http://{}  (/healthz, /readyz, /metrics)\n\
+             schema registry http://{}  (Confluent read API: /subjects, /schemas/ids/{{id}})",
+            self.grpc_addr, self.http_addr, self.registry_addr
+        )
+    }
+}
+
+/// Connects to PostgreSQL and applies the migrations.
+pub async fn connect_database(url: &str) -> anyhow::Result<PgPool> {
+    let pool = PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await
+        .context("cannot reach PostgreSQL with database_url (is the server running, and the database created? infra/db-setup.sh creates it)")?;
+    MIGRATOR.run(&pool).await.context("database migrations failed")?;
+    Ok(pool)
+}
+
+/// Starts the ingestion services, the schema registry and the HTTP endpoints.
+pub async fn start(config: &Config) -> anyhow::Result<Running> {
+    let pepper = config.secrets.pepper()?;
+    let master = config.secrets.master_key()?;
+    let institutions = Institutions::load(&config.institutions_file).map_err(anyhow::Error::msg)?;
+    let pool = connect_database(&config.database_url).await?;
+    let topics = Topics::new(config.kafka.topic_prefix.clone());
+    let registry = Registry::new(pool.clone(), topics.clone());
+    registry.register_committed().await.context("registering the committed schemas")?;
+
+    let mut all_topics: Vec<String> = Family::ALL.iter().map(|family| topics.topic(*family)).collect();
+    all_topics.push(topics.identity());
+    all_topics.push(topics.dead_letters());
+    kafka::ensure_topics(&config.kafka, &all_topics).await.with_context(|| {
+        format!(
+            "cannot create the topics on the Kafka broker at {} (is it running? infra/broker.sh starts one)",
+            config.kafka.bootstrap_servers
+        )
+    })?;
+
+    let publisher = Arc::new(Publisher::new(config.kafka.clone())?);
+    let hub = Arc::new(
+        IngestHub::new(
+            SubjectKeys::new(pepper),
+            institutions,
+            KeyStore::new(pool.clone(), master),
+            &registry,
+            publisher.clone(),
+            topics.clone(),
+        )
+        .await?,
+    );
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+
+    let grpc_listener = TcpListener::bind(config.grpc_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} for gRPC (grpc_listen)", config.grpc_listen))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<AllocataireIngestServer<AllocataireService>>().await;
+    health_reporter.set_serving::<DemandeurEmploiIngestServer<DemandeurEmploiService>>().await;
+    health_reporter.set_serving::<OrientationIngestServer<OrientationService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(passerelle_ingest::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let grpc = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(AllocataireIngestServer::new(AllocataireService::new(hub.clone())))
+        .add_service(DemandeurEmploiIngestServer::new(DemandeurEmploiService::new(hub.clone())))
+        .add_service(OrientationIngestServer::new(OrientationService::new(hub.clone())));
+    let mut grpc_shutdown = shutdown_rx.clone();
+    tasks.spawn(async move {
+        grpc.serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
+            drop(grpc_shutdown.wait_for(|stop| *stop).await);
+        })
+        .await
+        .context("gRPC server")
+    });
+
+    let http_listener = TcpListener::bind(config.http_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} for HTTP (http_listen)", config.http_listen))?;
+    let http_addr = http_listener.local_addr()?;
+    let ready_pool = pool.clone();
+    let ready_publisher = publisher.clone();
+    let http = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let pool = ready_pool.clone();
+                let publisher = ready_publisher.clone();
+                async move { readiness(&pool, &publisher).await }
+            }),
+        )
+        .route("/metrics", get(|| async { passerelle_telemetry::render() }));
+    tasks.spawn(serve_http(http_listener, http, shutdown_rx.clone(), "HTTP server"));
+
+    let registry_listener = TcpListener::bind(config.registry_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} for the schema registry (registry_listen)", config.registry_listen))?;
+    let registry_addr = registry_listener.local_addr()?;
+    tasks.spawn(serve_http(registry_listener, registry.router(), shutdown_rx, "schema registry"));
+
+    Ok(Running { grpc_addr, http_addr, registry_addr, pool, topics, publisher, shutdown, tasks })
+}
+
+async fn serve_http(listener: TcpListener, router: Router, mut shutdown: watch::Receiver<bool>, name: &'static str) -> anyhow::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            drop(shutdown.wait_for(|stop| *stop).await);
+        })
+        .await
+        .context(name)
+}
+
+/// Ready when the database answers and the broker's metadata can be fetched.
+async fn readiness(pool: &PgPool, publisher: &Arc<Publisher>) -> (StatusCode, String) {
+    if let Err(error) = sqlx::query("SELECT 1").execute(pool).await {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("database unreachable: {error}"));
+    }
+    let publisher = publisher.clone();
+    let broker = tokio::task::spawn_blocking(move || publisher.broker_reachable(Duration::from_secs(2))).await;
+    match broker {
+        Ok(Ok(())) => (StatusCode::OK, "ready".into()),
+        Ok(Err(error)) => (StatusCode::SERVICE_UNAVAILABLE, format!("broker unreachable: {error}")),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "broker check failed".into()),
+    }
+}

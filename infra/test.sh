@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The README's second command: runs the full test suite against a real broker and PostgreSQL.
+# Installs and starts what the tests need (broker, database, Python client for the Confluent
+# interoperability check), then runs every test of the workspace.
+source "$(dirname "$0")/lib.sh"
+cd "$REPO_ROOT"
+"$REPO_ROOT/infra/broker.sh" start
+"$REPO_ROOT/infra/db-setup.sh"
+
+# Confluent's own Python client, to prove standard tools decode our topics.
+venv="$PASSERELLE_CACHE/venv"
+if ! "$venv/bin/python" -c "import confluent_kafka, fastavro, httpx" 2>/dev/null; then
+  say "installing confluent-kafka (PyPI) into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet "confluent-kafka[avro]>=2.12" fastavro httpx attrs cachetools authlib
+fi
+export PASSERELLE_TEST_PYTHON="$venv/bin/python"
+export PASSERELLE_TEST_BOOTSTRAP="127.0.0.1:$BROKER_PORT"
+export PASSERELLE_TEST_PG="$PG_URL_BASE"
+export PASSERELLE_TANSU_BIN="$TANSU_BIN"
+
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast "$@"
+else
+  cargo test --workspace --no-fail-fast "$@"
+fi

@@ -1,0 +1,144 @@
+//! Configuration, in layers. Precedence, lowest to highest:
+//!   1. built-in defaults (a single-machine development hub);
+//!   2. the TOML file given with `--config` (or `PASSERELLE_CONFIG`);
+//!   3. environment variables prefixed `PASSERELLE__`, nested keys separated by `__`
+//!      (`PASSERELLE__KAFKA__BOOTSTRAP_SERVERS=broker:9092`);
+//!   4. command-line flags.
+//! Secrets (pepper, master key) are read from files or the environment and never printed.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use passerelle_eventlog::{kafka::KafkaSettings, secrets::SecretKey};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// PostgreSQL: read models, data keys, schema registry.
+    pub database_url: String,
+    pub kafka: KafkaSettings,
+    /// gRPC ingestion API.
+    pub grpc_listen: SocketAddr,
+    /// HTTP: `/healthz`, `/readyz`, `/metrics`.
+    pub http_listen: SocketAddr,
+    /// Confluent-compatible schema registry (read API).
+    pub registry_listen: SocketAddr,
+    /// Institutions allowed to push, with their kind and scope.
+    pub institutions_file: PathBuf,
+    pub secrets: SecretsConfig,
+    /// `json` (one object per line) or `pretty`.
+    pub log_format: String,
+}
+
+/// Where the secrets are. Each is 64 hex characters, from the environment (`*_hex`, e.g.
+/// `PASSERELLE__SECRETS__PEPPER_HEX`) or a file.
+#[derive(Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct SecretsConfig {
+    pub pepper_file: Option<PathBuf>,
+    pub pepper_hex: Option<String>,
+    pub master_key_file: Option<PathBuf>,
+    pub master_key_hex: Option<String>,
+}
+
+impl std::fmt::Debug for SecretsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretsConfig")
+            .field("pepper_file", &self.pepper_file)
+            .field("pepper_hex", &self.pepper_hex.as_ref().map(|_| "<redacted>"))
+            .field("master_key_file", &self.master_key_file)
+            .field("master_key_hex", &self.master_key_hex.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl SecretsConfig {
+    fn load(name: &'static str, hex: Option<&String>, file: Option<&PathBuf>) -> anyhow::Result<SecretKey> {
+        match (hex, file) {
+            (Some(hex), _) => Ok(SecretKey::from_hex(name, hex)?),
+            (None, Some(path)) => Ok(SecretKey::from_file(name, path)?),
+            (None, None) => anyhow::bail!(
+                "the {name} is not configured: set secrets.{name}_file in the configuration (or PASSERELLE__SECRETS__{}_HEX); for development run infra/dev-secrets.sh",
+                name.to_ascii_uppercase()
+            ),
+        }
+    }
+
+    pub fn pepper(&self) -> anyhow::Result<SecretKey> {
+        Self::load("pepper", self.pepper_hex.as_ref(), self.pepper_file.as_ref())
+    }
+
+    pub fn master_key(&self) -> anyhow::Result<SecretKey> {
+        Self::load("master_key", self.master_key_hex.as_ref(), self.master_key_file.as_ref())
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database_url: "postgres://postgres@127.0.0.1:5432/passerelle".into(),
+            kafka: KafkaSettings::default(),
+            grpc_listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            registry_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            institutions_file: PathBuf::from("infra/dev/institutions.toml"),
+            secrets: SecretsConfig::default(),
+            log_format: "pretty".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then the file (if any), then `PASSERELLE__` variables.
+    pub fn figment(file: Option<&std::path::Path>) -> Figment {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment.merge(Env::prefixed("PASSERELLE__").split("__"))
+    }
+
+    pub fn load(file: Option<&std::path::Path>) -> anyhow::Result<Self> {
+        Ok(Self::figment(file).extract()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_environment_overrides_the_file_which_overrides_the_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "hub.toml",
+                r#"
+                    database_url = "postgres://file@db/passerelle"
+                    grpc_listen = "0.0.0.0:6000"
+                    [kafka]
+                    bootstrap_servers = "file-broker:9092"
+                "#,
+            )?;
+            jail.set_env("PASSERELLE__KAFKA__BOOTSTRAP_SERVERS", "env-broker:9092");
+            let config = Config::load(Some(std::path::Path::new("hub.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(config.kafka.bootstrap_servers, "env-broker:9092");
+            assert_eq!(config.database_url, "postgres://file@db/passerelle");
+            assert_eq!(config.grpc_listen.port(), 6000);
+            assert_eq!(config.http_listen.port(), 8080);
+            assert_eq!(config.kafka.delivery_timeout_ms, 4000);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_are_never_printed() {
+        let secrets = SecretsConfig { pepper_hex: Some("ab".repeat(32)), ..SecretsConfig::default() };
+        assert!(!format!("{secrets:?}").contains("abab"));
+        let missing = SecretsConfig::default().master_key().expect_err("not configured").to_string();
+        assert!(missing.contains("infra/dev-secrets.sh"), "{missing}");
+    }
+}

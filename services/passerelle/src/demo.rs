@@ -1,0 +1,152 @@
+//! Demo data: a few fictional households of the Haute-Marne (52) and the Métropole de Lyon,
+//! pushed through the gRPC API exactly as institutions would. Event ids are fixed, so pushing
+//! the demo twice adds nothing to the read models.
+
+use anyhow::Context as _;
+use passerelle_ingest::{
+    proto::{
+        self, AllocataireEvent, DemandeurEmploiEvent, Household, Location, OrientationEvent, Person,
+        allocataire_event::Fact as Caf, allocataire_ingest_client::AllocataireIngestClient,
+        demandeur_emploi_event::Fact as Ft, demandeur_emploi_ingest_client::DemandeurEmploiIngestClient,
+        orientation_event::Fact as Cd, orientation_ingest_client::OrientationIngestClient,
+    },
+    service::INSTITUTION_HEADER,
+};
+use tonic::{Request, metadata::MetadataValue};
+
+fn person(nir: &str, ft: &str, nom: &str, prenoms: &str, naissance: &str) -> Option<Person> {
+    Some(Person {
+        nir: nir.into(),
+        france_travail_id: ft.into(),
+        nom: nom.into(),
+        prenoms: prenoms.into(),
+        date_naissance: naissance.into(),
+        ..Person::default()
+    })
+}
+
+fn at(authority: &str, commune: &str) -> Option<Location> {
+    Some(Location { receiving_authority: authority.into(), commune: commune.into() })
+}
+
+fn as_institution<T>(institution: &str, message: T) -> anyhow::Result<Request<T>> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(INSTITUTION_HEADER, MetadataValue::try_from(institution)?);
+    Ok(request)
+}
+
+/// The CAF's facts of the demo.
+pub fn allocataire_events() -> Vec<AllocataireEvent> {
+    let martin = || person("1850752121003", "", "MARTIN", "Paul", "1985-07-12");
+    let durand = || person("2870552121004", "", "DURAND", "Julie", "1987-05-03");
+    let foyer = |role: &str| Some(Household { organisme: "521".into(), matricule: "1234567".into(), role: role.into() });
+    let lyon = || person("1920169381005", "", "BERNARD", "Karim", "1992-01-20");
+    let event = |id: &str, when: &str, who, household, fact| AllocataireEvent {
+        event_id: id.into(),
+        occurred_at: when.into(),
+        person: who,
+        household,
+        location: at("052", "52121"),
+        corrects_event_id: String::new(),
+        fact: Some(fact),
+    };
+    let mut events = vec![
+        event("demo-caf-0001", "2026-09-01T09:00:00+02:00", martin(), foyer("DEM"),
+              Caf::DemandRecorded(proto::RsaDemandRecorded { date_demande: "2026-09-01".into(), numero_demande: String::new() })),
+        event("demo-caf-0002", "2026-09-01T09:00:01+02:00", durand(), foyer("CJT"), Caf::RoleSet(proto::HouseholdRoleSet {})),
+        event("demo-caf-0003", "2026-09-20T10:00:00+02:00", martin(), foyer("DEM"),
+              Caf::RightOpened(proto::RsaRightOpened { date_ouverture: "2026-09-01".into() })),
+        event("demo-caf-0004", "2026-09-20T10:00:01+02:00", martin(), foyer("DEM"), Caf::SddChanged(proto::SddChanged { soumis: true })),
+        event("demo-caf-0005", "2026-09-20T10:00:02+02:00", durand(), foyer("CJT"), Caf::SddChanged(proto::SddChanged { soumis: true })),
+    ];
+    let mut lyon_event = event(
+        "demo-caf-0101",
+        "2026-10-05T11:00:00+02:00",
+        lyon(),
+        Some(Household { organisme: "691".into(), matricule: "7654321".into(), role: "DEM".into() }),
+        Caf::RightOpened(proto::RsaRightOpened { date_ouverture: "2026-10-01".into() }),
+    );
+    lyon_event.location = at("069", "69381");
+    events.push(lyon_event);
+    events
+}
+
+/// France Travail's facts of the demo.
+pub fn demandeur_emploi_events() -> Vec<DemandeurEmploiEvent> {
+    vec![
+        DemandeurEmploiEvent {
+            event_id: "demo-ft-0001".into(),
+            occurred_at: "2026-09-22T08:30:00+02:00".into(),
+            person: person("1850752121003", "12345678901", "", "", ""),
+            location: at("", "52121"),
+            corrects_event_id: String::new(),
+            fact: Some(Ft::Inscription(proto::Inscription {
+                categorie: "1".into(),
+                motif: "01".into(),
+                date_inscription: "2026-09-22".into(),
+            })),
+        },
+        DemandeurEmploiEvent {
+            event_id: "demo-ft-0002".into(),
+            occurred_at: "2026-09-23T08:30:00+02:00".into(),
+            person: Some(Person { france_travail_id: "98765432109".into(), ..Person::default() }),
+            location: at("", "52448"),
+            corrects_event_id: String::new(),
+            fact: Some(Ft::Inscription(proto::Inscription { categorie: "2".into(), motif: String::new(), date_inscription: String::new() })),
+        },
+    ]
+}
+
+/// The département's facts of the demo.
+pub fn orientation_events() -> Vec<OrientationEvent> {
+    vec![
+        OrientationEvent {
+            event_id: "demo-cd52-0001".into(),
+            occurred_at: "2026-10-02T14:00:00+02:00".into(),
+            person: person("1850752121003", "", "", "", ""),
+            location: at("052", ""),
+            corrects_event_id: String::new(),
+            fact: Some(Cd::OrientationDecided(proto::OrientationDecided {
+                r#type: "SOCIO_PRO".into(),
+                structure_siret: "73282932000074".into(),
+                structure_nom: "Association d'insertion de Chaumont".into(),
+                referent: Some(proto::Agent {
+                    uid: "agent-cd52-0042".into(),
+                    email: "referent.demo@haute-marne.example".into(),
+                    siret: "73282932000074".into(),
+                }),
+            })),
+        },
+        OrientationEvent {
+            event_id: "demo-cd52-0002".into(),
+            occurred_at: "2026-10-03T14:00:00+02:00".into(),
+            person: person("2870552121004", "", "", "", ""),
+            location: at("052", ""),
+            corrects_event_id: String::new(),
+            fact: Some(Cd::OppositionRecorded(proto::OppositionRecorded {})),
+        },
+    ]
+}
+
+/// Pushes the demo through the gRPC API at `endpoint`; returns how many events were accepted.
+pub async fn push(endpoint: String) -> anyhow::Result<usize> {
+    let channel = tonic::transport::Endpoint::from_shared(endpoint)?.connect().await.context("connecting to the hub")?;
+    let mut accepted = 0;
+    let mut caf = AllocataireIngestClient::new(channel.clone());
+    for event in allocataire_events() {
+        let institution = if event.household.as_ref().is_some_and(|h| h.organisme == "691") { "caf-691" } else { "caf-521" };
+        caf.publish(as_institution(institution, event)?).await.context("publishing a CAF demo event")?;
+        accepted += 1;
+    }
+    let mut ft = DemandeurEmploiIngestClient::new(channel.clone());
+    for event in demandeur_emploi_events() {
+        ft.publish(as_institution("france-travail", event)?).await.context("publishing a France Travail demo event")?;
+        accepted += 1;
+    }
+    let mut cd = OrientationIngestClient::new(channel);
+    for event in orientation_events() {
+        cd.publish(as_institution("cd-52", event)?).await.context("publishing a département demo event")?;
+        accepted += 1;
+    }
+    Ok(accepted)
+}
