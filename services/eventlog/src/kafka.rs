@@ -105,18 +105,28 @@ impl Publisher {
         }
     }
 
-    fn replace_if_fatal(&self, failed: &Arc<FutureProducer>) {
-        if failed.client().fatal_error().is_none() {
-            return;
-        }
+    /// Replaces a producer that failed to deliver a record (timeout, broker refusal, fatal
+    /// error) with a fresh one, unless another caller already did.
+    ///
+    /// Why: records that time out during an outage leave a gap in the idempotent producer's
+    /// sequence numbers. A Kafka broker answers that gap with an epoch bump (KIP-360); tansu 0.6
+    /// answers OutOfOrderSequenceNumber and its storage task stops serving, so the broker
+    /// would stay unusable after it came back (measured, see docs/decisions/0002-producer-replacement.md).
+    /// A fresh producer gets a new producer id and starts its sequences at zero; dropping the
+    /// old one purges what it still queued, and those callers were (or will be) answered
+    /// UNAVAILABLE, never OK.
+    fn replace(&self, failed: &Arc<FutureProducer>) {
         let Ok(mut guard) = self.producer.write() else { return };
         if !Arc::ptr_eq(&guard, failed) {
             return;
         }
         match self.settings.producer_config().create::<FutureProducer>() {
             Ok(fresh) => {
-                tracing::warn!("kafka producer hit a fatal error and was replaced");
-                *guard = Arc::new(fresh);
+                tracing::warn!("kafka producer replaced after a failed delivery");
+                let old = std::mem::replace(&mut *guard, Arc::new(fresh));
+                drop(guard);
+                // Nothing of the old producer may reach the broker after the gap.
+                old.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
             }
             Err(error) => tracing::error!(error = %error, "kafka producer could not be recreated"),
         }
@@ -167,14 +177,17 @@ impl Pending {
     pub async fn wait(self) -> Result<Delivered, PublishError> {
         let deadline = Duration::from_millis(self.publisher.settings.delivery_timeout_ms + 500);
         match tokio::time::timeout(deadline, self.delivery).await {
-            Err(_) => Err(PublishError::Unavailable("no acknowledgement before the deadline".into())),
+            Err(_) => {
+                self.publisher.replace(&self.producer);
+                Err(PublishError::Unavailable("no acknowledgement before the deadline".into()))
+            }
             Ok(Err(_cancelled)) => {
-                self.publisher.replace_if_fatal(&self.producer);
+                self.publisher.replace(&self.producer);
                 Err(PublishError::Unavailable("the producer dropped the event".into()))
             }
             Ok(Ok(Ok(delivery))) => Ok(Delivered { partition: delivery.partition, offset: delivery.offset }),
             Ok(Ok(Err((error, _)))) => {
-                self.publisher.replace_if_fatal(&self.producer);
+                self.publisher.replace(&self.producer);
                 Err(classify(&error))
             }
         }
