@@ -37,7 +37,15 @@ impl PrivateBroker {
         let log = std::fs::File::create(self.data.join("tansu.log"))?;
         let child = Command::new(&binary)
             .current_dir(&self.data)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "sqlite://tansu.db"])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "sqlite://tansu.db",
+            ])
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .spawn()

@@ -94,6 +94,8 @@ impl TestHub {
 /// A request sent as `institution`.
 pub fn as_institution<T>(institution: &str, message: T) -> Request<T> {
     let mut request = Request::new(message);
-    request.metadata_mut().insert(INSTITUTION_HEADER, MetadataValue::try_from(institution).expect("ascii institution id"));
+    request
+        .metadata_mut()
+        .insert(INSTITUTION_HEADER, MetadataValue::try_from(institution).expect("ascii institution id"));
     request
 }

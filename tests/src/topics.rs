@@ -26,11 +26,7 @@ pub fn read_all(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<Record>> {
         .set("enable.auto.commit", "false")
         .create()?;
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
+    let partitions: Vec<i32> = metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
     let mut assignment = TopicPartitionList::new();
     let mut ends = std::collections::HashMap::new();
     for partition in &partitions {
@@ -48,7 +44,9 @@ pub fn read_all(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<Record>> {
         let message = message?;
         let headers = message
             .headers()
-            .map(|h| h.iter().map(|header| (header.key.to_owned(), header.value.unwrap_or_default().to_vec())).collect())
+            .map(|h| {
+                h.iter().map(|header| (header.key.to_owned(), header.value.unwrap_or_default().to_vec())).collect()
+            })
             .unwrap_or_default();
         records.push(Record {
             partition: message.partition(),

@@ -13,7 +13,8 @@ use passerelle_ingest::proto::allocataire_ingest_client::AllocataireIngestClient
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_broker_outage_yields_unavailable_within_5s_then_recovery_within_30s_with_nothing_acknowledged_lost() -> anyhow::Result<()> {
+async fn a_broker_outage_yields_unavailable_within_5s_then_recovery_within_30s_with_nothing_acknowledged_lost()
+-> anyhow::Result<()> {
     let mut broker = PrivateBroker::start()?;
     let hub = TestHub::spawn_on(&broker.bootstrap()).await?;
     let mut client = AllocataireIngestClient::new(hub.channel.clone());
@@ -71,7 +72,8 @@ async fn a_broker_outage_yields_unavailable_within_5s_then_recovery_within_30s_w
         acknowledged.push(id);
     }
 
-    let records = tokio::task::block_in_place(|| topics::read_all(&broker.bootstrap(), &hub.topic(Family::Allocataire)))?;
+    let records =
+        tokio::task::block_in_place(|| topics::read_all(&broker.bootstrap(), &hub.topic(Family::Allocataire)))?;
     let on_topic: Vec<String> = records.iter().filter_map(|r| topics::event_id_of(&r.value)).collect();
     assert_eq!(on_topic.len(), records.len(), "every record carries an event id");
     for id in &acknowledged {

@@ -110,5 +110,9 @@ pub fn cd(event_id: &str, when: &str, who: Option<Person>, fact: Cd) -> Orientat
 }
 
 pub fn referent() -> proto::Agent {
-    proto::Agent { uid: "agent-cd52-0042".into(), email: "referent@haute-marne.example".into(), siret: "73282932000074".into() }
+    proto::Agent {
+        uid: "agent-cd52-0042".into(),
+        email: "referent@haute-marne.example".into(),
+        siret: "73282932000074".into(),
+    }
 }

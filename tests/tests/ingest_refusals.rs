@@ -21,12 +21,25 @@ fn good_caf(id: &str) -> AllocataireEvent {
 }
 
 fn good_ft(id: &str) -> DemandeurEmploiEvent {
-    ft(id, "2026-09-22T08:00:00+02:00", person(NIR_LEGRAND, FT_LEGRAND, "", "", ""),
-       Ft::Inscription(proto::Inscription { categorie: "1".into(), motif: String::new(), date_inscription: String::new() }))
+    ft(
+        id,
+        "2026-09-22T08:00:00+02:00",
+        person(NIR_LEGRAND, FT_LEGRAND, "", "", ""),
+        Ft::Inscription(proto::Inscription {
+            categorie: "1".into(),
+            motif: String::new(),
+            date_inscription: String::new(),
+        }),
+    )
 }
 
 fn good_cd(id: &str) -> OrientationEvent {
-    cd(id, "2026-10-02T14:00:00+02:00", legrand(), Cd::ReferentAssigned(proto::ReferentAssigned { referent: Some(referent()) }))
+    cd(
+        id,
+        "2026-10-02T14:00:00+02:00",
+        legrand(),
+        Cd::ReferentAssigned(proto::ReferentAssigned { referent: Some(referent()) }),
+    )
 }
 
 /// The field paths of an INVALID_ARGUMENT status, from its google.rpc.BadRequest.
@@ -59,48 +72,197 @@ async fn each_invalid_field_is_refused_with_its_path_and_nothing_is_published() 
         ("person", Box::new(|e| e.person = None)),
         ("person", Box::new(|e| e.person = person("", "", "LEGRAND", "", ""))),
         ("person.nir", Box::new(|e| e.person = person("12345", "", "", "", ""))),
-        ("person.nir", Box::new(|e| { let mut nir = nir15(NIR_LEGRAND); nir.replace_range(13..15, "00"); e.person = person(&nir, "", "", "", "") })),
+        (
+            "person.nir",
+            Box::new(|e| {
+                let mut nir = nir15(NIR_LEGRAND);
+                nir.replace_range(13..15, "00");
+                e.person = person(&nir, "", "", "", "")
+            }),
+        ),
         ("person.nir", Box::new(|e| e.person = person("185072C121003", "", "", "", ""))),
         ("person.france_travail_id", Box::new(|e| e.person = person(NIR_LEGRAND, "1253359X", "", "", ""))),
-        ("person.departement_id_code", Box::new(|e| e.person = Some(proto::Person { departement_id: "IODAS-1".into(), ..proto::Person::default() }))),
-        ("person.departement_id_code", Box::new(|e| e.person = Some(proto::Person { departement_id: "IODAS-1".into(), departement_id_code: "20".into(), ..proto::Person::default() }))),
+        (
+            "person.departement_id_code",
+            Box::new(|e| {
+                e.person = Some(proto::Person { departement_id: "IODAS-1".into(), ..proto::Person::default() })
+            }),
+        ),
+        (
+            "person.departement_id_code",
+            Box::new(|e| {
+                e.person = Some(proto::Person {
+                    departement_id: "IODAS-1".into(),
+                    departement_id_code: "20".into(),
+                    ..proto::Person::default()
+                })
+            }),
+        ),
         ("person.date_naissance", Box::new(|e| e.person = person(NIR_LEGRAND, "", "", "", "12/07/1985"))),
         ("person.nom", Box::new(|e| e.person = person(NIR_LEGRAND, "", &"X".repeat(201), "", ""))),
         ("household", Box::new(|e| e.household = None)),
-        ("household.organisme", Box::new(|e| e.household = Some(proto::Household { organisme: "52A".into(), matricule: "2055990".into(), role: "DEM".into() }))),
-        ("household.matricule", Box::new(|e| e.household = Some(proto::Household { organisme: "521".into(), matricule: "2055990000000001".into(), role: "DEM".into() }))),
+        (
+            "household.organisme",
+            Box::new(|e| {
+                e.household =
+                    Some(proto::Household { organisme: "52A".into(), matricule: "2055990".into(), role: "DEM".into() })
+            }),
+        ),
+        (
+            "household.matricule",
+            Box::new(|e| {
+                e.household = Some(proto::Household {
+                    organisme: "521".into(),
+                    matricule: "2055990000000001".into(),
+                    role: "DEM".into(),
+                })
+            }),
+        ),
         ("household.role", Box::new(|e| e.household = caf_household("CHEF"))),
         ("location", Box::new(|e| e.location = None)),
-        ("location.commune", Box::new(|e| e.location = Some(proto::Location { receiving_authority: String::new(), commune: "9999".into() }))),
-        ("location.receiving_authority", Box::new(|e| e.location = Some(proto::Location { receiving_authority: "099".into(), commune: String::new() }))),
-        ("location.receiving_authority", Box::new(|e| e.location = Some(proto::Location { receiving_authority: "069".into(), commune: String::new() }))),
+        (
+            "location.commune",
+            Box::new(|e| {
+                e.location = Some(proto::Location { receiving_authority: String::new(), commune: "9999".into() })
+            }),
+        ),
+        (
+            "location.receiving_authority",
+            Box::new(|e| {
+                e.location = Some(proto::Location { receiving_authority: "099".into(), commune: String::new() })
+            }),
+        ),
+        (
+            "location.receiving_authority",
+            Box::new(|e| {
+                e.location = Some(proto::Location { receiving_authority: "069".into(), commune: String::new() })
+            }),
+        ),
         ("fact", Box::new(|e| e.fact = None)),
-        ("right_suspended.scope", Box::new(|e| e.fact = Some(Caf::RightSuspended(proto::RsaRightSuspended { scope: "BOTH".into(), motif: "06".into(), date_suspension: String::new() })))),
-        ("right_suspended.motif", Box::new(|e| e.fact = Some(Caf::RightSuspended(proto::RsaRightSuspended { scope: "PAYMENT".into(), motif: String::new(), date_suspension: String::new() })))),
-        ("right_closed.date_cloture", Box::new(|e| e.fact = Some(Caf::RightClosed(proto::RsaRightClosed { motif: "MUT".into(), date_cloture: "2026-13-01".into(), prior_month: false })))),
-        ("demand_recorded.date_demande", Box::new(|e| e.fact = Some(Caf::DemandRecorded(proto::RsaDemandRecorded::default())))),
-        ("household.role", Box::new(|e| { e.household = caf_household(""); e.fact = Some(Caf::RoleSet(proto::HouseholdRoleSet {})) })),
-        ("address_changed.mutation.organisme_prenant", Box::new(|e| e.fact = Some(Caf::AddressChanged(proto::AddressChanged {
-            address: None, previous_authority: String::new(),
-            mutation: Some(proto::Mutation { organisme_cedant: "521".into(), organisme_prenant: String::new(), matricule_cedant: String::new() }) })))),
-        ("address_changed.address.code_postal", Box::new(|e| e.fact = Some(Caf::AddressChanged(proto::AddressChanged {
-            address: Some(proto::Address { lines: vec![], code_postal: "5200".into(), commune: String::new() }), previous_authority: String::new(), mutation: None })))),
-        ("retraction.retracted_event_id", Box::new(|e| e.fact = Some(Caf::Retraction(proto::Retraction { retracted_event_id: e.event_id.clone(), reason: String::new() })))),
+        (
+            "right_suspended.scope",
+            Box::new(|e| {
+                e.fact = Some(Caf::RightSuspended(proto::RsaRightSuspended {
+                    scope: "BOTH".into(),
+                    motif: "06".into(),
+                    date_suspension: String::new(),
+                }))
+            }),
+        ),
+        (
+            "right_suspended.motif",
+            Box::new(|e| {
+                e.fact = Some(Caf::RightSuspended(proto::RsaRightSuspended {
+                    scope: "PAYMENT".into(),
+                    motif: String::new(),
+                    date_suspension: String::new(),
+                }))
+            }),
+        ),
+        (
+            "right_closed.date_cloture",
+            Box::new(|e| {
+                e.fact = Some(Caf::RightClosed(proto::RsaRightClosed {
+                    motif: "MUT".into(),
+                    date_cloture: "2026-13-01".into(),
+                    prior_month: false,
+                }))
+            }),
+        ),
+        (
+            "demand_recorded.date_demande",
+            Box::new(|e| e.fact = Some(Caf::DemandRecorded(proto::RsaDemandRecorded::default()))),
+        ),
+        (
+            "household.role",
+            Box::new(|e| {
+                e.household = caf_household("");
+                e.fact = Some(Caf::RoleSet(proto::HouseholdRoleSet {}))
+            }),
+        ),
+        (
+            "address_changed.mutation.organisme_prenant",
+            Box::new(|e| {
+                e.fact = Some(Caf::AddressChanged(proto::AddressChanged {
+                    address: None,
+                    previous_authority: String::new(),
+                    mutation: Some(proto::Mutation {
+                        organisme_cedant: "521".into(),
+                        organisme_prenant: String::new(),
+                        matricule_cedant: String::new(),
+                    }),
+                }))
+            }),
+        ),
+        (
+            "address_changed.address.code_postal",
+            Box::new(|e| {
+                e.fact = Some(Caf::AddressChanged(proto::AddressChanged {
+                    address: Some(proto::Address { lines: vec![], code_postal: "5200".into(), commune: String::new() }),
+                    previous_authority: String::new(),
+                    mutation: None,
+                }))
+            }),
+        ),
+        (
+            "retraction.retracted_event_id",
+            Box::new(|e| {
+                e.fact = Some(Caf::Retraction(proto::Retraction {
+                    retracted_event_id: e.event_id.clone(),
+                    reason: String::new(),
+                }))
+            }),
+        ),
     ];
     for (index, (field, mutate)) in caf_cases.iter().enumerate() {
         let mut event = good_caf(&format!("bad-caf-{index}"));
         mutate(&mut event);
         let status = caf_client.publish(as_institution("caf-521", event)).await.expect_err(field);
         let fields = violated_fields(&status);
-        assert!(fields.iter().any(|f| f == field), "case {index}: expected {field}, got {fields:?} ({})", status.message());
+        assert!(
+            fields.iter().any(|f| f == field),
+            "case {index}: expected {field}, got {fields:?} ({})",
+            status.message()
+        );
     }
 
     let ft_cases: Vec<(&str, Mutate<DemandeurEmploiEvent>)> = vec![
-        ("inscription.categorie", Box::new(|e| e.fact = Some(Ft::Inscription(proto::Inscription { categorie: "7".into(), motif: String::new(), date_inscription: String::new() })))),
-        ("accompagnement_changed.modalite", Box::new(|e| e.fact = Some(Ft::AccompagnementChanged(proto::AccompagnementChanged { modalite: "INTENSIF".into() })))),
-        ("referent_assigned.email", Box::new(|e| e.fact = Some(Ft::ReferentAssigned(proto::FtReferentAssigned { nom: "X".into(), email: "not-an-email".into(), code_safir: String::new() })))),
-        ("ppae_signed.date_signature", Box::new(|e| e.fact = Some(Ft::PpaeSigned(proto::PpaeSigned { date_signature: String::new() })))),
-        ("radiation.date_radiation", Box::new(|e| e.fact = Some(Ft::Radiation(proto::Radiation { motif: "AB".into(), date_radiation: "hier".into() })))),
+        (
+            "inscription.categorie",
+            Box::new(|e| {
+                e.fact = Some(Ft::Inscription(proto::Inscription {
+                    categorie: "7".into(),
+                    motif: String::new(),
+                    date_inscription: String::new(),
+                }))
+            }),
+        ),
+        (
+            "accompagnement_changed.modalite",
+            Box::new(|e| {
+                e.fact = Some(Ft::AccompagnementChanged(proto::AccompagnementChanged { modalite: "INTENSIF".into() }))
+            }),
+        ),
+        (
+            "referent_assigned.email",
+            Box::new(|e| {
+                e.fact = Some(Ft::ReferentAssigned(proto::FtReferentAssigned {
+                    nom: "X".into(),
+                    email: "not-an-email".into(),
+                    code_safir: String::new(),
+                }))
+            }),
+        ),
+        (
+            "ppae_signed.date_signature",
+            Box::new(|e| e.fact = Some(Ft::PpaeSigned(proto::PpaeSigned { date_signature: String::new() }))),
+        ),
+        (
+            "radiation.date_radiation",
+            Box::new(|e| {
+                e.fact = Some(Ft::Radiation(proto::Radiation { motif: "AB".into(), date_radiation: "hier".into() }))
+            }),
+        ),
     ];
     for (index, (field, mutate)) in ft_cases.iter().enumerate() {
         let mut event = good_ft(&format!("bad-ft-{index}"));
@@ -111,17 +273,89 @@ async fn each_invalid_field_is_refused_with_its_path_and_nothing_is_published() 
     }
 
     let cd_cases: Vec<(&str, Mutate<OrientationEvent>)> = vec![
-        ("orientation_decided.type", Box::new(|e| e.fact = Some(Cd::OrientationDecided(proto::OrientationDecided { r#type: "SOCIOPRO".into(), ..Default::default() })))),
-        ("orientation_decided.structure_siret", Box::new(|e| e.fact = Some(Cd::OrientationDecided(proto::OrientationDecided { r#type: "PRO".into(), structure_siret: "73282932000075".into(), ..Default::default() })))),
-        ("orientation_requested.origine", Box::new(|e| e.fact = Some(Cd::OrientationRequested(proto::OrientationRequested { origine: "AUTRE".into() })))),
-        ("orientation_denied.reason", Box::new(|e| e.fact = Some(Cd::OrientationDenied(proto::OrientationDenied { reason: String::new() })))),
-        ("referent_assigned.referent", Box::new(|e| e.fact = Some(Cd::ReferentAssigned(proto::ReferentAssigned { referent: None })))),
-        ("referent_assigned.referent.siret", Box::new(|e| e.fact = Some(Cd::ReferentAssigned(proto::ReferentAssigned { referent: Some(proto::Agent { siret: "123".into(), ..referent() }) })))),
-        ("referent_assigned.referent.email", Box::new(|e| e.fact = Some(Cd::ReferentAssigned(proto::ReferentAssigned { referent: Some(proto::Agent { email: "nope".into(), ..referent() }) })))),
-        ("referent_assigned.referent.uid", Box::new(|e| e.fact = Some(Cd::ReferentAssigned(proto::ReferentAssigned { referent: Some(proto::Agent { uid: "someone@example.org".into(), ..referent() }) })))),
-        ("contract_signed.kind", Box::new(|e| e.fact = Some(Cd::ContractSigned(proto::ContractSigned { kind: "CDI".into(), date_debut: "2026-10-01".into(), date_fin: String::new() })))),
-        ("contract_signed.date_fin", Box::new(|e| e.fact = Some(Cd::ContractSigned(proto::ContractSigned { kind: "CER".into(), date_debut: "2026-10-01".into(), date_fin: "2026-09-01".into() })))),
-        ("contract_ended.date_fin", Box::new(|e| e.fact = Some(Cd::ContractEnded(proto::ContractEnded { kind: "CER".into(), date_fin: String::new() })))),
+        (
+            "orientation_decided.type",
+            Box::new(|e| {
+                e.fact = Some(Cd::OrientationDecided(proto::OrientationDecided {
+                    r#type: "SOCIOPRO".into(),
+                    ..Default::default()
+                }))
+            }),
+        ),
+        (
+            "orientation_decided.structure_siret",
+            Box::new(|e| {
+                e.fact = Some(Cd::OrientationDecided(proto::OrientationDecided {
+                    r#type: "PRO".into(),
+                    structure_siret: "73282932000075".into(),
+                    ..Default::default()
+                }))
+            }),
+        ),
+        (
+            "orientation_requested.origine",
+            Box::new(|e| {
+                e.fact = Some(Cd::OrientationRequested(proto::OrientationRequested { origine: "AUTRE".into() }))
+            }),
+        ),
+        (
+            "orientation_denied.reason",
+            Box::new(|e| e.fact = Some(Cd::OrientationDenied(proto::OrientationDenied { reason: String::new() }))),
+        ),
+        (
+            "referent_assigned.referent",
+            Box::new(|e| e.fact = Some(Cd::ReferentAssigned(proto::ReferentAssigned { referent: None }))),
+        ),
+        (
+            "referent_assigned.referent.siret",
+            Box::new(|e| {
+                e.fact = Some(Cd::ReferentAssigned(proto::ReferentAssigned {
+                    referent: Some(proto::Agent { siret: "123".into(), ..referent() }),
+                }))
+            }),
+        ),
+        (
+            "referent_assigned.referent.email",
+            Box::new(|e| {
+                e.fact = Some(Cd::ReferentAssigned(proto::ReferentAssigned {
+                    referent: Some(proto::Agent { email: "nope".into(), ..referent() }),
+                }))
+            }),
+        ),
+        (
+            "referent_assigned.referent.uid",
+            Box::new(|e| {
+                e.fact = Some(Cd::ReferentAssigned(proto::ReferentAssigned {
+                    referent: Some(proto::Agent { uid: "someone@example.org".into(), ..referent() }),
+                }))
+            }),
+        ),
+        (
+            "contract_signed.kind",
+            Box::new(|e| {
+                e.fact = Some(Cd::ContractSigned(proto::ContractSigned {
+                    kind: "CDI".into(),
+                    date_debut: "2026-10-01".into(),
+                    date_fin: String::new(),
+                }))
+            }),
+        ),
+        (
+            "contract_signed.date_fin",
+            Box::new(|e| {
+                e.fact = Some(Cd::ContractSigned(proto::ContractSigned {
+                    kind: "CER".into(),
+                    date_debut: "2026-10-01".into(),
+                    date_fin: "2026-09-01".into(),
+                }))
+            }),
+        ),
+        (
+            "contract_ended.date_fin",
+            Box::new(|e| {
+                e.fact = Some(Cd::ContractEnded(proto::ContractEnded { kind: "CER".into(), date_fin: String::new() }))
+            }),
+        ),
     ];
     for (index, (field, mutate)) in cd_cases.iter().enumerate() {
         let mut event = good_cd(&format!("bad-cd-{index}"));
@@ -139,8 +373,18 @@ async fn each_invalid_field_is_refused_with_its_path_and_nothing_is_published() 
     let status = caf_client.publish(as_institution("caf-521", several)).await.expect_err("several");
     let mut fields = violated_fields(&status);
     fields.sort();
-    assert_eq!(fields, ["household.role", "location.commune", "person.date_naissance", "person.france_travail_id", "person.nir"]);
-    let reasons: Vec<String> = status.get_error_details().bad_request().expect("bad request").field_violations.iter().map(|v| v.reason.clone()).collect();
+    assert_eq!(
+        fields,
+        ["household.role", "location.commune", "person.date_naissance", "person.france_travail_id", "person.nir"]
+    );
+    let reasons: Vec<String> = status
+        .get_error_details()
+        .bad_request()
+        .expect("bad request")
+        .field_violations
+        .iter()
+        .map(|v| v.reason.clone())
+        .collect();
     assert!(reasons.contains(&"NIR_LENGTH".to_owned()), "{reasons:?}");
 
     // One valid event per family, so the topics are not trivially empty, then nothing else.
@@ -174,13 +418,16 @@ async fn a_mixed_batch_publishes_the_good_events_and_reports_each_bad_one() -> a
     let summary: Vec<(u64, String, i32)> = replies.iter().map(|r| (r.index, r.event_id.clone(), r.status)).collect();
     let accepted = batch_reply::Status::Accepted as i32;
     let invalid = batch_reply::Status::Invalid as i32;
-    assert_eq!(summary, vec![
-        (0, "batch-1".into(), accepted),
-        (1, "batch-2".into(), invalid),
-        (2, "batch-3".into(), accepted),
-        (3, "batch-4".into(), invalid),
-        (4, "batch-5".into(), accepted),
-    ]);
+    assert_eq!(
+        summary,
+        vec![
+            (0, "batch-1".into(), accepted),
+            (1, "batch-2".into(), invalid),
+            (2, "batch-3".into(), accepted),
+            (3, "batch-4".into(), invalid),
+            (4, "batch-5".into(), accepted),
+        ]
+    );
     assert_eq!(replies[1].violations[0].field, "person.nir");
     assert_eq!(replies[3].violations[0].field, "household.role");
     let values = tokio::task::block_in_place(|| ids_on(&hub, Family::Allocataire))?;
@@ -193,10 +440,14 @@ async fn an_institution_publishes_only_its_own_family_and_unknown_callers_are_un
     let hub = TestHub::spawn().await?;
     let mut caf_client = AllocataireIngestClient::new(hub.channel.clone());
     let mut cd_client = OrientationIngestClient::new(hub.channel.clone());
-    let denied = caf_client.publish(as_institution("cd-52", good_caf("denied-1"))).await.expect_err("cd publishes no CAF facts");
+    let denied =
+        caf_client.publish(as_institution("cd-52", good_caf("denied-1"))).await.expect_err("cd publishes no CAF facts");
     assert_eq!(denied.code(), Code::PermissionDenied);
     assert!(denied.message().contains("rule family"), "{}", denied.message());
-    let denied = cd_client.publish(as_institution("france-travail", good_cd("denied-2"))).await.expect_err("FT publishes no orientation");
+    let denied = cd_client
+        .publish(as_institution("france-travail", good_cd("denied-2")))
+        .await
+        .expect_err("FT publishes no orientation");
     assert_eq!(denied.code(), Code::PermissionDenied);
     let unknown = caf_client.publish(as_institution("caf-999", good_caf("denied-3"))).await.expect_err("unknown");
     assert_eq!(unknown.code(), Code::Unauthenticated);

@@ -166,24 +166,65 @@ pub struct Mutation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Payload {
     // CAF / MSA
-    RsaDemandRecorded { date_demande: NaiveDate },
-    RsaRightOpened { date_ouverture: Option<NaiveDate> },
-    RsaRightSuspended { scope: SuspensionScope, motif: Motif, date_suspension: Option<NaiveDate> },
-    RsaRightClosed { motif: Motif, date_cloture: Option<NaiveDate>, prior_month: bool },
-    RsaRightRefused { motif: Option<Motif> },
-    SddChanged { soumis: bool },
-    HouseholdRoleSet { role: Role },
-    AddressChanged { previous_authority: Option<String>, mutation: Option<Mutation> },
+    RsaDemandRecorded {
+        date_demande: NaiveDate,
+    },
+    RsaRightOpened {
+        date_ouverture: Option<NaiveDate>,
+    },
+    RsaRightSuspended {
+        scope: SuspensionScope,
+        motif: Motif,
+        date_suspension: Option<NaiveDate>,
+    },
+    RsaRightClosed {
+        motif: Motif,
+        date_cloture: Option<NaiveDate>,
+        prior_month: bool,
+    },
+    RsaRightRefused {
+        motif: Option<Motif>,
+    },
+    SddChanged {
+        soumis: bool,
+    },
+    HouseholdRoleSet {
+        role: Role,
+    },
+    AddressChanged {
+        previous_authority: Option<String>,
+        mutation: Option<Mutation>,
+    },
     // France Travail
-    Inscription { categorie: Categorie, motif: Option<Motif>, date_inscription: Option<NaiveDate> },
-    CategorieChanged { categorie: Categorie },
-    AccompagnementChanged { modalite: Accompagnement },
-    FtReferentAssigned { code_safir: Option<String> },
-    PpaeSigned { date_signature: NaiveDate },
-    Cessation { motif: Option<Motif>, date_cessation: Option<NaiveDate> },
-    Radiation { motif: Option<Motif>, date_radiation: Option<NaiveDate> },
+    Inscription {
+        categorie: Categorie,
+        motif: Option<Motif>,
+        date_inscription: Option<NaiveDate>,
+    },
+    CategorieChanged {
+        categorie: Categorie,
+    },
+    AccompagnementChanged {
+        modalite: Accompagnement,
+    },
+    FtReferentAssigned {
+        code_safir: Option<String>,
+    },
+    PpaeSigned {
+        date_signature: NaiveDate,
+    },
+    Cessation {
+        motif: Option<Motif>,
+        date_cessation: Option<NaiveDate>,
+    },
+    Radiation {
+        motif: Option<Motif>,
+        date_radiation: Option<NaiveDate>,
+    },
     // Département
-    OrientationRequested { origine: OrientationOrigin },
+    OrientationRequested {
+        origine: OrientationOrigin,
+    },
     OrientationDecided {
         orientation_type: OrientationType,
         structure_siret: Option<String>,
@@ -191,16 +232,29 @@ pub enum Payload {
         referent: Option<AgentRef>,
     },
     OrientationDenied,
-    ReferentAssigned { referent: AgentRef },
-    ReferentEnded { uid: String },
-    ContractSigned { kind: ContractKind, date_debut: NaiveDate, date_fin: Option<NaiveDate> },
-    ContractEnded { kind: ContractKind, date_fin: NaiveDate },
+    ReferentAssigned {
+        referent: AgentRef,
+    },
+    ReferentEnded {
+        uid: String,
+    },
+    ContractSigned {
+        kind: ContractKind,
+        date_debut: NaiveDate,
+        date_fin: Option<NaiveDate>,
+    },
+    ContractEnded {
+        kind: ContractKind,
+        date_fin: NaiveDate,
+    },
     OppositionRecorded,
     OppositionWithdrawn,
     ConsentGiven,
     ConsentWithdrawn,
     // Every family
-    Retraction { retracted_event_id: EventId },
+    Retraction {
+        retracted_event_id: EventId,
+    },
 }
 
 impl Payload {
@@ -243,7 +297,9 @@ impl Payload {
             Payload::RsaDemandRecorded { .. } => Some(RightState::Pending),
             Payload::RsaRightOpened { .. } => Some(RightState::OpenPayable),
             Payload::RsaRightSuspended { scope: SuspensionScope::Right, .. } => Some(RightState::OpenRightSuspended),
-            Payload::RsaRightSuspended { scope: SuspensionScope::Payment, .. } => Some(RightState::OpenPaymentSuspended),
+            Payload::RsaRightSuspended { scope: SuspensionScope::Payment, .. } => {
+                Some(RightState::OpenPaymentSuspended)
+            }
             Payload::RsaRightClosed { prior_month: false, .. } => Some(RightState::Closed),
             Payload::RsaRightClosed { prior_month: true, .. } => Some(RightState::ClosedPriorMonth),
             Payload::RsaRightRefused { .. } => Some(RightState::Refused),

@@ -131,7 +131,10 @@ impl EventId {
             return Err(Invalid::new("event_id.length", "an event_id has 1 to 128 characters"));
         }
         if !raw.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/')) {
-            return Err(Invalid::new("event_id.characters", "an event_id holds ASCII letters, digits and - _ . : / only"));
+            return Err(Invalid::new(
+                "event_id.characters",
+                "an event_id holds ASCII letters, digits and - _ . : / only",
+            ));
         }
         Ok(Self(raw.to_owned()))
     }
@@ -157,7 +160,7 @@ impl Siret {
             return Err(Invalid::new("siret.format", "a SIRET is 14 digits"));
         }
         let valid = if cleaned.starts_with("356000000") {
-            cleaned.bytes().map(|b| u32::from(b - b'0')).sum::<u32>() % 5 == 0
+            cleaned.bytes().map(|b| u32::from(b - b'0')).sum::<u32>().is_multiple_of(5)
         } else {
             luhn(&cleaned)
         };
@@ -186,7 +189,7 @@ fn luhn(digits: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// A ProConnect-style agent identifier (`uid` claim): opaque, stable, not an e-mail.
@@ -200,7 +203,10 @@ impl AgentUid {
             return Err(Invalid::new("uid.length", "an agent uid has 1 to 128 characters"));
         }
         if trimmed.contains('@') || trimmed.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(Invalid::new("uid.characters", "an agent uid is an opaque identifier, not an e-mail, without spaces"));
+            return Err(Invalid::new(
+                "uid.characters",
+                "an agent uid is an opaque identifier, not an e-mail, without spaces",
+            ));
         }
         Ok(Self(trimmed.to_owned()))
     }

@@ -19,11 +19,7 @@ impl Nir {
     /// Parses a NIR of 13 characters (no key) or 15 (with its key, which must match). Spaces are
     /// ignored and letters upper-cased (`2a` is Corse-du-Sud).
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
-        let cleaned: String = raw
-            .chars()
-            .filter(|c| !c.is_whitespace())
-            .map(|c| c.to_ascii_uppercase())
-            .collect();
+        let cleaned: String = raw.chars().filter(|c| !c.is_whitespace()).map(|c| c.to_ascii_uppercase()).collect();
         if cleaned.len() != 13 && cleaned.len() != 15 {
             return Err(Invalid::new(
                 "nir.length",
@@ -36,13 +32,14 @@ impl Nir {
         let core = &cleaned[..13];
         let sex = &core[0..1];
         if !matches!(sex, "1" | "2" | "3" | "4" | "7" | "8") {
-            return Err(Invalid::new("nir.sex", "the first character of a NIR is 1, 2 (or 3, 4, 7, 8 for temporary numbers)"));
+            return Err(Invalid::new(
+                "nir.sex",
+                "the first character of a NIR is 1, 2 (or 3, 4, 7, 8 for temporary numbers)",
+            ));
         }
         let department = &core[5..7];
         let department_is_corse = department == "2A" || department == "2B";
-        let digits_ok = core
-            .char_indices()
-            .all(|(i, c)| c.is_ascii_digit() || (department_is_corse && (i == 6)));
+        let digits_ok = core.char_indices().all(|(i, c)| c.is_ascii_digit() || (department_is_corse && (i == 6)));
         if !digits_ok {
             return Err(Invalid::new("nir.characters", "a NIR holds digits only, and 2A or 2B for Corse"));
         }
@@ -51,7 +48,10 @@ impl Nir {
             return Err(Invalid::new("nir.month", format!("month of birth {month:02} is not a valid NIR month")));
         }
         if department == "00" {
-            return Err(Invalid::new("nir.department", "00 is not a department of birth (99 is used for persons born abroad)"));
+            return Err(Invalid::new(
+                "nir.department",
+                "00 is not a department of birth (99 is used for persons born abroad)",
+            ));
         }
         if &core[10..13] == "000" {
             return Err(Invalid::new("nir.order", "the order number of a NIR cannot be 000"));

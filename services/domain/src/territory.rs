@@ -55,7 +55,9 @@ impl CommuneCode {
         }
         let commune = Self(code);
         commune.departement()?;
-        if &commune.0[commune.departement_len()..] == "000" || commune.0.ends_with("00") && commune.departement_len() == 3 {
+        if &commune.0[commune.departement_len()..] == "000"
+            || commune.0.ends_with("00") && commune.departement_len() == 3
+        {
             return Err(Invalid::new("commune.format", "commune number 000 does not exist"));
         }
         Ok(commune)
@@ -67,8 +69,9 @@ impl CommuneCode {
 
     /// The département the commune lies in.
     pub fn departement(&self) -> Result<DepartementCode, Invalid> {
-        DepartementCode::parse(&self.0[..self.departement_len()])
-            .map_err(|_| Invalid::new("commune.departement", format!("commune {:?} lies in no known département", self.0)))
+        DepartementCode::parse(&self.0[..self.departement_len()]).map_err(|_| {
+            Invalid::new("commune.departement", format!("commune {:?} lies in no known département", self.0))
+        })
     }
 
     pub fn as_str(&self) -> &str {
@@ -86,13 +89,12 @@ pub struct Authority(String);
 /// INSEE codes of the communes of the Métropole de Lyon (Lyon and its arrondissements included).
 /// Reference data, to keep in step with the Code officiel géographique (see docs/territories.md).
 pub const METROPOLE_DE_LYON_COMMUNES: &[&str] = &[
-    "69003", "69029", "69033", "69034", "69040", "69044", "69046", "69063", "69068", "69069", "69071",
-    "69072", "69081", "69085", "69087", "69088", "69089", "69091", "69096", "69100", "69116", "69117",
-    "69123", "69127", "69142", "69143", "69149", "69152", "69153", "69163", "69168", "69191", "69194",
-    "69199", "69202", "69204", "69205", "69207", "69233", "69244", "69250", "69256", "69259", "69260",
-    "69266", "69271", "69273", "69275", "69276", "69278", "69279", "69282", "69283", "69284", "69286",
-    "69290", "69292", "69293", "69296", "69381", "69382", "69383", "69384", "69385", "69386", "69387",
-    "69388", "69389",
+    "69003", "69029", "69033", "69034", "69040", "69044", "69046", "69063", "69068", "69069", "69071", "69072",
+    "69081", "69085", "69087", "69088", "69089", "69091", "69096", "69100", "69116", "69117", "69123", "69127",
+    "69142", "69143", "69149", "69152", "69153", "69163", "69168", "69191", "69194", "69199", "69202", "69204",
+    "69205", "69207", "69233", "69244", "69250", "69256", "69259", "69260", "69266", "69271", "69273", "69275",
+    "69276", "69278", "69279", "69282", "69283", "69284", "69286", "69290", "69292", "69293", "69296", "69381",
+    "69382", "69383", "69384", "69385", "69386", "69387", "69388", "69389",
 ];
 
 impl Authority {
@@ -104,8 +106,9 @@ impl Authority {
         if matches!(upper.as_str(), "69M" | "69D" | "6AE" | "20R") {
             return Ok(Self(upper));
         }
-        let departement = DepartementCode::parse(&upper)
-            .map_err(|_| Invalid::new("authority.unknown", format!("{upper:?} is neither an RSA authority nor a département code")))?;
+        let departement = DepartementCode::parse(&upper).map_err(|_| {
+            Invalid::new("authority.unknown", format!("{upper:?} is neither an RSA authority nor a département code"))
+        })?;
         Self::of_departement(&departement).ok_or_else(|| {
             Invalid::new(
                 "authority.ambiguous",

@@ -5,8 +5,7 @@ use std::collections::HashMap;
 use apache_avro::{Schema, types::Value};
 use chrono::{DateTime, NaiveDate, Utc};
 use passerelle_domain::{
-    Accompagnement, Categorie, ContractKind, EventId, Motif, OrientationOrigin, OrientationType, Role,
-    SuspensionScope,
+    Accompagnement, Categorie, ContractKind, EventId, Motif, OrientationOrigin, OrientationType, Role, SuspensionScope,
     event::{AgentRef, Envelope, Family, HouseholdRef, InstitutionKind, Mutation, Payload, Source, SubjectKey},
 };
 use uuid::Uuid;
@@ -17,17 +16,39 @@ use crate::{Error, shredding::Sealed};
 pub fn payload_branches(family: Family) -> &'static [&'static str] {
     match family {
         Family::Allocataire => &[
-            "RsaDemandRecorded", "RsaRightOpened", "RsaRightSuspended", "RsaRightClosed", "RsaRightRefused",
-            "SddChanged", "HouseholdRoleSet", "AddressChanged", "Retraction",
+            "RsaDemandRecorded",
+            "RsaRightOpened",
+            "RsaRightSuspended",
+            "RsaRightClosed",
+            "RsaRightRefused",
+            "SddChanged",
+            "HouseholdRoleSet",
+            "AddressChanged",
+            "Retraction",
         ],
         Family::DemandeurEmploi => &[
-            "Inscription", "CategorieChanged", "AccompagnementChanged", "FtReferentAssigned", "PpaeSigned",
-            "Cessation", "Radiation", "Retraction",
+            "Inscription",
+            "CategorieChanged",
+            "AccompagnementChanged",
+            "FtReferentAssigned",
+            "PpaeSigned",
+            "Cessation",
+            "Radiation",
+            "Retraction",
         ],
         Family::Orientation => &[
-            "OrientationRequested", "OrientationDecided", "OrientationDenied", "ReferentAssigned", "ReferentEnded",
-            "ContractSigned", "ContractEnded", "OppositionRecorded", "OppositionWithdrawn", "ConsentGiven",
-            "ConsentWithdrawn", "Retraction",
+            "OrientationRequested",
+            "OrientationDecided",
+            "OrientationDenied",
+            "ReferentAssigned",
+            "ReferentEnded",
+            "ContractSigned",
+            "ContractEnded",
+            "OppositionRecorded",
+            "OppositionWithdrawn",
+            "ConsentGiven",
+            "ConsentWithdrawn",
+            "Retraction",
         ],
     }
 }
@@ -89,7 +110,11 @@ fn payload_record(payload: &Payload) -> (&'static str, Value) {
         ),
         Payload::RsaRightClosed { motif: m, date_cloture, .. } => (
             "RsaRightClosed",
-            record(vec![("right_state", state()), ("motif", motif(m)), ("date_cloture", optional(date_cloture.map(date)))]),
+            record(vec![
+                ("right_state", state()),
+                ("motif", motif(m)),
+                ("date_cloture", optional(date_cloture.map(date))),
+            ]),
         ),
         Payload::RsaRightRefused { motif: m } => {
             ("RsaRightRefused", record(vec![("right_state", state()), ("motif", optional(m.as_ref().map(motif)))]))
@@ -106,7 +131,10 @@ fn payload_record(payload: &Payload) -> (&'static str, Value) {
                         record(vec![
                             ("organisme_cedant", string(&m.organisme_cedant)),
                             ("organisme_prenant", string(&m.organisme_prenant)),
-                            ("previous_household_key", optional(m.previous_household_key.as_ref().map(|k| string(k.as_str())))),
+                            (
+                                "previous_household_key",
+                                optional(m.previous_household_key.as_ref().map(|k| string(k.as_str()))),
+                            ),
                         ])
                     })),
                 ),
@@ -129,14 +157,22 @@ fn payload_record(payload: &Payload) -> (&'static str, Value) {
         Payload::FtReferentAssigned { code_safir } => {
             ("FtReferentAssigned", record(vec![("code_safir", optional(code_safir.clone().map(string)))]))
         }
-        Payload::PpaeSigned { date_signature } => ("PpaeSigned", record(vec![("date_signature", date(*date_signature))])),
+        Payload::PpaeSigned { date_signature } => {
+            ("PpaeSigned", record(vec![("date_signature", date(*date_signature))]))
+        }
         Payload::Cessation { motif: m, date_cessation } => (
             "Cessation",
-            record(vec![("motif", optional(m.as_ref().map(motif))), ("date_cessation", optional(date_cessation.map(date)))]),
+            record(vec![
+                ("motif", optional(m.as_ref().map(motif))),
+                ("date_cessation", optional(date_cessation.map(date))),
+            ]),
         ),
         Payload::Radiation { motif: m, date_radiation } => (
             "Radiation",
-            record(vec![("motif", optional(m.as_ref().map(motif))), ("date_radiation", optional(date_radiation.map(date)))]),
+            record(vec![
+                ("motif", optional(m.as_ref().map(motif))),
+                ("date_radiation", optional(date_radiation.map(date))),
+            ]),
         ),
         Payload::OrientationRequested { origine } => {
             ("OrientationRequested", record(vec![("origine", string(origine.code()))]))
@@ -292,9 +328,8 @@ pub fn decode(family: Family, datum: &[u8], writer: &Schema, reader: &Schema) ->
         Value::Union(index, inner) => (index as usize, *inner),
         other => return Err(Error::Decode(format!("payload {other:?}"))),
     };
-    let branch = payload_branches(family)
-        .get(index)
-        .ok_or_else(|| Error::Decode(format!("payload branch {index} unknown")))?;
+    let branch =
+        payload_branches(family).get(index).ok_or_else(|| Error::Decode(format!("payload branch {index} unknown")))?;
     let payload = decode_payload(branch, Fields::of(payload_value)?)?;
     Ok(LoggedEvent { family, envelope, payload, personal })
 }
@@ -311,7 +346,8 @@ fn decode_payload(branch: &str, f: Fields) -> Result<Payload, Error> {
     let motif = |value: Option<Fields>| -> Result<Option<Motif>, Error> {
         value.map(|m| Ok(Motif { code: m.string("code")?, known: m.boolean("known")? })).transpose()
     };
-    let agent = |a: Fields| -> Result<AgentRef, Error> { Ok(AgentRef { uid: a.string("uid")?, siret: a.string("siret")? }) };
+    let agent =
+        |a: Fields| -> Result<AgentRef, Error> { Ok(AgentRef { uid: a.string("uid")?, siret: a.string("siret")? }) };
     Ok(match branch {
         "RsaDemandRecorded" => Payload::RsaDemandRecorded { date_demande: f.date("date_demande")? },
         "RsaRightOpened" => Payload::RsaRightOpened { date_ouverture: f.opt_date("date_ouverture")? },
@@ -347,9 +383,9 @@ fn decode_payload(branch: &str, f: Fields) -> Result<Payload, Error> {
         "CategorieChanged" => {
             Payload::CategorieChanged { categorie: Categorie::parse(&f.string("categorie")?).map_err(invalid)? }
         }
-        "AccompagnementChanged" => Payload::AccompagnementChanged {
-            modalite: Accompagnement::parse(&f.string("modalite")?).map_err(invalid)?,
-        },
+        "AccompagnementChanged" => {
+            Payload::AccompagnementChanged { modalite: Accompagnement::parse(&f.string("modalite")?).map_err(invalid)? }
+        }
         "FtReferentAssigned" => Payload::FtReferentAssigned { code_safir: f.opt_string("code_safir")? },
         "PpaeSigned" => Payload::PpaeSigned { date_signature: f.date("date_signature")? },
         "Cessation" => {
@@ -358,9 +394,9 @@ fn decode_payload(branch: &str, f: Fields) -> Result<Payload, Error> {
         "Radiation" => {
             Payload::Radiation { motif: motif(f.opt_record("motif")?)?, date_radiation: f.opt_date("date_radiation")? }
         }
-        "OrientationRequested" => Payload::OrientationRequested {
-            origine: OrientationOrigin::parse(&f.string("origine")?).map_err(invalid)?,
-        },
+        "OrientationRequested" => {
+            Payload::OrientationRequested { origine: OrientationOrigin::parse(&f.string("origine")?).map_err(invalid)? }
+        }
         "OrientationDecided" => Payload::OrientationDecided {
             orientation_type: OrientationType::parse(&f.string("orientation_type")?).map_err(invalid)?,
             structure_siret: f.opt_string("structure_siret")?,

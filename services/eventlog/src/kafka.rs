@@ -135,7 +135,13 @@ impl Publisher {
     /// Hands one record to the producer without waiting. Records enqueued one after the other
     /// keep their order within a partition (idempotent producer), so callers enqueue in order
     /// and wait for acknowledgements concurrently.
-    pub fn enqueue(self: &Arc<Self>, topic: &str, key: &str, value: &[u8], headers: OwnedHeaders) -> Result<Pending, PublishError> {
+    pub fn enqueue(
+        self: &Arc<Self>,
+        topic: &str,
+        key: &str,
+        value: &[u8],
+        headers: OwnedHeaders,
+    ) -> Result<Pending, PublishError> {
         let producer = self.current();
         let record = FutureRecord::to(topic).key(key).payload(value).headers(headers);
         match producer.send_result(record) {
@@ -146,7 +152,13 @@ impl Publisher {
 
     /// Publishes one record and waits for the broker's acknowledgement, at most the delivery
     /// timeout.
-    pub async fn publish(self: &Arc<Self>, topic: &str, key: &str, value: &[u8], headers: OwnedHeaders) -> Result<Delivered, PublishError> {
+    pub async fn publish(
+        self: &Arc<Self>,
+        topic: &str,
+        key: &str,
+        value: &[u8],
+        headers: OwnedHeaders,
+    ) -> Result<Delivered, PublishError> {
         self.enqueue(topic, key, value, headers)?.wait().await
     }
 
@@ -216,7 +228,9 @@ pub async fn ensure_topics(settings: &KafkaSettings, topics: &[String]) -> Resul
         .iter()
         .map(|name| NewTopic::new(name, settings.partitions, TopicReplication::Fixed(settings.replication_factor)))
         .collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))).request_timeout(Some(Duration::from_secs(10)));
+    let options = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(10)));
     let results = admin.create_topics(&new_topics, &options).await?;
     for result in results {
         match result {

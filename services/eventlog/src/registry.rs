@@ -132,7 +132,11 @@ fn ok(body: serde_json::Value) -> Response {
 }
 
 fn not_found(code: u32, message: &str) -> Response {
-    (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, CONTENT_TYPE)], Json(json!({"error_code": code, "message": message})))
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, CONTENT_TYPE)],
+        Json(json!({"error_code": code, "message": message})),
+    )
         .into_response()
 }
 
@@ -168,7 +172,11 @@ async fn list_versions(State(registry): State<Registry>, Path(subject): Path<Str
     }
 }
 
-async fn find_version(registry: &Registry, subject: &str, version: &str) -> Result<Option<(i32, i32, String)>, Response> {
+async fn find_version(
+    registry: &Registry,
+    subject: &str,
+    version: &str,
+) -> Result<Option<(i32, i32, String)>, Response> {
     let query = if version == "latest" || version == "-1" {
         sqlx::query_as::<_, (i32, i32, String)>(
             "SELECT id, version, schema FROM schema_registry WHERE subject = $1 ORDER BY version DESC LIMIT 1",
@@ -193,13 +201,18 @@ async fn find_version(registry: &Registry, subject: &str, version: &str) -> Resu
 
 async fn get_version(State(registry): State<Registry>, Path((subject, version)): Path<(String, String)>) -> Response {
     match find_version(&registry, &subject, &version).await {
-        Ok(Some((id, number, schema))) => ok(json!({"subject": subject, "version": number, "id": id, "schema": schema})),
+        Ok(Some((id, number, schema))) => {
+            ok(json!({"subject": subject, "version": number, "id": id, "schema": schema}))
+        }
         Ok(None) => not_found(40402, "Version not found"),
         Err(response) => response,
     }
 }
 
-async fn get_version_schema(State(registry): State<Registry>, Path((subject, version)): Path<(String, String)>) -> Response {
+async fn get_version_schema(
+    State(registry): State<Registry>,
+    Path((subject, version)): Path<(String, String)>,
+) -> Response {
     match find_version(&registry, &subject, &version).await {
         Ok(Some((_, _, schema))) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], schema).into_response(),
         Ok(None) => not_found(40402, "Version not found"),

@@ -117,11 +117,14 @@ mod tests {
     fn every_schema_version_reads_every_earlier_one_backward_transitive() {
         for (subject, versions) in versions_on_disk() {
             for (index, (reader_version, reader_text)) in versions.iter().enumerate() {
-                let reader = Schema::parse_str(reader_text).unwrap_or_else(|e| panic!("{subject} v{reader_version}: {e}"));
+                let reader =
+                    Schema::parse_str(reader_text).unwrap_or_else(|e| panic!("{subject} v{reader_version}: {e}"));
                 for (writer_version, writer_text) in &versions[..index] {
                     let writer = Schema::parse_str(writer_text).expect("committed schema parses");
                     if let Err(error) = SchemaCompatibility::can_read(&writer, &reader) {
-                        panic!("{subject}: v{reader_version} cannot read events written with v{writer_version}: {error}");
+                        panic!(
+                            "{subject}: v{reader_version} cannot read events written with v{writer_version}: {error}"
+                        );
                     }
                 }
             }
@@ -152,7 +155,8 @@ mod tests {
         for line in pins.lines().filter(|l| !l.trim().is_empty()) {
             let (digest, path) = line.split_once("  ").expect("sha256sum format");
             let relative = path.trim().trim_start_matches("schemas/");
-            let text = std::fs::read(schemas_dir().join(relative)).unwrap_or_else(|_| panic!("{path} was committed and must stay"));
+            let text = std::fs::read(schemas_dir().join(relative))
+                .unwrap_or_else(|_| panic!("{path} was committed and must stay"));
             use sha2::Digest;
             let actual = hex::encode(sha2::Sha256::digest(&text));
             assert_eq!(actual, digest, "{path} was edited after being committed: add a new version instead");

@@ -39,7 +39,11 @@ impl SecretKey {
     pub fn from_file(name: &'static str, path: &Path) -> Result<Self, Error> {
         let text = std::fs::read_to_string(path).map_err(|error| Error::Secret {
             name,
-            reason: format!("cannot read {}: {error} (create it with: openssl rand -hex 32 > {})", path.display(), path.display()),
+            reason: format!(
+                "cannot read {}: {error} (create it with: openssl rand -hex 32 > {})",
+                path.display(),
+                path.display()
+            ),
         })?;
         Self::from_hex(name, &text)
     }

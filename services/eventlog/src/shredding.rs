@@ -80,9 +80,9 @@ impl KeyStore {
         let (nonce, ciphertext) = wrapped.split_at(12);
         let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(self.master.bytes()));
         let plain = Zeroizing::new(
-            cipher
-                .decrypt(Nonce::from_slice(nonce), Payload { msg: ciphertext, aad: key_id.as_bytes() })
-                .map_err(|_| Error::Crypto("a data key does not unwrap: is this the master key it was wrapped with?"))?,
+            cipher.decrypt(Nonce::from_slice(nonce), Payload { msg: ciphertext, aad: key_id.as_bytes() }).map_err(
+                |_| Error::Crypto("a data key does not unwrap: is this the master key it was wrapped with?"),
+            )?,
         );
         let key: [u8; 32] = plain.as_slice().try_into().map_err(|_| Error::Crypto("a data key is 32 bytes"))?;
         Ok(DataKey { key_id, key: Zeroizing::new(key) })

@@ -21,7 +21,8 @@ impl SubjectKeys {
     }
 
     fn derive(&self, kind: &str, value: &str) -> SubjectKey {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.pepper.bytes()).expect("HMAC takes keys of any length");
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(self.pepper.bytes()).expect("HMAC takes keys of any length");
         mac.update(kind.as_bytes());
         mac.update(b":");
         mac.update(value.as_bytes());

@@ -59,7 +59,8 @@ impl IngestHub {
             None
         } else {
             let key = self.store.key_for_subject(&event.envelope.subject).await?;
-            let plaintext = serde_json::to_vec(&event.personal).map_err(|_| Error::Internal("personal data serialisation"))?;
+            let plaintext =
+                serde_json::to_vec(&event.personal).map_err(|_| Error::Internal("personal data serialisation"))?;
             Some(key.seal(&plaintext, event.envelope.event_id.as_str().as_bytes())?)
         };
         let logged = LoggedEvent { family: event.family, envelope: event.envelope, payload: event.payload, personal };

@@ -46,7 +46,12 @@ struct PersonParts {
     linked_keys: Vec<SubjectKey>,
 }
 
-fn person(v: &mut Violations, keys: &SubjectKeys, person: Option<&proto::Person>, personal: &mut PersonalData) -> PersonParts {
+fn person(
+    v: &mut Violations,
+    keys: &SubjectKeys,
+    person: Option<&proto::Person>,
+    personal: &mut PersonalData,
+) -> PersonParts {
     let mut linked_keys = Vec::new();
     let Some(p) = person else {
         v.push("person", "required", "say who the fact is about: nir, france_travail_id or departement_id");
@@ -74,7 +79,9 @@ fn person(v: &mut Violations, keys: &SubjectKeys, person: Option<&proto::Person>
             "required",
             "a département id is unique within its département only: give the département code too",
         ),
-        (true, false) => v.push("person.departement_id", "required", "departement_id_code is given without departement_id"),
+        (true, false) => {
+            v.push("person.departement_id", "required", "departement_id_code is given without departement_id")
+        }
         (false, false) => {
             any_identifier = true;
             let id = v.check("person.departement_id", DepartementInternalId::parse(&p.departement_id));
@@ -97,7 +104,11 @@ fn person(v: &mut Violations, keys: &SubjectKeys, person: Option<&proto::Person>
 }
 
 /// Where the fact belongs: its RSA authority and commune.
-fn location(v: &mut Violations, location: Option<&proto::Location>, required: bool) -> (Option<Authority>, Option<CommuneCode>) {
+fn location(
+    v: &mut Violations,
+    location: Option<&proto::Location>,
+    required: bool,
+) -> (Option<Authority>, Option<CommuneCode>) {
     let Some(l) = location else {
         if required {
             v.push("location", "required", "say where the fact belongs: receiving_authority or commune");
@@ -125,7 +136,12 @@ fn required_motif(v: &mut Violations, field: &str, list: MotifList, raw: &str) -
     v.required(field, raw, |r| Motif::parse(list, r))
 }
 
-fn agent(v: &mut Violations, field: &str, agent: Option<&proto::Agent>, personal: &mut PersonalData) -> Option<AgentRef> {
+fn agent(
+    v: &mut Violations,
+    field: &str,
+    agent: Option<&proto::Agent>,
+    personal: &mut PersonalData,
+) -> Option<AgentRef> {
     let Some(a) = agent else {
         v.push(field, "required", "the référent: uid, email and the SIRET of their structure");
         return None;
@@ -137,7 +153,12 @@ fn agent(v: &mut Violations, field: &str, agent: Option<&proto::Agent>, personal
     Some(AgentRef { uid: uid?.as_str().to_owned(), siret: siret?.as_str().to_owned() })
 }
 
-fn retraction(v: &mut Violations, r: &proto::Retraction, personal: &mut PersonalData, own: Option<&EventId>) -> Option<Payload> {
+fn retraction(
+    v: &mut Violations,
+    r: &proto::Retraction,
+    personal: &mut PersonalData,
+    own: Option<&EventId>,
+) -> Option<Payload> {
     let retracted = v.required("retraction.retracted_event_id", &r.retracted_event_id, EventId::parse)?;
     if own == Some(&retracted) {
         v.push("retraction.retracted_event_id", "retraction.self", "an event cannot retract itself");
@@ -146,17 +167,20 @@ fn retraction(v: &mut Violations, r: &proto::Retraction, personal: &mut Personal
     Some(Payload::Retraction { retracted_event_id: retracted })
 }
 
-fn finish(
-    v: Violations,
+/// What validation produced, field by field, before the verdict.
+struct Draft {
     family: Family,
-    ctx: &Context<'_>,
     common: Common,
     linked_keys: Vec<SubjectKey>,
     household: Option<HouseholdRef>,
     place: (Option<Authority>, Option<CommuneCode>),
     payload: Option<Payload>,
     personal: PersonalData,
-) -> Result<CanonicalEvent, Violations> {
+}
+
+/// The verdict: the canonical event, or every violation found.
+fn finish(v: Violations, ctx: &Context<'_>, draft: Draft) -> Result<CanonicalEvent, Violations> {
+    let Draft { family, common, linked_keys, household, place, payload, personal } = draft;
     if matches!(payload, Some(Payload::Retraction { .. })) && common.corrects.is_some() {
         let mut v = v;
         v.push("corrects_event_id", "correction.retraction", "a retraction cannot also be a correction");
@@ -293,9 +317,13 @@ pub fn allocataire(ctx: &Context<'_>, e: &proto::AllocataireEvent) -> Result<Can
             let mutation = match &f.mutation {
                 None => None,
                 Some(m) => {
-                    let cedant = v.required("address_changed.mutation.organisme_cedant", &m.organisme_cedant, Organisme::parse);
-                    let prenant =
-                        v.required("address_changed.mutation.organisme_prenant", &m.organisme_prenant, Organisme::parse);
+                    let cedant =
+                        v.required("address_changed.mutation.organisme_cedant", &m.organisme_cedant, Organisme::parse);
+                    let prenant = v.required(
+                        "address_changed.mutation.organisme_prenant",
+                        &m.organisme_prenant,
+                        Organisme::parse,
+                    );
                     let previous_matricule =
                         v.optional("address_changed.mutation.matricule_cedant", &m.matricule_cedant, Matricule::parse);
                     match (cedant, prenant) {
@@ -311,11 +339,26 @@ pub fn allocataire(ctx: &Context<'_>, e: &proto::AllocataireEvent) -> Result<Can
                     }
                 }
             };
-            Some(Payload::AddressChanged { previous_authority: previous_authority.map(|a| a.as_str().to_owned()), mutation })
+            Some(Payload::AddressChanged {
+                previous_authority: previous_authority.map(|a| a.as_str().to_owned()),
+                mutation,
+            })
         }
         Some(Fact::Retraction(r)) => retraction(&mut v, r, &mut personal, common.event_id.as_ref()),
     };
-    finish(v, Family::Allocataire, ctx, common, who.linked_keys, household, place, payload, personal)
+    finish(
+        v,
+        ctx,
+        Draft {
+            family: Family::Allocataire,
+            common,
+            linked_keys: who.linked_keys,
+            household,
+            place,
+            payload,
+            personal,
+        },
+    )
 }
 
 /// A France Travail demandeur d'emploi fact.
@@ -346,7 +389,8 @@ pub fn demandeur_emploi(ctx: &Context<'_>, e: &proto::DemandeurEmploiEvent) -> R
             .map(|modalite| Payload::AccompagnementChanged { modalite }),
         Some(Fact::ReferentAssigned(f)) => {
             personal.referent_nom = v.text("referent_assigned.nom", &f.nom, 200);
-            personal.referent_email = v.optional("referent_assigned.email", &f.email, Email::parse).map(|e| e.as_str().to_owned());
+            personal.referent_email =
+                v.optional("referent_assigned.email", &f.email, Email::parse).map(|e| e.as_str().to_owned());
             if personal.referent_nom.is_none() && personal.referent_email.is_none() && f.email.trim().is_empty() {
                 v.push("referent_assigned", "required", "name the France Travail référent: nom or email");
             }
@@ -373,7 +417,19 @@ pub fn demandeur_emploi(ctx: &Context<'_>, e: &proto::DemandeurEmploiEvent) -> R
         }),
         Some(Fact::Retraction(r)) => retraction(&mut v, r, &mut personal, common.event_id.as_ref()),
     };
-    finish(v, Family::DemandeurEmploi, ctx, common, who.linked_keys, None, place, payload, personal)
+    finish(
+        v,
+        ctx,
+        Draft {
+            family: Family::DemandeurEmploi,
+            common,
+            linked_keys: who.linked_keys,
+            household: None,
+            place,
+            payload,
+            personal,
+        },
+    )
 }
 
 /// A département fact: orientation, référent, contract, opposition, consent.
@@ -397,7 +453,8 @@ pub fn orientation(ctx: &Context<'_>, e: &proto::OrientationEvent) -> Result<Can
             let orientation_type = v.required("orientation_decided.type", &f.r#type, OrientationType::parse);
             let structure_siret = v.optional("orientation_decided.structure_siret", &f.structure_siret, Siret::parse);
             let structure_nom = v.text("orientation_decided.structure_nom", &f.structure_nom, 200);
-            let referent = f.referent.as_ref().and_then(|r| agent(&mut v, "orientation_decided.referent", Some(r), &mut personal));
+            let referent =
+                f.referent.as_ref().and_then(|r| agent(&mut v, "orientation_decided.referent", Some(r), &mut personal));
             orientation_type.map(|orientation_type| Payload::OrientationDecided {
                 orientation_type,
                 structure_siret: structure_siret.map(|s| s.as_str().to_owned()),
@@ -412,8 +469,10 @@ pub fn orientation(ctx: &Context<'_>, e: &proto::OrientationEvent) -> Result<Can
             }
             Some(Payload::OrientationDenied)
         }
-        Some(Fact::ReferentAssigned(f)) => agent(&mut v, "referent_assigned.referent", f.referent.as_ref(), &mut personal)
-            .map(|referent| Payload::ReferentAssigned { referent }),
+        Some(Fact::ReferentAssigned(f)) => {
+            agent(&mut v, "referent_assigned.referent", f.referent.as_ref(), &mut personal)
+                .map(|referent| Payload::ReferentAssigned { referent })
+        }
         Some(Fact::ReferentEnded(f)) => v
             .required("referent_ended.uid", &f.uid, AgentUid::parse)
             .map(|uid| Payload::ReferentEnded { uid: uid.as_str().to_owned() }),
@@ -445,5 +504,17 @@ pub fn orientation(ctx: &Context<'_>, e: &proto::OrientationEvent) -> Result<Can
         Some(Fact::ConsentWithdrawn(_)) => Some(Payload::ConsentWithdrawn),
         Some(Fact::Retraction(r)) => retraction(&mut v, r, &mut personal, common.event_id.as_ref()),
     };
-    finish(v, Family::Orientation, ctx, common, who.linked_keys, None, place, payload, personal)
+    finish(
+        v,
+        ctx,
+        Draft {
+            family: Family::Orientation,
+            common,
+            linked_keys: who.linked_keys,
+            household: None,
+            place,
+            payload,
+            personal,
+        },
+    )
 }

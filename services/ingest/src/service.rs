@@ -62,11 +62,9 @@ fn unavailable_status(reason: &str) -> Status {
 
 /// Identifies the caller and checks it owns this family of facts.
 fn authorise<T>(hub: &IngestHub, request: &Request<T>, family: Family) -> Result<Institution, Status> {
-    let id = request
-        .metadata()
-        .get(INSTITUTION_HEADER)
-        .and_then(|value| value.to_str().ok())
-        .ok_or_else(|| Status::unauthenticated(format!("name the calling institution in the {INSTITUTION_HEADER} metadata")))?;
+    let id = request.metadata().get(INSTITUTION_HEADER).and_then(|value| value.to_str().ok()).ok_or_else(|| {
+        Status::unauthenticated(format!("name the calling institution in the {INSTITUTION_HEADER} metadata"))
+    })?;
     let institution = hub.institutions.get(id).ok_or_else(|| {
         metrics().refused.with_label_values(&[family.label(), "unauthenticated"]).inc();
         Status::unauthenticated("unknown institution: it must be listed in the institutions file")
@@ -87,7 +85,12 @@ fn source_of(institution: &Institution) -> Source {
     Source { institution: institution.id.clone(), kind: institution.kind, relayed_by: None, relay_file: None }
 }
 
-async fn prepare_one<T>(hub: &IngestHub, source: Source, normaliser: Normaliser<T>, event: &T) -> Result<crate::hub::Prepared, Refusal> {
+async fn prepare_one<T>(
+    hub: &IngestHub,
+    source: Source,
+    normaliser: Normaliser<T>,
+    event: &T,
+) -> Result<crate::hub::Prepared, Refusal> {
     let context = Context { keys: &hub.keys, source, now: chrono::Utc::now() };
     let canonical = normaliser(&context, event).map_err(|v| Refusal::Invalid(v.into_vec()))?;
     hub.prepare(canonical).await.map_err(|error| {
@@ -112,7 +115,12 @@ fn count_refusal(family: Family, refusal: &Refusal) {
     metrics().refused.with_label_values(&[family.label(), reason]).inc();
 }
 
-async fn publish_unary<T>(hub: Arc<IngestHub>, family: Family, request: Request<T>, normaliser: Normaliser<T>) -> Result<Response<PublishReply>, Status> {
+async fn publish_unary<T>(
+    hub: Arc<IngestHub>,
+    family: Family,
+    request: Request<T>,
+    normaliser: Normaliser<T>,
+) -> Result<Response<PublishReply>, Status> {
     let started = Instant::now();
     let institution = authorise(&hub, &request, family)?;
     let event = request.into_inner();
@@ -151,9 +159,11 @@ type ReplyStream = Pin<Box<dyn Stream<Item = Result<BatchReply, Status>> + Send>
 fn refusal_reply(index: u64, event_id: String, refusal: Refusal) -> BatchReply {
     let (status, violations, message) = match refusal {
         Refusal::Invalid(violations) => (batch_reply::Status::Invalid, violations, "the event is invalid".to_owned()),
-        Refusal::Unavailable(reason) => {
-            (batch_reply::Status::Unavailable, Vec::new(), format!("not acknowledged ({reason}): retry with the same event_id"))
-        }
+        Refusal::Unavailable(reason) => (
+            batch_reply::Status::Unavailable,
+            Vec::new(),
+            format!("not acknowledged ({reason}): retry with the same event_id"),
+        ),
         Refusal::Internal(reason) => (batch_reply::Status::Unavailable, Vec::new(), reason),
     };
     BatchReply {
@@ -217,7 +227,10 @@ fn publish_stream<T: Send + Sync + 'static>(
                         match pending.wait().await {
                             Ok(delivered) => {
                                 metrics().accepted.with_label_values(&[family.label()]).inc();
-                                metrics().publish_seconds.with_label_values(&[family.label()]).observe(started.elapsed().as_secs_f64());
+                                metrics()
+                                    .publish_seconds
+                                    .with_label_values(&[family.label()])
+                                    .observe(started.elapsed().as_secs_f64());
                                 Ok(BatchReply {
                                     index,
                                     event_id: prepared.event_id,

@@ -4,6 +4,7 @@
 //!   3. environment variables prefixed `PASSERELLE__`, nested keys separated by `__`
 //!      (`PASSERELLE__KAFKA__BOOTSTRAP_SERVERS=broker:9092`);
 //!   4. command-line flags.
+//!
 //! Secrets (pepper, master key) are read from files or the environment and never printed.
 
 use std::{net::SocketAddr, path::PathBuf};
@@ -112,6 +113,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::result_large_err, reason = "figment::Jail dictates the closure type")]
     fn the_environment_overrides_the_file_which_overrides_the_defaults() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(

@@ -39,7 +39,8 @@ fn as_institution<T>(institution: &str, message: T) -> anyhow::Result<Request<T>
 pub fn allocataire_events() -> Vec<AllocataireEvent> {
     let martin = || person("1850752121003", "", "MARTIN", "Paul", "1985-07-12");
     let durand = || person("2870552121004", "", "DURAND", "Julie", "1987-05-03");
-    let foyer = |role: &str| Some(Household { organisme: "521".into(), matricule: "1234567".into(), role: role.into() });
+    let foyer =
+        |role: &str| Some(Household { organisme: "521".into(), matricule: "1234567".into(), role: role.into() });
     let lyon = || person("1920169381005", "", "BERNARD", "Karim", "1992-01-20");
     let event = |id: &str, when: &str, who, household, fact| AllocataireEvent {
         event_id: id.into(),
@@ -51,13 +52,44 @@ pub fn allocataire_events() -> Vec<AllocataireEvent> {
         fact: Some(fact),
     };
     let mut events = vec![
-        event("demo-caf-0001", "2026-09-01T09:00:00+02:00", martin(), foyer("DEM"),
-              Caf::DemandRecorded(proto::RsaDemandRecorded { date_demande: "2026-09-01".into(), numero_demande: String::new() })),
-        event("demo-caf-0002", "2026-09-01T09:00:01+02:00", durand(), foyer("CJT"), Caf::RoleSet(proto::HouseholdRoleSet {})),
-        event("demo-caf-0003", "2026-09-20T10:00:00+02:00", martin(), foyer("DEM"),
-              Caf::RightOpened(proto::RsaRightOpened { date_ouverture: "2026-09-01".into() })),
-        event("demo-caf-0004", "2026-09-20T10:00:01+02:00", martin(), foyer("DEM"), Caf::SddChanged(proto::SddChanged { soumis: true })),
-        event("demo-caf-0005", "2026-09-20T10:00:02+02:00", durand(), foyer("CJT"), Caf::SddChanged(proto::SddChanged { soumis: true })),
+        event(
+            "demo-caf-0001",
+            "2026-09-01T09:00:00+02:00",
+            martin(),
+            foyer("DEM"),
+            Caf::DemandRecorded(proto::RsaDemandRecorded {
+                date_demande: "2026-09-01".into(),
+                numero_demande: String::new(),
+            }),
+        ),
+        event(
+            "demo-caf-0002",
+            "2026-09-01T09:00:01+02:00",
+            durand(),
+            foyer("CJT"),
+            Caf::RoleSet(proto::HouseholdRoleSet {}),
+        ),
+        event(
+            "demo-caf-0003",
+            "2026-09-20T10:00:00+02:00",
+            martin(),
+            foyer("DEM"),
+            Caf::RightOpened(proto::RsaRightOpened { date_ouverture: "2026-09-01".into() }),
+        ),
+        event(
+            "demo-caf-0004",
+            "2026-09-20T10:00:01+02:00",
+            martin(),
+            foyer("DEM"),
+            Caf::SddChanged(proto::SddChanged { soumis: true }),
+        ),
+        event(
+            "demo-caf-0005",
+            "2026-09-20T10:00:02+02:00",
+            durand(),
+            foyer("CJT"),
+            Caf::SddChanged(proto::SddChanged { soumis: true }),
+        ),
     ];
     let mut lyon_event = event(
         "demo-caf-0101",
@@ -92,7 +124,11 @@ pub fn demandeur_emploi_events() -> Vec<DemandeurEmploiEvent> {
             person: Some(Person { france_travail_id: "98765432109".into(), ..Person::default() }),
             location: at("", "52448"),
             corrects_event_id: String::new(),
-            fact: Some(Ft::Inscription(proto::Inscription { categorie: "2".into(), motif: String::new(), date_inscription: String::new() })),
+            fact: Some(Ft::Inscription(proto::Inscription {
+                categorie: "2".into(),
+                motif: String::new(),
+                date_inscription: String::new(),
+            })),
         },
     ]
 }
@@ -130,11 +166,13 @@ pub fn orientation_events() -> Vec<OrientationEvent> {
 
 /// Pushes the demo through the gRPC API at `endpoint`; returns how many events were accepted.
 pub async fn push(endpoint: String) -> anyhow::Result<usize> {
-    let channel = tonic::transport::Endpoint::from_shared(endpoint)?.connect().await.context("connecting to the hub")?;
+    let channel =
+        tonic::transport::Endpoint::from_shared(endpoint)?.connect().await.context("connecting to the hub")?;
     let mut accepted = 0;
     let mut caf = AllocataireIngestClient::new(channel.clone());
     for event in allocataire_events() {
-        let institution = if event.household.as_ref().is_some_and(|h| h.organisme == "691") { "caf-691" } else { "caf-521" };
+        let institution =
+            if event.household.as_ref().is_some_and(|h| h.organisme == "691") { "caf-691" } else { "caf-521" };
         caf.publish(as_institution(institution, event)?).await.context("publishing a CAF demo event")?;
         accepted += 1;
     }

@@ -21,7 +21,8 @@ use passerelle_ingest::{
     hub::IngestHub,
     institutions::Institutions,
     proto::{
-        allocataire_ingest_server::AllocataireIngestServer, demandeur_emploi_ingest_server::DemandeurEmploiIngestServer,
+        allocataire_ingest_server::AllocataireIngestServer,
+        demandeur_emploi_ingest_server::DemandeurEmploiIngestServer,
         orientation_ingest_server::OrientationIngestServer,
     },
     service::{AllocataireService, DemandeurEmploiService, OrientationService},
@@ -169,16 +170,21 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         .route("/metrics", get(|| async { passerelle_telemetry::render() }));
     tasks.spawn(serve_http(http_listener, http, shutdown_rx.clone(), "HTTP server"));
 
-    let registry_listener = TcpListener::bind(config.registry_listen)
-        .await
-        .with_context(|| format!("cannot listen on {} for the schema registry (registry_listen)", config.registry_listen))?;
+    let registry_listener = TcpListener::bind(config.registry_listen).await.with_context(|| {
+        format!("cannot listen on {} for the schema registry (registry_listen)", config.registry_listen)
+    })?;
     let registry_addr = registry_listener.local_addr()?;
     tasks.spawn(serve_http(registry_listener, registry.router(), shutdown_rx, "schema registry"));
 
     Ok(Running { grpc_addr, http_addr, registry_addr, pool, topics, publisher, shutdown, tasks })
 }
 
-async fn serve_http(listener: TcpListener, router: Router, mut shutdown: watch::Receiver<bool>, name: &'static str) -> anyhow::Result<()> {
+async fn serve_http(
+    listener: TcpListener,
+    router: Router,
+    mut shutdown: watch::Receiver<bool>,
+    name: &'static str,
+) -> anyhow::Result<()> {
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             drop(shutdown.wait_for(|stop| *stop).await);

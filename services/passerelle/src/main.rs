@@ -8,7 +8,11 @@ use passerelle::config::Config;
 use passerelle_telemetry::LogFormat;
 
 #[derive(Parser)]
-#[command(name = "passerelle", version, about = "Passerelle: the RSA data-sharing hub between CAF/MSA, France Travail and the départements")]
+#[command(
+    name = "passerelle",
+    version,
+    about = "Passerelle: the RSA data-sharing hub between CAF/MSA, France Travail and the départements"
+)]
 struct Cli {
     /// Configuration file (TOML). Environment variables PASSERELLE__… override it.
     #[arg(long, global = true, env = "PASSERELLE_CONFIG")]
