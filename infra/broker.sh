@@ -13,7 +13,10 @@ case "${1:-start}" in
   start)
     "$(dirname "$0")/install-tansu.sh"
     if running; then say "broker already running on 127.0.0.1:$BROKER_PORT"; exit 0; fi
-    if port_open; then say "port $BROKER_PORT is taken by another process: stop it or set PASSERELLE_BROKER_PORT"; exit 1; fi
+    if port_open; then
+      say "a broker already listens on 127.0.0.1:$BROKER_PORT (started from another checkout?): using it"
+      exit 0
+    fi
     mkdir -p "$data"
     # The sqlite path is taken relative to the working directory, so start from the data dir.
     (cd "$data" && nohup "$TANSU_BIN" broker \
