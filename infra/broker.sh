@@ -19,7 +19,8 @@ case "${1:-start}" in
     fi
     mkdir -p "$data"
     # The sqlite path is taken relative to the working directory, so start from the data dir.
-    (cd "$data" && nohup "$TANSU_BIN" broker \
+    # setsid: the broker is a daemon of its own, not killed with the terminal that started it.
+    (cd "$data" && setsid nohup "$TANSU_BIN" broker \
         --listener-url "tcp://127.0.0.1:$BROKER_PORT" \
         --advertised-listener-url "tcp://127.0.0.1:$BROKER_PORT" \
         --storage-engine "sqlite://tansu.db" >"$data/tansu.log" 2>&1 & echo $! >"$pidfile")
