@@ -9,4 +9,5 @@ cd "$REPO_ROOT"
 "$REPO_ROOT/infra/dev-secrets.sh"
 say "building passerelle (the first build takes a few minutes)"
 cargo build --bin passerelle
+"$REPO_ROOT/infra/dev-pki.sh"
 exec "$REPO_ROOT/target/debug/passerelle" --config "$REPO_ROOT/infra/dev/passerelle.toml" up --demo "$@"

@@ -14,8 +14,11 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::Context as _;
 use passerelle::{Running, config::Config};
 use passerelle_eventlog::{secrets::SecretKey, shredding::KeyStore, subject::SubjectKeys};
-use passerelle_ingest::service::INSTITUTION_HEADER;
-use tonic::{Request, metadata::MetadataValue, transport::Channel};
+use passerelle_ingest::{
+    client::{Credentials, connect},
+    institutions::Institutions,
+};
+use tonic::transport::Channel;
 
 pub fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
@@ -31,7 +34,9 @@ pub struct TestHub {
     pub config: Config,
     pub pepper: SecretKey,
     pub master: SecretKey,
-    pub channel: Channel,
+    /// Development credentials of every institution of `infra/dev/institutions.toml`, plus
+    /// `caf-999`, a certificate of the right CA for an institution the hub does not list.
+    pub credentials_dir: PathBuf,
 }
 
 impl TestHub {
@@ -51,6 +56,14 @@ impl TestHub {
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{database}\""))).execute(&admin).await?;
         admin.close().await;
 
+        let credentials_dir = std::env::temp_dir().join(format!("passerelle-pki-{unique}"));
+        let institutions_file = repo_root().join("infra/dev/institutions.toml");
+        let listed = std::fs::read_to_string(&institutions_file)?;
+        let with_unlisted =
+            format!("{listed}\n[[institution]]\nid = \"caf-999\"\nkind = \"CAF\"\norganisme = \"999\"\n");
+        let institutions = Institutions::from_toml(&with_unlisted).map_err(anyhow::Error::msg)?;
+        passerelle::pki::issue_dev_pki(&credentials_dir, &institutions)?;
+
         let pepper = SecretKey::generate();
         let master = SecretKey::generate();
         let mut config = Config {
@@ -58,20 +71,45 @@ impl TestHub {
             grpc_listen: "127.0.0.1:0".parse()?,
             http_listen: "127.0.0.1:0".parse()?,
             registry_listen: "127.0.0.1:0".parse()?,
-            institutions_file: repo_root().join("infra/dev/institutions.toml"),
+            institutions_file,
             ..Config::default()
         };
+        config.tls.cert_file = credentials_dir.join("server.pem");
+        config.tls.key_file = credentials_dir.join("server.key");
+        config.tls.client_ca_file = credentials_dir.join("ca.pem");
         config.kafka.bootstrap_servers = bootstrap.to_owned();
         config.kafka.topic_prefix = format!("t{}.", &unique[..12]);
         config.kafka.partitions = 3;
         config.secrets.pepper_hex = Some(pepper.to_hex());
         config.secrets.master_key_hex = Some(master.to_hex());
         let running = passerelle::start(&config).await?;
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", running.grpc_addr))?
+        Ok(Self { running, config, pepper, master, credentials_dir })
+    }
+
+    /// The hub's gRPC endpoint, as institutions reach it.
+    pub fn endpoint(&self) -> String {
+        format!("https://localhost:{}", self.running.grpc_addr.port())
+    }
+
+    pub fn credentials(&self, institution: &str) -> anyhow::Result<Credentials> {
+        Credentials::from_dir(&self.credentials_dir, institution).map_err(anyhow::Error::msg)
+    }
+
+    /// A mutual-TLS channel to the hub, as `institution`.
+    pub async fn channel_as(&self, institution: &str) -> anyhow::Result<Channel> {
+        Ok(connect(&self.endpoint(), &self.credentials(institution)?).await?)
+    }
+
+    /// A TLS channel that trusts the hub but presents no client certificate.
+    pub async fn anonymous_channel(&self) -> anyhow::Result<Channel> {
+        let ca = std::fs::read(self.credentials_dir.join("ca.pem"))?;
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+            .domain_name("localhost");
+        Ok(tonic::transport::Endpoint::from_shared(self.endpoint())?
+            .tls_config(tls)?
             .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await?;
-        Ok(Self { running, config, pepper, master, channel })
+            .connect_lazy())
     }
 
     pub fn subject_keys(&self) -> SubjectKeys {
@@ -89,13 +127,4 @@ impl TestHub {
     pub fn topic(&self, family: passerelle_domain::event::Family) -> String {
         self.running.topics.topic(family)
     }
-}
-
-/// A request sent as `institution`.
-pub fn as_institution<T>(institution: &str, message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert(INSTITUTION_HEADER, MetadataValue::try_from(institution).expect("ascii institution id"));
-    request
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use fixtures::*;
 use passerelle_domain::event::Family;
-use passerelle_e2e::{TestHub, as_institution, broker::PrivateBroker, topics};
+use passerelle_e2e::{TestHub, broker::PrivateBroker, topics};
 use passerelle_ingest::proto::allocataire_ingest_client::AllocataireIngestClient;
 use tonic::Code;
 
@@ -17,7 +17,7 @@ async fn a_broker_outage_yields_unavailable_within_5s_then_recovery_within_30s_w
 -> anyhow::Result<()> {
     let mut broker = PrivateBroker::start()?;
     let hub = TestHub::spawn_on(&broker.bootstrap()).await?;
-    let mut client = AllocataireIngestClient::new(hub.channel.clone());
+    let mut client = AllocataireIngestClient::new(hub.channel_as("caf-521").await?);
     let mut acknowledged = Vec::new();
     let mut next = 0;
     let event = |n: &mut i32| {
@@ -28,7 +28,7 @@ async fn a_broker_outage_yields_unavailable_within_5s_then_recovery_within_30s_w
     for _ in 0..5 {
         let e = event(&mut next);
         let id = e.event_id.clone();
-        client.publish(as_institution("caf-521", e)).await?;
+        client.publish(e).await?;
         acknowledged.push(id);
     }
 
@@ -36,7 +36,7 @@ async fn a_broker_outage_yields_unavailable_within_5s_then_recovery_within_30s_w
     let mut unavailable_after = Vec::new();
     for _ in 0..2 {
         let started = Instant::now();
-        let outcome = client.publish(as_institution("caf-521", event(&mut next))).await;
+        let outcome = client.publish(event(&mut next)).await;
         let elapsed = started.elapsed();
         let status = outcome.expect_err("no OK while the broker is down");
         assert_eq!(status.code(), Code::Unavailable, "{status:?}");
@@ -51,7 +51,7 @@ async fn a_broker_outage_yields_unavailable_within_5s_then_recovery_within_30s_w
     let recovered = loop {
         let e = event(&mut next);
         let id = e.event_id.clone();
-        match client.publish(as_institution("caf-521", e)).await {
+        match client.publish(e).await {
             Ok(_) => {
                 acknowledged.push(id);
                 break back.elapsed();
@@ -68,7 +68,7 @@ async fn a_broker_outage_yields_unavailable_within_5s_then_recovery_within_30s_w
     for _ in 0..5 {
         let e = event(&mut next);
         let id = e.event_id.clone();
-        client.publish(as_institution("caf-521", e)).await?;
+        client.publish(e).await?;
         acknowledged.push(id);
     }
 

@@ -12,7 +12,7 @@ use passerelle_domain::{
     Nir, OrientationType, Role,
     event::{Family, Payload, PersonalData},
 };
-use passerelle_e2e::{TestHub, as_institution, logs, topics};
+use passerelle_e2e::{TestHub, logs, topics};
 use passerelle_eventlog::{
     Error as EventLogError,
     codec::{self, LoggedEvent},
@@ -39,9 +39,10 @@ async fn decode(hub: &TestHub, family: Family, value: &[u8]) -> anyhow::Result<L
 async fn events_of_every_family_reach_their_topics_keyed_by_subject_with_personal_data_sealed() -> anyhow::Result<()> {
     let hub = TestHub::spawn().await?;
     let keys = hub.subject_keys();
-    let mut caf_client = AllocataireIngestClient::new(hub.channel.clone());
-    let mut ft_client = DemandeurEmploiIngestClient::new(hub.channel.clone());
-    let mut cd_client = OrientationIngestClient::new(hub.channel.clone());
+    let mut caf_client = AllocataireIngestClient::new(hub.channel_as("caf-521").await?);
+    let mut msa_client = AllocataireIngestClient::new(hub.channel_as("msa-052").await?);
+    let mut ft_client = DemandeurEmploiIngestClient::new(hub.channel_as("france-travail").await?);
+    let mut cd_client = OrientationIngestClient::new(hub.channel_as("cd-52").await?);
 
     // CAF, unary: three facts of one person, in order.
     let legrand_caf = [
@@ -59,7 +60,7 @@ async fn events_of_every_family_reach_their_topics_keyed_by_subject_with_persona
         caf("e2e-caf-3", "2026-09-20T09:00:01+02:00", legrand(), "DEM", sdd(true)),
     ];
     for event in legrand_caf.clone() {
-        caf_client.publish(as_institution("caf-521", event)).await?;
+        caf_client.publish(event).await?;
     }
     // CAF, batch stream: the conjoint, with a NIR of 15 characters and an address.
     let mut moved = caf(
@@ -79,12 +80,7 @@ async fn events_of_every_family_reach_their_topics_keyed_by_subject_with_persona
     );
     moved.corrects_event_id = String::new();
     let batch = vec![caf("e2e-caf-5", "2026-09-20T09:00:02+02:00", fontaine(), "CJT", sdd(true)), moved];
-    let replies: Vec<_> = caf_client
-        .publish_batch(as_institution("caf-521", tokio_stream::iter(batch)))
-        .await?
-        .into_inner()
-        .collect()
-        .await;
+    let replies: Vec<_> = caf_client.publish_batch(tokio_stream::iter(batch)).await?.into_inner().collect().await;
     for reply in &replies {
         let reply = reply.as_ref().map_err(|s| anyhow::anyhow!("{s}"))?;
         assert_eq!(reply.status, batch_reply::Status::Accepted as i32, "{reply:?}");
@@ -100,62 +96,50 @@ async fn events_of_every_family_reach_their_topics_keyed_by_subject_with_persona
             right_opened(),
         )
     };
-    caf_client.publish(as_institution("msa-052", msa)).await?;
+    msa_client.publish(msa).await?;
 
     // France Travail: one person known by NIR and FT id, one by FT id only.
     ft_client
-        .publish(as_institution(
-            "france-travail",
-            ft(
-                "e2e-ft-1",
-                "2026-09-22T08:00:00+02:00",
-                person(NIR_LEGRAND, FT_LEGRAND, "", "", ""),
-                Ft::Inscription(proto::Inscription {
-                    categorie: "1".into(),
-                    motif: "ZZ".into(),
-                    date_inscription: "2026-09-22".into(),
-                }),
-            ),
+        .publish(ft(
+            "e2e-ft-1",
+            "2026-09-22T08:00:00+02:00",
+            person(NIR_LEGRAND, FT_LEGRAND, "", "", ""),
+            Ft::Inscription(proto::Inscription {
+                categorie: "1".into(),
+                motif: "ZZ".into(),
+                date_inscription: "2026-09-22".into(),
+            }),
         ))
         .await?;
     ft_client
-        .publish(as_institution(
-            "france-travail",
-            ft(
-                "e2e-ft-2",
-                "2026-09-23T08:00:00+02:00",
-                person("", FT_ONLY, "", "", ""),
-                Ft::AccompagnementChanged(proto::AccompagnementChanged { modalite: "renforce".into() }),
-            ),
+        .publish(ft(
+            "e2e-ft-2",
+            "2026-09-23T08:00:00+02:00",
+            person("", FT_ONLY, "", "", ""),
+            Ft::AccompagnementChanged(proto::AccompagnementChanged { modalite: "renforce".into() }),
         ))
         .await?;
 
     // Département.
     cd_client
-        .publish(as_institution(
-            "cd-52",
-            cd(
-                "e2e-cd-1",
-                "2026-10-02T14:00:00+02:00",
-                legrand(),
-                Cd::OrientationDecided(proto::OrientationDecided {
-                    r#type: "SOCIO_PRO".into(),
-                    structure_siret: "73282932000074".into(),
-                    structure_nom: "Association d'insertion".into(),
-                    referent: Some(referent()),
-                }),
-            ),
+        .publish(cd(
+            "e2e-cd-1",
+            "2026-10-02T14:00:00+02:00",
+            legrand(),
+            Cd::OrientationDecided(proto::OrientationDecided {
+                r#type: "SOCIO_PRO".into(),
+                structure_siret: "73282932000074".into(),
+                structure_nom: "Association d'insertion".into(),
+                referent: Some(referent()),
+            }),
         ))
         .await?;
     cd_client
-        .publish(as_institution(
-            "cd-52",
-            cd(
-                "e2e-cd-2",
-                "2026-10-03T14:00:00+02:00",
-                fontaine(),
-                Cd::OppositionRecorded(proto::OppositionRecorded {}),
-            ),
+        .publish(cd(
+            "e2e-cd-2",
+            "2026-10-03T14:00:00+02:00",
+            fontaine(),
+            Cd::OppositionRecorded(proto::OppositionRecorded {}),
         ))
         .await?;
 
@@ -306,7 +290,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confluents_own_python_client_decodes_the_topics_through_the_registry() -> anyhow::Result<()> {
     let hub = TestHub::spawn().await?;
-    let accepted = passerelle::demo::push(format!("http://{}", hub.running.grpc_addr)).await?;
+    let accepted = passerelle::demo::push(&hub.endpoint(), &hub.credentials_dir).await?;
     assert!(accepted >= 8);
     let python = std::env::var("PASSERELLE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = passerelle_e2e::repo_root().join("tests/python/confluent_decode.py");

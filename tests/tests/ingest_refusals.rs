@@ -6,7 +6,7 @@ mod fixtures;
 use fixtures::*;
 use futures::StreamExt;
 use passerelle_domain::event::Family;
-use passerelle_e2e::{TestHub, as_institution, topics};
+use passerelle_e2e::{TestHub, topics};
 use passerelle_ingest::proto::{
     self, AllocataireEvent, DemandeurEmploiEvent, OrientationEvent, allocataire_event::Fact as Caf,
     allocataire_ingest_client::AllocataireIngestClient, batch_reply, demandeur_emploi_event::Fact as Ft,
@@ -58,9 +58,9 @@ fn ids_on(hub: &TestHub, family: Family) -> anyhow::Result<Vec<String>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_invalid_field_is_refused_with_its_path_and_nothing_is_published() -> anyhow::Result<()> {
     let hub = TestHub::spawn().await?;
-    let mut caf_client = AllocataireIngestClient::new(hub.channel.clone());
-    let mut ft_client = DemandeurEmploiIngestClient::new(hub.channel.clone());
-    let mut cd_client = OrientationIngestClient::new(hub.channel.clone());
+    let mut caf_client = AllocataireIngestClient::new(hub.channel_as("caf-521").await?);
+    let mut ft_client = DemandeurEmploiIngestClient::new(hub.channel_as("france-travail").await?);
+    let mut cd_client = OrientationIngestClient::new(hub.channel_as("cd-52").await?);
 
     type Mutate<T> = Box<dyn Fn(&mut T)>;
     let caf_cases: Vec<(&str, Mutate<AllocataireEvent>)> = vec![
@@ -217,7 +217,7 @@ async fn each_invalid_field_is_refused_with_its_path_and_nothing_is_published() 
     for (index, (field, mutate)) in caf_cases.iter().enumerate() {
         let mut event = good_caf(&format!("bad-caf-{index}"));
         mutate(&mut event);
-        let status = caf_client.publish(as_institution("caf-521", event)).await.expect_err(field);
+        let status = caf_client.publish(event).await.expect_err(field);
         let fields = violated_fields(&status);
         assert!(
             fields.iter().any(|f| f == field),
@@ -267,7 +267,7 @@ async fn each_invalid_field_is_refused_with_its_path_and_nothing_is_published() 
     for (index, (field, mutate)) in ft_cases.iter().enumerate() {
         let mut event = good_ft(&format!("bad-ft-{index}"));
         mutate(&mut event);
-        let status = ft_client.publish(as_institution("france-travail", event)).await.expect_err(field);
+        let status = ft_client.publish(event).await.expect_err(field);
         let fields = violated_fields(&status);
         assert!(fields.iter().any(|f| f == field), "case {index}: expected {field}, got {fields:?}");
     }
@@ -360,7 +360,7 @@ async fn each_invalid_field_is_refused_with_its_path_and_nothing_is_published() 
     for (index, (field, mutate)) in cd_cases.iter().enumerate() {
         let mut event = good_cd(&format!("bad-cd-{index}"));
         mutate(&mut event);
-        let status = cd_client.publish(as_institution("cd-52", event)).await.expect_err(field);
+        let status = cd_client.publish(event).await.expect_err(field);
         let fields = violated_fields(&status);
         assert!(fields.iter().any(|f| f == field), "case {index}: expected {field}, got {fields:?}");
     }
@@ -370,7 +370,7 @@ async fn each_invalid_field_is_refused_with_its_path_and_nothing_is_published() 
     several.person = person("12345", "1253359X", "", "", "1985-02-30");
     several.household = caf_household("CHEF");
     several.location = Some(proto::Location { receiving_authority: String::new(), commune: "ABCDE".into() });
-    let status = caf_client.publish(as_institution("caf-521", several)).await.expect_err("several");
+    let status = caf_client.publish(several).await.expect_err("several");
     let mut fields = violated_fields(&status);
     fields.sort();
     assert_eq!(
@@ -388,9 +388,9 @@ async fn each_invalid_field_is_refused_with_its_path_and_nothing_is_published() 
     assert!(reasons.contains(&"NIR_LENGTH".to_owned()), "{reasons:?}");
 
     // One valid event per family, so the topics are not trivially empty, then nothing else.
-    caf_client.publish(as_institution("caf-521", good_caf("good-caf"))).await?;
-    ft_client.publish(as_institution("france-travail", good_ft("good-ft"))).await?;
-    cd_client.publish(as_institution("cd-52", good_cd("good-cd"))).await?;
+    caf_client.publish(good_caf("good-caf")).await?;
+    ft_client.publish(good_ft("good-ft")).await?;
+    cd_client.publish(good_cd("good-cd")).await?;
     for family in Family::ALL {
         let values = tokio::task::block_in_place(|| ids_on(&hub, family))?;
         assert_eq!(values.len(), 1, "{family:?}: only the valid event is on the topic");
@@ -402,19 +402,14 @@ async fn each_invalid_field_is_refused_with_its_path_and_nothing_is_published() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mixed_batch_publishes_the_good_events_and_reports_each_bad_one() -> anyhow::Result<()> {
     let hub = TestHub::spawn().await?;
-    let mut client = AllocataireIngestClient::new(hub.channel.clone());
+    let mut client = AllocataireIngestClient::new(hub.channel_as("caf-521").await?);
     let mut bad_nir = good_caf("batch-2");
     bad_nir.person = person("1850752121", "", "", "", "");
     let mut bad_role = good_caf("batch-4");
     bad_role.household = caf_household("XX");
     let batch = vec![good_caf("batch-1"), bad_nir, good_caf("batch-3"), bad_role, good_caf("batch-5")];
-    let replies: Vec<proto::BatchReply> = client
-        .publish_batch(as_institution("caf-521", tokio_stream::iter(batch)))
-        .await?
-        .into_inner()
-        .map(|r| r.expect("reply"))
-        .collect()
-        .await;
+    let replies: Vec<proto::BatchReply> =
+        client.publish_batch(tokio_stream::iter(batch)).await?.into_inner().map(|r| r.expect("reply")).collect().await;
     let summary: Vec<(u64, String, i32)> = replies.iter().map(|r| (r.index, r.event_id.clone(), r.status)).collect();
     let accepted = batch_reply::Status::Accepted as i32;
     let invalid = batch_reply::Status::Invalid as i32;
@@ -436,25 +431,68 @@ async fn a_mixed_batch_publishes_the_good_events_and_reports_each_bad_one() -> a
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_institution_publishes_only_its_own_family_and_unknown_callers_are_unauthenticated() -> anyhow::Result<()> {
+async fn institutions_publish_only_within_their_scope_over_mutual_tls() -> anyhow::Result<()> {
     let hub = TestHub::spawn().await?;
-    let mut caf_client = AllocataireIngestClient::new(hub.channel.clone());
-    let mut cd_client = OrientationIngestClient::new(hub.channel.clone());
-    let denied =
-        caf_client.publish(as_institution("cd-52", good_caf("denied-1"))).await.expect_err("cd publishes no CAF facts");
+    let cd52 = hub.channel_as("cd-52").await?;
+    let lyon = hub.channel_as("metropole-lyon").await?;
+
+    // Family: a département publishes no France Travail facts, France Travail no orientation.
+    let denied = DemandeurEmploiIngestClient::new(cd52.clone()).publish(good_ft("denied-1")).await.expect_err("family");
     assert_eq!(denied.code(), Code::PermissionDenied);
     assert!(denied.message().contains("rule family"), "{}", denied.message());
-    let denied = cd_client
-        .publish(as_institution("france-travail", good_cd("denied-2")))
+    let denied = OrientationIngestClient::new(hub.channel_as("france-travail").await?)
+        .publish(good_cd("denied-2"))
         .await
-        .expect_err("FT publishes no orientation");
+        .expect_err("family");
     assert_eq!(denied.code(), Code::PermissionDenied);
-    let unknown = caf_client.publish(as_institution("caf-999", good_caf("denied-3"))).await.expect_err("unknown");
+
+    // Organisme: the CAF of the Rhône cannot publish a dossier of the Haute-Marne's caisse.
+    let denied = AllocataireIngestClient::new(hub.channel_as("caf-691").await?)
+        .publish(good_caf("denied-3"))
+        .await
+        .expect_err("organisme");
+    assert!(denied.message().contains("rule organisme"), "{}", denied.message());
+
+    // Territory: the Métropole de Lyon cannot orient a person of the Haute-Marne.
+    let denied = OrientationIngestClient::new(lyon.clone()).publish(good_cd("denied-4")).await.expect_err("territory");
+    assert!(denied.message().contains("rule territory"), "{}", denied.message());
+
+    // Relay: without naming the file, a département cannot publish allocataire facts…
+    let denied = AllocataireIngestClient::new(cd52.clone()).publish(good_caf("denied-5")).await.expect_err("relay");
+    assert!(denied.message().contains("rule relay"), "{}", denied.message());
+    // …nor relay a dossier received by another authority.
+    let mut relay = tonic::Request::new(good_caf("denied-6"));
+    relay.metadata_mut().insert(passerelle_ingest::auth::RELAY_FILE_HEADER, "RSABEM-2026-10.xml".parse()?);
+    let denied = AllocataireIngestClient::new(lyon).publish(relay).await.expect_err("relay territory");
+    assert!(denied.message().contains("rule relay.territory"), "{}", denied.message());
+
+    // Authentication: a certificate of the right CA for an unlisted institution, and no
+    // certificate at all, publish nothing.
+    let unknown = AllocataireIngestClient::new(hub.channel_as("caf-999").await?)
+        .publish(good_caf("denied-7"))
+        .await
+        .expect_err("unlisted");
     assert_eq!(unknown.code(), Code::Unauthenticated);
-    let anonymous = caf_client.publish(tonic::Request::new(good_caf("denied-4"))).await.expect_err("anonymous");
-    assert_eq!(anonymous.code(), Code::Unauthenticated);
+    let anonymous = AllocataireIngestClient::new(hub.anonymous_channel().await?).publish(good_caf("denied-8")).await;
+    assert!(anonymous.is_err(), "a call without a client certificate is refused");
     for family in Family::ALL {
-        assert!(tokio::task::block_in_place(|| ids_on(&hub, family))?.is_empty());
+        assert!(tokio::task::block_in_place(|| ids_on(&hub, family))?.is_empty(), "{family:?}: nothing published");
     }
+
+    // A relayed flux is the caisse's fact, recorded as relayed by the authority from that file.
+    let mut relay = tonic::Request::new(good_caf("relayed-1"));
+    relay.metadata_mut().insert(passerelle_ingest::auth::RELAY_FILE_HEADER, "RSABEM-2026-10.xml".parse()?);
+    AllocataireIngestClient::new(cd52).publish(relay).await?;
+    let records = tokio::task::block_in_place(|| {
+        topics::read_all(&hub.config.kafka.bootstrap_servers, &hub.topic(Family::Allocataire))
+    })?;
+    assert_eq!(records.len(), 1);
+    let (id, datum) = passerelle_eventlog::framing::unframe(&records[0].value)?;
+    let schema = passerelle_eventlog::schemas::parse(&passerelle_eventlog::schemas::latest(Family::Allocataire))?;
+    assert!(id > 0);
+    let event = passerelle_eventlog::codec::decode(Family::Allocataire, datum, &schema, &schema)?;
+    assert_eq!(event.envelope.source.institution, "caf-521");
+    assert_eq!(event.envelope.source.relayed_by.as_deref(), Some("cd-52"));
+    assert_eq!(event.envelope.source.relay_file.as_deref(), Some("RSABEM-2026-10.xml"));
     hub.running.shutdown().await
 }

@@ -31,6 +31,34 @@ impl Institution {
                 | (InstitutionKind::Departement, Family::Orientation)
         )
     }
+
+    fn check(&self) -> Result<(), String> {
+        match self.kind {
+            InstitutionKind::Caf | InstitutionKind::Msa => match &self.organisme {
+                Some(organisme) => passerelle_domain::Organisme::parse(organisme)
+                    .map(|_| ())
+                    .map_err(|e| format!("institution {:?}: organisme: {e}", self.id)),
+                None => Err(format!("institution {:?}: a caisse needs its organisme number", self.id)),
+            },
+            InstitutionKind::Departement => match &self.territory {
+                Some(territory) => passerelle_domain::Authority::parse(territory)
+                    .map(|authority| {
+                        if authority.as_str() == territory {
+                            Ok(())
+                        } else {
+                            Err(format!(
+                                "institution {:?}: write the territory as the authority code {:?}",
+                                self.id,
+                                authority.as_str()
+                            ))
+                        }
+                    })
+                    .map_err(|e| format!("institution {:?}: territory: {e}", self.id))?,
+                None => Err(format!("institution {:?}: an RSA authority needs its territory", self.id)),
+            },
+            InstitutionKind::FranceTravail => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -49,6 +77,7 @@ impl Institutions {
         let file: File = toml_parse(text)?;
         let mut by_id = HashMap::new();
         for institution in file.institutions {
+            institution.check()?;
             if by_id.contains_key(&institution.id) {
                 return Err(format!("institution {:?} is listed twice", institution.id));
             }
@@ -64,6 +93,18 @@ impl Institutions {
 
     pub fn get(&self, id: &str) -> Option<&Institution> {
         self.by_id.get(id)
+    }
+
+    /// The CAF or MSA caisse with this organisme number.
+    pub fn caisse(&self, organisme: &str) -> Option<&Institution> {
+        self.by_id.values().find(|institution| {
+            matches!(institution.kind, InstitutionKind::Caf | InstitutionKind::Msa)
+                && institution.organisme.as_deref() == Some(organisme)
+        })
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Institution> {
+        self.by_id.values()
     }
 
     pub fn len(&self) -> usize {

@@ -2,10 +2,13 @@
 //! into canonical events and publishes them on Kafka, answering OK only once the broker
 //! acknowledged.
 
+pub mod auth;
+pub mod client;
 pub mod hub;
 pub mod institutions;
 pub mod metrics;
 pub mod normalise;
+pub mod scope;
 pub mod service;
 pub mod violations;
 

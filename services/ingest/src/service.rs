@@ -11,16 +11,15 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
 use crate::{
+    auth,
     hub::IngestHub,
     institutions::Institution,
     metrics::metrics,
     normalise::{self, Context},
     proto::{self, BatchReply, PublishReply, batch_reply},
+    scope::{self, Denied},
     violations::Violation,
 };
-
-/// The metadata key naming the calling institution.
-pub const INSTITUTION_HEADER: &str = "x-passerelle-institution";
 
 /// How many events of one batch stream are sealed or awaiting acknowledgement at once.
 const BATCH_PREPARE_CONCURRENCY: usize = 32;
@@ -31,6 +30,7 @@ type Normaliser<T> = fn(&Context<'_>, &T) -> Result<CanonicalEvent, crate::viola
 /// Why one event was not published.
 enum Refusal {
     Invalid(Vec<Violation>),
+    Denied(Denied),
     Unavailable(String),
     Internal(String),
 }
@@ -60,39 +60,56 @@ fn unavailable_status(reason: &str) -> Status {
     ))
 }
 
-/// Identifies the caller and checks it owns this family of facts.
-fn authorise<T>(hub: &IngestHub, request: &Request<T>, family: Family) -> Result<Institution, Status> {
-    let id = request.metadata().get(INSTITUTION_HEADER).and_then(|value| value.to_str().ok()).ok_or_else(|| {
-        Status::unauthenticated(format!("name the calling institution in the {INSTITUTION_HEADER} metadata"))
-    })?;
-    let institution = hub.institutions.get(id).ok_or_else(|| {
+/// The authenticated caller of one call.
+#[derive(Clone)]
+struct Caller {
+    institution: Institution,
+    relay_file: Option<String>,
+}
+
+/// Authenticates the caller and checks it may call this family's service at all.
+fn authenticate<T>(hub: &IngestHub, request: &Request<T>, family: Family) -> Result<Caller, Status> {
+    let institution = auth::institution(&hub.institutions, request).inspect_err(|_| {
         metrics().refused.with_label_values(&[family.label(), "unauthenticated"]).inc();
-        Status::unauthenticated("unknown institution: it must be listed in the institutions file")
     })?;
-    if !institution.owns(family) {
+    let relay_file = auth::relay_file(request)?;
+    if let Err(denial) = scope::may_call(institution, family, relay_file.as_deref()) {
         metrics().refused.with_label_values(&[family.label(), "denied"]).inc();
-        tracing::warn!(institution = %institution.id, family = family.label(), rule = "family", "publish denied");
-        return Err(Status::permission_denied(format!(
-            "rule family: a {} institution does not publish {} events",
-            institution.kind.code(),
-            family.label()
-        )));
+        tracing::warn!(institution = %institution.id, family = family.label(), rule = denial.rule, "publish denied");
+        return Err(denied_status(&denial));
     }
-    Ok(institution.clone())
+    Ok(Caller { institution: institution.clone(), relay_file })
 }
 
 fn source_of(institution: &Institution) -> Source {
     Source { institution: institution.id.clone(), kind: institution.kind, relayed_by: None, relay_file: None }
 }
 
+fn denied_status(denial: &Denied) -> Status {
+    Status::permission_denied(format!("rule {}: {}", denial.rule, denial.message))
+}
+
 async fn prepare_one<T>(
     hub: &IngestHub,
-    source: Source,
+    caller: &Caller,
+    family: Family,
     normaliser: Normaliser<T>,
     event: &T,
 ) -> Result<crate::hub::Prepared, Refusal> {
-    let context = Context { keys: &hub.keys, source, now: chrono::Utc::now() };
-    let canonical = normaliser(&context, event).map_err(|v| Refusal::Invalid(v.into_vec()))?;
+    let context = Context { keys: &hub.keys, source: source_of(&caller.institution), now: chrono::Utc::now() };
+    let mut canonical = normaliser(&context, event).map_err(|v| Refusal::Invalid(v.into_vec()))?;
+    scope::authorise(&caller.institution, caller.relay_file.as_deref(), &hub.institutions, &mut canonical).map_err(
+        |denial| {
+            tracing::warn!(
+                institution = %caller.institution.id,
+                family = family.label(),
+                rule = denial.rule,
+                event_id = %canonical.envelope.event_id,
+                "publish denied"
+            );
+            Refusal::Denied(denial)
+        },
+    )?;
     hub.prepare(canonical).await.map_err(|error| {
         tracing::error!(error = %error, "event could not be sealed or encoded");
         Refusal::Internal("the event could not be prepared; retry later".into())
@@ -109,6 +126,7 @@ fn publish_error(error: PublishError) -> Refusal {
 fn count_refusal(family: Family, refusal: &Refusal) {
     let reason = match refusal {
         Refusal::Invalid(_) => "invalid",
+        Refusal::Denied(_) => "denied",
         Refusal::Unavailable(_) => "unavailable",
         Refusal::Internal(_) => "internal",
     };
@@ -122,10 +140,10 @@ async fn publish_unary<T>(
     normaliser: Normaliser<T>,
 ) -> Result<Response<PublishReply>, Status> {
     let started = Instant::now();
-    let institution = authorise(&hub, &request, family)?;
+    let caller = authenticate(&hub, &request, family)?;
     let event = request.into_inner();
     let outcome = async {
-        let prepared = prepare_one(&hub, source_of(&institution), normaliser, &event).await?;
+        let prepared = prepare_one(&hub, &caller, family, normaliser, &event).await?;
         let delivered = hub.publish(&prepared).await.map_err(publish_error)?;
         Ok::<_, Refusal>((prepared, delivered))
     }
@@ -147,6 +165,7 @@ async fn publish_unary<T>(
             count_refusal(family, &refusal);
             Err(match refusal {
                 Refusal::Invalid(violations) => invalid_status(&violations),
+                Refusal::Denied(denial) => denied_status(&denial),
                 Refusal::Unavailable(reason) => unavailable_status(&reason),
                 Refusal::Internal(reason) => Status::internal(reason),
             })
@@ -159,6 +178,9 @@ type ReplyStream = Pin<Box<dyn Stream<Item = Result<BatchReply, Status>> + Send>
 fn refusal_reply(index: u64, event_id: String, refusal: Refusal) -> BatchReply {
     let (status, violations, message) = match refusal {
         Refusal::Invalid(violations) => (batch_reply::Status::Invalid, violations, "the event is invalid".to_owned()),
+        Refusal::Denied(denial) => {
+            (batch_reply::Status::Denied, Vec::new(), format!("rule {}: {}", denial.rule, denial.message))
+        }
         Refusal::Unavailable(reason) => (
             batch_reply::Status::Unavailable,
             Vec::new(),
@@ -185,23 +207,22 @@ fn refusal_reply(index: u64, event_id: String, refusal: Refusal) -> BatchReply {
 fn publish_stream<T: Send + Sync + 'static>(
     hub: Arc<IngestHub>,
     family: Family,
-    institution: Institution,
+    caller: Caller,
     input: Streaming<T>,
     normaliser: Normaliser<T>,
     event_id_of: fn(&T) -> String,
 ) -> ReplyStream {
-    let source = source_of(&institution);
     let prepare_hub = hub.clone();
     let prepared = input.enumerate().map(move |(index, message)| {
         let hub = prepare_hub.clone();
-        let source = source.clone();
+        let caller = caller.clone();
         async move {
             let index = index as u64;
             match message {
                 Err(status) => Err(status),
                 Ok(event) => {
                     let event_id = event_id_of(&event);
-                    let outcome = prepare_one(&hub, source, normaliser, &event).await;
+                    let outcome = prepare_one(&hub, &caller, family, normaliser, &event).await;
                     Ok((index, event_id, outcome, Instant::now()))
                 }
             }
@@ -286,11 +307,11 @@ macro_rules! ingest_service {
                 &self,
                 request: Request<Streaming<$event>>,
             ) -> Result<Response<Self::PublishBatchStream>, Status> {
-                let institution = authorise(&self.hub, &request, $family)?;
+                let caller = authenticate(&self.hub, &request, $family)?;
                 let stream = publish_stream(
                     self.hub.clone(),
                     $family,
-                    institution,
+                    caller,
                     request.into_inner(),
                     $normaliser,
                     |event: &$event| event.event_id.clone(),

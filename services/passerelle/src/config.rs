@@ -31,8 +31,29 @@ pub struct Config {
     /// Institutions allowed to push, with their kind and scope.
     pub institutions_file: PathBuf,
     pub secrets: SecretsConfig,
+    /// Mutual TLS of the gRPC ingestion API: institutions present client certificates issued by
+    /// `client_ca_file`; the certificate's common name is the institution's id.
+    pub tls: TlsConfig,
     /// `json` (one object per line) or `pretty`.
     pub log_format: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub client_ca_file: PathBuf,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert_file: PathBuf::from("var/pki/server.pem"),
+            key_file: PathBuf::from("var/pki/server.key"),
+            client_ca_file: PathBuf::from("var/pki/ca.pem"),
+        }
+    }
 }
 
 /// Where the secrets are. Each is 64 hex characters, from the environment (`*_hex`, e.g.
@@ -88,6 +109,7 @@ impl Default for Config {
             registry_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             institutions_file: PathBuf::from("infra/dev/institutions.toml"),
             secrets: SecretsConfig::default(),
+            tls: TlsConfig::default(),
             log_format: "pretty".into(),
         }
     }

@@ -3,16 +3,17 @@
 //! the demo twice adds nothing to the read models.
 
 use anyhow::Context as _;
+use std::path::Path;
+
 use passerelle_ingest::{
+    client::{Credentials, connect},
     proto::{
         self, AllocataireEvent, DemandeurEmploiEvent, Household, Location, OrientationEvent, Person,
         allocataire_event::Fact as Caf, allocataire_ingest_client::AllocataireIngestClient,
         demandeur_emploi_event::Fact as Ft, demandeur_emploi_ingest_client::DemandeurEmploiIngestClient,
         orientation_event::Fact as Cd, orientation_ingest_client::OrientationIngestClient,
     },
-    service::INSTITUTION_HEADER,
 };
-use tonic::{Request, metadata::MetadataValue};
 
 fn person(nir: &str, ft: &str, nom: &str, prenoms: &str, naissance: &str) -> Option<Person> {
     Some(Person {
@@ -27,12 +28,6 @@ fn person(nir: &str, ft: &str, nom: &str, prenoms: &str, naissance: &str) -> Opt
 
 fn at(authority: &str, commune: &str) -> Option<Location> {
     Some(Location { receiving_authority: authority.into(), commune: commune.into() })
-}
-
-fn as_institution<T>(institution: &str, message: T) -> anyhow::Result<Request<T>> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert(INSTITUTION_HEADER, MetadataValue::try_from(institution)?);
-    Ok(request)
 }
 
 /// The CAF's facts of the demo.
@@ -164,26 +159,32 @@ pub fn orientation_events() -> Vec<OrientationEvent> {
     ]
 }
 
-/// Pushes the demo through the gRPC API at `endpoint`; returns how many events were accepted.
-pub async fn push(endpoint: String) -> anyhow::Result<usize> {
-    let channel =
-        tonic::transport::Endpoint::from_shared(endpoint)?.connect().await.context("connecting to the hub")?;
+/// Pushes the demo through the gRPC API at `endpoint`, each institution with its own
+/// credentials from `credentials` (a directory written by `passerelle dev pki`); returns how
+/// many events were accepted.
+pub async fn push(endpoint: &str, credentials: &Path) -> anyhow::Result<usize> {
+    let channel_of = |institution: &'static str| async move {
+        let credentials = Credentials::from_dir(credentials, institution).map_err(anyhow::Error::msg)?;
+        connect(endpoint, &credentials)
+            .await
+            .with_context(|| format!("connecting to the hub at {endpoint} as {institution}"))
+    };
     let mut accepted = 0;
-    let mut caf = AllocataireIngestClient::new(channel.clone());
     for event in allocataire_events() {
         let institution =
             if event.household.as_ref().is_some_and(|h| h.organisme == "691") { "caf-691" } else { "caf-521" };
-        caf.publish(as_institution(institution, event)?).await.context("publishing a CAF demo event")?;
+        let mut caf = AllocataireIngestClient::new(channel_of(institution).await?);
+        caf.publish(event).await.context("publishing a CAF demo event")?;
         accepted += 1;
     }
-    let mut ft = DemandeurEmploiIngestClient::new(channel.clone());
+    let mut ft = DemandeurEmploiIngestClient::new(channel_of("france-travail").await?);
     for event in demandeur_emploi_events() {
-        ft.publish(as_institution("france-travail", event)?).await.context("publishing a France Travail demo event")?;
+        ft.publish(event).await.context("publishing a France Travail demo event")?;
         accepted += 1;
     }
-    let mut cd = OrientationIngestClient::new(channel);
+    let mut cd = OrientationIngestClient::new(channel_of("cd-52").await?);
     for event in orientation_events() {
-        cd.publish(as_institution("cd-52", event)?).await.context("publishing a département demo event")?;
+        cd.publish(event).await.context("publishing a département demo event")?;
         accepted += 1;
     }
     Ok(accepted)

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod demo;
+pub mod pki;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -68,7 +69,7 @@ impl Running {
     /// The lines a user needs: where each service listens.
     pub fn addresses(&self) -> String {
         format!(
-            "gRPC ingestion  grpc://{}  (reflection and grpc.health.v1 enabled)\n\
+            "gRPC ingestion  https://{}  (mutual TLS; reflection and grpc.health.v1 enabled)\n\
              HTTP            http://{}  (/healthz, /readyz, /metrics)\n\
              schema registry http://{}  (Confluent read API: /subjects, /schemas/ids/{{id}})",
             self.grpc_addr, self.http_addr, self.registry_addr
@@ -136,7 +137,23 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         .register_encoded_file_descriptor_set(passerelle_ingest::proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
+    let read = |path: &std::path::Path, what: &str| {
+        std::fs::read(path).with_context(|| {
+            format!(
+                "cannot read the {what} {} (tls.* in the configuration; infra/dev-pki.sh issues development ones)",
+                path.display()
+            )
+        })
+    };
+    let tls = tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(
+            read(&config.tls.cert_file, "server certificate")?,
+            read(&config.tls.key_file, "server key")?,
+        ))
+        .client_ca_root(tonic::transport::Certificate::from_pem(read(&config.tls.client_ca_file, "institutions' CA")?));
     let grpc = tonic::transport::Server::builder()
+        .tls_config(tls)
+        .context("TLS configuration of the gRPC server")?
         .add_service(health_service)
         .add_service(reflection)
         .add_service(AllocataireIngestServer::new(AllocataireService::new(hub.clone())))

@@ -28,6 +28,9 @@ enum Command {
         /// Pushes the demo households through the gRPC API once the hub is up.
         #[arg(long)]
         demo: bool,
+        /// Credentials of the demo institutions (written by `passerelle dev pki`).
+        #[arg(long, default_value = "var/pki")]
+        credentials: PathBuf,
     },
     /// Runs one service.
     Serve {
@@ -51,8 +54,16 @@ enum Service {
 enum DevCommand {
     /// Pushes the demo households to a running hub.
     Demo {
-        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        #[arg(long, default_value = "https://127.0.0.1:50051")]
         grpc: String,
+        #[arg(long, default_value = "var/pki")]
+        credentials: PathBuf,
+    },
+    /// Issues development credentials: a CA, the hub's server certificate, and one client
+    /// certificate per institution of the institutions file.
+    Pki {
+        #[arg(long, default_value = "var/pki")]
+        out: PathBuf,
     },
 }
 
@@ -63,21 +74,30 @@ async fn main() -> anyhow::Result<()> {
     let format = if config.log_format == "json" { LogFormat::Json } else { LogFormat::Pretty };
     passerelle_telemetry::init_logging(format);
     match cli.command {
-        Command::Up { demo } => run(&config, demo).await,
-        Command::Serve { service: Service::Ingest } => run(&config, false).await,
-        Command::Dev { command: DevCommand::Demo { grpc } } => {
-            let accepted = passerelle::demo::push(grpc).await?;
+        Command::Up { demo, credentials } => run(&config, demo.then_some(credentials)).await,
+        Command::Serve { service: Service::Ingest } => run(&config, None).await,
+        Command::Dev { command: DevCommand::Demo { grpc, credentials } } => {
+            let accepted = passerelle::demo::push(&grpc, &credentials).await?;
             println!("demo: {accepted} events accepted");
+            Ok(())
+        }
+        Command::Dev { command: DevCommand::Pki { out } } => {
+            let institutions = passerelle_ingest::institutions::Institutions::load(&config.institutions_file)
+                .map_err(anyhow::Error::msg)?;
+            let issued = passerelle::pki::issue_dev_pki(&out, &institutions)?;
+            println!("development credentials in {}: CA, server (localhost), and {}", out.display(), issued.join(", "));
+            println!("for development only: production institutions use certificates of a real PKI");
             Ok(())
         }
     }
 }
 
-async fn run(config: &Config, demo: bool) -> anyhow::Result<()> {
+async fn run(config: &Config, demo_credentials: Option<PathBuf>) -> anyhow::Result<()> {
     let mut running = passerelle::start(config).await?;
     println!("Passerelle is up.\n{}", running.addresses());
-    if demo {
-        let accepted = passerelle::demo::push(format!("http://{}", running.grpc_addr)).await?;
+    if let Some(credentials) = demo_credentials {
+        let endpoint = format!("https://localhost:{}", running.grpc_addr.port());
+        let accepted = passerelle::demo::push(&endpoint, &credentials).await?;
         println!("demo: {accepted} events pushed through the gRPC API and acknowledged by the broker");
     }
     println!("Stop with Ctrl-C (or SIGTERM): in-flight calls finish first.");
