@@ -16,7 +16,7 @@ use passerelle_e2e::{TestHub, logs, topics};
 use passerelle_eventlog::{
     Error as EventLogError,
     codec::{self, LoggedEvent},
-    framing, schemas,
+    framing,
 };
 use passerelle_ingest::proto::{
     self, AllocataireEvent, Household, allocataire_event::Fact as Caf,
@@ -31,8 +31,7 @@ async fn decode(hub: &TestHub, family: Family, value: &[u8]) -> anyhow::Result<L
     let body: serde_json::Value =
         reqwest::get(format!("{}/schemas/ids/{id}", hub.registry_url())).await?.error_for_status()?.json().await?;
     let writer = apache_avro::Schema::parse_str(body["schema"].as_str().unwrap_or_default())?;
-    let reader = schemas::parse(&schemas::latest(family))?;
-    Ok(codec::decode(family, datum, &writer, &reader)?)
+    Ok(codec::decode(family, datum, &writer)?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

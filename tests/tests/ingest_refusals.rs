@@ -490,7 +490,7 @@ async fn institutions_publish_only_within_their_scope_over_mutual_tls() -> anyho
     let (id, datum) = passerelle_eventlog::framing::unframe(&records[0].value)?;
     let schema = passerelle_eventlog::schemas::parse(&passerelle_eventlog::schemas::latest(Family::Allocataire))?;
     assert!(id > 0);
-    let event = passerelle_eventlog::codec::decode(Family::Allocataire, datum, &schema, &schema)?;
+    let event = passerelle_eventlog::codec::decode(Family::Allocataire, datum, &schema)?;
     assert_eq!(event.envelope.source.institution, "caf-521");
     assert_eq!(event.envelope.source.relayed_by.as_deref(), Some("cd-52"));
     assert_eq!(event.envelope.source.relay_file.as_deref(), Some("RSABEM-2026-10.xml"));

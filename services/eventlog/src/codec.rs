@@ -268,12 +268,31 @@ pub fn encode(event: &LoggedEvent, schema: &Schema) -> Result<Vec<u8>, Error> {
     Ok(writer.write_value_to_vec(value)?)
 }
 
-/// Decodes a datum written with `writer` into the canonical event, reading with `reader` (the
-/// latest schema), so events of every committed version decode.
-pub fn decode(family: Family, datum: &[u8], writer: &Schema, reader: &Schema) -> Result<LoggedEvent, Error> {
+/// The names of the `payload` union's branches in a schema, in order.
+fn payload_branch_names(writer: &Schema) -> Result<Vec<String>, Error> {
+    let Schema::Record(record) = writer else { return Err(Error::Decode("the event schema is not a record".into())) };
+    let field = record
+        .fields
+        .iter()
+        .find(|field| field.name == "payload")
+        .ok_or_else(|| Error::Decode("the event schema has no payload".into()))?;
+    let Schema::Union(union) = &field.schema else { return Err(Error::Decode("payload is not a union".into())) };
+    Ok(union.variants().iter().map(|variant| variant.name().map(|n| n.name().to_owned()).unwrap_or_default()).collect())
+}
+
+/// Decodes a datum written with `writer` (the schema its framing names, any committed
+/// version) into the canonical event.
+///
+/// The datum is read with its writer schema only, and the payload branch is found by the
+/// writer's own branch name. Avro schema resolution is deliberately not used for the payload
+/// union: apache-avro resolves a union value to the first reader branch it fits structurally,
+/// and a record whose fields all have defaults fits every record (a PpaeSigned read as an
+/// FtReferentAssigned). Fields added by later versions read as absent.
+pub fn decode(family: Family, datum: &[u8], writer: &Schema) -> Result<LoggedEvent, Error> {
     let mut bytes = datum;
-    let datum_reader = apache_avro::reader::datum::GenericDatumReader::builder(writer).reader_schema(reader).build()?;
+    let datum_reader = apache_avro::reader::datum::GenericDatumReader::builder(writer).build()?;
     let value = datum_reader.read_value(&mut bytes)?;
+    let branches = payload_branch_names(writer)?;
     let top = Fields::of(value)?;
     let source = top.record("source")?;
     let subject = top.record("subject")?;
@@ -328,8 +347,10 @@ pub fn decode(family: Family, datum: &[u8], writer: &Schema, reader: &Schema) ->
         Value::Union(index, inner) => (index as usize, *inner),
         other => return Err(Error::Decode(format!("payload {other:?}"))),
     };
-    let branch =
-        payload_branches(family).get(index).ok_or_else(|| Error::Decode(format!("payload branch {index} unknown")))?;
+    let branch = branches.get(index).ok_or_else(|| Error::Decode(format!("payload branch {index} unknown")))?;
+    if !payload_branches(family).contains(&branch.as_str()) {
+        return Err(Error::Decode(format!("{branch} is not an event of the {} family", family.label())));
+    }
     let payload = decode_payload(branch, Fields::of(payload_value)?)?;
     Ok(LoggedEvent { family, envelope, payload, personal })
 }
@@ -439,8 +460,10 @@ impl Fields {
         self.0.get(name).cloned().ok_or_else(|| Error::Decode(format!("missing field {name}")))
     }
 
+    /// An optional field: absent (written by an older version) or null read as `None`.
     fn opt(&self, name: &str) -> Result<Option<Value>, Error> {
-        Ok(match self.get(name)? {
+        let Some(value) = self.0.get(name).cloned() else { return Ok(None) };
+        Ok(match value {
             Value::Union(_, inner) => match *inner {
                 Value::Null => None,
                 value => Some(value),
@@ -511,5 +534,168 @@ fn as_date(name: &str, value: Value) -> Result<NaiveDate, Error> {
             .and_then(|epoch| epoch.checked_add_signed(chrono::Duration::days(i64::from(days))))
             .ok_or_else(|| Error::Decode(format!("{name}: out of range"))),
         other => Err(Error::Decode(format!("{name}: expected a date, got {other:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use passerelle_domain::{
+        Accompagnement, Categorie, ContractKind, EventId, Motif, MotifList, OrientationOrigin, OrientationType, Role,
+        SuspensionScope,
+        event::{AgentRef, Envelope, Family, HouseholdRef, InstitutionKind, Mutation, Payload, Source, SubjectKey},
+    };
+
+    use super::*;
+    use crate::schemas;
+
+    fn envelope(household: bool) -> Envelope {
+        Envelope {
+            event_id: EventId::parse("codec-1").expect("valid"),
+            occurred_at: DateTime::from_timestamp_millis(1_790_000_000_000).expect("instant"),
+            recorded_at: DateTime::from_timestamp_millis(1_790_000_100_000).expect("instant"),
+            source: Source {
+                institution: "cd-52".into(),
+                kind: InstitutionKind::Departement,
+                relayed_by: Some("cd-52".into()),
+                relay_file: Some("RSABEM.xml".into()),
+            },
+            subject: SubjectKey("nir:01".into()),
+            linked_keys: vec![SubjectKey("nir:01".into()), SubjectKey("ft:02".into())],
+            household: household.then(|| HouseholdRef {
+                key: SubjectKey("foyer:03".into()),
+                organisme: "521".into(),
+                role: Some(Role::Demandeur),
+            }),
+            territory: Some("52".into()),
+            commune: None,
+            corrects_event_id: Some(EventId::parse("codec-0").expect("valid")),
+        }
+    }
+
+    fn motif(list: MotifList, code: &str) -> Motif {
+        Motif::parse(list, code).expect("valid")
+    }
+
+    fn date(text: &str) -> NaiveDate {
+        text.parse().expect("date")
+    }
+
+    /// One event of every payload, with optional fields both set and absent.
+    fn every_payload() -> Vec<(Family, Payload)> {
+        let agent = AgentRef { uid: "agent-1".into(), siret: "73282932000074".into() };
+        vec![
+            (Family::Allocataire, Payload::RsaDemandRecorded { date_demande: date("2026-01-02") }),
+            (Family::Allocataire, Payload::RsaRightOpened { date_ouverture: None }),
+            (Family::Allocataire, Payload::RsaRightOpened { date_ouverture: Some(date("2026-01-03")) }),
+            (
+                Family::Allocataire,
+                Payload::RsaRightSuspended {
+                    scope: SuspensionScope::Payment,
+                    motif: motif(MotifList::SuspensionVersement, "06"),
+                    date_suspension: Some(date("2026-02-01")),
+                },
+            ),
+            (
+                Family::Allocataire,
+                Payload::RsaRightClosed {
+                    motif: motif(MotifList::Cloture, "ZZZ"),
+                    date_cloture: None,
+                    prior_month: true,
+                },
+            ),
+            (Family::Allocataire, Payload::RsaRightRefused { motif: None }),
+            (Family::Allocataire, Payload::SddChanged { soumis: false }),
+            (Family::Allocataire, Payload::HouseholdRoleSet { role: Role::Enfant }),
+            (
+                Family::Allocataire,
+                Payload::AddressChanged {
+                    previous_authority: Some("51".into()),
+                    mutation: Some(Mutation {
+                        organisme_cedant: "511".into(),
+                        organisme_prenant: "521".into(),
+                        previous_household_key: Some(SubjectKey("foyer:04".into())),
+                    }),
+                },
+            ),
+            (
+                Family::DemandeurEmploi,
+                Payload::Inscription {
+                    categorie: Categorie::Two,
+                    motif: Some(motif(MotifList::InscriptionFt, "01")),
+                    date_inscription: None,
+                },
+            ),
+            (Family::DemandeurEmploi, Payload::CategorieChanged { categorie: Categorie::Five }),
+            (Family::DemandeurEmploi, Payload::AccompagnementChanged { modalite: Accompagnement::Global }),
+            (Family::DemandeurEmploi, Payload::FtReferentAssigned { code_safir: None }),
+            (Family::DemandeurEmploi, Payload::PpaeSigned { date_signature: date("2026-03-01") }),
+            (Family::DemandeurEmploi, Payload::Cessation { motif: None, date_cessation: Some(date("2026-03-02")) }),
+            (
+                Family::DemandeurEmploi,
+                Payload::Radiation { motif: Some(motif(MotifList::RadiationFt, "AB")), date_radiation: None },
+            ),
+            (Family::Orientation, Payload::OrientationRequested { origine: OrientationOrigin::Demenagement }),
+            (
+                Family::Orientation,
+                Payload::OrientationDecided {
+                    orientation_type: OrientationType::Social,
+                    structure_siret: None,
+                    structure_nom: Some("CCAS".into()),
+                    referent: Some(agent.clone()),
+                },
+            ),
+            (Family::Orientation, Payload::OrientationDenied),
+            (Family::Orientation, Payload::ReferentAssigned { referent: agent }),
+            (Family::Orientation, Payload::ReferentEnded { uid: "agent-1".into() }),
+            (
+                Family::Orientation,
+                Payload::ContractSigned { kind: ContractKind::Cer, date_debut: date("2026-04-01"), date_fin: None },
+            ),
+            (
+                Family::Orientation,
+                Payload::ContractEnded { kind: ContractKind::ContratEngagement, date_fin: date("2026-05-01") },
+            ),
+            (Family::Orientation, Payload::OppositionRecorded),
+            (Family::Orientation, Payload::OppositionWithdrawn),
+            (Family::Orientation, Payload::ConsentGiven),
+            (Family::Orientation, Payload::ConsentWithdrawn),
+            (
+                Family::Orientation,
+                Payload::Retraction { retracted_event_id: EventId::parse("codec-0").expect("valid") },
+            ),
+            (
+                Family::DemandeurEmploi,
+                Payload::Retraction { retracted_event_id: EventId::parse("codec-0").expect("valid") },
+            ),
+            (
+                Family::Allocataire,
+                Payload::Retraction { retracted_event_id: EventId::parse("codec-0").expect("valid") },
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_payload_of_every_family_round_trips_through_its_schema() {
+        let cases = every_payload();
+        for family in Family::ALL {
+            let schema = schemas::parse(&schemas::latest(family)).expect("schema");
+            let covered: Vec<&str> =
+                cases.iter().filter(|(f, _)| *f == family).map(|(_, p)| payload_record(p).0).collect();
+            for branch in payload_branches(family) {
+                assert!(covered.contains(branch), "{branch} has no round-trip case");
+            }
+            assert_eq!(payload_branch_names(&schema).expect("branches"), payload_branches(family));
+        }
+        for (family, payload) in cases {
+            let event = LoggedEvent {
+                family,
+                envelope: envelope(family == Family::Allocataire),
+                payload,
+                personal: Some(Sealed { key_id: Uuid::nil(), nonce: vec![1; 12], ciphertext: vec![2, 3] }),
+            };
+            let schema = schemas::parse(&schemas::latest(family)).expect("schema");
+            let datum = encode(&event, &schema).expect("encodes");
+            assert_eq!(decode(family, &datum, &schema).expect("decodes"), event);
+        }
     }
 }

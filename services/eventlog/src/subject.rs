@@ -44,6 +44,30 @@ impl SubjectKeys {
         self.derive("dep", &format!("{}/{}", departement.as_str(), id.as_str()))
     }
 
+    /// A member of a CAF/MSA household known by civil identity only (the flux carries persons
+    /// without NIR): the dossier, names and birth date. The weakest key: identity resolution never
+    /// merges it with another person automatically (DOMAIN.md §2).
+    pub fn civil(
+        &self,
+        organisme: &Organisme,
+        matricule: &Matricule,
+        nom: &str,
+        prenoms: &str,
+        date_naissance: chrono::NaiveDate,
+    ) -> SubjectKey {
+        let normalise = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ").to_uppercase();
+        self.derive(
+            "civ",
+            &format!(
+                "{}/{}/{}/{}/{date_naissance}",
+                organisme.as_str(),
+                matricule.as_str(),
+                normalise(nom),
+                normalise(prenoms)
+            ),
+        )
+    }
+
     /// A household: the CAF/MSA dossier (organisme + normalised matricule).
     pub fn household(&self, organisme: &Organisme, matricule: &Matricule) -> SubjectKey {
         self.derive("foyer", &format!("{}/{}", organisme.as_str(), matricule.as_str()))

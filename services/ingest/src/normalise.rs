@@ -50,6 +50,7 @@ fn person(
     v: &mut Violations,
     keys: &SubjectKeys,
     person: Option<&proto::Person>,
+    household: Option<(&Organisme, &Matricule)>,
     personal: &mut PersonalData,
 ) -> PersonParts {
     let mut linked_keys = Vec::new();
@@ -93,13 +94,22 @@ fn person(
             }
         }
     }
-    if !any_identifier {
-        v.push("person", "person.identifier", "give at least one identifier: nir, france_travail_id or departement_id");
-    }
     personal.idassedic = v.optional("person.idassedic", &p.idassedic, Idassedic::parse).map(|i| i.as_str().to_owned());
     personal.nom = v.text("person.nom", &p.nom, 200);
     personal.prenoms = v.text("person.prenoms", &p.prenoms, 200);
     personal.date_naissance = v.optional("person.date_naissance", &p.date_naissance, parse_date);
+    if !any_identifier {
+        match (household, &personal.nom, &personal.prenoms, personal.date_naissance) {
+            (Some((organisme, matricule)), Some(nom), Some(prenoms), Some(date_naissance)) => {
+                linked_keys.push(keys.civil(organisme, matricule, nom, prenoms, date_naissance));
+            }
+            _ => v.push(
+                "person",
+                "person.identifier",
+                "give at least one identifier: nir, france_travail_id or departement_id (a member of a CAF/MSA household without any: nom, prenoms and date_naissance)",
+            ),
+        }
+    }
     PersonParts { linked_keys }
 }
 
@@ -221,10 +231,10 @@ pub fn allocataire(ctx: &Context<'_>, e: &proto::AllocataireEvent) -> Result<Can
     let mut v = Violations::default();
     let mut personal = PersonalData::default();
     let common = common(&mut v, ctx.now, &e.event_id, &e.occurred_at, &e.corrects_event_id);
-    let who = person(&mut v, ctx.keys, e.person.as_ref(), &mut personal);
     let is_retraction = matches!(e.fact, Some(Fact::Retraction(_)));
     let place = location(&mut v, e.location.as_ref(), !is_retraction);
 
+    let mut dossier = None;
     let household = match &e.household {
         None if is_retraction => None,
         None => {
@@ -238,16 +248,19 @@ pub fn allocataire(ctx: &Context<'_>, e: &proto::AllocataireEvent) -> Result<Can
             match (organisme, matricule) {
                 (Some(organisme), Some(matricule)) => {
                     personal.matricule = Some(matricule.as_str().to_owned());
-                    Some(HouseholdRef {
+                    let reference = HouseholdRef {
                         key: ctx.keys.household(&organisme, &matricule),
                         organisme: organisme.as_str().to_owned(),
                         role,
-                    })
+                    };
+                    dossier = Some((organisme, matricule));
+                    Some(reference)
                 }
                 _ => None,
             }
         }
     };
+    let who = person(&mut v, ctx.keys, e.person.as_ref(), dossier.as_ref().map(|(o, m)| (o, m)), &mut personal);
 
     let payload = match &e.fact {
         None => {
@@ -367,7 +380,7 @@ pub fn demandeur_emploi(ctx: &Context<'_>, e: &proto::DemandeurEmploiEvent) -> R
     let mut v = Violations::default();
     let mut personal = PersonalData::default();
     let common = common(&mut v, ctx.now, &e.event_id, &e.occurred_at, &e.corrects_event_id);
-    let who = person(&mut v, ctx.keys, e.person.as_ref(), &mut personal);
+    let who = person(&mut v, ctx.keys, e.person.as_ref(), None, &mut personal);
     let is_retraction = matches!(e.fact, Some(Fact::Retraction(_)));
     let place = location(&mut v, e.location.as_ref(), !is_retraction);
     let payload = match &e.fact {
@@ -438,7 +451,7 @@ pub fn orientation(ctx: &Context<'_>, e: &proto::OrientationEvent) -> Result<Can
     let mut v = Violations::default();
     let mut personal = PersonalData::default();
     let common = common(&mut v, ctx.now, &e.event_id, &e.occurred_at, &e.corrects_event_id);
-    let who = person(&mut v, ctx.keys, e.person.as_ref(), &mut personal);
+    let who = person(&mut v, ctx.keys, e.person.as_ref(), None, &mut personal);
     let is_retraction = matches!(e.fact, Some(Fact::Retraction(_)));
     let place = location(&mut v, e.location.as_ref(), !is_retraction);
     let payload = match &e.fact {

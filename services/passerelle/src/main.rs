@@ -37,6 +37,13 @@ enum Command {
         #[command(subcommand)]
         service: Service,
     },
+    /// Imports the files institutions send today, through the gRPC API with the credentials
+    /// given. Exit status: 0 all accepted, 3 some facts refused (listed), 1 the file is not
+    /// valid or the hub did not answer.
+    Import {
+        #[command(subcommand)]
+        file: ImportFile,
+    },
     /// Development helpers.
     Dev {
         #[command(subcommand)]
@@ -48,6 +55,41 @@ enum Command {
 enum Service {
     /// The gRPC ingestion services, with the schema registry and HTTP endpoints.
     Ingest,
+}
+
+#[derive(clap::Args)]
+struct Connection {
+    /// The hub's gRPC ingestion API.
+    #[arg(long, default_value = "https://localhost:50051")]
+    hub: String,
+    /// Directory of credentials: ca.pem, <institution>.pem, <institution>.key.
+    #[arg(long, default_value = "var/pki")]
+    credentials: PathBuf,
+    /// The institution to act as (its certificate's name).
+    #[arg(long = "as")]
+    institution: String,
+    /// No progress lines, only the summary.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Subcommand)]
+enum ImportFile {
+    /// A CNAF RSA flux (XML, windows-1252): "bénéficiaires" monthly or "instruction" daily.
+    CnafFlux {
+        file: PathBuf,
+        #[command(flatten)]
+        connection: Connection,
+        /// The caller relays the flux it received for its territory (a département).
+        #[arg(long)]
+        relay: bool,
+    },
+    /// A France Travail extract (CSV separated by ";").
+    FtCsv {
+        file: PathBuf,
+        #[command(flatten)]
+        connection: Connection,
+    },
 }
 
 #[derive(Subcommand)]
@@ -70,6 +112,10 @@ enum DevCommand {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Import { file } = cli.command {
+        let code = import(file).await?;
+        std::process::exit(code);
+    }
     let config = Config::load(cli.config.as_deref()).context("reading the configuration")?;
     let format = if config.log_format == "json" { LogFormat::Json } else { LogFormat::Pretty };
     passerelle_telemetry::init_logging(format);
@@ -81,6 +127,7 @@ async fn main() -> anyhow::Result<()> {
             println!("demo: {accepted} events accepted");
             Ok(())
         }
+        Command::Import { .. } => unreachable!("handled before the configuration is read"),
         Command::Dev { command: DevCommand::Pki { out } } => {
             let institutions = passerelle_ingest::institutions::Institutions::load(&config.institutions_file)
                 .map_err(anyhow::Error::msg)?;
@@ -88,6 +135,37 @@ async fn main() -> anyhow::Result<()> {
             println!("development credentials in {}: CA, server (localhost), and {}", out.display(), issued.join(", "));
             println!("for development only: production institutions use certificates of a real PKI");
             Ok(())
+        }
+    }
+}
+
+/// Runs an import; returns the exit status.
+async fn import(file: ImportFile) -> anyhow::Result<i32> {
+    let (label, path, connection) = match &file {
+        ImportFile::CnafFlux { file, connection, .. } => ("foyers", file.clone(), connection),
+        ImportFile::FtCsv { file, connection } => ("rows", file.clone(), connection),
+    };
+    let credentials =
+        passerelle_ingest::client::Credentials::from_dir(&connection.credentials, &connection.institution)
+            .map_err(anyhow::Error::msg)?;
+    let channel = passerelle_ingest::client::connect(&connection.hub, &credentials).await.with_context(|| {
+        format!("cannot reach the hub at {} (is it running? infra/up.sh starts one)", connection.hub)
+    })?;
+    let quiet = connection.quiet;
+    let outcome = match file {
+        ImportFile::CnafFlux { relay, .. } => {
+            passerelle_importers::import_cnaf_flux(&path, channel, relay, quiet).await
+        }
+        ImportFile::FtCsv { .. } => passerelle_importers::import_ft_csv(&path, channel, quiet).await,
+    };
+    match outcome {
+        Ok(summary) => {
+            print!("{}", summary.render(label));
+            Ok(if summary.refused == 0 { 0 } else { 3 })
+        }
+        Err(error) => {
+            eprintln!("import failed: {error:#}");
+            Ok(1)
         }
     }
 }
