@@ -10,6 +10,7 @@
 pub mod cnaf;
 pub mod dates;
 pub mod driver;
+pub mod generate;
 pub mod ft_csv;
 
 use sha2::{Digest, Sha256};

@@ -101,6 +101,15 @@ enum DevCommand {
         #[arg(long, default_value = "var/pki")]
         credentials: PathBuf,
     },
+    /// Writes a synthetic CNAF flux (deterministic from the seed), to measure the importer.
+    GenFlux {
+        #[arg(long)]
+        foyers: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Issues development credentials: a CA, the hub's server certificate, and one client
     /// certificate per institution of the institutions file.
     Pki {
@@ -125,6 +134,14 @@ async fn main() -> anyhow::Result<()> {
         Command::Dev { command: DevCommand::Demo { grpc, credentials } } => {
             let accepted = passerelle::demo::push(&grpc, &credentials).await?;
             println!("demo: {accepted} events accepted");
+            Ok(())
+        }
+        Command::Dev { command: DevCommand::GenFlux { foyers, seed, out } } => {
+            let file = std::fs::File::create(&out).with_context(|| format!("creating {}", out.display()))?;
+            let mut writer = std::io::BufWriter::new(file);
+            passerelle_importers::generate::write_flux(&mut writer, foyers, seed)?;
+            std::io::Write::flush(&mut writer)?;
+            println!("{} foyers written to {}", foyers, out.display());
             Ok(())
         }
         Command::Import { .. } => unreachable!("handled before the configuration is read"),
