@@ -244,3 +244,22 @@ async fn a_france_travail_extract_survives_what_real_files_contain() -> anyhow::
     assert_eq!(ppae.0.payload, Payload::PpaeSigned { date_signature: "2026-10-01".parse()? });
     hub.running.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_without_nir_are_imported_under_a_civil_identity_key() -> anyhow::Result<()> {
+    let hub = TestHub::spawn().await?;
+    let text = encoding_rs::WINDOWS_1252.decode(&sample_bytes()).0.into_owned();
+    let without_nir = text.replacen("<NIR>1770393050005</NIR>", "", 1);
+    let path = write_temp("sans-nir.xml", &encoding_rs::WINDOWS_1252.encode(&without_nir).0);
+    let summary = passerelle_importers::import_cnaf_flux(&path, hub.channel_as("caf-521").await?, false, true).await?;
+    assert_eq!((summary.sent, summary.accepted, summary.refused), (12, 12, 0), "{}", summary.render("foyers"));
+    let events = events_on(&hub, Family::Allocataire).await?;
+    let keller: Vec<_> = events.iter().filter(|(_, p)| p.nom.as_deref() == Some("KELLER")).collect();
+    assert_eq!(keller.len(), 2, "KELLER's role and SDD facts");
+    for (event, personal) in keller {
+        assert!(event.envelope.subject.as_str().starts_with("civ:"), "{:?}", event.envelope.subject);
+        assert_eq!(personal.nir, None);
+        assert_eq!(personal.date_naissance, Some("1977-03-23".parse()?));
+    }
+    hub.running.shutdown().await
+}

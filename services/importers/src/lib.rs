@@ -10,8 +10,8 @@
 pub mod cnaf;
 pub mod dates;
 pub mod driver;
-pub mod generate;
 pub mod ft_csv;
+pub mod generate;
 
 use sha2::{Digest, Sha256};
 
