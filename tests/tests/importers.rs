@@ -12,11 +12,11 @@ use passerelle_e2e::{TestHub, repo_root, topics};
 use passerelle_eventlog::{codec, framing, schemas};
 
 fn sample_flux() -> PathBuf {
-    repo_root().join("../shared/reference/cnaf/RSABEM.xml")
+    repo_root().join("tests/fixtures/cnaf/RSABEM.xml")
 }
 
 fn sample_bytes() -> Vec<u8> {
-    std::fs::read(sample_flux()).expect("the reference flux is in ../shared/reference/cnaf")
+    std::fs::read(sample_flux()).expect("the reference flux is in tests/fixtures/cnaf")
 }
 
 fn write_temp(name: &str, bytes: &[u8]) -> PathBuf {
