@@ -7,7 +7,7 @@ use crate::Invalid;
 macro_rules! closed_list {
     ($(#[$doc:meta])* $name:ident, $rule:literal, { $($variant:ident => $code:literal),+ $(,)? }) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
         pub enum $name { $($variant),+ }
 
         impl $name {
@@ -157,7 +157,7 @@ impl MotifList {
 
 /// A motif of an open list: its code as sent (trimmed, upper-cased) and whether the hub knows it.
 /// An unknown motif is kept, flagged, never refused.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Motif {
     pub code: String,
     pub known: bool,

@@ -150,20 +150,22 @@ impl PersonalData {
 }
 
 /// An agent (référent): uid and structure in clear; e-mail is personal.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentRef {
     pub uid: String,
     pub siret: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mutation {
     pub organisme_cedant: String,
     pub organisme_prenant: String,
     pub previous_household_key: Option<SubjectKey>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Serialised (for read models) with the variant name in `type`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
 pub enum Payload {
     // CAF / MSA
     RsaDemandRecorded {

@@ -122,8 +122,22 @@ impl Matricule {
 
 /// The caller's idempotency key for one fact. Opaque to the hub, but bounded and printable so it
 /// can be logged: it must never embed personal data (callers are told so in the API docs).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct EventId(String);
+
+impl TryFrom<String> for EventId {
+    type Error = Invalid;
+    fn try_from(raw: String) -> Result<Self, Invalid> {
+        Self::parse(&raw)
+    }
+}
+
+impl From<EventId> for String {
+    fn from(id: EventId) -> Self {
+        id.0
+    }
+}
 
 impl EventId {
     pub fn parse(raw: &str) -> Result<Self, Invalid> {

@@ -10,8 +10,13 @@ pub mod secrets;
 pub mod shredding;
 pub mod subject;
 
-/// Migrations of the tables this crate owns (data keys, schema registry).
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// Migrations of the tables this crate owns (data keys, schema registry). Versions below 1000;
+/// the read models' start at 1001 and each migrator ignores the other's.
+pub fn migrator() -> sqlx::migrate::Migrator {
+    let mut migrator = sqlx::migrate!("./migrations");
+    migrator.set_ignore_missing(true);
+    migrator
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -36,6 +36,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// `json` (one object per line) or `pretty`.
     pub log_format: String,
+    /// Kafka consumer group of the dossier projection's workers (the topic prefix is added).
+    pub projector_group: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -111,6 +113,7 @@ impl Default for Config {
             secrets: SecretsConfig::default(),
             tls: TlsConfig::default(),
             log_format: "pretty".into(),
+            projector_group: "passerelle-projector-dossier".into(),
         }
     }
 }

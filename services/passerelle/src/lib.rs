@@ -11,7 +11,6 @@ use anyhow::Context as _;
 use axum::{Router, http::StatusCode, routing::get};
 use passerelle_domain::event::Family;
 use passerelle_eventlog::{
-    MIGRATOR,
     kafka::{self, Publisher},
     registry::Registry,
     schemas::Topics,
@@ -71,7 +70,8 @@ impl Running {
         format!(
             "gRPC ingestion  https://{}  (mutual TLS; reflection and grpc.health.v1 enabled)\n\
              HTTP            http://{}  (/healthz, /readyz, /metrics)\n\
-             schema registry http://{}  (Confluent read API: /subjects, /schemas/ids/{{id}})",
+             schema registry http://{}  (Confluent read API: /subjects, /schemas/ids/{{id}})\n\
+             projector       dossier read models in PostgreSQL (consumer group passerelle-projector-dossier)",
             self.grpc_addr, self.http_addr, self.registry_addr
         )
     }
@@ -85,12 +85,28 @@ pub async fn connect_database(url: &str) -> anyhow::Result<PgPool> {
         .connect(url)
         .await
         .context("cannot reach PostgreSQL with database_url (is the server running, and the database created? infra/db-setup.sh creates it)")?;
-    MIGRATOR.run(&pool).await.context("database migrations failed")?;
+    passerelle_eventlog::migrator().run(&pool).await.context("event log migrations failed")?;
+    passerelle_readmodel::migrator().run(&pool).await.context("read model migrations failed")?;
     Ok(pool)
 }
 
-/// Starts the ingestion services, the schema registry and the HTTP endpoints.
+/// Which services a process runs besides ingestion, the registry and the HTTP endpoints.
+#[derive(Debug, Clone, Copy)]
+pub struct Services {
+    pub projector: bool,
+}
+
+impl Services {
+    pub const ALL: Services = Services { projector: true };
+}
+
+/// Starts the whole hub: ingestion, schema registry, HTTP endpoints and the projector.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
+    start_services(config, Services::ALL).await
+}
+
+/// Starts ingestion, the schema registry and the HTTP endpoints, and the projector if asked.
+pub async fn start_services(config: &Config, services: Services) -> anyhow::Result<Running> {
     let pepper = config.secrets.pepper()?;
     let master = config.secrets.master_key()?;
     let institutions = Institutions::load(&config.institutions_file).map_err(anyhow::Error::msg)?;
@@ -191,7 +207,28 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         format!("cannot listen on {} for the schema registry (registry_listen)", config.registry_listen)
     })?;
     let registry_addr = registry_listener.local_addr()?;
+    let shutdown_rx_projector = shutdown_rx.clone();
     tasks.spawn(serve_http(registry_listener, registry.router(), shutdown_rx, "schema registry"));
+
+    if services.projector {
+        let families = Family::ALL.iter().map(|family| (topics.topic(*family), *family)).collect();
+        let applier = Arc::new(passerelle_projector::apply::Applier::new("dossier", registry.clone(), families));
+        let settings = passerelle_projector::consumer::WorkerSettings {
+            bootstrap_servers: config.kafka.bootstrap_servers.clone(),
+            group_id: format!("{}{}", config.kafka.topic_prefix, config.projector_group),
+            topics: Family::ALL.iter().map(|family| topics.topic(*family)).collect(),
+            dead_letter_topic: topics.dead_letters(),
+            max_batch: 500,
+            max_wait: Duration::from_millis(50),
+        };
+        let worker_pool = pool.clone();
+        let worker_shutdown = shutdown_rx_projector;
+        tasks.spawn(async move {
+            passerelle_projector::consumer::run(settings, applier, worker_pool, worker_shutdown)
+                .await
+                .context("projector")
+        });
+    }
 
     Ok(Running { grpc_addr, http_addr, registry_addr, pool, topics, publisher, shutdown, tasks })
 }

@@ -53,7 +53,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum Service {
-    /// The gRPC ingestion services, with the schema registry and HTTP endpoints.
+    /// The gRPC ingestion services, with the schema registry and HTTP endpoints, without the
+    /// projector (run projectors as separate workers with `up` on other machines).
     Ingest,
 }
 
@@ -130,7 +131,9 @@ async fn main() -> anyhow::Result<()> {
     passerelle_telemetry::init_logging(format);
     match cli.command {
         Command::Up { demo, credentials } => run(&config, demo.then_some(credentials)).await,
-        Command::Serve { service: Service::Ingest } => run(&config, None).await,
+        Command::Serve { service: Service::Ingest } => {
+            run_services(&config, None, passerelle::Services { projector: false }).await
+        }
         Command::Dev { command: DevCommand::Demo { grpc, credentials } } => {
             let accepted = passerelle::demo::push(&grpc, &credentials).await?;
             println!("demo: {accepted} events accepted");
@@ -188,7 +191,15 @@ async fn import(file: ImportFile) -> anyhow::Result<i32> {
 }
 
 async fn run(config: &Config, demo_credentials: Option<PathBuf>) -> anyhow::Result<()> {
-    let mut running = passerelle::start(config).await?;
+    run_services(config, demo_credentials, passerelle::Services::ALL).await
+}
+
+async fn run_services(
+    config: &Config,
+    demo_credentials: Option<PathBuf>,
+    services: passerelle::Services,
+) -> anyhow::Result<()> {
+    let mut running = passerelle::start_services(config, services).await?;
     println!("Passerelle is up.\n{}", running.addresses());
     if let Some(credentials) = demo_credentials {
         let endpoint = format!("https://localhost:{}", running.grpc_addr.port());

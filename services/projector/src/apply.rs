@@ -1,0 +1,477 @@
+//! Applying a batch of records to the read models in one PostgreSQL transaction, with the
+//! Kafka offsets it reaches and the (source, event_id) pairs it applies. A crash anywhere
+//! replays the batch; records below the stored offsets are skipped, and a pair already applied
+//! is skipped again, so nothing is applied twice.
+
+use std::collections::{BTreeMap, HashMap};
+
+use passerelle_domain::event::{Family, Payload, SubjectKey};
+use passerelle_eventlog::{codec::LoggedEvent, framing, registry::Registry};
+use sha2::{Digest, Sha256};
+use sqlx::{Postgres, Row, Transaction};
+use uuid::Uuid;
+
+use crate::{
+    Error,
+    fold::{self, Fact},
+};
+
+/// A record as read from the broker.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// A record that could not be decoded or applied.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub record: Record,
+    pub reason: String,
+    pub person_id: Option<Uuid>,
+}
+
+/// What a batch did.
+#[derive(Debug, Default, Clone)]
+pub struct Outcome {
+    pub applied: u64,
+    pub duplicates: u64,
+    pub already_past: u64,
+    pub dead_letters: Vec<DeadLetter>,
+    /// Next offset per (topic, partition) after the batch.
+    pub offsets: BTreeMap<(String, i32), i64>,
+}
+
+/// Applies batches for one projection.
+pub struct Applier {
+    pub projection: String,
+    registry: Registry,
+    families: HashMap<String, Family>,
+}
+
+impl Applier {
+    pub fn new(projection: impl Into<String>, registry: Registry, families: HashMap<String, Family>) -> Self {
+        Self { projection: projection.into(), registry, families }
+    }
+
+    async fn decode(&self, record: &Record) -> Result<LoggedEvent, String> {
+        let family =
+            *self.families.get(&record.topic).ok_or_else(|| format!("no family for topic {}", record.topic))?;
+        let value = record.value.as_deref().ok_or("a record without value")?;
+        let (schema_id, datum) = framing::unframe(value).map_err(|e| e.to_string())?;
+        let schema = self.registry.schema_by_id(schema_id).await.map_err(|e| e.to_string())?;
+        passerelle_eventlog::codec::decode(family, datum, &schema).map_err(|e| e.to_string())
+    }
+
+    /// Applies `records` (in offset order per partition) in one transaction.
+    pub async fn apply(&self, pool: &sqlx::PgPool, records: &[Record]) -> Result<Outcome, Error> {
+        let mut outcome = Outcome::default();
+        let mut tx = pool.begin().await?;
+        let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for record in records {
+            let slot = (record.topic.clone(), record.partition);
+            if next.contains_key(&slot) {
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO projector_offsets (projection, topic, partition, next_offset) VALUES ($1, $2, $3, 0)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&self.projection)
+            .bind(&record.topic)
+            .bind(record.partition)
+            .execute(&mut *tx)
+            .await?;
+            // FOR UPDATE: a worker that lost this partition in a rebalance waits here, then
+            // finds the offset moved and applies nothing twice.
+            let (stored,): (i64,) = sqlx::query_as(
+                "SELECT next_offset FROM projector_offsets WHERE projection = $1 AND topic = $2 AND partition = $3 FOR UPDATE",
+            )
+            .bind(&self.projection)
+            .bind(&record.topic)
+            .bind(record.partition)
+            .fetch_one(&mut *tx)
+            .await?;
+            next.insert(slot, stored);
+        }
+        let mut touched_persons: Vec<Uuid> = Vec::new();
+        let mut touched_households: Vec<String> = Vec::new();
+        for record in records {
+            let slot = (record.topic.clone(), record.partition);
+            let position = next.get(&slot).copied().unwrap_or_default();
+            if record.offset < position {
+                outcome.already_past += 1;
+                continue;
+            }
+            next.insert(slot, record.offset + 1);
+            match self.decode(record).await {
+                Err(reason) => {
+                    let person_id = match &record.key {
+                        Some(key) => person_of(&mut tx, &String::from_utf8_lossy(key)).await?,
+                        None => None,
+                    };
+                    outcome.dead_letters.push(DeadLetter {
+                        record: record.clone(),
+                        reason: format!("undecodable: {reason}"),
+                        person_id,
+                    });
+                }
+                Ok(event) => match self.apply_event(&mut tx, record, &event).await? {
+                    Applied::New { person_id, household_key } => {
+                        outcome.applied += 1;
+                        touched_persons.push(person_id);
+                        if let Some(household) = household_key {
+                            touched_households.push(household);
+                        }
+                    }
+                    Applied::Duplicate => outcome.duplicates += 1,
+                    Applied::Conflict { person_id } => outcome.dead_letters.push(DeadLetter {
+                        record: record.clone(),
+                        reason: format!(
+                            "conflict: event {} of {} was already applied with a different content",
+                            event.envelope.event_id, event.envelope.source.institution
+                        ),
+                        person_id,
+                    }),
+                },
+            }
+        }
+        touched_persons.sort();
+        touched_persons.dedup();
+        for person_id in &touched_persons {
+            refold_person(&mut tx, *person_id).await?;
+        }
+        touched_households.sort();
+        touched_households.dedup();
+        for household in &touched_households {
+            refold_household(&mut tx, household).await?;
+        }
+        for letter in &outcome.dead_letters {
+            sqlx::query(
+                "INSERT INTO dead_letters (projection, topic, partition, \"offset\", person_id, reason)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            )
+            .bind(&self.projection)
+            .bind(&letter.record.topic)
+            .bind(letter.record.partition)
+            .bind(letter.record.offset)
+            .bind(letter.person_id)
+            .bind(&letter.reason)
+            .execute(&mut *tx)
+            .await?;
+            if let Some(person_id) = letter.person_id {
+                sqlx::query("UPDATE dossiers SET incomplete = true WHERE person_id = $1")
+                    .bind(person_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        for ((topic, partition), offset) in &next {
+            sqlx::query(
+                "UPDATE projector_offsets SET next_offset = $4, updated_at = now()
+                 WHERE projection = $1 AND topic = $2 AND partition = $3",
+            )
+            .bind(&self.projection)
+            .bind(topic)
+            .bind(partition)
+            .bind(offset)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        outcome.offsets = next;
+        Ok(outcome)
+    }
+
+    async fn apply_event(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        record: &Record,
+        event: &LoggedEvent,
+    ) -> Result<Applied, Error> {
+        let envelope = &event.envelope;
+        let source = envelope.source.institution.as_str();
+        let event_id = envelope.event_id.as_str();
+        let fingerprint = fingerprint(event);
+        let inserted = sqlx::query(
+            "INSERT INTO applied_events (projection, source, event_id, fingerprint, topic, partition, \"offset\")
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        )
+        .bind(&self.projection)
+        .bind(source)
+        .bind(event_id)
+        .bind(&fingerprint)
+        .bind(&record.topic)
+        .bind(record.partition)
+        .bind(record.offset)
+        .execute(&mut **tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            let (seen,): (Vec<u8>,) = sqlx::query_as(
+                "SELECT fingerprint FROM applied_events WHERE projection = $1 AND source = $2 AND event_id = $3",
+            )
+            .bind(&self.projection)
+            .bind(source)
+            .bind(event_id)
+            .fetch_one(&mut **tx)
+            .await?;
+            if seen == fingerprint {
+                return Ok(Applied::Duplicate);
+            }
+            let person_id = person_of(tx, envelope.subject.as_str()).await?;
+            return Ok(Applied::Conflict { person_id });
+        }
+
+        let person_id = resolve_identity(tx, &envelope.linked_keys, source, event_id).await?;
+        let (target, is_retraction) = match &event.payload {
+            Payload::Retraction { retracted_event_id } => (Some(retracted_event_id.as_str().to_owned()), true),
+            _ => (envelope.corrects_event_id.as_ref().map(|e| e.as_str().to_owned()), false),
+        };
+        let household = envelope.household.as_ref();
+        let fact_json = serde_json::to_value(&event.payload).map_err(|e| Error::Internal(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO person_events (person_id, source, event_id, family, event_type, occurred_at, recorded_at, relayed_by,
+                                        household_key, territory, fact, corrects, role, superseded_by, retracted_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+                     (SELECT event_id FROM person_events WHERE source = $2 AND corrects = $3 AND event_type <> 'retraction' LIMIT 1),
+                     (SELECT event_id FROM person_events WHERE source = $2 AND corrects = $3 AND event_type = 'retraction' LIMIT 1))
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(person_id)
+        .bind(source)
+        .bind(event_id)
+        .bind(event.family.label())
+        .bind(event.payload.event_type())
+        .bind(envelope.occurred_at)
+        .bind(envelope.recorded_at)
+        .bind(envelope.source.relayed_by.as_deref())
+        .bind(household.map(|h| h.key.as_str()))
+        .bind(envelope.territory.as_deref())
+        .bind(&fact_json)
+        .bind(target.as_deref())
+        .bind(household.and_then(|h| h.role).map(|r| r.code()))
+        .execute(&mut **tx)
+        .await?;
+        let mut households: Vec<String> = household.map(|h| h.key.as_str().to_owned()).into_iter().collect();
+        if let Some(target) = target {
+            let column = if is_retraction { "retracted_by" } else { "superseded_by" };
+            let marked = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE person_events SET {column} = $3 WHERE source = $1 AND event_id = $2 RETURNING person_id, household_key"
+            )))
+            .bind(source)
+            .bind(&target)
+            .bind(event_id)
+            .fetch_all(&mut **tx)
+            .await?;
+            for row in marked {
+                let other: Uuid = row.try_get("person_id")?;
+                if other != person_id {
+                    refold_person(tx, other).await?;
+                }
+                if let Some(key) = row.try_get::<Option<String>, _>("household_key")? {
+                    households.push(key);
+                }
+            }
+        }
+        Ok(Applied::New { person_id, household_key: households.into_iter().next() })
+    }
+}
+
+enum Applied {
+    New { person_id: Uuid, household_key: Option<String> },
+    Duplicate,
+    Conflict { person_id: Option<Uuid> },
+}
+
+/// What makes two publications of one (source, event_id) the same fact: everything but the
+/// timestamps (a retry is recorded again; a monthly flux re-states a fact with a later DTREF,
+/// see docs/decisions/0003) and the sealed personal data (sealed again with a fresh nonce).
+fn fingerprint(event: &LoggedEvent) -> Vec<u8> {
+    let envelope = &event.envelope;
+    let canonical = serde_json::json!({
+        "payload": serde_json::to_value(&event.payload).unwrap_or_default(),
+        "subject": envelope.subject.as_str(),
+        "linked": envelope.linked_keys.iter().map(SubjectKey::as_str).collect::<Vec<_>>(),
+        "household": envelope.household.as_ref().map(|h| (h.key.as_str(), h.organisme.as_str(), h.role.map(|r| r.code()))),
+        "territory": envelope.territory,
+        "commune": envelope.commune,
+        "corrects": envelope.corrects_event_id.as_ref().map(|e| e.as_str()),
+    });
+    Sha256::digest(canonical.to_string().as_bytes()).to_vec()
+}
+
+async fn person_of(tx: &mut Transaction<'_, Postgres>, subject_key: &str) -> Result<Option<Uuid>, Error> {
+    let row: Option<(Uuid,)> = sqlx::query_as(
+        "SELECT COALESCE(p.merged_into, p.person_id) FROM subject_links l JOIN persons p USING (person_id) WHERE l.subject_key = $1",
+    )
+    .bind(subject_key)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(row.map(|(id,)| id))
+}
+
+/// Identity resolution: the person of the strongest linked key, or a new person. Unlinked keys
+/// of the event are linked to that person; a key already linked to another person is recorded
+/// as a conflict for a human to decide, never merged silently.
+async fn resolve_identity(
+    tx: &mut Transaction<'_, Postgres>,
+    keys: &[SubjectKey],
+    source: &str,
+    event_id: &str,
+) -> Result<Uuid, Error> {
+    let names: Vec<&str> = keys.iter().map(SubjectKey::as_str).collect();
+    let rows = sqlx::query(
+        "SELECT l.subject_key, COALESCE(p.merged_into, p.person_id) AS person_id
+         FROM subject_links l JOIN persons p USING (person_id) WHERE l.subject_key = ANY($1)",
+    )
+    .bind(&names)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut linked: HashMap<String, Uuid> = HashMap::new();
+    for row in rows {
+        linked.insert(row.try_get("subject_key")?, row.try_get("person_id")?);
+    }
+    let person_id = match names.iter().find_map(|key| linked.get(*key)) {
+        Some(person) => *person,
+        None => {
+            let fresh = Uuid::now_v7();
+            sqlx::query("INSERT INTO persons (person_id) VALUES ($1)").bind(fresh).execute(&mut **tx).await?;
+            fresh
+        }
+    };
+    for key in names {
+        match linked.get(key) {
+            None => {
+                sqlx::query("INSERT INTO subject_links (subject_key, person_id, via_event) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                    .bind(key)
+                    .bind(person_id)
+                    .bind(format!("{source}/{event_id}"))
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            Some(other) if *other != person_id => {
+                tracing::warn!(subject = key, "identity conflict recorded for review");
+                sqlx::query(
+                    "INSERT INTO identity_conflicts (subject_key, linked_to, claimed_for, source, event_id)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                )
+                .bind(key)
+                .bind(other)
+                .bind(person_id)
+                .bind(source)
+                .bind(event_id)
+                .execute(&mut **tx)
+                .await?;
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(person_id)
+}
+
+fn facts_of(rows: Vec<sqlx::postgres::PgRow>) -> Result<Vec<Fact>, Error> {
+    rows.into_iter()
+        .map(|row| {
+            let payload: Payload =
+                serde_json::from_value(row.try_get("fact")?).map_err(|e| Error::Internal(e.to_string()))?;
+            let superseded: Option<String> = row.try_get("superseded_by")?;
+            let retracted: Option<String> = row.try_get("retracted_by")?;
+            let role: Option<String> = row.try_get("role")?;
+            Ok(Fact {
+                event_id: row.try_get("event_id")?,
+                occurred_at: row.try_get("occurred_at")?,
+                recorded_at: row.try_get("recorded_at")?,
+                territory: row.try_get("territory")?,
+                household_key: row.try_get("household_key")?,
+                role,
+                active: superseded.is_none() && retracted.is_none() && !matches!(payload, Payload::Retraction { .. }),
+                payload,
+            })
+        })
+        .collect()
+}
+
+const FACT_COLUMNS: &str =
+    "event_id, occurred_at, recorded_at, territory, household_key, role, fact, superseded_by, retracted_by";
+
+async fn refold_person(tx: &mut Transaction<'_, Postgres>, person_id: Uuid) -> Result<(), Error> {
+    let rows =
+        sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {FACT_COLUMNS} FROM person_events WHERE person_id = $1")))
+            .bind(person_id)
+            .fetch_all(&mut **tx)
+            .await?;
+    let state = fold::dossier(&facts_of(rows)?);
+    sqlx::query(
+        "INSERT INTO dossiers (person_id, territory, territory_since, previous_territory, household_key, role, sdd, sdd_since,
+                               ft_status, ft_status_at, ft_categorie, ft_accompagnement, orientation_status, orientation_type,
+                               oriented_at, structure_siret, referent_uid, referent_siret, referent_since, contract_kind,
+                               contract_start, contract_end, opposition, consent_diagnostic, last_contact_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, now())
+         ON CONFLICT (person_id) DO UPDATE SET
+            territory = EXCLUDED.territory, territory_since = EXCLUDED.territory_since,
+            previous_territory = EXCLUDED.previous_territory, household_key = EXCLUDED.household_key, role = EXCLUDED.role,
+            sdd = EXCLUDED.sdd, sdd_since = EXCLUDED.sdd_since, ft_status = EXCLUDED.ft_status,
+            ft_status_at = EXCLUDED.ft_status_at, ft_categorie = EXCLUDED.ft_categorie,
+            ft_accompagnement = EXCLUDED.ft_accompagnement, orientation_status = EXCLUDED.orientation_status,
+            orientation_type = EXCLUDED.orientation_type, oriented_at = EXCLUDED.oriented_at,
+            structure_siret = EXCLUDED.structure_siret, referent_uid = EXCLUDED.referent_uid,
+            referent_siret = EXCLUDED.referent_siret, referent_since = EXCLUDED.referent_since,
+            contract_kind = EXCLUDED.contract_kind, contract_start = EXCLUDED.contract_start,
+            contract_end = EXCLUDED.contract_end, opposition = EXCLUDED.opposition,
+            consent_diagnostic = EXCLUDED.consent_diagnostic, last_contact_at = EXCLUDED.last_contact_at, updated_at = now()",
+    )
+    .bind(person_id)
+    .bind(&state.territory)
+    .bind(state.territory_since)
+    .bind(&state.previous_territory)
+    .bind(&state.household_key)
+    .bind(&state.role)
+    .bind(state.sdd)
+    .bind(state.sdd_since)
+    .bind(&state.ft_status)
+    .bind(state.ft_status_at)
+    .bind(&state.ft_categorie)
+    .bind(&state.ft_accompagnement)
+    .bind(&state.orientation_status)
+    .bind(&state.orientation_type)
+    .bind(state.oriented_at)
+    .bind(&state.structure_siret)
+    .bind(&state.referent_uid)
+    .bind(&state.referent_siret)
+    .bind(state.referent_since)
+    .bind(&state.contract_kind)
+    .bind(state.contract_start)
+    .bind(state.contract_end)
+    .bind(state.opposition)
+    .bind(state.consent_diagnostic)
+    .bind(state.last_contact_at)
+    .execute(&mut **tx)
+    .await?;
+    if let Some(household) = &state.household_key {
+        refold_household(tx, household).await?;
+    }
+    Ok(())
+}
+
+async fn refold_household(tx: &mut Transaction<'_, Postgres>, household_key: &str) -> Result<(), Error> {
+    let rows =
+        sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {FACT_COLUMNS} FROM person_events WHERE household_key = $1")))
+            .bind(household_key)
+            .fetch_all(&mut **tx)
+            .await?;
+    let (state, at, motif) = fold::right_state(&facts_of(rows)?);
+    sqlx::query(
+        "UPDATE dossiers SET right_state = $2, right_state_at = $3, right_motif = $4, updated_at = now()
+         WHERE household_key = $1",
+    )
+    .bind(household_key)
+    .bind(state)
+    .bind(at)
+    .bind(motif)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,174 @@
+//! The consuming loop of a projection: a Kafka consumer group (so several workers share the
+//! partitions), batches applied in one transaction each, offsets committed to the broker only
+//! after PostgreSQL committed (the broker's copy is progress reporting; PostgreSQL's decides).
+
+use std::{sync::Arc, time::Duration};
+
+use rdkafka::{
+    ClientConfig, Message, Offset, TopicPartitionList,
+    consumer::{CommitMode, Consumer, StreamConsumer},
+    message::{Header, OwnedHeaders},
+    producer::{FutureProducer, FutureRecord},
+};
+use sqlx::PgPool;
+use tokio::sync::watch;
+
+use crate::{
+    Error,
+    apply::{Applier, Outcome, Record},
+};
+
+/// How a projection worker connects and batches.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub bootstrap_servers: String,
+    pub group_id: String,
+    pub topics: Vec<String>,
+    pub dead_letter_topic: String,
+    pub max_batch: usize,
+    pub max_wait: Duration,
+}
+
+/// Runs a projection worker until `shutdown` turns true; the batch in flight finishes first.
+pub async fn run(
+    settings: WorkerSettings,
+    applier: Arc<Applier>,
+    pool: PgPool,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), Error> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &settings.bootstrap_servers)
+        .set("group.id", &settings.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .set("topic.metadata.refresh.interval.ms", "5000")
+        .create()?;
+    let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    let dead_letters: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &settings.bootstrap_servers)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", "10000")
+        .create()?;
+    loop {
+        // Consumer errors (broker down, a partition moving) are reported by librdkafka while it
+        // keeps reconnecting: log them and go on.
+        let received = tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+            message = consumer.recv() => message,
+        };
+        let first = match received {
+            Ok(message) => message,
+            Err(error) => {
+                tracing::warn!(error = %error, "projector consumer error, retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let mut batch = vec![owned(&first)];
+        drop(first);
+        let deadline = tokio::time::Instant::now() + settings.max_wait;
+        while batch.len() < settings.max_batch {
+            match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                Ok(Ok(message)) => batch.push(owned(&message)),
+                Ok(Err(error)) => {
+                    tracing::warn!(error = %error, "projector consumer error, applying what was read");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let outcome = apply_with_retry(&applier, &pool, &batch, &mut shutdown).await?;
+        publish_dead_letters(&dead_letters, &settings.dead_letter_topic, &outcome).await;
+        let mut progress = TopicPartitionList::new();
+        for ((topic, partition), offset) in &outcome.offsets {
+            progress.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+        }
+        if let Err(error) = consumer.commit(&progress, CommitMode::Async) {
+            tracing::debug!(error = %error, "offset commit to the broker failed; PostgreSQL holds the progress");
+        }
+        tracing::debug!(
+            applied = outcome.applied,
+            duplicates = outcome.duplicates,
+            dead_letters = outcome.dead_letters.len(),
+            "batch applied"
+        );
+    }
+}
+
+fn owned(message: &rdkafka::message::BorrowedMessage<'_>) -> Record {
+    Record {
+        topic: message.topic().to_owned(),
+        partition: message.partition(),
+        offset: message.offset(),
+        key: message.key().map(<[u8]>::to_vec),
+        value: message.payload().map(<[u8]>::to_vec),
+    }
+}
+
+/// Whether a failed transaction is worth retrying: the database restarting or unreachable,
+/// a serialisation failure or deadlock between two workers, two workers minting the same key.
+/// Anything else is a bug and stops the worker loudly rather than looping.
+fn transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(database) => {
+            matches!(
+                database.code().as_deref(),
+                Some("40001" | "40P01" | "23505" | "57P01" | "57P03" | "08006" | "08003")
+            )
+        }
+        _ => false,
+    }
+}
+
+/// Transient database errors are retried: the transaction left nothing behind.
+async fn apply_with_retry(
+    applier: &Applier,
+    pool: &PgPool,
+    batch: &[Record],
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<Outcome, Error> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match applier.apply(pool, batch).await {
+            Ok(outcome) => return Ok(outcome),
+            Err(Error::Database(error)) if transient(&error) => {
+                tracing::warn!(error = %error, "batch not applied, retrying");
+                if *shutdown.borrow() {
+                    return Err(Error::Database(error));
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(other) => return Err(other),
+        }
+    }
+}
+
+/// Copies dead letters to the dead-letter topic for tooling, with the reason and where they
+/// came from. PostgreSQL's `dead_letters` is the record `passerelle dlq` reads.
+async fn publish_dead_letters(producer: &FutureProducer, topic: &str, outcome: &Outcome) {
+    for letter in &outcome.dead_letters {
+        let partition = letter.record.partition.to_string();
+        let offset = letter.record.offset.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "passerelle-reason", value: Some(letter.reason.as_str()) })
+            .insert(Header { key: "passerelle-source-topic", value: Some(letter.record.topic.as_str()) })
+            .insert(Header { key: "passerelle-source-partition", value: Some(partition.as_str()) })
+            .insert(Header { key: "passerelle-source-offset", value: Some(offset.as_str()) });
+        let mut record = FutureRecord::to(topic).headers(headers);
+        if let Some(key) = &letter.record.key {
+            record = record.key(key.as_slice());
+        }
+        if let Some(value) = &letter.record.value {
+            record = record.payload(value.as_slice());
+        }
+        if let Err((error, _)) = producer.send(record, Duration::from_secs(5)).await {
+            tracing::warn!(error = %error, "dead letter not copied to the topic (kept in PostgreSQL)");
+        }
+    }
+}

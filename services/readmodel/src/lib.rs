@@ -1,0 +1,89 @@
+//! The read models: their tables (migrations next to this crate) and the typed queries the API
+//! reads them with. The projector writes them; nothing else does.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// Migrations of the read-model tables. Versions start at 1001 so they never collide with the
+/// event log's (one `_sqlx_migrations` table per database); each migrator ignores the other's.
+pub fn migrator() -> sqlx::migrate::Migrator {
+    let mut migrator = sqlx::migrate!("./migrations");
+    migrator.set_ignore_missing(true);
+    migrator
+}
+
+/// The current state of one dossier.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct Dossier {
+    pub person_id: Uuid,
+    pub territory: Option<String>,
+    pub territory_since: Option<DateTime<Utc>>,
+    pub previous_territory: Option<String>,
+    pub household_key: Option<String>,
+    pub role: Option<String>,
+    pub right_state: Option<String>,
+    pub right_state_at: Option<DateTime<Utc>>,
+    pub right_motif: Option<String>,
+    pub sdd: bool,
+    pub sdd_since: Option<DateTime<Utc>>,
+    pub ft_status: Option<String>,
+    pub ft_status_at: Option<DateTime<Utc>>,
+    pub ft_categorie: Option<String>,
+    pub ft_accompagnement: Option<String>,
+    pub orientation_status: Option<String>,
+    pub orientation_type: Option<String>,
+    pub oriented_at: Option<DateTime<Utc>>,
+    pub structure_siret: Option<String>,
+    pub referent_uid: Option<String>,
+    pub referent_siret: Option<String>,
+    pub referent_since: Option<DateTime<Utc>>,
+    pub contract_kind: Option<String>,
+    pub contract_start: Option<NaiveDate>,
+    pub contract_end: Option<NaiveDate>,
+    pub opposition: bool,
+    pub consent_diagnostic: bool,
+    pub last_contact_at: Option<DateTime<Utc>>,
+    pub incomplete: bool,
+}
+
+/// One entry of a dossier's timeline.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct TimelineEntry {
+    pub source: String,
+    pub event_id: String,
+    pub family: String,
+    pub event_type: String,
+    pub occurred_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    pub relayed_by: Option<String>,
+    pub superseded_by: Option<String>,
+    pub retracted_by: Option<String>,
+}
+
+/// The person a subject key belongs to, following merges.
+pub async fn person_of_subject(pool: &PgPool, subject_key: &str) -> Result<Option<Uuid>, sqlx::Error> {
+    let row: Option<(Uuid,)> = sqlx::query_as(
+        "SELECT COALESCE(p.merged_into, p.person_id) FROM subject_links l JOIN persons p USING (person_id)
+         WHERE l.subject_key = $1",
+    )
+    .bind(subject_key)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(id,)| id))
+}
+
+pub async fn dossier(pool: &PgPool, person_id: Uuid) -> Result<Option<Dossier>, sqlx::Error> {
+    sqlx::query_as("SELECT * FROM dossiers WHERE person_id = $1").bind(person_id).fetch_optional(pool).await
+}
+
+/// The timeline of a dossier, oldest first.
+pub async fn timeline(pool: &PgPool, person_id: Uuid) -> Result<Vec<TimelineEntry>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT source, event_id, family, event_type, occurred_at, recorded_at, relayed_by, superseded_by, retracted_by
+         FROM person_events WHERE person_id = $1 ORDER BY occurred_at, recorded_at, event_id",
+    )
+    .bind(person_id)
+    .fetch_all(pool)
+    .await
+}

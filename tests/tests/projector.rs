@@ -1,0 +1,226 @@
+//! The projector turns the topics into dossiers, effectively-once: a retried event is applied
+//! once, a changed one is dead-lettered, a poison record does not block its partition, and a
+//! replay from the beginning changes nothing.
+
+mod fixtures;
+
+use std::time::{Duration, Instant};
+
+use fixtures::*;
+use passerelle_domain::{FranceTravailId, Nir};
+use passerelle_e2e::TestHub;
+use passerelle_ingest::proto::{
+    self, allocataire_ingest_client::AllocataireIngestClient, demandeur_emploi_event::Fact as Ft,
+    demandeur_emploi_ingest_client::DemandeurEmploiIngestClient, orientation_event::Fact as Cd,
+    orientation_ingest_client::OrientationIngestClient,
+};
+use passerelle_readmodel::Dossier;
+use uuid::Uuid;
+
+/// Polls until `check` holds, at most 30 s.
+async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> anyhow::Result<Option<T>>) -> anyhow::Result<T> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(value) = check().await? {
+            return Ok(value);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn person_id(hub: &TestHub, subject: &str) -> anyhow::Result<Option<Uuid>> {
+    Ok(passerelle_readmodel::person_of_subject(&hub.running.pool, subject).await?)
+}
+
+async fn dossier_when(hub: &TestHub, subject: &str, ready: impl Fn(&Dossier) -> bool) -> anyhow::Result<Dossier> {
+    eventually("the dossier", async || {
+        let Some(person_id) = person_id(hub, subject).await? else { return Ok(None) };
+        Ok(passerelle_readmodel::dossier(&hub.running.pool, person_id).await?.filter(|d| ready(d)))
+    })
+    .await
+}
+
+async fn count(hub: &TestHub, sql: &'static str) -> anyhow::Result<i64> {
+    let (n,): (i64,) = sqlx::query_as(sql).fetch_one(&hub.running.pool).await?;
+    Ok(n)
+}
+
+fn ft_inscription(id: &str, who: Option<proto::Person>) -> proto::DemandeurEmploiEvent {
+    ft(
+        id,
+        "2026-09-22T08:00:00+02:00",
+        who,
+        Ft::Inscription(proto::Inscription {
+            categorie: "1".into(),
+            motif: String::new(),
+            date_inscription: "2026-09-22".into(),
+        }),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_every_family_become_one_dossier_with_its_timeline() -> anyhow::Result<()> {
+    let hub = TestHub::spawn().await?;
+    let keys = hub.subject_keys();
+    let mut caf_client = AllocataireIngestClient::new(hub.channel_as("caf-521").await?);
+    let mut ft_client = DemandeurEmploiIngestClient::new(hub.channel_as("france-travail").await?);
+    let mut cd_client = OrientationIngestClient::new(hub.channel_as("cd-52").await?);
+
+    // Out of order on purpose: the orientation and the SDD flag arrive before the right opens.
+    cd_client
+        .publish(cd(
+            "p-cd-1",
+            "2026-10-02T14:00:00+02:00",
+            legrand(),
+            Cd::OrientationDecided(proto::OrientationDecided {
+                r#type: "SOCIO_PRO".into(),
+                structure_siret: "73282932000074".into(),
+                structure_nom: String::new(),
+                referent: Some(referent()),
+            }),
+        ))
+        .await?;
+    caf_client.publish(caf("p-caf-2", "2026-09-20T09:00:01+02:00", legrand(), "DEM", sdd(true))).await?;
+    caf_client.publish(caf("p-caf-1", "2026-09-20T09:00:00+02:00", legrand(), "DEM", right_opened())).await?;
+    caf_client.publish(caf("p-caf-3", "2026-09-20T09:00:02+02:00", fontaine(), "CJT", sdd(true))).await?;
+    // France Travail knows the person by NIR and FT id; another person by FT id only.
+    ft_client.publish(ft_inscription("p-ft-1", person(NIR_LEGRAND, FT_LEGRAND, "", "", ""))).await?;
+    ft_client.publish(ft_inscription("p-ft-2", person("", FT_ONLY, "", "", ""))).await?;
+    cd_client
+        .publish(cd(
+            "p-cd-2",
+            "2026-10-03T14:00:00+02:00",
+            legrand(),
+            Cd::OppositionRecorded(proto::OppositionRecorded {}),
+        ))
+        .await?;
+
+    let legrand_key = keys.nir(&Nir::parse(NIR_LEGRAND)?);
+    let dossier =
+        dossier_when(&hub, legrand_key.as_str(), |d| d.opposition && d.ft_status.is_some() && d.right_state.is_some())
+            .await?;
+    assert_eq!(dossier.territory.as_deref(), Some("52"));
+    assert!(dossier.sdd);
+    assert_eq!(dossier.sdd_since.map(|t| t.to_rfc3339()).as_deref(), Some("2026-09-20T07:00:01+00:00"));
+    assert_eq!(dossier.right_state.as_deref(), Some("2"));
+    assert_eq!(dossier.role.as_deref(), Some("DEM"));
+    assert_eq!((dossier.ft_status.as_deref(), dossier.ft_categorie.as_deref()), (Some("INSCRIT"), Some("1")));
+    assert_eq!(dossier.orientation_type.as_deref(), Some("SOCIO_PRO"));
+    assert_eq!(dossier.referent_uid.as_deref(), Some("agent-cd52-0042"));
+    assert!(!dossier.incomplete);
+    let timeline = passerelle_readmodel::timeline(&hub.running.pool, dossier.person_id).await?;
+    let ids: Vec<&str> = timeline.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(ids, ["p-caf-1", "p-caf-2", "p-ft-1", "p-cd-1", "p-cd-2"], "in the order things happened");
+
+    // The conjoint shares the household's right state.
+    let fontaine =
+        dossier_when(&hub, keys.nir(&Nir::parse(NIR_FONTAINE)?).as_str(), |d| d.right_state.is_some()).await?;
+    assert_eq!((fontaine.right_state.as_deref(), fontaine.role.as_deref()), (Some("2"), Some("CJT")));
+
+    // The FT id links to the NIR's person; the FT-only person is another one until linked.
+    assert_eq!(
+        person_id(&hub, keys.france_travail(&FranceTravailId::parse(FT_LEGRAND)?).as_str()).await?,
+        Some(dossier.person_id)
+    );
+    let ft_only_key = keys.france_travail(&FranceTravailId::parse(FT_ONLY)?);
+    let ft_only = dossier_when(&hub, ft_only_key.as_str(), |d| d.ft_status.is_some()).await?;
+    assert_ne!(ft_only.person_id, dossier.person_id);
+    // A later event carries a NIR with that FT id: the NIR joins the FT-only person.
+    ft_client.publish(ft_inscription("p-ft-3", person(NIR_MSA, FT_ONLY, "", "", ""))).await?;
+    let msa_key = keys.nir(&Nir::parse(NIR_MSA)?);
+    let joined = eventually("the link", async || person_id(&hub, msa_key.as_str()).await).await?;
+    assert_eq!(joined, ft_only.person_id);
+    // The FT id claimed by another NIR is a conflict for a human, not a silent merge.
+    ft_client.publish(ft_inscription("p-ft-4", person(NIR_FONTAINE, FT_ONLY, "", "", ""))).await?;
+    eventually("the conflict", async || {
+        Ok((count(&hub, "SELECT count(*) FROM identity_conflicts").await? == 1).then_some(()))
+    })
+    .await?;
+    assert_eq!(person_id(&hub, ft_only_key.as_str()).await?, Some(ft_only.person_id), "the link did not move");
+    hub.running.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_event_is_applied_once_a_changed_one_is_dead_lettered_and_poison_does_not_block() -> anyhow::Result<()>
+{
+    let hub = TestHub::spawn().await?;
+    let keys = hub.subject_keys();
+    let mut caf_client = AllocataireIngestClient::new(hub.channel_as("caf-521").await?);
+    caf_client.publish(caf("r-1", "2026-09-20T09:00:00+02:00", legrand(), "DEM", sdd(true))).await?;
+    caf_client.publish(caf("r-1", "2026-09-20T09:00:00+02:00", legrand(), "DEM", sdd(true))).await?;
+
+    // A record no decoder can read, straight on the topic, with the person's key.
+    let legrand_key = keys.nir(&Nir::parse(NIR_LEGRAND)?);
+    let producer: rdkafka::producer::FutureProducer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", &hub.config.kafka.bootstrap_servers).create()?;
+    let topic = hub.topic(passerelle_domain::event::Family::Allocataire);
+    producer
+        .send(
+            rdkafka::producer::FutureRecord::to(&topic).key(legrand_key.as_str()).payload(&b"not avro"[..]),
+            Duration::from_secs(5),
+        )
+        .await
+        .map_err(|(e, _)| e)?;
+    // The same event id with another content: a conflict.
+    caf_client.publish(caf("r-1", "2026-09-20T09:00:00+02:00", legrand(), "DEM", sdd(false))).await?;
+    caf_client.publish(caf("r-2", "2026-09-21T09:00:00+02:00", legrand(), "DEM", right_opened())).await?;
+
+    let dossier = dossier_when(&hub, legrand_key.as_str(), |d| d.right_state.is_some() && d.incomplete).await?;
+    assert!(dossier.sdd, "the conflicting retry did not change the fact");
+    let timeline = passerelle_readmodel::timeline(&hub.running.pool, dossier.person_id).await?;
+    assert_eq!(timeline.iter().map(|e| e.event_id.as_str()).collect::<Vec<_>>(), ["r-1", "r-2"], "r-1 once");
+    let reasons: Vec<(String,)> =
+        sqlx::query_as("SELECT reason FROM dead_letters ORDER BY \"offset\"").fetch_all(&hub.running.pool).await?;
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons[0].0.starts_with("undecodable"), "{reasons:?}");
+    assert!(reasons[1].0.starts_with("conflict"), "{reasons:?}");
+    let dead_on_topic = tokio::task::block_in_place(|| {
+        passerelle_e2e::topics::read_all(&hub.config.kafka.bootstrap_servers, &hub.running.topics.dead_letters())
+    })?;
+    assert_eq!(dead_on_topic.len(), 2);
+    assert!(dead_on_topic.iter().all(|r| r.headers.iter().any(|(k, _)| k == "passerelle-reason")));
+    hub.running.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_from_the_beginning_applies_nothing_twice() -> anyhow::Result<()> {
+    let hub = TestHub::spawn().await?;
+    let accepted = passerelle::demo::push(&hub.endpoint(), &hub.credentials_dir).await?;
+    let applied = eventually("the demo projected", async || {
+        let n = count(&hub, "SELECT count(*) FROM applied_events").await?;
+        Ok((n == accepted as i64).then_some(n))
+    })
+    .await?;
+    let snapshot = async || -> anyhow::Result<(i64, i64, i64)> {
+        Ok((
+            count(&hub, "SELECT count(*) FROM person_events").await?,
+            count(&hub, "SELECT count(*) FROM persons").await?,
+            count(&hub, "SELECT count(*) FROM dossiers WHERE sdd").await?,
+        ))
+    };
+    let before = snapshot().await?;
+    assert_eq!(before.0, applied);
+
+    // Forget the PostgreSQL offsets and replay every record with a fresh consumer group: the
+    // applied (source, event_id) pairs stop every one of them.
+    let pool = hub.running.pool.clone();
+    let mut replay = hub.config.clone();
+    hub.running.shutdown().await?;
+    replay.projector_group = "replay-from-the-beginning".into();
+    sqlx::query("DELETE FROM projector_offsets").execute(&pool).await?;
+    let again = passerelle::start(&replay).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let offsets = eventually("the replay", async || {
+        let (n,): (i64,) = sqlx::query_as("SELECT COALESCE(sum(next_offset), 0)::bigint FROM projector_offsets")
+            .fetch_one(&again.pool)
+            .await?;
+        Ok((n >= accepted as i64).then_some(n))
+    })
+    .await?;
+    assert!(offsets >= accepted as i64);
+    let (events,): (i64,) = sqlx::query_as("SELECT count(*) FROM person_events").fetch_one(&again.pool).await?;
+    let (persons,): (i64,) = sqlx::query_as("SELECT count(*) FROM persons").fetch_one(&again.pool).await?;
+    assert_eq!((events, persons), (before.0, before.1), "nothing applied twice");
+    again.shutdown().await
+}
