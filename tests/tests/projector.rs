@@ -224,3 +224,79 @@ async fn a_replay_from_the_beginning_applies_nothing_twice() -> anyhow::Result<(
     assert_eq!((events, persons), (before.0, before.1), "nothing applied twice");
     again.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_territory_sees_its_indicators_and_work_queues() -> anyhow::Result<()> {
+    use passerelle_readmodel::territory::{Queue, indicators, queue};
+    let hub = TestHub::spawn().await?;
+    let mut caf_client = AllocataireIngestClient::new(hub.channel_as("caf-521").await?);
+    let mut ft_client = DemandeurEmploiIngestClient::new(hub.channel_as("france-travail").await?);
+    let mut cd_client = OrientationIngestClient::new(hub.channel_as("cd-52").await?);
+    // One household, right open; LEGRAND and FONTAINE became SDD on 1 September.
+    caf_client.publish(caf("t-1", "2026-09-01T09:00:00+02:00", legrand(), "DEM", right_opened())).await?;
+    caf_client.publish(caf("t-2", "2026-09-01T09:00:01+02:00", legrand(), "DEM", sdd(true))).await?;
+    caf_client.publish(caf("t-3", "2026-09-01T09:00:02+02:00", fontaine(), "CJT", sdd(true))).await?;
+    // LEGRAND oriented 20 days later, without a référent: FONTAINE is still waiting.
+    cd_client
+        .publish(cd(
+            "t-4",
+            "2026-09-21T09:00:01+02:00",
+            legrand(),
+            Cd::OrientationDecided(proto::OrientationDecided { r#type: "PRO".into(), ..Default::default() }),
+        ))
+        .await?;
+    // FONTAINE radiated by France Travail while the household's right is open.
+    ft_client
+        .publish(ft(
+            "t-5",
+            "2026-10-15T09:00:00+02:00",
+            person(NIR_FONTAINE, "", "", "", ""),
+            Ft::Radiation(proto::Radiation { motif: "AB".into(), date_radiation: "2026-10-15".into() }),
+        ))
+        .await?;
+    // VIGNERON moved from the Marne (51) to the Haute-Marne on 1 November.
+    let mut before = caf("t-6", "2026-06-01T09:00:00+02:00", person(NIR_MSA, "", "", "", ""), "DEM", sdd(false));
+    before.location = Some(proto::Location { receiving_authority: "051".into(), commune: String::new() });
+    before.household =
+        Some(proto::Household { organisme: "521".into(), matricule: "7777777".into(), role: "DEM".into() });
+    let mut after = before.clone();
+    after.event_id = "t-7".into();
+    after.occurred_at = "2026-11-01T09:00:00+01:00".into();
+    after.location = in_52();
+    caf_client.publish(before).await?;
+    caf_client.publish(after).await?;
+
+    let pool = &hub.running.pool;
+    let now = chrono::DateTime::parse_from_rfc3339("2026-11-26T12:00:00Z")?.with_timezone(&chrono::Utc);
+    let current = eventually("the projection", async || {
+        let current = indicators(pool, "52").await?;
+        Ok((current.persons_sdd == 2
+            && current.orientations_by_type.len() == 1
+            && queue(pool, "52", Queue::RecentArrivals, now, 10, 0).await?.len() == 1
+            && queue(pool, "52", Queue::RadiationWithOpenRight, now, 10, 0).await?.len() == 1)
+            .then_some(current))
+    })
+    .await?;
+    assert_eq!(current.households_by_right_state, vec![("2".to_owned(), 1)]);
+    assert_eq!((current.sdd_oriented, current.sdd_not_oriented), (1, 1));
+    assert_eq!(current.orientations_by_type, vec![("PRO".to_owned(), 1)]);
+    assert_eq!(current.orientation_delay_median_days.map(|d| d.round()), Some(20.0));
+    assert_eq!(current.sdd_without_referent, 2);
+    assert_eq!(current.sdd_registered_france_travail, 0);
+
+    let keys = hub.subject_keys();
+    let fontaine_id = person_id(&hub, keys.nir(&Nir::parse(NIR_FONTAINE)?).as_str()).await?;
+    let legrand_id = person_id(&hub, keys.nir(&Nir::parse(NIR_LEGRAND)?).as_str()).await?;
+    let waiting = queue(pool, "52", Queue::SddNotOriented, now, 10, 0).await?;
+    assert_eq!(waiting.iter().map(|e| Some(e.person_id)).collect::<Vec<_>>(), vec![fontaine_id]);
+    let without = queue(pool, "52", Queue::OrientedWithoutReferent, now, 10, 0).await?;
+    assert_eq!(without.iter().map(|e| Some(e.person_id)).collect::<Vec<_>>(), vec![legrand_id]);
+    let radiated = queue(pool, "52", Queue::RadiationWithOpenRight, now, 10, 0).await?;
+    assert_eq!(radiated.iter().map(|e| Some(e.person_id)).collect::<Vec<_>>(), vec![fontaine_id]);
+    let arrivals = queue(pool, "52", Queue::RecentArrivals, now, 10, 0).await?;
+    let vigneron = person_id(&hub, keys.nir(&Nir::parse(NIR_MSA)?).as_str()).await?;
+    assert_eq!(arrivals.iter().map(|e| Some(e.person_id)).collect::<Vec<_>>(), vec![vigneron]);
+    assert!(indicators(pool, "51").await?.households_by_right_state.is_empty(), "the Marne no longer counts them");
+    assert!(queue(pool, "52", Queue::SddNotOriented, now, 10, 1).await?.is_empty(), "pages");
+    hub.running.shutdown().await
+}

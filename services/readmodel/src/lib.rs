@@ -1,6 +1,8 @@
 //! The read models: their tables (migrations next to this crate) and the typed queries the API
 //! reads them with. The projector writes them; nothing else does.
 
+pub mod territory;
+
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;

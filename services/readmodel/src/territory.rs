@@ -1,0 +1,154 @@
+//! Per-territory read models: the indicators of an RSA authority and the work queues its agents
+//! act on, computed from the dossiers (which the projector keeps current), so they are current
+//! as soon as an event is projected.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// The indicators of one territory.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Indicators {
+    pub territory: String,
+    /// Households by RSA right state (`ETATDOSRSA` code → households).
+    pub households_by_right_state: Vec<(String, i64)>,
+    pub persons_sdd: i64,
+    pub sdd_oriented: i64,
+    pub sdd_not_oriented: i64,
+    /// Days from becoming SDD to the orientation decision, over oriented SDD persons.
+    pub orientation_delay_median_days: Option<f64>,
+    pub orientation_delay_p90_days: Option<f64>,
+    pub sdd_registered_france_travail: i64,
+    pub orientations_by_type: Vec<(String, i64)>,
+    pub sdd_without_referent: i64,
+}
+
+pub async fn indicators(pool: &PgPool, territory: &str) -> Result<Indicators, sqlx::Error> {
+    let households_by_right_state: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT right_state, count(DISTINCT household_key) FROM dossiers
+         WHERE territory = $1 AND household_key IS NOT NULL AND right_state IS NOT NULL
+         GROUP BY right_state ORDER BY right_state",
+    )
+    .bind(territory)
+    .fetch_all(pool)
+    .await?;
+    let (persons_sdd, sdd_oriented, sdd_registered_france_travail, sdd_without_referent): (i64, i64, i64, i64) =
+        sqlx::query_as(
+            "SELECT count(*),
+                    count(*) FILTER (WHERE orientation_status = 'DECIDEE'),
+                    count(*) FILTER (WHERE ft_status = 'INSCRIT'),
+                    count(*) FILTER (WHERE referent_uid IS NULL)
+             FROM dossiers WHERE territory = $1 AND sdd",
+        )
+        .bind(territory)
+        .fetch_one(pool)
+        .await?;
+    let (median, p90): (Option<f64>, Option<f64>) = sqlx::query_as(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY delay), percentile_cont(0.9) WITHIN GROUP (ORDER BY delay)
+         FROM (SELECT GREATEST(EXTRACT(EPOCH FROM (oriented_at - sdd_since)) / 86400.0, 0)::float8 AS delay
+               FROM dossiers WHERE territory = $1 AND sdd AND orientation_status = 'DECIDEE'
+                 AND oriented_at IS NOT NULL AND sdd_since IS NOT NULL) delays",
+    )
+    .bind(territory)
+    .fetch_one(pool)
+    .await?;
+    let orientations_by_type: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT orientation_type, count(*) FROM dossiers
+         WHERE territory = $1 AND orientation_status = 'DECIDEE' AND orientation_type IS NOT NULL
+         GROUP BY orientation_type ORDER BY orientation_type",
+    )
+    .bind(territory)
+    .fetch_all(pool)
+    .await?;
+    Ok(Indicators {
+        territory: territory.to_owned(),
+        households_by_right_state,
+        persons_sdd,
+        sdd_oriented,
+        sdd_not_oriented: persons_sdd - sdd_oriented,
+        orientation_delay_median_days: median,
+        orientation_delay_p90_days: p90,
+        sdd_registered_france_travail,
+        orientations_by_type,
+        sdd_without_referent,
+    })
+}
+
+/// The work queues of a territory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queue {
+    /// SDD for more than 30 days and not oriented.
+    SddNotOriented,
+    /// Oriented, with no active référent.
+    OrientedWithoutReferent,
+    /// Radiated by France Travail while the RSA right is open (states 2, 3, 4).
+    RadiationWithOpenRight,
+    /// Arrived from another authority (a move or a mutation) in the last 90 days.
+    RecentArrivals,
+}
+
+impl Queue {
+    pub const ALL: [Queue; 4] =
+        [Queue::SddNotOriented, Queue::OrientedWithoutReferent, Queue::RadiationWithOpenRight, Queue::RecentArrivals];
+
+    /// The queue's name in the API (`/territoires/{code}/files/{name}`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Queue::SddNotOriented => "sdd-non-orientes",
+            Queue::OrientedWithoutReferent => "orientes-sans-referent",
+            Queue::RadiationWithOpenRight => "radiations-droit-ouvert",
+            Queue::RecentArrivals => "arrivees-recentes",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Queue> {
+        Queue::ALL.into_iter().find(|queue| queue.name() == name)
+    }
+
+    fn condition(self) -> &'static str {
+        match self {
+            Queue::SddNotOriented => {
+                "sdd AND COALESCE(orientation_status, '') <> 'DECIDEE' AND sdd_since < $2 - interval '30 days'"
+            }
+            Queue::OrientedWithoutReferent => "orientation_status = 'DECIDEE' AND referent_uid IS NULL",
+            Queue::RadiationWithOpenRight => "ft_status = 'RADIATION' AND right_state IN ('2', '3', '4')",
+            Queue::RecentArrivals => {
+                "previous_territory IS NOT NULL AND previous_territory <> territory AND territory_since >= $2 - interval '90 days'"
+            }
+        }
+    }
+
+    fn since_column(self) -> &'static str {
+        match self {
+            Queue::SddNotOriented => "sdd_since",
+            Queue::OrientedWithoutReferent => "oriented_at",
+            Queue::RadiationWithOpenRight => "ft_status_at",
+            Queue::RecentArrivals => "territory_since",
+        }
+    }
+}
+
+/// One person waiting in a queue, and since when.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct QueueEntry {
+    pub person_id: Uuid,
+    pub since: Option<DateTime<Utc>>,
+}
+
+/// A page of a queue, oldest first (who has waited longest comes first).
+pub async fn queue(
+    pool: &PgPool,
+    territory: &str,
+    queue: Queue,
+    now: DateTime<Utc>,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<QueueEntry>, sqlx::Error> {
+    let sql = format!(
+        "SELECT person_id, {since} AS since FROM dossiers WHERE territory = $1 AND {condition}
+         ORDER BY {since} NULLS LAST, person_id LIMIT $3 OFFSET $4",
+        since = queue.since_column(),
+        condition = queue.condition()
+    );
+    sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(territory).bind(now).bind(limit).bind(offset).fetch_all(pool).await
+}
