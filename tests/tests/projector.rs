@@ -300,3 +300,79 @@ async fn a_territory_sees_its_indicators_and_work_queues() -> anyhow::Result<()>
     assert!(queue(pool, "52", Queue::SddNotOriented, now, 10, 1).await?.is_empty(), "pages");
     hub.running.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erased_person_leaves_every_read_model_and_a_replay_does_not_bring_them_back() -> anyhow::Result<()> {
+    use passerelle_projector::erase::{Reason, erase_person, retention};
+    let hub = TestHub::spawn().await?;
+    let keys = hub.subject_keys();
+    let mut caf_client = AllocataireIngestClient::new(hub.channel_as("caf-521").await?);
+    let mut ft_client = DemandeurEmploiIngestClient::new(hub.channel_as("france-travail").await?);
+    caf_client.publish(caf("e-1", "2026-09-01T09:00:00+02:00", legrand(), "DEM", sdd(true))).await?;
+    ft_client.publish(ft_inscription("e-2", person(NIR_LEGRAND, FT_LEGRAND, "", "", ""))).await?;
+    caf_client.publish(caf("e-3", "2026-09-01T09:00:00+02:00", fontaine(), "CJT", sdd(true))).await?;
+    // An old dossier, without contact for more than two years.
+    caf_client
+        .publish(caf("e-4", "2023-06-01T09:00:00+02:00", person(NIR_MSA, "", "", "", ""), "DEM", sdd(false)))
+        .await?;
+    let legrand_key = keys.nir(&Nir::parse(NIR_LEGRAND)?);
+    let erased_dossier = dossier_when(&hub, legrand_key.as_str(), |d| d.ft_status.is_some()).await?;
+    dossier_when(&hub, keys.nir(&Nir::parse(NIR_MSA)?).as_str(), |_| true).await?;
+    let pool = hub.running.pool.clone();
+    let sealed_key: (uuid::Uuid,) = sqlx::query_as("SELECT key_id FROM data_keys WHERE subject_key = $1")
+        .bind(legrand_key.as_str())
+        .fetch_one(&pool)
+        .await?;
+
+    let erased = erase_person(&pool, erased_dossier.person_id, Reason::Request).await?;
+    assert_eq!((erased.persons, erased.subject_keys, erased.events_removed), (1, 2, 2));
+    assert!(erased.data_keys_destroyed >= 1);
+    assert!(matches!(hub.key_store().key_by_id(sealed_key.0).await, Err(passerelle_eventlog::Error::Shredded)));
+    assert_eq!(person_id(&hub, legrand_key.as_str()).await?, None);
+    assert!(passerelle_readmodel::dossier(&pool, erased_dossier.person_id).await?.is_none());
+    assert!(passerelle_readmodel::timeline(&pool, erased_dossier.person_id).await?.is_empty());
+
+    // The retention job erases the dossier without contact for two years, and only it.
+    let cutoff = chrono::DateTime::parse_from_rfc3339("2026-11-26T00:00:00Z")?.with_timezone(&chrono::Utc)
+        - chrono::Duration::days(730);
+    assert_eq!(retention(&pool, cutoff).await?, 1);
+    assert_eq!(person_id(&hub, keys.nir(&Nir::parse(NIR_MSA)?).as_str()).await?, None);
+    assert!(person_id(&hub, keys.nir(&Nir::parse(NIR_FONTAINE)?).as_str()).await?.is_some(), "others stay");
+
+    // Replay everything with a fresh group and no offsets: the erased stay erased.
+    let mut replay = hub.config.clone();
+    hub.running.shutdown().await?;
+    replay.projector_group = "replay-after-erasure".into();
+    sqlx::query("DELETE FROM projector_offsets").execute(&pool).await?;
+    sqlx::query("DELETE FROM applied_events").execute(&pool).await?;
+    let again = passerelle::start(&replay).await?;
+    eventually("the replay", async || {
+        let (n,): (i64,) = sqlx::query_as("SELECT COALESCE(sum(next_offset), 0)::bigint FROM projector_offsets")
+            .fetch_one(&pool)
+            .await?;
+        Ok((n >= 4).then_some(()))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(passerelle_readmodel::person_of_subject(&pool, legrand_key.as_str()).await?, None, "not brought back");
+    let (persons,): (i64,) = sqlx::query_as("SELECT count(*) FROM persons").fetch_one(&pool).await?;
+    assert_eq!(persons, 1, "only FONTAINE");
+
+    // A fact that happens after the erasure (a new demand) starts a new dossier.
+    let mut caf_again = AllocataireIngestClient::new(
+        passerelle_ingest::client::connect(
+            &format!("https://localhost:{}", again.grpc_addr.port()),
+            &passerelle_ingest::client::Credentials::from_dir(&hub.credentials_dir, "caf-521")
+                .map_err(anyhow::Error::msg)?,
+        )
+        .await?,
+    );
+    let now = chrono::Utc::now().to_rfc3339();
+    caf_again.publish(caf("e-5", &now, legrand(), "DEM", sdd(true))).await?;
+    let fresh = eventually("the new dossier", async || {
+        passerelle_readmodel::person_of_subject(&pool, legrand_key.as_str()).await.map_err(Into::into)
+    })
+    .await?;
+    assert_ne!(fresh, erased_dossier.person_id);
+    again.shutdown().await
+}

@@ -38,6 +38,9 @@ pub struct Config {
     pub log_format: String,
     /// Kafka consumer group of the dossier projection's workers (the topic prefix is added).
     pub projector_group: String,
+    /// Persons without contact for this many days are erased by the daily retention job
+    /// (accompaniment data is kept 2 years after the last contact).
+    pub retention_days: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -114,6 +117,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             log_format: "pretty".into(),
             projector_group: "passerelle-projector-dossier".into(),
+            retention_days: 730,
         }
     }
 }

@@ -222,15 +222,37 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
             max_wait: Duration::from_millis(50),
         };
         let worker_pool = pool.clone();
-        let worker_shutdown = shutdown_rx_projector;
+        let worker_shutdown = shutdown_rx_projector.clone();
         tasks.spawn(async move {
-            passerelle_projector::consumer::run(settings, applier, worker_pool, worker_shutdown)
-                .await
-                .context("projector")
+            let outcome = passerelle_projector::consumer::run(settings, applier, worker_pool, worker_shutdown).await;
+            if let Err(error) = &outcome {
+                tracing::error!(error = %error, "the projector stopped; the hub stops with it");
+            }
+            outcome.context("projector")
         });
     }
 
+    if services.projector {
+        tasks.spawn(retention_schedule(pool.clone(), config.retention_days, shutdown_rx_projector));
+    }
+
     Ok(Running { grpc_addr, http_addr, registry_addr, pool, topics, publisher, shutdown, tasks })
+}
+
+/// Runs the retention job every day: persons without contact for `days` are erased.
+async fn retention_schedule(pool: PgPool, days: i64, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let mut daily = tokio::time::interval(Duration::from_secs(24 * 3600));
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+            _ = daily.tick() => {}
+        }
+        let cutoff = chrono::Utc::now() - chrono::Duration::days(days);
+        match passerelle_projector::erase::retention(&pool, cutoff).await {
+            Ok(erased) => tracing::info!(erased, days, "retention job done"),
+            Err(error) => tracing::error!(error = %error, "retention job failed; it runs again tomorrow"),
+        }
+    }
 }
 
 async fn serve_http(

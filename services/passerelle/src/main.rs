@@ -44,6 +44,19 @@ enum Command {
         #[command(subcommand)]
         file: ImportFile,
     },
+    /// Erases one person on a lawful request: their data keys are destroyed (their events stay
+    /// on the log, unreadable) and they leave every read model; a rebuild does not bring them back.
+    Erase {
+        /// The person's id in the hub.
+        #[arg(long, conflicts_with = "nir")]
+        person_id: Option<uuid::Uuid>,
+        /// Or their NIR (read from the PASSERELLE_ERASE_NIR environment variable if "-", so it
+        /// does not stay in the shell history).
+        #[arg(long)]
+        nir: Option<String>,
+    },
+    /// Runs the retention job now: erases persons without contact for `retention_days`.
+    Retention,
     /// Development helpers.
     Dev {
         #[command(subcommand)]
@@ -145,6 +158,42 @@ async fn main() -> anyhow::Result<()> {
             passerelle_importers::generate::write_flux(&mut writer, foyers, seed)?;
             std::io::Write::flush(&mut writer)?;
             println!("{} foyers written to {}", foyers, out.display());
+            Ok(())
+        }
+        Command::Erase { person_id, nir } => {
+            let pool = passerelle::connect_database(&config.database_url).await?;
+            let person = match (person_id, nir) {
+                (Some(person_id), _) => Some(person_id),
+                (None, Some(nir)) => {
+                    let nir = if nir == "-" {
+                        std::env::var("PASSERELLE_ERASE_NIR").context("PASSERELLE_ERASE_NIR is not set")?
+                    } else {
+                        nir
+                    };
+                    let nir = passerelle_domain::Nir::parse(&nir).map_err(|e| anyhow::anyhow!("--nir: {e}"))?;
+                    let keys = passerelle_eventlog::subject::SubjectKeys::new(config.secrets.pepper()?);
+                    passerelle_readmodel::person_of_subject(&pool, keys.nir(&nir).as_str()).await?
+                }
+                (None, None) => anyhow::bail!("say who to erase: --person-id or --nir"),
+            };
+            let Some(person) = person else {
+                println!("no such person in the hub: nothing erased");
+                return Ok(());
+            };
+            let erased =
+                passerelle_projector::erase::erase_person(&pool, person, passerelle_projector::erase::Reason::Request)
+                    .await?;
+            println!(
+                "person {person} erased: {} subject keys, {} data keys destroyed, {} events removed from the read models",
+                erased.subject_keys, erased.data_keys_destroyed, erased.events_removed
+            );
+            Ok(())
+        }
+        Command::Retention => {
+            let pool = passerelle::connect_database(&config.database_url).await?;
+            let cutoff = chrono::Utc::now() - chrono::Duration::days(config.retention_days);
+            let erased = passerelle_projector::erase::retention(&pool, cutoff).await?;
+            println!("retention: {erased} persons without contact since {} erased", cutoff.date_naive());
             Ok(())
         }
         Command::Import { .. } => unreachable!("handled before the configuration is read"),

@@ -40,6 +40,8 @@ pub struct Outcome {
     pub applied: u64,
     pub duplicates: u64,
     pub already_past: u64,
+    /// Facts about erased subjects, skipped.
+    pub erased: u64,
     pub dead_letters: Vec<DeadLetter>,
     /// Next offset per (topic, partition) after the batch.
     pub offsets: BTreeMap<(String, i32), i64>,
@@ -128,6 +130,7 @@ impl Applier {
                         }
                     }
                     Applied::Duplicate => outcome.duplicates += 1,
+                    Applied::Erased => outcome.erased += 1,
                     Applied::Conflict { person_id } => outcome.dead_letters.push(DeadLetter {
                         record: record.clone(),
                         reason: format!(
@@ -225,6 +228,18 @@ impl Applier {
             return Ok(Applied::Conflict { person_id });
         }
 
+        // A fact about an erased subject, from before the erasure, is not projected again.
+        let names: Vec<&str> = envelope.linked_keys.iter().map(SubjectKey::as_str).collect();
+        let (erased,): (bool,) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM erased_subjects WHERE subject_key = ANY($1) AND erased_at >= $2)",
+        )
+        .bind(&names)
+        .bind(envelope.occurred_at)
+        .fetch_one(&mut **tx)
+        .await?;
+        if erased {
+            return Ok(Applied::Erased);
+        }
         let person_id = resolve_identity(tx, &envelope.linked_keys, source, event_id).await?;
         let (target, is_retraction) = match &event.payload {
             Payload::Retraction { retracted_event_id } => (Some(retracted_event_id.as_str().to_owned()), true),
@@ -283,6 +298,7 @@ impl Applier {
 enum Applied {
     New { person_id: Uuid, household_key: Option<String> },
     Duplicate,
+    Erased,
     Conflict { person_id: Option<Uuid> },
 }
 

@@ -1,0 +1,4 @@
+//! Rebuilds the crate when a migration is added: `sqlx::migrate!` embeds them at compile time.
+fn main() {
+    println!("cargo:rerun-if-changed=migrations");
+}
