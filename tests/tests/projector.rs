@@ -376,3 +376,81 @@ async fn an_erased_person_leaves_every_read_model_and_a_replay_does_not_bring_th
     assert_ne!(fresh, erased_dossier.person_id);
     again.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_is_replayed_once_its_cause_is_fixed_and_the_dossier_is_complete_again() -> anyhow::Result<()> {
+    use passerelle_domain::event::{Envelope, Family, InstitutionKind, Payload, Source};
+    use passerelle_eventlog::{codec, framing, schemas};
+    let hub = TestHub::spawn().await?;
+    let keys = hub.subject_keys();
+    let legrand_key = keys.nir(&Nir::parse(NIR_LEGRAND)?);
+    let mut caf_client = AllocataireIngestClient::new(hub.channel_as("caf-521").await?);
+    caf_client.publish(caf("d-1", "2026-09-01T09:00:00+02:00", legrand(), "DEM", right_opened())).await?;
+
+    // A producer upgraded before the registry: its records name a schema id the hub does not know.
+    let now = chrono::Utc::now();
+    let event = codec::LoggedEvent {
+        family: Family::Allocataire,
+        envelope: Envelope {
+            event_id: passerelle_domain::EventId::parse("d-2")?,
+            occurred_at: now,
+            recorded_at: now,
+            source: Source {
+                institution: "caf-521".into(),
+                kind: InstitutionKind::Caf,
+                relayed_by: None,
+                relay_file: None,
+            },
+            subject: legrand_key.clone(),
+            linked_keys: vec![legrand_key.clone()],
+            household: None,
+            territory: Some("52".into()),
+            commune: None,
+            corrects_event_id: None,
+        },
+        payload: Payload::SddChanged { soumis: true },
+        personal: None,
+    };
+    let version = schemas::latest(Family::Allocataire);
+    let datum = codec::encode(&event, &schemas::parse(&version)?)?;
+    let producer: rdkafka::producer::FutureProducer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", &hub.config.kafka.bootstrap_servers).create()?;
+    let topic = hub.topic(Family::Allocataire);
+    producer
+        .send(
+            rdkafka::producer::FutureRecord::to(&topic)
+                .key(legrand_key.as_str())
+                .payload(&framing::frame(9999, &datum)),
+            Duration::from_secs(5),
+        )
+        .await
+        .map_err(|(e, _)| e)?;
+    let incomplete = dossier_when(&hub, legrand_key.as_str(), |d| d.incomplete).await?;
+    assert!(!incomplete.sdd);
+    let pool = hub.running.pool.clone();
+    let letters = passerelle_projector::dlq::list(&pool, false).await?;
+    assert_eq!(letters.len(), 1);
+    assert!(letters[0].reason.contains("no schema with id 9999"), "{}", letters[0].reason);
+    assert!(!letters[0].reason.contains(NIR_LEGRAND));
+
+    // Replaying before the fix changes nothing; after the registry learns the schema, it applies.
+    assert!(matches!(
+        passerelle::replay_dead_letter(&hub.config, letters[0].dead_letter_id).await?,
+        passerelle_projector::dlq::Replayed::StillFailing(_)
+    ));
+    sqlx::query(
+        "INSERT INTO schema_registry (id, subject, version, schema, fingerprint) VALUES (9999, 'upgraded', 2, $1, 'x')",
+    )
+    .bind(version.text)
+    .execute(&pool)
+    .await?;
+    assert_eq!(
+        passerelle::replay_dead_letter(&hub.config, letters[0].dead_letter_id).await?,
+        passerelle_projector::dlq::Replayed::Settled
+    );
+    let fixed = passerelle_readmodel::dossier(&pool, incomplete.person_id).await?.expect("dossier");
+    assert!(fixed.sdd, "the replayed fact applied");
+    assert!(!fixed.incomplete, "complete again");
+    assert!(passerelle_projector::dlq::list(&pool, false).await?.is_empty());
+    hub.running.shutdown().await
+}

@@ -211,8 +211,7 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
     tasks.spawn(serve_http(registry_listener, registry.router(), shutdown_rx, "schema registry"));
 
     if services.projector {
-        let families = Family::ALL.iter().map(|family| (topics.topic(*family), *family)).collect();
-        let applier = Arc::new(passerelle_projector::apply::Applier::new("dossier", registry.clone(), families));
+        let applier = Arc::new(dossier_applier(registry.clone(), &topics));
         let settings = passerelle_projector::consumer::WorkerSettings {
             bootstrap_servers: config.kafka.bootstrap_servers.clone(),
             group_id: format!("{}{}", config.kafka.topic_prefix, config.projector_group),
@@ -237,6 +236,23 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
     }
 
     Ok(Running { grpc_addr, http_addr, registry_addr, pool, topics, publisher, shutdown, tasks })
+}
+
+/// The applier of the dossier projection.
+pub fn dossier_applier(registry: Registry, topics: &Topics) -> passerelle_projector::apply::Applier {
+    let families = Family::ALL.iter().map(|family| (topics.topic(*family), *family)).collect();
+    passerelle_projector::apply::Applier::new("dossier", registry, families)
+}
+
+/// Replays a dead letter of the dossier projection (`passerelle dlq replay`).
+pub async fn replay_dead_letter(
+    config: &Config,
+    dead_letter_id: i64,
+) -> anyhow::Result<passerelle_projector::dlq::Replayed> {
+    let pool = connect_database(&config.database_url).await?;
+    let topics = Topics::new(config.kafka.topic_prefix.clone());
+    let applier = dossier_applier(Registry::new(pool.clone(), topics.clone()), &topics);
+    Ok(passerelle_projector::dlq::replay(&pool, &applier, &config.kafka.bootstrap_servers, dead_letter_id).await?)
 }
 
 /// Runs the retention job every day: persons without contact for `days` are erased.

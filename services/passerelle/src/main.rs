@@ -55,6 +55,11 @@ enum Command {
         #[arg(long)]
         nir: Option<String>,
     },
+    /// Dead letters of the projections: list them (without personal data) or replay one.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// Runs the retention job now: erases persons without contact for `retention_days`.
     Retention,
     /// Development helpers.
@@ -104,6 +109,17 @@ enum ImportFile {
         #[command(flatten)]
         connection: Connection,
     },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Lists the dead letters not replayed yet (all of them with --all).
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Reads the record back from its topic and applies it again.
+    Replay { id: i64 },
 }
 
 #[derive(Subcommand)]
@@ -187,6 +203,36 @@ async fn main() -> anyhow::Result<()> {
                 "person {person} erased: {} subject keys, {} data keys destroyed, {} events removed from the read models",
                 erased.subject_keys, erased.data_keys_destroyed, erased.events_removed
             );
+            Ok(())
+        }
+        Command::Dlq { command: DlqCommand::List { all } } => {
+            let pool = passerelle::connect_database(&config.database_url).await?;
+            let letters = passerelle_projector::dlq::list(&pool, all).await?;
+            if letters.is_empty() {
+                println!("no dead letters");
+            }
+            for letter in letters {
+                println!(
+                    "#{:<6} {}/{}@{}  {}  {}{}",
+                    letter.dead_letter_id,
+                    letter.topic,
+                    letter.partition,
+                    letter.offset,
+                    letter.recorded_at.format("%Y-%m-%d %H:%M:%S"),
+                    letter.reason,
+                    if letter.replayed_at.is_some() { "  (replayed)" } else { "" }
+                );
+            }
+            Ok(())
+        }
+        Command::Dlq { command: DlqCommand::Replay { id } } => {
+            match passerelle::replay_dead_letter(&config, id).await? {
+                passerelle_projector::dlq::Replayed::Settled => println!("dead letter #{id} applied"),
+                passerelle_projector::dlq::Replayed::StillFailing(reason) => {
+                    println!("dead letter #{id} still fails: {reason}");
+                    std::process::exit(3);
+                }
+            }
             Ok(())
         }
         Command::Retention => {

@@ -70,10 +70,19 @@ impl Applier {
 
     /// Applies `records` (in offset order per partition) in one transaction.
     pub async fn apply(&self, pool: &sqlx::PgPool, records: &[Record]) -> Result<Outcome, Error> {
+        self.apply_in(pool, records, Mode::Stream).await
+    }
+
+    /// Applies dead-lettered records again (after a fix), outside the stream's offsets.
+    pub async fn replay(&self, pool: &sqlx::PgPool, records: &[Record]) -> Result<Outcome, Error> {
+        self.apply_in(pool, records, Mode::Replay).await
+    }
+
+    async fn apply_in(&self, pool: &sqlx::PgPool, records: &[Record], mode: Mode) -> Result<Outcome, Error> {
         let mut outcome = Outcome::default();
         let mut tx = pool.begin().await?;
         let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
-        for record in records {
+        for record in records.iter().filter(|_| mode == Mode::Stream) {
             let slot = (record.topic.clone(), record.partition);
             if next.contains_key(&slot) {
                 continue;
@@ -102,13 +111,15 @@ impl Applier {
         let mut touched_persons: Vec<Uuid> = Vec::new();
         let mut touched_households: Vec<String> = Vec::new();
         for record in records {
-            let slot = (record.topic.clone(), record.partition);
-            let position = next.get(&slot).copied().unwrap_or_default();
-            if record.offset < position {
-                outcome.already_past += 1;
-                continue;
+            if mode == Mode::Stream {
+                let slot = (record.topic.clone(), record.partition);
+                let position = next.get(&slot).copied().unwrap_or_default();
+                if record.offset < position {
+                    outcome.already_past += 1;
+                    continue;
+                }
+                next.insert(slot, record.offset + 1);
             }
-            next.insert(slot, record.offset + 1);
             match self.decode(record).await {
                 Err(reason) => {
                     let person_id = match &record.key {
@@ -155,7 +166,8 @@ impl Applier {
         for letter in &outcome.dead_letters {
             sqlx::query(
                 "INSERT INTO dead_letters (projection, topic, partition, \"offset\", person_id, reason)
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (projection, topic, partition, \"offset\") DO UPDATE SET reason = EXCLUDED.reason",
             )
             .bind(&self.projection)
             .bind(&letter.record.topic)
@@ -293,6 +305,14 @@ impl Applier {
         }
         Ok(Applied::New { person_id, household_key: households.into_iter().next() })
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The consuming loop: offsets decide what was already applied, and advance.
+    Stream,
+    /// A dead letter applied again: offsets are left alone.
+    Replay,
 }
 
 enum Applied {

@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod consumer;
+pub mod dlq;
 pub mod erase;
 pub mod fold;
 

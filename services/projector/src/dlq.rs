@@ -1,0 +1,109 @@
+//! Dead letters, for operators: listed without personal data, replayed once the cause is fixed
+//! (a schema or code fix, a conflict settled at the source).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rdkafka::{
+    ClientConfig, Message, Offset, TopicPartitionList,
+    consumer::{BaseConsumer, Consumer},
+};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::{
+    Error,
+    apply::{Applier, Record},
+};
+
+/// One dead letter as operators see it: where it came from and why, never its content.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeadLetter {
+    pub dead_letter_id: i64,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub person_id: Option<Uuid>,
+    pub reason: String,
+    pub recorded_at: DateTime<Utc>,
+    pub replayed_at: Option<DateTime<Utc>>,
+}
+
+pub async fn list(pool: &PgPool, include_replayed: bool) -> Result<Vec<DeadLetter>, Error> {
+    Ok(sqlx::query_as(
+        "SELECT dead_letter_id, topic, partition, \"offset\", person_id, reason, recorded_at, replayed_at
+         FROM dead_letters WHERE $1 OR replayed_at IS NULL ORDER BY dead_letter_id",
+    )
+    .bind(include_replayed)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Reads the record a dead letter came from, back from the broker.
+fn fetch(bootstrap: &str, topic: &str, partition: i32, offset: i64) -> Result<Record, Error> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("passerelle-dlq-{}", Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+    consumer.assign(&assignment)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        let Some(message) = consumer.poll(Duration::from_millis(500)) else { continue };
+        let message = message?;
+        if message.offset() == offset {
+            return Ok(Record {
+                topic: topic.to_owned(),
+                partition,
+                offset,
+                key: message.key().map(<[u8]>::to_vec),
+                value: message.payload().map(<[u8]>::to_vec),
+            });
+        }
+    }
+    Err(Error::Internal(format!("{topic}/{partition}@{offset} could not be read back (retention?)")))
+}
+
+/// The outcome of a replay: the dead letter is settled, or still failing with a reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replayed {
+    Settled,
+    StillFailing(String),
+}
+
+/// Replays one dead letter: the record is read back from its topic and applied again. Once it
+/// applies, the dossier it concerns is complete again unless other dead letters remain.
+pub async fn replay(pool: &PgPool, applier: &Applier, bootstrap: &str, dead_letter_id: i64) -> Result<Replayed, Error> {
+    let letter: DeadLetter = sqlx::query_as(
+        "SELECT dead_letter_id, topic, partition, \"offset\", person_id, reason, recorded_at, replayed_at
+         FROM dead_letters WHERE dead_letter_id = $1",
+    )
+    .bind(dead_letter_id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| Error::Internal(format!("no dead letter {dead_letter_id}")))?;
+    let (bootstrap, topic) = (bootstrap.to_owned(), letter.topic.clone());
+    let record = tokio::task::spawn_blocking(move || fetch(&bootstrap, &topic, letter.partition, letter.offset))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+    let outcome = applier.replay(pool, &[record]).await?;
+    if let Some(still) = outcome.dead_letters.first() {
+        return Ok(Replayed::StillFailing(still.reason.clone()));
+    }
+    sqlx::query("UPDATE dead_letters SET replayed_at = now() WHERE dead_letter_id = $1")
+        .bind(dead_letter_id)
+        .execute(pool)
+        .await?;
+    if let Some(person_id) = letter.person_id {
+        sqlx::query(
+            "UPDATE dossiers SET incomplete = EXISTS (
+                SELECT 1 FROM dead_letters WHERE person_id = $1 AND replayed_at IS NULL) WHERE person_id = $1",
+        )
+        .bind(person_id)
+        .execute(pool)
+        .await?;
+    }
+    Ok(Replayed::Settled)
+}
