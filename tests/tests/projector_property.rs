@@ -1,0 +1,504 @@
+//! Random but realistic event histories for many persons, pushed through the real ingestion API
+//! and projected, compared with an oracle: an in-memory fold written here from DOMAIN.md, sharing
+//! no code with the projector. The generator counts its hard cases and fails below a minimum, so
+//! the test cannot pass on easy histories. Deterministic from the seed (PASSERELLE_PROPERTY_SEED
+//! to explore others).
+
+mod fixtures;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use passerelle_domain::{FranceTravailId, Nir};
+use passerelle_e2e::TestHub;
+use passerelle_ingest::proto::{
+    self, AllocataireEvent, DemandeurEmploiEvent, Household, Location, OrientationEvent, Person,
+    allocataire_event::Fact as Caf, allocataire_ingest_client::AllocataireIngestClient, batch_reply,
+    demandeur_emploi_event::Fact as Ft, demandeur_emploi_ingest_client::DemandeurEmploiIngestClient,
+    orientation_event::Fact as Cd, orientation_ingest_client::OrientationIngestClient,
+};
+
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// What the oracle knows of a fact: its effect on the dossier, in the oracle's own terms.
+#[derive(Debug, Clone, PartialEq)]
+enum Effect {
+    Sdd(bool),
+    RightOpen,
+    RightSuspended,
+    Opposition(bool),
+    Consent(bool),
+    Referent(&'static str),
+    ReferentEnded(&'static str),
+    Oriented(&'static str),
+    FtRegistered,
+    FtRadiated,
+}
+
+#[derive(Debug, Clone)]
+struct Generated {
+    id: String,
+    person: usize,
+    minute: i64,
+    territory: &'static str,
+    effect: Effect,
+    /// The event this one corrects.
+    corrects: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Synthetic {
+    nir: Option<String>,
+    ft: Option<String>,
+    /// Events of this person carry only the FT id until this minute (secondary id first).
+    ft_only_until: i64,
+}
+
+#[derive(Default, Debug)]
+struct HardCases {
+    out_of_order: u32,
+    duplicates: u32,
+    secondary_id_only: u32,
+    corrections: u32,
+    retractions: u32,
+    moves: u32,
+}
+
+fn nir_of(index: usize) -> String {
+    // Born in 1980-1999, department 52, commune and order from the index: valid and distinct.
+    format!("{}{:02}{:02}52{:03}{:03}", 1 + index % 2, 80 + index % 20, 1 + index % 12, 100 + index % 800, 1 + index)
+}
+
+fn instant(minute: i64) -> String {
+    (chrono::DateTime::parse_from_rfc3339("2026-01-05T08:00:00Z").expect("base") + chrono::Duration::minutes(minute))
+        .to_rfc3339()
+}
+
+fn generate(seed: u64, persons: usize) -> (Vec<Synthetic>, Vec<Generated>, Vec<String>, HardCases) {
+    let mut random = Random(seed);
+    let mut people = Vec::new();
+    let mut events: Vec<Generated> = Vec::new();
+    let mut retracted = Vec::new();
+    for index in 0..persons {
+        let has_ft = random.chance(60);
+        let ft_first = has_ft && random.chance(40);
+        let never_nir = has_ft && random.chance(20);
+        people.push(Synthetic {
+            nir: (!never_nir).then(|| nir_of(index)),
+            ft: has_ft.then(|| format!("{:011}", 30_000_000_000u64 + index as u64)),
+            ft_only_until: if never_nir {
+                i64::MAX
+            } else if ft_first {
+                100
+            } else {
+                -1
+            },
+        });
+        let mut minute = random.below(50) as i64;
+        let count = 4 + random.below(6);
+        let mut territory = "52";
+        for step in 0..count {
+            minute += 1 + random.below(30) as i64;
+            if random.chance(10) {
+                territory = if territory == "52" { "51" } else { "52" };
+            }
+            let effect = match random.below(10) {
+                0 | 1 => Effect::Sdd(random.chance(80)),
+                2 => {
+                    if random.chance(70) {
+                        Effect::RightOpen
+                    } else {
+                        Effect::RightSuspended
+                    }
+                }
+                3 => Effect::Opposition(random.chance(60)),
+                4 => Effect::Consent(random.chance(60)),
+                5 => {
+                    let uid = ["agent-a", "agent-b"][random.below(2) as usize];
+                    if random.chance(75) { Effect::Referent(uid) } else { Effect::ReferentEnded(uid) }
+                }
+                6 => Effect::Oriented(["PRO", "SOCIO_PRO", "SOCIAL"][random.below(3) as usize]),
+                7 | 8 if has_ft => {
+                    if random.chance(75) {
+                        Effect::FtRegistered
+                    } else {
+                        Effect::FtRadiated
+                    }
+                }
+                _ => Effect::Sdd(true),
+            };
+            let orientation = matches!(
+                effect,
+                Effect::Opposition(_)
+                    | Effect::Consent(_)
+                    | Effect::Referent(_)
+                    | Effect::ReferentEnded(_)
+                    | Effect::Oriented(_)
+            );
+            events.push(Generated {
+                id: format!("prop-{index}-{step}"),
+                person: index,
+                minute,
+                territory: if orientation { "52" } else { territory },
+                effect,
+                corrects: None,
+            });
+        }
+    }
+    // Corrections and retractions of earlier events.
+    let originals = events.len();
+    for index in 0..originals {
+        if random.chance(6) {
+            let original = events[index].clone();
+            if matches!(original.effect, Effect::Sdd(_)) {
+                events.push(Generated {
+                    id: format!("{}-corr", original.id),
+                    minute: original.minute + 1000 + index as i64,
+                    effect: Effect::Sdd(!matches!(original.effect, Effect::Sdd(true))),
+                    corrects: Some(original.id.clone()),
+                    ..original
+                });
+            }
+        } else if random.chance(5) {
+            retracted.push(events[index].id.clone());
+        }
+    }
+    let mut cases = HardCases {
+        corrections: (events.len() - originals) as u32,
+        retractions: retracted.len() as u32,
+        ..HardCases::default()
+    };
+    for person in 0..persons {
+        let mine: Vec<&Generated> = events.iter().filter(|e| e.person == person).collect();
+        cases.moves += mine.windows(2).filter(|w| w[0].territory != w[1].territory).count() as u32;
+        if people[person].ft_only_until >= 0 {
+            cases.secondary_id_only += mine.iter().filter(|e| e.minute <= people[person].ft_only_until).count() as u32;
+        }
+    }
+    (people, events, retracted, cases)
+}
+
+/// The oracle: the dossier DOMAIN.md describes, folded from the generated facts.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Expected {
+    territory: Option<String>,
+    sdd: bool,
+    right_state: Option<String>,
+    opposition: bool,
+    consent: bool,
+    referent: Option<String>,
+    orientation: Option<String>,
+    ft_status: Option<String>,
+    timeline: usize,
+}
+
+fn oracle(events: &[Generated], retracted: &[String], person: usize) -> Expected {
+    let corrected: Vec<&String> = events.iter().filter_map(|e| e.corrects.as_ref()).collect();
+    let mut mine: Vec<&Generated> = events.iter().filter(|e| e.person == person).collect();
+    mine.sort_by_key(|e| e.minute);
+    let mut expected = Expected {
+        timeline: mine.len() + retracted.iter().filter(|r| mine.iter().any(|e| &&e.id == r)).count(),
+        ..Expected::default()
+    };
+    for event in mine {
+        if corrected.contains(&&event.id) || retracted.contains(&event.id) {
+            continue;
+        }
+        expected.territory = Some(event.territory.to_owned());
+        match &event.effect {
+            Effect::Sdd(value) => expected.sdd = *value,
+            Effect::RightOpen => expected.right_state = Some("2".into()),
+            Effect::RightSuspended => expected.right_state = Some("4".into()),
+            Effect::Opposition(value) => expected.opposition = *value,
+            Effect::Consent(value) => expected.consent = *value,
+            Effect::Referent(uid) => expected.referent = Some((*uid).to_owned()),
+            Effect::ReferentEnded(uid) => {
+                // Ending a référent ends that one only.
+                if expected.referent.as_deref() == Some(*uid) {
+                    expected.referent = None;
+                }
+            }
+            Effect::Oriented(kind) => expected.orientation = Some((*kind).to_owned()),
+            Effect::FtRegistered => expected.ft_status = Some("INSCRIT".into()),
+            Effect::FtRadiated => expected.ft_status = Some("RADIATION".into()),
+        }
+    }
+    expected
+}
+
+enum Request {
+    Caf(AllocataireEvent),
+    Ft(DemandeurEmploiEvent),
+    Cd(OrientationEvent),
+}
+
+/// The API request for a generated fact.
+fn request(person: &Synthetic, index: usize, event: &Generated) -> Request {
+    let ft_only = event.minute <= person.ft_only_until;
+    let who = Some(Person {
+        nir: if ft_only { String::new() } else { person.nir.clone().unwrap_or_default() },
+        france_travail_id: person.ft.clone().unwrap_or_default(),
+        ..Person::default()
+    });
+    let location = Some(Location { receiving_authority: format!("0{}", event.territory), commune: String::new() });
+    let occurred_at = instant(event.minute);
+    let corrects = event.corrects.clone().unwrap_or_default();
+    let agent = |uid: &str| proto::Agent {
+        uid: uid.into(),
+        email: format!("{uid}@cd52.example"),
+        siret: "73282932000074".into(),
+    };
+    match &event.effect {
+        Effect::Sdd(_) | Effect::RightOpen | Effect::RightSuspended => Request::Caf(AllocataireEvent {
+            event_id: event.id.clone(),
+            occurred_at,
+            person: who,
+            household: Some(Household {
+                organisme: "521".into(),
+                matricule: format!("{:07}", 4_000_000 + index),
+                role: "DEM".into(),
+            }),
+            location,
+            corrects_event_id: corrects,
+            fact: Some(match &event.effect {
+                Effect::Sdd(value) => Caf::SddChanged(proto::SddChanged { soumis: *value }),
+                Effect::RightOpen => Caf::RightOpened(proto::RsaRightOpened::default()),
+                _ => Caf::RightSuspended(proto::RsaRightSuspended {
+                    scope: "PAYMENT".into(),
+                    motif: "06".into(),
+                    date_suspension: String::new(),
+                }),
+            }),
+        }),
+        Effect::FtRegistered | Effect::FtRadiated => Request::Ft(DemandeurEmploiEvent {
+            event_id: event.id.clone(),
+            occurred_at,
+            person: who,
+            location,
+            corrects_event_id: corrects,
+            fact: Some(if event.effect == Effect::FtRegistered {
+                Ft::Inscription(proto::Inscription { categorie: "1".into(), ..Default::default() })
+            } else {
+                Ft::Radiation(proto::Radiation { motif: "AB".into(), date_radiation: String::new() })
+            }),
+        }),
+        _ => Request::Cd(OrientationEvent {
+            event_id: event.id.clone(),
+            occurred_at,
+            person: who,
+            location,
+            corrects_event_id: corrects,
+            fact: Some(match &event.effect {
+                Effect::Opposition(true) => Cd::OppositionRecorded(proto::OppositionRecorded {}),
+                Effect::Opposition(false) => Cd::OppositionWithdrawn(proto::OppositionWithdrawn {}),
+                Effect::Consent(true) => Cd::ConsentGiven(proto::ConsentGiven {}),
+                Effect::Consent(false) => Cd::ConsentWithdrawn(proto::ConsentWithdrawn {}),
+                Effect::Referent(uid) => Cd::ReferentAssigned(proto::ReferentAssigned { referent: Some(agent(uid)) }),
+                Effect::ReferentEnded(uid) => Cd::ReferentEnded(proto::ReferentEnded { uid: (*uid).into() }),
+                Effect::Oriented(kind) => {
+                    Cd::OrientationDecided(proto::OrientationDecided { r#type: (*kind).into(), ..Default::default() })
+                }
+                _ => unreachable!("orientation facts only"),
+            }),
+        }),
+    }
+}
+
+/// The retraction of `target`, in the family of the original, from the same institution.
+fn retraction(original: &Request, target: &str) -> Request {
+    let fact = proto::Retraction { retracted_event_id: target.into(), reason: String::new() };
+    let id = format!("{target}-retr");
+    match original {
+        Request::Caf(e) => Request::Caf(AllocataireEvent {
+            event_id: id,
+            occurred_at: instant(5000),
+            corrects_event_id: String::new(),
+            fact: Some(Caf::Retraction(fact)),
+            ..e.clone()
+        }),
+        Request::Ft(e) => Request::Ft(DemandeurEmploiEvent {
+            event_id: id,
+            occurred_at: instant(5000),
+            corrects_event_id: String::new(),
+            fact: Some(Ft::Retraction(fact)),
+            ..e.clone()
+        }),
+        Request::Cd(e) => Request::Cd(OrientationEvent {
+            event_id: id,
+            occurred_at: instant(5000),
+            corrects_event_id: String::new(),
+            fact: Some(Cd::Retraction(fact)),
+            ..e.clone()
+        }),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projected_dossiers_equal_the_oracle_for_random_histories() -> anyhow::Result<()> {
+    let seed = std::env::var("PASSERELLE_PROPERTY_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20_261_126);
+    let persons = 60;
+    let (people, events, retracted, mut cases) = generate(seed, persons);
+
+    // Requests in a shuffled order, some sent twice (retries), retractions among them.
+    let mut random = Random(seed ^ 0x5eed);
+    let mut requests: Vec<(usize, i64, Request)> = Vec::new();
+    for event in &events {
+        let built = request(&people[event.person], event.person, event);
+        if retracted.contains(&event.id) {
+            requests.push((event.person, 9000, retraction(&built, &event.id)));
+        }
+        requests.push((event.person, event.minute, built));
+    }
+    for index in (1..requests.len()).rev() {
+        let other = random.below(index as u64 + 1) as usize;
+        requests.swap(index, other);
+    }
+    let mut latest_sent: HashMap<usize, i64> = HashMap::new();
+    for (person, minute, _) in &requests {
+        let previous = latest_sent.entry(*person).or_insert(i64::MIN);
+        if *previous > *minute {
+            cases.out_of_order += 1;
+        }
+        *previous = (*previous).max(*minute);
+    }
+    let mut with_retries = Vec::new();
+    for (index, entry) in requests.into_iter().enumerate() {
+        let retry = random.chance(12);
+        let (person, minute, request) = entry;
+        if retry {
+            cases.duplicates += 1;
+            with_retries.push((
+                person,
+                minute,
+                match &request {
+                    Request::Caf(e) => Request::Caf(e.clone()),
+                    Request::Ft(e) => Request::Ft(e.clone()),
+                    Request::Cd(e) => Request::Cd(e.clone()),
+                },
+            ));
+        }
+        with_retries.push((person, minute, request));
+        let _ = index;
+    }
+    eprintln!("seed {seed}: {persons} persons, {} requests, hard cases {cases:?}", with_retries.len());
+    assert!(cases.out_of_order >= 20 && cases.duplicates >= 10 && cases.secondary_id_only >= 5, "{cases:?}");
+    assert!(cases.corrections >= 3 && cases.retractions >= 3 && cases.moves >= 5, "{cases:?}");
+
+    let hub = TestHub::spawn().await?;
+    let mut caf = Vec::new();
+    let mut ft = Vec::new();
+    let mut cd = Vec::new();
+    for (_, _, request) in with_retries {
+        match request {
+            Request::Caf(e) => caf.push(e),
+            Request::Ft(e) => ft.push(e),
+            Request::Cd(e) => cd.push(e),
+        }
+    }
+    let expected_pairs = events.len() + retracted.len();
+    let mut accepted = 0;
+    let replies = AllocataireIngestClient::new(hub.channel_as("caf-521").await?)
+        .publish_batch(tokio_stream::iter(caf))
+        .await?
+        .into_inner();
+    accepted += count_accepted(replies).await?;
+    let replies = DemandeurEmploiIngestClient::new(hub.channel_as("france-travail").await?)
+        .publish_batch(tokio_stream::iter(ft))
+        .await?
+        .into_inner();
+    accepted += count_accepted(replies).await?;
+    let replies = OrientationIngestClient::new(hub.channel_as("cd-52").await?)
+        .publish_batch(tokio_stream::iter(cd))
+        .await?
+        .into_inner();
+    accepted += count_accepted(replies).await?;
+    assert_eq!(accepted, expected_pairs + cases.duplicates as usize, "every request accepted");
+
+    let pool = hub.running.pool.clone();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (applied,): (i64,) = sqlx::query_as("SELECT count(*) FROM applied_events").fetch_one(&pool).await?;
+        let (offsets,): (i64,) = sqlx::query_as("SELECT COALESCE(sum(next_offset), 0)::bigint FROM projector_offsets")
+            .fetch_one(&pool)
+            .await?;
+        if applied as usize == expected_pairs && offsets as usize == accepted {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "projection incomplete: {applied} of {expected_pairs} pairs, offsets {offsets}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (dead,): (i64,) = sqlx::query_as("SELECT count(*) FROM dead_letters").fetch_one(&pool).await?;
+    assert_eq!(dead, 0, "retries are duplicates, not conflicts");
+
+    let keys = hub.subject_keys();
+    let mut mismatches = BTreeMap::new();
+    for (index, person) in people.iter().enumerate() {
+        // The strongest identifier the person's events carried: their NIR, unless every event
+        // came while only the FT id was known.
+        let nir_seen = events.iter().any(|e| e.person == index && e.minute > person.ft_only_until);
+        let subject = match (&person.nir, nir_seen) {
+            (Some(nir), true) => keys.nir(&Nir::parse(nir)?),
+            _ => keys.france_travail(&FranceTravailId::parse(person.ft.as_deref().unwrap_or_default())?),
+        };
+        let person_id = passerelle_readmodel::person_of_subject(&pool, subject.as_str()).await?.expect("a person");
+        if let Some(ft_id) = &person.ft {
+            let by_ft = passerelle_readmodel::person_of_subject(
+                &pool,
+                keys.france_travail(&FranceTravailId::parse(ft_id)?).as_str(),
+            )
+            .await?;
+            assert_eq!(by_ft, Some(person_id), "person {index}: the FT id and the NIR are one person");
+        }
+        let dossier = passerelle_readmodel::dossier(&pool, person_id).await?.expect("a dossier");
+        let timeline = passerelle_readmodel::timeline(&pool, person_id).await?;
+        let actual = Expected {
+            territory: dossier.territory.clone(),
+            sdd: dossier.sdd,
+            right_state: dossier.right_state.clone(),
+            opposition: dossier.opposition,
+            consent: dossier.consent_diagnostic,
+            referent: dossier.referent_uid.clone(),
+            orientation: dossier.orientation_type.clone(),
+            ft_status: dossier.ft_status.clone(),
+            timeline: timeline.len(),
+        };
+        let expected = oracle(&events, &retracted, index);
+        if actual != expected {
+            mismatches.insert(index, (expected, actual));
+        }
+    }
+    assert!(mismatches.is_empty(), "{} dossiers differ from the oracle: {mismatches:#?}", mismatches.len());
+    hub.running.shutdown().await
+}
+
+async fn count_accepted(mut replies: tonic::Streaming<proto::BatchReply>) -> anyhow::Result<usize> {
+    let mut accepted = 0;
+    while let Some(reply) = replies.next().await {
+        let reply = reply?;
+        anyhow::ensure!(reply.status == batch_reply::Status::Accepted as i32, "refused: {reply:?}");
+        accepted += 1;
+    }
+    Ok(accepted)
+}
