@@ -187,11 +187,11 @@ fn generate(seed: u64, persons: usize) -> (Vec<Synthetic>, Vec<Generated>, Vec<S
         retractions: retracted.len() as u32,
         ..HardCases::default()
     };
-    for person in 0..persons {
-        let mine: Vec<&Generated> = events.iter().filter(|e| e.person == person).collect();
+    for (index, person) in people.iter().enumerate() {
+        let mine: Vec<&Generated> = events.iter().filter(|e| e.person == index).collect();
         cases.moves += mine.windows(2).filter(|w| w[0].territory != w[1].territory).count() as u32;
-        if people[person].ft_only_until >= 0 {
-            cases.secondary_id_only += mine.iter().filter(|e| e.minute <= people[person].ft_only_until).count() as u32;
+        if person.ft_only_until >= 0 {
+            cases.secondary_id_only += mine.iter().filter(|e| e.minute <= person.ft_only_until).count() as u32;
         }
     }
     (people, events, retracted, cases)
