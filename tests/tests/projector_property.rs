@@ -381,9 +381,8 @@ async fn projected_dossiers_equal_the_oracle_for_random_histories() -> anyhow::R
         *previous = (*previous).max(*minute);
     }
     let mut with_retries = Vec::new();
-    for (index, entry) in requests.into_iter().enumerate() {
+    for (person, minute, request) in requests {
         let retry = random.chance(12);
-        let (person, minute, request) = entry;
         if retry {
             cases.duplicates += 1;
             with_retries.push((
@@ -397,7 +396,6 @@ async fn projected_dossiers_equal_the_oracle_for_random_histories() -> anyhow::R
             ));
         }
         with_retries.push((person, minute, request));
-        let _ = index;
     }
     eprintln!("seed {seed}: {persons} persons, {} requests, hard cases {cases:?}", with_retries.len());
     assert!(cases.out_of_order >= 20 && cases.duplicates >= 10 && cases.secondary_id_only >= 5, "{cases:?}");
