@@ -19,6 +19,9 @@ export PASSERELLE_TEST_BOOTSTRAP="127.0.0.1:$BROKER_PORT"
 export PASSERELLE_TEST_PG="$PG_URL_BASE"
 export PASSERELLE_TANSU_BIN="$TANSU_BIN"
 
+# Some tests run the hub as a separate process (to SIGKILL it): build the binary first.
+cargo build --bin passerelle
+
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
 else

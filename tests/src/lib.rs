@@ -47,6 +47,19 @@ impl TestHub {
 
     /// A hub on the given broker, with a fresh database and topic prefix.
     pub async fn spawn_on(bootstrap: &str) -> anyhow::Result<Self> {
+        Self::spawn_with(bootstrap, passerelle::Services::ALL).await
+    }
+
+    /// A hub whose projector runs elsewhere (another process of the test).
+    pub async fn spawn_without_projector() -> anyhow::Result<Self> {
+        Self::spawn_with(
+            &env_or("PASSERELLE_TEST_BOOTSTRAP", "127.0.0.1:9092"),
+            passerelle::Services { projector: false },
+        )
+        .await
+    }
+
+    async fn spawn_with(bootstrap: &str, services: passerelle::Services) -> anyhow::Result<Self> {
         logs::capture();
         let unique = uuid::Uuid::new_v4().simple().to_string();
         let database = format!("passerelle_test_{}", &unique[..16]);
@@ -82,7 +95,7 @@ impl TestHub {
         config.kafka.partitions = 3;
         config.secrets.pepper_hex = Some(pepper.to_hex());
         config.secrets.master_key_hex = Some(master.to_hex());
-        let running = passerelle::start(&config).await?;
+        let running = passerelle::start_services(&config, services).await?;
         Ok(Self { running, config, pepper, master, credentials_dir })
     }
 
@@ -110,6 +123,13 @@ impl TestHub {
             .tls_config(tls)?
             .connect_timeout(Duration::from_secs(5))
             .connect_lazy())
+    }
+
+    /// This hub's configuration as a file another `passerelle` process can run with (ports 0).
+    pub fn config_file(&self) -> anyhow::Result<PathBuf> {
+        let path = self.credentials_dir.join("passerelle.toml");
+        std::fs::write(&path, toml::to_string(&self.config)?)?;
+        Ok(path)
     }
 
     pub fn subject_keys(&self) -> SubjectKeys {

@@ -352,12 +352,25 @@ fn retraction(original: &Request, target: &str) -> Request {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn projected_dossiers_equal_the_oracle_for_random_histories() -> anyhow::Result<()> {
-    let seed = std::env::var("PASSERELLE_PROPERTY_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20_261_126);
-    let persons = 60;
-    let (people, events, retracted, mut cases) = generate(seed, persons);
+/// A generated workload: persons, their facts, the retracted ones, and the requests per family.
+struct Workload {
+    people: Vec<Synthetic>,
+    events: Vec<Generated>,
+    retracted: Vec<String>,
+    caf: Vec<AllocataireEvent>,
+    ft: Vec<DemandeurEmploiEvent>,
+    cd: Vec<OrientationEvent>,
+    duplicates: usize,
+}
 
+impl Workload {
+    fn expected_pairs(&self) -> usize {
+        self.events.len() + self.retracted.len()
+    }
+}
+
+fn workload(seed: u64, persons: usize) -> Workload {
+    let (people, events, retracted, mut cases) = generate(seed, persons);
     // Requests in a shuffled order, some sent twice (retries), retractions among them.
     let mut random = Random(seed ^ 0x5eed);
     let mut requests: Vec<(usize, i64, Request)> = Vec::new();
@@ -380,97 +393,101 @@ async fn projected_dossiers_equal_the_oracle_for_random_histories() -> anyhow::R
         }
         *previous = (*previous).max(*minute);
     }
-    let mut with_retries = Vec::new();
-    for (person, minute, request) in requests {
-        let retry = random.chance(12);
-        if retry {
+    let (mut caf, mut ft, mut cd) = (Vec::new(), Vec::new(), Vec::new());
+    for (_, _, request) in requests {
+        let copies = if random.chance(12) {
             cases.duplicates += 1;
-            with_retries.push((
-                person,
-                minute,
-                match &request {
-                    Request::Caf(e) => Request::Caf(e.clone()),
-                    Request::Ft(e) => Request::Ft(e.clone()),
-                    Request::Cd(e) => Request::Cd(e.clone()),
-                },
-            ));
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            match &request {
+                Request::Caf(e) => caf.push(e.clone()),
+                Request::Ft(e) => ft.push(e.clone()),
+                Request::Cd(e) => cd.push(e.clone()),
+            }
         }
-        with_retries.push((person, minute, request));
     }
-    eprintln!("seed {seed}: {persons} persons, {} requests, hard cases {cases:?}", with_retries.len());
+    eprintln!("seed {seed}: {persons} persons, {} requests, hard cases {cases:?}", caf.len() + ft.len() + cd.len());
     assert!(cases.out_of_order >= 20 && cases.duplicates >= 10 && cases.secondary_id_only >= 5, "{cases:?}");
     assert!(cases.corrections >= 3 && cases.retractions >= 3 && cases.moves >= 5, "{cases:?}");
+    Workload { people, events, retracted, caf, ft, cd, duplicates: cases.duplicates as usize }
+}
 
-    let hub = TestHub::spawn().await?;
-    let mut caf = Vec::new();
-    let mut ft = Vec::new();
-    let mut cd = Vec::new();
-    for (_, _, request) in with_retries {
-        match request {
-            Request::Caf(e) => caf.push(e),
-            Request::Ft(e) => ft.push(e),
-            Request::Cd(e) => cd.push(e),
-        }
-    }
-    let expected_pairs = events.len() + retracted.len();
+/// Pushes the workload through the ingestion API; returns the records acknowledged.
+async fn push(hub: &TestHub, work: &Workload) -> anyhow::Result<usize> {
     let mut accepted = 0;
     let replies = AllocataireIngestClient::new(hub.channel_as("caf-521").await?)
-        .publish_batch(tokio_stream::iter(caf))
+        .publish_batch(tokio_stream::iter(work.caf.clone()))
         .await?
         .into_inner();
     accepted += count_accepted(replies).await?;
     let replies = DemandeurEmploiIngestClient::new(hub.channel_as("france-travail").await?)
-        .publish_batch(tokio_stream::iter(ft))
+        .publish_batch(tokio_stream::iter(work.ft.clone()))
         .await?
         .into_inner();
     accepted += count_accepted(replies).await?;
     let replies = OrientationIngestClient::new(hub.channel_as("cd-52").await?)
-        .publish_batch(tokio_stream::iter(cd))
+        .publish_batch(tokio_stream::iter(work.cd.clone()))
         .await?
         .into_inner();
     accepted += count_accepted(replies).await?;
-    assert_eq!(accepted, expected_pairs + cases.duplicates as usize, "every request accepted");
+    assert_eq!(accepted, work.expected_pairs() + work.duplicates, "every request accepted");
+    Ok(accepted)
+}
 
-    let pool = hub.running.pool.clone();
-    let deadline = Instant::now() + Duration::from_secs(60);
+async fn applied(pool: &sqlx::PgPool) -> anyhow::Result<usize> {
+    let (applied,): (i64,) = sqlx::query_as("SELECT count(*) FROM applied_events").fetch_one(pool).await?;
+    Ok(applied as usize)
+}
+
+/// Waits until every pair is applied and the offsets reached every record.
+async fn wait_projected(pool: &sqlx::PgPool, work: &Workload, records: usize, within: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
     loop {
-        let (applied,): (i64,) = sqlx::query_as("SELECT count(*) FROM applied_events").fetch_one(&pool).await?;
+        let done = applied(pool).await?;
         let (offsets,): (i64,) = sqlx::query_as("SELECT COALESCE(sum(next_offset), 0)::bigint FROM projector_offsets")
-            .fetch_one(&pool)
+            .fetch_one(pool)
             .await?;
-        if applied as usize == expected_pairs && offsets as usize == accepted {
-            break;
+        if done == work.expected_pairs() && offsets as usize == records {
+            return Ok(());
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "projection incomplete: {applied} of {expected_pairs} pairs, offsets {offsets}"
+            "projection incomplete: {done} of {} pairs, offsets {offsets} of {records}",
+            work.expected_pairs()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (dead,): (i64,) = sqlx::query_as("SELECT count(*) FROM dead_letters").fetch_one(&pool).await?;
-    assert_eq!(dead, 0, "retries are duplicates, not conflicts");
+}
 
+/// Compares every projected dossier with the oracle.
+async fn compare_with_oracle(hub: &TestHub, work: &Workload) -> anyhow::Result<()> {
+    let pool = &hub.running.pool;
+    let (dead,): (i64,) = sqlx::query_as("SELECT count(*) FROM dead_letters").fetch_one(pool).await?;
+    assert_eq!(dead, 0, "retries are duplicates, not conflicts");
     let keys = hub.subject_keys();
     let mut mismatches = BTreeMap::new();
-    for (index, person) in people.iter().enumerate() {
+    for (index, person) in work.people.iter().enumerate() {
         // The strongest identifier the person's events carried: their NIR, unless every event
         // came while only the FT id was known.
-        let nir_seen = events.iter().any(|e| e.person == index && e.minute > person.ft_only_until);
+        let nir_seen = work.events.iter().any(|e| e.person == index && e.minute > person.ft_only_until);
         let subject = match (&person.nir, nir_seen) {
             (Some(nir), true) => keys.nir(&Nir::parse(nir)?),
             _ => keys.france_travail(&FranceTravailId::parse(person.ft.as_deref().unwrap_or_default())?),
         };
-        let person_id = passerelle_readmodel::person_of_subject(&pool, subject.as_str()).await?.expect("a person");
+        let person_id = passerelle_readmodel::person_of_subject(pool, subject.as_str()).await?.expect("a person");
         if let Some(ft_id) = &person.ft {
             let by_ft = passerelle_readmodel::person_of_subject(
-                &pool,
+                pool,
                 keys.france_travail(&FranceTravailId::parse(ft_id)?).as_str(),
             )
             .await?;
             assert_eq!(by_ft, Some(person_id), "person {index}: the FT id and the NIR are one person");
         }
-        let dossier = passerelle_readmodel::dossier(&pool, person_id).await?.expect("a dossier");
-        let timeline = passerelle_readmodel::timeline(&pool, person_id).await?;
+        let dossier = passerelle_readmodel::dossier(pool, person_id).await?.expect("a dossier");
+        let timeline = passerelle_readmodel::timeline(pool, person_id).await?;
         let actual = Expected {
             territory: dossier.territory.clone(),
             sdd: dossier.sdd,
@@ -482,12 +499,98 @@ async fn projected_dossiers_equal_the_oracle_for_random_histories() -> anyhow::R
             ft_status: dossier.ft_status.clone(),
             timeline: timeline.len(),
         };
-        let expected = oracle(&events, &retracted, index);
+        let expected = oracle(&work.events, &work.retracted, index);
         if actual != expected {
             mismatches.insert(index, (expected, actual));
         }
     }
     assert!(mismatches.is_empty(), "{} dossiers differ from the oracle: {mismatches:#?}", mismatches.len());
+    let (persons,): (i64,) = sqlx::query_as("SELECT count(*) FROM persons").fetch_one(pool).await?;
+    assert_eq!(persons as usize, work.people.len(), "one person each, no more");
+    Ok(())
+}
+
+fn seed() -> u64 {
+    std::env::var("PASSERELLE_PROPERTY_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20_261_126)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projected_dossiers_equal_the_oracle_for_random_histories() -> anyhow::Result<()> {
+    let work = workload(seed(), 60);
+    let hub = TestHub::spawn().await?;
+    let records = push(&hub, &work).await?;
+    wait_projected(&hub.running.pool, &work, records, Duration::from_secs(60)).await?;
+    compare_with_oracle(&hub, &work).await?;
+    hub.running.shutdown().await
+}
+
+/// A projector running as its own `passerelle up` process, killed with SIGKILL at will.
+struct Worker(std::process::Child);
+
+impl Worker {
+    fn start(config: &std::path::Path) -> anyhow::Result<Self> {
+        let binary = passerelle_e2e::repo_root().join("target/debug/passerelle");
+        anyhow::ensure!(binary.exists(), "{} is missing: build it first (infra/test.sh does)", binary.display());
+        let child = std::process::Command::new(binary)
+            .args(["--config", &config.display().to_string(), "up"])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        Ok(Self(child))
+    }
+
+    fn kill(mut self) {
+        drop(self.0.kill());
+        drop(self.0.wait());
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        drop(self.0.kill());
+        drop(self.0.wait());
+    }
+}
+
+async fn until_applied(pool: &sqlx::PgPool, at_least: usize) -> anyhow::Result<usize> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = applied(pool).await?;
+        if done >= at_least {
+            return Ok(done);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the worker made no progress: {done} applied");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_and_rebalanced_projector_workers_still_equal_the_oracle() -> anyhow::Result<()> {
+    let work = workload(seed() ^ 0xdead, 120);
+    let mut hub = TestHub::spawn_without_projector().await?;
+    let records = push(&hub, &work).await?;
+    // Small transactions, so that the kills land in the middle of the work.
+    hub.config.projector_max_batch = 10;
+    let config = hub.config_file()?;
+    let pool = hub.running.pool.clone();
+    let total = work.expected_pairs();
+
+    // Two workers share the partitions; one is killed mid-way (SIGKILL), the other takes its
+    // partitions over at the rebalance.
+    let first = Worker::start(&config)?;
+    let second = Worker::start(&config)?;
+    let at_kill = until_applied(&pool, total / 5).await?;
+    first.kill();
+    eprintln!("first worker killed after {at_kill} of {total} applied");
+    // A third joins (another rebalance), then the second is killed too, mid-way.
+    let third = Worker::start(&config)?;
+    let at_second_kill = until_applied(&pool, (total * 3 / 5).max(at_kill + 1)).await?;
+    second.kill();
+    eprintln!("second worker killed after {at_second_kill} of {total} applied");
+    wait_projected(&pool, &work, records, Duration::from_secs(120)).await?;
+    third.kill();
+    compare_with_oracle(&hub, &work).await?;
     hub.running.shutdown().await
 }
 

@@ -38,6 +38,8 @@ pub struct Config {
     pub log_format: String,
     /// Kafka consumer group of the dossier projection's workers (the topic prefix is added).
     pub projector_group: String,
+    /// Records applied per projector transaction, at most.
+    pub projector_max_batch: usize,
     /// Persons without contact for this many days are erased by the daily retention job
     /// (accompaniment data is kept 2 years after the last contact).
     pub retention_days: i64,
@@ -118,6 +120,7 @@ impl Default for Config {
             log_format: "pretty".into(),
             projector_group: "passerelle-projector-dossier".into(),
             retention_days: 730,
+            projector_max_batch: 500,
         }
     }
 }

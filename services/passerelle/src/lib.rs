@@ -217,7 +217,7 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
             group_id: format!("{}{}", config.kafka.topic_prefix, config.projector_group),
             topics: Family::ALL.iter().map(|family| topics.topic(*family)).collect(),
             dead_letter_topic: topics.dead_letters(),
-            max_batch: 500,
+            max_batch: config.projector_max_batch.max(1),
             max_wait: Duration::from_millis(50),
         };
         let worker_pool = pool.clone();
