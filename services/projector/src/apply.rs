@@ -153,6 +153,27 @@ impl Applier {
                 },
             }
         }
+        // Dead letters first: the dossiers refolded below see them (a poison record may come
+        // before the first event of its person, on another partition or earlier in this batch).
+        for letter in &outcome.dead_letters {
+            sqlx::query(
+                "INSERT INTO dead_letters (projection, topic, partition, \"offset\", person_id, reason, subject_key)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (projection, topic, partition, \"offset\") DO UPDATE SET reason = EXCLUDED.reason",
+            )
+            .bind(&self.projection)
+            .bind(&letter.record.topic)
+            .bind(letter.record.partition)
+            .bind(letter.record.offset)
+            .bind(letter.person_id)
+            .bind(&letter.reason)
+            .bind(letter.record.key.as_deref().map(String::from_utf8_lossy))
+            .execute(&mut *tx)
+            .await?;
+            if let Some(person_id) = letter.person_id {
+                sqlx::query(INCOMPLETE).bind(person_id).execute(&mut *tx).await?;
+            }
+        }
         touched_persons.sort();
         touched_persons.dedup();
         for person_id in &touched_persons {
@@ -162,27 +183,6 @@ impl Applier {
         touched_households.dedup();
         for household in &touched_households {
             refold_household(&mut tx, household).await?;
-        }
-        for letter in &outcome.dead_letters {
-            sqlx::query(
-                "INSERT INTO dead_letters (projection, topic, partition, \"offset\", person_id, reason)
-                 VALUES ($1, $2, $3, $4, $5, $6)
-                 ON CONFLICT (projection, topic, partition, \"offset\") DO UPDATE SET reason = EXCLUDED.reason",
-            )
-            .bind(&self.projection)
-            .bind(&letter.record.topic)
-            .bind(letter.record.partition)
-            .bind(letter.record.offset)
-            .bind(letter.person_id)
-            .bind(&letter.reason)
-            .execute(&mut *tx)
-            .await?;
-            if let Some(person_id) = letter.person_id {
-                sqlx::query("UPDATE dossiers SET incomplete = true WHERE person_id = $1")
-                    .bind(person_id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
         }
         for ((topic, partition), offset) in &next {
             sqlx::query(
@@ -430,6 +430,12 @@ fn facts_of(rows: Vec<sqlx::postgres::PgRow>) -> Result<Vec<Fact>, Error> {
         .collect()
 }
 
+/// Recomputes a dossier's `incomplete` flag ($1: person_id).
+pub(crate) const INCOMPLETE: &str = "UPDATE dossiers SET incomplete = EXISTS (
+        SELECT 1 FROM dead_letters d WHERE d.replayed_at IS NULL AND (d.person_id = $1 OR d.subject_key IN (
+            SELECT subject_key FROM subject_links WHERE person_id = $1)))
+    WHERE person_id = $1";
+
 const FACT_COLUMNS: &str =
     "event_id, occurred_at, recorded_at, territory, household_key, role, fact, superseded_by, retracted_by";
 
@@ -486,6 +492,9 @@ async fn refold_person(tx: &mut Transaction<'_, Postgres>, person_id: Uuid) -> R
     .bind(state.last_contact_at)
     .execute(&mut **tx)
     .await?;
+    // Incomplete while a dead letter about the person (known then, or by one of their subject
+    // keys) waits to be replayed.
+    sqlx::query(INCOMPLETE).bind(person_id).execute(&mut **tx).await?;
     if let Some(household) = &state.household_key {
         refold_household(tx, household).await?;
     }

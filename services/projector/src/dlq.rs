@@ -96,14 +96,18 @@ pub async fn replay(pool: &PgPool, applier: &Applier, bootstrap: &str, dead_lett
         .bind(dead_letter_id)
         .execute(pool)
         .await?;
-    if let Some(person_id) = letter.person_id {
-        sqlx::query(
-            "UPDATE dossiers SET incomplete = EXISTS (
-                SELECT 1 FROM dead_letters WHERE person_id = $1 AND replayed_at IS NULL) WHERE person_id = $1",
-        )
-        .bind(person_id)
-        .execute(pool)
-        .await?;
+    let subject: Option<(Option<String>,)> =
+        sqlx::query_as("SELECT subject_key FROM dead_letters WHERE dead_letter_id = $1")
+            .bind(dead_letter_id)
+            .fetch_optional(pool)
+            .await?;
+    let person_id = match (letter.person_id, subject.and_then(|(key,)| key)) {
+        (Some(person_id), _) => Some(person_id),
+        (None, Some(key)) => passerelle_readmodel::person_of_subject(pool, &key).await?,
+        (None, None) => None,
+    };
+    if let Some(person_id) = person_id {
+        sqlx::query(crate::apply::INCOMPLETE).bind(person_id).execute(pool).await?;
     }
     Ok(Replayed::Settled)
 }
