@@ -528,14 +528,14 @@ async fn projected_dossiers_equal_the_oracle_for_random_histories() -> anyhow::R
 struct Worker(std::process::Child);
 
 impl Worker {
-    fn start(config: &std::path::Path) -> anyhow::Result<Self> {
+    fn start(config: &std::path::Path, name: &str) -> anyhow::Result<Self> {
         let binary = passerelle_e2e::repo_root().join("target/debug/passerelle");
         anyhow::ensure!(binary.exists(), "{} is missing: build it first (infra/test.sh does)", binary.display());
         let child = std::process::Command::new(binary)
             .args(["--config", &config.display().to_string(), "up"])
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "info,passerelle_projector=debug,rdkafka=info")
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::fs::File::create(config.with_file_name(format!("{name}.log")))?)
             .spawn()?;
         Ok(Self(child))
     }
@@ -578,13 +578,13 @@ async fn killed_and_rebalanced_projector_workers_still_equal_the_oracle() -> any
 
     // Two workers share the partitions; one is killed mid-way (SIGKILL), the other takes its
     // partitions over at the rebalance.
-    let first = Worker::start(&config)?;
-    let second = Worker::start(&config)?;
+    let first = Worker::start(&config, "first")?;
+    let second = Worker::start(&config, "second")?;
     let at_kill = until_applied(&pool, total / 5).await?;
     first.kill();
     eprintln!("first worker killed after {at_kill} of {total} applied");
     // A third joins (another rebalance), then the second is killed too, mid-way.
-    let third = Worker::start(&config)?;
+    let third = Worker::start(&config, "third")?;
     let at_second_kill = until_applied(&pool, (total * 3 / 5).max(at_kill + 1)).await?;
     second.kill();
     eprintln!("second worker killed after {at_second_kill} of {total} applied");

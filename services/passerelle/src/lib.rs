@@ -77,17 +77,42 @@ impl Running {
     }
 }
 
-/// Connects to PostgreSQL and applies the migrations.
+/// Connects to PostgreSQL, applies the migrations, and returns the application's pool, whose
+/// connections read the read models from their schema (`search_path readmodel, public`).
 pub async fn connect_database(url: &str) -> anyhow::Result<PgPool> {
-    let pool = PgPoolOptions::new()
-        .max_connections(16)
+    let unreachable = "cannot reach PostgreSQL with database_url (is the server running, and the database created? infra/db-setup.sh creates it)";
+    // Migrations on a connection with the default search_path, so that sqlx's bookkeeping
+    // table stays in public.
+    let migrations = PgPoolOptions::new()
+        .max_connections(1)
         .acquire_timeout(Duration::from_secs(5))
         .connect(url)
         .await
-        .context("cannot reach PostgreSQL with database_url (is the server running, and the database created? infra/db-setup.sh creates it)")?;
-    passerelle_eventlog::migrator().run(&pool).await.context("event log migrations failed")?;
-    passerelle_readmodel::migrator().run(&pool).await.context("read model migrations failed")?;
-    Ok(pool)
+        .context(unreachable)?;
+    passerelle_eventlog::migrator().run(&migrations).await.context("event log migrations failed")?;
+    passerelle_readmodel::migrator().run(&migrations).await.context("read model migrations failed")?;
+    migrations.close().await;
+    connect_with_search_path(url, passerelle_readmodel::SCHEMA).await
+}
+
+/// A pool whose connections see the read models of `schema` first.
+pub async fn connect_with_search_path(url: &str, schema: &'static str) -> anyhow::Result<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(Duration::from_secs(5))
+        .after_connect(move |connection, _| {
+            Box::pin(async move {
+                sqlx::Executor::execute(
+                    &mut *connection,
+                    sqlx::AssertSqlSafe(format!("SET search_path TO {schema}, public")),
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await
+        .context("cannot reach PostgreSQL with database_url")
 }
 
 /// Which services a process runs besides ingestion, the registry and the HTTP endpoints.

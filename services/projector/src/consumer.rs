@@ -43,6 +43,9 @@ pub async fn run(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
+        // The rebalance timeout: how long a rebalance waits for members to rejoin. Kept short so
+        // a worker killed during a rebalance does not hold the partitions for 5 minutes.
+        .set("max.poll.interval.ms", "30000")
         .set("topic.metadata.refresh.interval.ms", "5000")
         .create()?;
     let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();

@@ -15,6 +15,17 @@ pub fn migrator() -> sqlx::migrate::Migrator {
     migrator
 }
 
+/// The schema the read models are served from.
+pub const SCHEMA: &str = "readmodel";
+
+/// The tables of the read models, as created by migrations 1001 to 1003 in a schema of one's
+/// choice (`search_path` first): what a rebuild creates in its fresh schema.
+pub const TABLES_DDL: &[&str] = &[
+    include_str!("../migrations/1001_read_models.sql"),
+    include_str!("../migrations/1002_erasure.sql"),
+    include_str!("../migrations/1003_dead_letter_subject.sql"),
+];
+
 /// The current state of one dossier.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct Dossier {
