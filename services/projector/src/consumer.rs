@@ -42,7 +42,8 @@ pub async fn run(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "10000")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "1000")
         // The rebalance timeout: how long a rebalance waits for members to rejoin. Kept short so
         // a worker killed during a rebalance does not hold the partitions for 5 minutes.
         .set("max.poll.interval.ms", "30000")
