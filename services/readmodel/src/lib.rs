@@ -24,6 +24,8 @@ pub const TABLES_DDL: &[&str] = &[
     include_str!("../migrations/1001_read_models.sql"),
     include_str!("../migrations/1002_erasure.sql"),
     include_str!("../migrations/1003_dead_letter_subject.sql"),
+    "CREATE INDEX person_events_by_target ON person_events (source, corrects) WHERE corrects IS NOT NULL;
+     CREATE INDEX dossiers_by_household ON dossiers (household_key) WHERE household_key IS NOT NULL;",
 ];
 
 /// The current state of one dossier.
