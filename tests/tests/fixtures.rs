@@ -40,16 +40,7 @@ pub fn personal_needles() -> Vec<String> {
     ]
 }
 
-pub fn person(nir: &str, ft: &str, nom: &str, prenoms: &str, naissance: &str) -> Option<Person> {
-    Some(Person {
-        nir: nir.into(),
-        france_travail_id: ft.into(),
-        nom: nom.into(),
-        prenoms: prenoms.into(),
-        date_naissance: naissance.into(),
-        ..Person::default()
-    })
-}
+pub use passerelle::demo::person;
 
 pub fn legrand() -> Option<Person> {
     person(NIR_LEGRAND, "", "LEGRAND", "Aurélie", "1985-07-12")

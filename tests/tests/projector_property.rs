@@ -21,23 +21,7 @@ use passerelle_ingest::proto::{
     orientation_event::Fact as Cd, orientation_ingest_client::OrientationIngestClient,
 };
 
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
+use passerelle_importers::generate::Sequence as Random;
 
 /// What the oracle knows of a fact: its effect on the dossier, in the oracle's own terms.
 #[derive(Debug, Clone, PartialEq)]

@@ -402,7 +402,7 @@ pub fn events_of(header: &FluxHeader, foyer: &Foyer) -> (Vec<AllocataireEvent>, 
         "0" => (None, dtref.clone(), String::new()),
         "1" => (
             Some(Fact::RightRefused(proto::RsaRightRefused { motif: foyer.refus.0.clone() })),
-            date_or_raw(&foyer.refus.1).max(String::new()),
+            date_or_raw(&foyer.refus.1),
             foyer.refus.0.clone(),
         ),
         "2" => (
@@ -410,24 +410,23 @@ pub fn events_of(header: &FluxHeader, foyer: &Foyer) -> (Vec<AllocataireEvent>, 
             dtref.clone(),
             String::new(),
         ),
-        "3" => (
-            Some(Fact::RightSuspended(proto::RsaRightSuspended {
-                scope: "RIGHT".into(),
-                motif: foyer.suspension_droit.0.clone(),
-                date_suspension: date_or_raw(&foyer.suspension_droit.1),
-            })),
-            date_or_raw(&foyer.suspension_droit.1),
-            format!("{}|{}", foyer.suspension_droit.0, foyer.suspension_droit.1),
-        ),
-        "4" => (
-            Some(Fact::RightSuspended(proto::RsaRightSuspended {
-                scope: "PAYMENT".into(),
-                motif: foyer.suspension_versement.0.clone(),
-                date_suspension: date_or_raw(&foyer.suspension_versement.1),
-            })),
-            date_or_raw(&foyer.suspension_versement.1),
-            format!("{}|{}", foyer.suspension_versement.0, foyer.suspension_versement.1),
-        ),
+        "3" | "4" => {
+            // 3: the right is suspended (MOTISUSDRORSA), 4: its payment (MOTISUSVERSRSA).
+            let ((motif, date), scope) = if state == "3" {
+                (&foyer.suspension_droit, "RIGHT")
+            } else {
+                (&foyer.suspension_versement, "PAYMENT")
+            };
+            (
+                Some(Fact::RightSuspended(proto::RsaRightSuspended {
+                    scope: scope.into(),
+                    motif: motif.clone(),
+                    date_suspension: date_or_raw(date),
+                })),
+                date_or_raw(date),
+                format!("{motif}|{date}"),
+            )
+        }
         "5" | "6" => {
             let (motif, date) = if state == "5" { &foyer.fin_droit } else { &foyer.fin_droit_anterieur };
             (

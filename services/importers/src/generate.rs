@@ -4,19 +4,25 @@
 
 use std::io::Write;
 
-/// splitmix64: a small deterministic generator (no dependency, same file for the same seed).
-struct Sequence(u64);
+/// splitmix64: a small deterministic generator (no dependency, same output for the same seed).
+/// Also used by the tests' synthetic histories.
+pub struct Sequence(pub u64);
 
 impl Sequence {
-    fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
     }
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.next_u64() % bound
+    }
+
+    /// True with the given probability, in percent.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
     }
 }
 

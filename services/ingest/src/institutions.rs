@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, path::Path};
 
-use passerelle_domain::event::{Family, InstitutionKind};
+use passerelle_domain::event::InstitutionKind;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -22,16 +22,6 @@ pub struct Institution {
 }
 
 impl Institution {
-    /// The family of facts this kind of institution owns.
-    pub fn owns(&self, family: Family) -> bool {
-        matches!(
-            (self.kind, family),
-            (InstitutionKind::Caf | InstitutionKind::Msa, Family::Allocataire)
-                | (InstitutionKind::FranceTravail, Family::DemandeurEmploi)
-                | (InstitutionKind::Departement, Family::Orientation)
-        )
-    }
-
     fn check(&self) -> Result<(), String> {
         match self.kind {
             InstitutionKind::Caf | InstitutionKind::Msa => match &self.organisme {
@@ -105,14 +95,6 @@ impl Institutions {
 
     pub fn iter(&self) -> impl Iterator<Item = &Institution> {
         self.by_id.values()
-    }
-
-    pub fn len(&self) -> usize {
-        self.by_id.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
     }
 }
 

@@ -15,7 +15,8 @@ use passerelle_ingest::{
     },
 };
 
-fn person(nir: &str, ft: &str, nom: &str, prenoms: &str, naissance: &str) -> Option<Person> {
+/// A person as the API receives it (empty strings: not given).
+pub fn person(nir: &str, ft: &str, nom: &str, prenoms: &str, naissance: &str) -> Option<Person> {
     Some(Person {
         nir: nir.into(),
         france_travail_id: ft.into(),

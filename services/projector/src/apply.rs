@@ -133,12 +133,10 @@ impl Applier {
                     });
                 }
                 Ok(event) => match self.apply_event(&mut tx, record, &event).await? {
-                    Applied::New { person_id, household_key } => {
+                    Applied::New { persons, households } => {
                         outcome.applied += 1;
-                        touched_persons.push(person_id);
-                        if let Some(household) = household_key {
-                            touched_households.push(household);
-                        }
+                        touched_persons.extend(persons);
+                        touched_households.extend(households);
                     }
                     Applied::Duplicate => outcome.duplicates += 1,
                     Applied::Erased => outcome.erased += 1,
@@ -176,8 +174,11 @@ impl Applier {
         }
         touched_persons.sort();
         touched_persons.dedup();
+        // Persons first (a household refold updates their dossiers), then each household once.
         for person_id in &touched_persons {
-            refold_person(&mut tx, *person_id).await?;
+            if let Some(household) = refold_person(&mut tx, *person_id).await? {
+                touched_households.push(household);
+            }
         }
         touched_households.sort();
         touched_households.dedup();
@@ -282,6 +283,7 @@ impl Applier {
         .bind(household.and_then(|h| h.role).map(|r| r.code()))
         .execute(&mut **tx)
         .await?;
+        let mut persons = vec![person_id];
         let mut households: Vec<String> = household.map(|h| h.key.as_str().to_owned()).into_iter().collect();
         if let Some(target) = target {
             let column = if is_retraction { "retracted_by" } else { "superseded_by" };
@@ -294,16 +296,13 @@ impl Applier {
             .fetch_all(&mut **tx)
             .await?;
             for row in marked {
-                let other: Uuid = row.try_get("person_id")?;
-                if other != person_id {
-                    refold_person(tx, other).await?;
-                }
+                persons.push(row.try_get("person_id")?);
                 if let Some(key) = row.try_get::<Option<String>, _>("household_key")? {
                     households.push(key);
                 }
             }
         }
-        Ok(Applied::New { person_id, household_key: households.into_iter().next() })
+        Ok(Applied::New { persons, households })
     }
 }
 
@@ -316,10 +315,16 @@ enum Mode {
 }
 
 enum Applied {
-    New { person_id: Uuid, household_key: Option<String> },
+    /// Applied: the persons and households whose state must be folded again.
+    New {
+        persons: Vec<Uuid>,
+        households: Vec<String>,
+    },
     Duplicate,
     Erased,
-    Conflict { person_id: Option<Uuid> },
+    Conflict {
+        person_id: Option<Uuid>,
+    },
 }
 
 /// What makes two publications of one (source, event_id) the same fact: everything but the
@@ -439,7 +444,9 @@ pub(crate) const INCOMPLETE: &str = "UPDATE dossiers SET incomplete = EXISTS (
 const FACT_COLUMNS: &str =
     "event_id, occurred_at, recorded_at, territory, household_key, role, fact, superseded_by, retracted_by";
 
-async fn refold_person(tx: &mut Transaction<'_, Postgres>, person_id: Uuid) -> Result<(), Error> {
+/// Folds a person's dossier again; returns their household, whose right state the caller folds
+/// (once per batch, however many members were touched).
+async fn refold_person(tx: &mut Transaction<'_, Postgres>, person_id: Uuid) -> Result<Option<String>, Error> {
     let rows =
         sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {FACT_COLUMNS} FROM person_events WHERE person_id = $1")))
             .bind(person_id)
@@ -495,10 +502,7 @@ async fn refold_person(tx: &mut Transaction<'_, Postgres>, person_id: Uuid) -> R
     // Incomplete while a dead letter about the person (known then, or by one of their subject
     // keys) waits to be replayed.
     sqlx::query(INCOMPLETE).bind(person_id).execute(&mut **tx).await?;
-    if let Some(household) = &state.household_key {
-        refold_household(tx, household).await?;
-    }
-    Ok(())
+    Ok(state.household_key)
 }
 
 async fn refold_household(tx: &mut Transaction<'_, Postgres>, household_key: &str) -> Result<(), Error> {
