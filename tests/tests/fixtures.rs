@@ -107,3 +107,17 @@ pub fn referent() -> proto::Agent {
         siret: "73282932000074".into(),
     }
 }
+
+/// A France Travail inscription (category 1) of `who`.
+pub fn ft_inscription(id: &str, who: Option<proto::Person>) -> proto::DemandeurEmploiEvent {
+    ft(
+        id,
+        "2026-09-22T08:00:00+02:00",
+        who,
+        Ft::Inscription(proto::Inscription {
+            categorie: "1".into(),
+            motif: String::new(),
+            date_inscription: "2026-09-22".into(),
+        }),
+    )
+}

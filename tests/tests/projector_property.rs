@@ -499,7 +499,8 @@ async fn compare_with_oracle(hub: &TestHub, work: &Workload) -> anyhow::Result<(
         }
     }
     assert!(mismatches.is_empty(), "{} dossiers differ from the oracle: {mismatches:#?}", mismatches.len());
-    let (persons,): (i64,) = sqlx::query_as("SELECT count(*) FROM persons").fetch_one(pool).await?;
+    let (persons,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM persons WHERE merged_into IS NULL").fetch_one(pool).await?;
     assert_eq!(persons as usize, work.people.len(), "one person each, no more");
     Ok(())
 }
@@ -523,9 +524,18 @@ struct Worker(std::process::Child);
 
 impl Worker {
     fn start(config: &std::path::Path, name: &str) -> anyhow::Result<Self> {
+        Self::start_with(config, name, None)
+    }
+
+    /// A worker that aborts at a failpoint (`NAME=N`, see passerelle_projector::failpoint).
+    fn start_with(config: &std::path::Path, name: &str, failpoint: Option<&str>) -> anyhow::Result<Self> {
         let binary = passerelle_e2e::repo_root().join("target/debug/passerelle");
         anyhow::ensure!(binary.exists(), "{} is missing: build it first (infra/test.sh does)", binary.display());
-        let child = std::process::Command::new(binary)
+        let mut command = std::process::Command::new(binary);
+        if let Some(failpoint) = failpoint {
+            command.env("PASSERELLE_FAILPOINT", failpoint);
+        }
+        let child = command
             .args(["--config", &config.display().to_string(), "up"])
             .env("RUST_LOG", "info,passerelle_projector=debug")
             .stdout(std::fs::File::create(config.with_file_name(format!("{name}.log")))?)
@@ -537,6 +547,20 @@ impl Worker {
     fn kill(mut self) {
         drop(self.0.kill());
         drop(self.0.wait());
+    }
+
+    /// Waits for the worker to abort at its failpoint (SIGABRT), at most `within`.
+    async fn aborted(mut self, within: Duration) -> anyhow::Result<()> {
+        use std::os::unix::process::ExitStatusExt;
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.0.try_wait()? {
+                anyhow::ensure!(status.signal() == Some(6), "the worker exited otherwise: {status}");
+                return Ok(());
+            }
+            anyhow::ensure!(Instant::now() < deadline, "the worker did not reach its failpoint");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Stops the worker as an operator would (SIGTERM): it finishes its batch and leaves the group.
@@ -613,4 +637,36 @@ async fn count_accepted(mut replies: tonic::Streaming<proto::BatchReply>) -> any
         accepted += 1;
     }
     Ok(accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashes_at_failpoints_mid_batch_after_the_database_commit_and_in_a_rebalance_still_equal_the_oracle()
+-> anyhow::Result<()> {
+    let work = workload(seed() ^ 0xfa11, 80);
+    let mut hub = TestHub::spawn_without_projector().await?;
+    let records = push(&hub, &work).await?;
+    hub.config.projector_max_batch = 4;
+    let config = hub.config_file()?;
+    let pool = hub.running.pool.clone();
+    // The 10th batch dies with its transaction open; then the 10th batch of the next worker dies
+    // after PostgreSQL committed it and before the broker heard of it.
+    for point in ["mid-batch=10", "after-db-commit=10"] {
+        let before = applied(&pool).await?;
+        Worker::start_with(&config, point, Some(point))?.aborted(Duration::from_secs(60)).await?;
+        eprintln!("{point}: aborted, {before} -> {} applied", applied(&pool).await?);
+    }
+    // The worker dies inside its second rebalance callback: the one another worker's arrival
+    // causes (the first is its own assignment). The other leaves; a third finishes alone.
+    let dying = Worker::start_with(&config, "rebalance", Some("rebalance=2"))?;
+    until_applied(&pool, applied(&pool).await? + 1).await?;
+    let other = Worker::start(&config, "other")?;
+    dying.aborted(Duration::from_secs(60)).await?;
+    other.stop()?;
+    eprintln!("rebalance: aborted, {} applied", applied(&pool).await?);
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let last = Worker::start(&config, "last")?;
+    wait_projected(&pool, &work, records, Duration::from_secs(120)).await?;
+    last.stop()?;
+    compare_with_oracle(&hub, &work).await?;
+    hub.running.shutdown().await
 }

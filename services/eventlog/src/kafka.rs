@@ -1,6 +1,7 @@
 //! Kafka plumbing: the idempotent producer that acknowledges only what the broker acknowledged,
 //! and topic creation.
 
+pub use rdkafka::message::OwnedHeaders as Headers;
 use std::{
     sync::{Arc, RwLock},
     time::Duration,

@@ -3,6 +3,7 @@
 
 pub mod codec;
 pub mod framing;
+pub mod identity;
 pub mod kafka;
 pub mod registry;
 pub mod schemas;

@@ -49,7 +49,7 @@ impl Registry {
         for version in schemas::COMMITTED {
             schemas::parse(version)?;
             let fingerprint = hex::encode(sha2::Sha256::digest(version.text.as_bytes()));
-            let subject = self.topics.subject(version.family);
+            let subject = self.topics.subject_of(version.stream);
             let existing: Option<(String,)> =
                 sqlx::query_as("SELECT fingerprint FROM schema_registry WHERE subject = $1 AND version = $2")
                     .bind(&subject)
@@ -83,9 +83,14 @@ impl Registry {
 
     /// The schema and id events of this family are written with (its latest committed version).
     pub async fn writer(&self, family: Family) -> Result<WriterSchema, Error> {
-        let latest = schemas::latest(family);
+        self.writer_of(schemas::Stream::Facts(family)).await
+    }
+
+    /// The schema and id a stream's values are written with (its latest committed version).
+    pub async fn writer_of(&self, stream: schemas::Stream) -> Result<WriterSchema, Error> {
+        let latest = schemas::latest_of(stream);
         let (id,): (i32,) = sqlx::query_as("SELECT id FROM schema_registry WHERE subject = $1 AND version = $2")
-            .bind(self.topics.subject(family))
+            .bind(self.topics.subject_of(stream))
             .bind(latest.version)
             .fetch_one(&self.pool)
             .await?;

@@ -6,10 +6,39 @@ use passerelle_domain::event::Family;
 
 use crate::Error;
 
+/// What a topic carries: the facts of one family, or the identity decisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stream {
+    Facts(Family),
+    Identity,
+}
+
+impl Stream {
+    /// The topic's name, without prefix.
+    pub fn topic(self) -> &'static str {
+        match self {
+            Stream::Facts(family) => family.topic(),
+            Stream::Identity => IDENTITY_TOPIC,
+        }
+    }
+}
+
+const IDENTITY_TOPIC: &str = "passerelle.identite.v1";
+
+/// The latest committed version of a stream's schema.
+pub fn latest_of(stream: Stream) -> SchemaVersion {
+    COMMITTED
+        .iter()
+        .filter(|version| version.stream == stream)
+        .max_by_key(|version| version.version)
+        .copied()
+        .expect("every stream has a committed schema")
+}
+
 /// One committed version of a topic's value schema.
 #[derive(Debug, Clone, Copy)]
 pub struct SchemaVersion {
-    pub family: Family,
+    pub stream: Stream,
     pub version: i32,
     pub text: &'static str,
 }
@@ -18,30 +47,30 @@ pub struct SchemaVersion {
 /// (the compatibility test checks it reads every earlier one) and list it here.
 pub const COMMITTED: &[SchemaVersion] = &[
     SchemaVersion {
-        family: Family::Allocataire,
+        stream: Stream::Facts(Family::Allocataire),
         version: 1,
         text: include_str!("../../../schemas/passerelle.allocataire.v1/v1.avsc"),
     },
     SchemaVersion {
-        family: Family::DemandeurEmploi,
+        stream: Stream::Facts(Family::DemandeurEmploi),
         version: 1,
         text: include_str!("../../../schemas/passerelle.demandeur-emploi.v1/v1.avsc"),
     },
     SchemaVersion {
-        family: Family::Orientation,
+        stream: Stream::Facts(Family::Orientation),
         version: 1,
         text: include_str!("../../../schemas/passerelle.orientation.v1/v1.avsc"),
+    },
+    SchemaVersion {
+        stream: Stream::Identity,
+        version: 1,
+        text: include_str!("../../../schemas/passerelle.identite.v1/v1.avsc"),
     },
 ];
 
 /// The latest committed version of a family's schema: the one the hub writes with.
 pub fn latest(family: Family) -> SchemaVersion {
-    COMMITTED
-        .iter()
-        .filter(|version| version.family == family)
-        .max_by_key(|version| version.version)
-        .copied()
-        .expect("every family has a committed schema")
+    latest_of(Stream::Facts(family))
 }
 
 pub fn parse(version: &SchemaVersion) -> Result<Schema, Error> {
@@ -65,7 +94,12 @@ impl Topics {
 
     /// The Confluent subject of a topic's values (TopicNameStrategy).
     pub fn subject(&self, family: Family) -> String {
-        format!("{}-value", self.topic(family))
+        self.subject_of(Stream::Facts(family))
+    }
+
+    /// The Confluent subject of any stream's values.
+    pub fn subject_of(&self, stream: Stream) -> String {
+        format!("{}{}-value", self.prefix, stream.topic())
     }
 
     pub fn dead_letters(&self) -> String {
@@ -73,7 +107,7 @@ impl Topics {
     }
 
     pub fn identity(&self) -> String {
-        format!("{}passerelle.identite.v1", self.prefix)
+        format!("{}{IDENTITY_TOPIC}", self.prefix)
     }
 }
 
@@ -138,7 +172,7 @@ mod tests {
                 assert_eq!(*number as usize, position + 1, "{subject}: versions must be v1, v2, ... without gaps");
                 let listed = COMMITTED
                     .iter()
-                    .find(|v| v.family.topic() == subject && v.version == *number)
+                    .find(|v| v.stream.topic() == subject && v.version == *number)
                     .unwrap_or_else(|| panic!("{subject} v{number} is on disk but not listed in schemas::COMMITTED"));
                 assert_eq!(listed.text, text);
             }

@@ -240,7 +240,7 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
         let settings = passerelle_projector::consumer::WorkerSettings {
             bootstrap_servers: config.kafka.bootstrap_servers.clone(),
             group_id: format!("{}{}", config.kafka.topic_prefix, config.projector_group),
-            topics: Family::ALL.iter().map(|family| topics.topic(*family)).collect(),
+            topics: projected_topics(&topics),
             dead_letter_topic: topics.dead_letters(),
             max_batch: config.projector_max_batch.max(1),
             max_wait: Duration::from_millis(50),
@@ -266,7 +266,81 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
 /// The applier of the dossier projection.
 pub fn dossier_applier(registry: Registry, topics: &Topics) -> passerelle_projector::apply::Applier {
     let families = Family::ALL.iter().map(|family| (topics.topic(*family), *family)).collect();
-    passerelle_projector::apply::Applier::new("dossier", registry, families)
+    passerelle_projector::apply::Applier::new("dossier", registry, families).with_identity_topic(topics.identity())
+}
+
+/// The topics the dossier projection consumes: every family's facts and the identity decisions.
+pub fn projected_topics(topics: &Topics) -> Vec<String> {
+    let mut all: Vec<String> = Family::ALL.iter().map(|family| topics.topic(*family)).collect();
+    all.push(topics.identity());
+    all
+}
+
+/// The projections `passerelle projections rebuild` knows.
+pub const PROJECTIONS: &[&str] = &["dossier"];
+
+/// Rebuilds a projection from the beginning of the topics into fresh tables, swapped in
+/// atomically while the current ones keep serving (`passerelle projections rebuild`).
+pub async fn rebuild_projection(
+    config: &Config,
+    name: &str,
+    progress: impl FnMut(passerelle_projector::rebuild::Progress),
+) -> anyhow::Result<passerelle_projector::rebuild::Rebuilt> {
+    if !PROJECTIONS.contains(&name) {
+        anyhow::bail!("unknown projection {name:?}; the projections are: {}", PROJECTIONS.join(", "));
+    }
+    let live = connect_database(&config.database_url).await?;
+    let admin = PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(&config.database_url)
+        .await
+        .context("cannot reach PostgreSQL with database_url")?;
+    passerelle_projector::rebuild::prepare(&admin, passerelle_readmodel::SCHEMA).await?;
+    let pool = connect_with_search_path(&config.database_url, passerelle_projector::rebuild::REBUILD_SCHEMA).await?;
+    let topics = Topics::new(config.kafka.topic_prefix.clone());
+    let registry = Registry::new(live.clone(), topics.clone());
+    registry.register_committed().await?;
+    let applier = dossier_applier(registry, &topics);
+    let rebuilt = passerelle_projector::rebuild::run(
+        &admin,
+        &pool,
+        &applier,
+        &config.kafka.bootstrap_servers,
+        &projected_topics(&topics),
+        passerelle_readmodel::SCHEMA,
+        progress,
+    )
+    .await
+    .context("rebuild failed; the current read models are untouched")?;
+    pool.close().await;
+    Ok(rebuilt)
+}
+
+/// Publishes a human identity decision on the identity topic (`passerelle identite resolve`);
+/// the projection applies it, as every rebuild will.
+pub async fn publish_identity_decision(
+    config: &Config,
+    decision: &passerelle_eventlog::identity::IdentityDecision,
+) -> anyhow::Result<()> {
+    let pool = connect_database(&config.database_url).await?;
+    let topics = Topics::new(config.kafka.topic_prefix.clone());
+    let registry = Registry::new(pool, topics.clone());
+    registry.register_committed().await?;
+    let writer = registry.writer_of(passerelle_eventlog::schemas::Stream::Identity).await?;
+    let datum = passerelle_eventlog::identity::encode(decision, &writer.schema)?;
+    let value = passerelle_eventlog::framing::frame(writer.id, &datum);
+    let publisher = Arc::new(Publisher::new(config.kafka.clone())?);
+    publisher
+        .publish(&topics.identity(), &decision.subject_key, &value, passerelle_eventlog::kafka::Headers::new())
+        .await
+        .map_err(|error| {
+            anyhow::anyhow!(
+                "the decision was not published ({error}); nothing changed. Is the broker at {} running?",
+                config.kafka.bootstrap_servers
+            )
+        })?;
+    Ok(())
 }
 
 /// Replays a dead letter of the dossier projection (`passerelle dlq replay`).

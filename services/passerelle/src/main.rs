@@ -60,6 +60,16 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Projections (read models) maintenance.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
+    /// Identity conflicts (one key claimed for two persons) and the decisions on them.
+    Identite {
+        #[command(subcommand)]
+        command: IdentiteCommand,
+    },
     /// Runs the retention job now: erases persons without contact for `retention_days`.
     Retention,
     /// Development helpers.
@@ -108,6 +118,35 @@ enum ImportFile {
         file: PathBuf,
         #[command(flatten)]
         connection: Connection,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProjectionsCommand {
+    /// Replays the topics from the beginning into fresh tables and swaps them in atomically;
+    /// the current tables keep serving meanwhile. Projections: dossier.
+    Rebuild { name: String },
+}
+
+#[derive(Subcommand)]
+enum IdentiteCommand {
+    /// Lists the conflicts awaiting a decision (all of them with --all). Nothing personal is
+    /// shown: pseudonymous subject keys and person ids.
+    Conflicts {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Publishes a decision on a conflict: `confirm` (the claim is right, the key moves to the
+    /// claimant), `reject` (the key stays with its holder) or `merge` (one person).
+    Resolve {
+        /// The conflict's number, as `identite conflicts` shows it.
+        #[arg(long)]
+        conflict: i64,
+        #[arg(long, value_parser = ["confirm", "reject", "merge"])]
+        decision: String,
+        /// Who decides (uid), kept with the decision.
+        #[arg(long)]
+        by: String,
     },
 }
 
@@ -223,6 +262,61 @@ async fn main() -> anyhow::Result<()> {
                     if letter.replayed_at.is_some() { "  (replayed)" } else { "" }
                 );
             }
+            Ok(())
+        }
+        Command::Projections { command: ProjectionsCommand::Rebuild { name } } => {
+            let started = std::time::Instant::now();
+            let mut last = std::time::Instant::now();
+            let rebuilt = passerelle::rebuild_projection(&config, &name, |progress| {
+                if last.elapsed() >= std::time::Duration::from_secs(2) {
+                    last = std::time::Instant::now();
+                    eprintln!("rebuild {name}: {} of about {} records replayed", progress.records, progress.total);
+                }
+            })
+            .await?;
+            println!(
+                "projection {name} rebuilt and swapped in: {} records replayed ({} applied, {} dead letters), {} dossiers, in {:.1} s",
+                rebuilt.records,
+                rebuilt.applied,
+                rebuilt.dead_letters,
+                rebuilt.persons,
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        Command::Identite { command: IdentiteCommand::Conflicts { all } } => {
+            let pool = passerelle::connect_database(&config.database_url).await?;
+            let conflicts = passerelle_projector::identite::list(&pool, all).await?;
+            if conflicts.is_empty() {
+                println!("no identity conflicts{}", if all { "" } else { " awaiting a decision" });
+            }
+            for conflict in conflicts {
+                println!(
+                    "#{:<5} {}  key {}  linked to {}  claimed for {}  by {}/{}{}",
+                    conflict.conflict_id,
+                    conflict.recorded_at.format("%Y-%m-%d %H:%M:%S"),
+                    conflict.subject_key,
+                    conflict.holder,
+                    conflict.claimant,
+                    conflict.source,
+                    conflict.event_id,
+                    conflict.resolution.map(|r| format!("  ({r})")).unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        Command::Identite { command: IdentiteCommand::Resolve { conflict, decision, by } } => {
+            let by = passerelle_domain::AgentUid::parse(&by).map_err(|e| anyhow::anyhow!("--by: {e}"))?;
+            let decision = passerelle_eventlog::identity::Decision::parse(&decision)
+                .ok_or_else(|| anyhow::anyhow!("--decision: confirm, reject or merge"))?;
+            let pool = passerelle::connect_database(&config.database_url).await?;
+            let decision = passerelle_projector::identite::decision_for(&pool, conflict, decision, by.as_str()).await?;
+            passerelle::publish_identity_decision(&config, &decision).await?;
+            println!(
+                "decision {} on conflict #{conflict} published ({}); the projection applies it",
+                decision.decision_id,
+                decision.decision.code().to_ascii_lowercase()
+            );
             Ok(())
         }
         Command::Dlq { command: DlqCommand::Replay { id } } => {

@@ -6,7 +6,12 @@
 use std::collections::{BTreeMap, HashMap};
 
 use passerelle_domain::event::{Family, Payload, SubjectKey};
-use passerelle_eventlog::{codec::LoggedEvent, framing, registry::Registry};
+use passerelle_eventlog::{
+    codec::LoggedEvent,
+    framing,
+    identity::{self, Decision, IdentityDecision},
+    registry::Registry,
+};
 use sha2::{Digest, Sha256};
 use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
@@ -52,11 +57,62 @@ pub struct Applier {
     pub projection: String,
     registry: Registry,
     families: HashMap<String, Family>,
+    identity_topic: Option<String>,
 }
 
 impl Applier {
     pub fn new(projection: impl Into<String>, registry: Registry, families: HashMap<String, Family>) -> Self {
-        Self { projection: projection.into(), registry, families }
+        Self { projection: projection.into(), registry, families, identity_topic: None }
+    }
+
+    /// Also applies the human identity decisions published on `topic`.
+    pub fn with_identity_topic(mut self, topic: impl Into<String>) -> Self {
+        self.identity_topic = Some(topic.into());
+        self
+    }
+
+    async fn decode_decision(&self, record: &Record) -> Result<IdentityDecision, String> {
+        let value = record.value.as_deref().ok_or("a record without value")?;
+        let (schema_id, datum) = framing::unframe(value).map_err(|e| e.to_string())?;
+        let schema = self.registry.schema_by_id(schema_id).await.map_err(|e| e.to_string())?;
+        identity::decode(datum, &schema).map_err(|e| e.to_string())
+    }
+
+    /// An identity decision: applied once (deduplicated like any event, by its decision id).
+    async fn apply_identity(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        record: &Record,
+        decision: &IdentityDecision,
+    ) -> Result<Applied, Error> {
+        let fingerprint = Sha256::digest(
+            format!(
+                "{}|{}|{}|{}",
+                decision.subject_key,
+                decision.holder_key,
+                decision.claimant_key,
+                decision.decision.code()
+            )
+            .as_bytes(),
+        )
+        .to_vec();
+        let inserted = sqlx::query(
+            "INSERT INTO applied_events (projection, source, event_id, fingerprint, topic, partition, \"offset\")
+             VALUES ($1, 'passerelle.identite', $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        )
+        .bind(&self.projection)
+        .bind(decision.decision_id.to_string())
+        .bind(&fingerprint)
+        .bind(&record.topic)
+        .bind(record.partition)
+        .bind(record.offset)
+        .execute(&mut **tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Ok(Applied::Duplicate);
+        }
+        let persons = apply_decision(tx, decision).await?;
+        Ok(Applied::New { persons, households: Vec::new() })
     }
 
     async fn decode(&self, record: &Record) -> Result<LoggedEvent, String> {
@@ -108,9 +164,26 @@ impl Applier {
             .await?;
             next.insert(slot, stored);
         }
+        // A partition whose first record lies beyond the stored offset: records in between were
+        // consumed but their effects are not here (a batch committed into tables a rebuild has
+        // since replaced, a database restored from a backup). Nothing is applied; the worker
+        // seeks back to the stored offsets.
+        let mut gaps = Vec::new();
+        for ((topic, partition), stored) in &next {
+            let first = records.iter().find(|r| &r.topic == topic && r.partition == *partition).map(|r| r.offset);
+            if first.is_some_and(|first| first > *stored) {
+                gaps.push((topic.clone(), *partition, *stored));
+            }
+        }
+        if !gaps.is_empty() {
+            return Err(Error::Gap(next.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect()));
+        }
         let mut touched_persons: Vec<Uuid> = Vec::new();
         let mut touched_households: Vec<String> = Vec::new();
-        for record in records {
+        for (index, record) in records.iter().enumerate() {
+            if index == records.len() / 2 && mode == Mode::Stream {
+                crate::failpoint::hit("mid-batch");
+            }
             if mode == Mode::Stream {
                 let slot = (record.topic.clone(), record.partition);
                 let position = next.get(&slot).copied().unwrap_or_default();
@@ -119,6 +192,23 @@ impl Applier {
                     continue;
                 }
                 next.insert(slot, record.offset + 1);
+            }
+            if self.identity_topic.as_deref() == Some(record.topic.as_str()) {
+                match self.decode_decision(record).await {
+                    Ok(decision) => match self.apply_identity(&mut tx, record, &decision).await? {
+                        Applied::New { persons, .. } => {
+                            outcome.applied += 1;
+                            touched_persons.extend(persons);
+                        }
+                        _ => outcome.duplicates += 1,
+                    },
+                    Err(reason) => outcome.dead_letters.push(DeadLetter {
+                        record: record.clone(),
+                        reason: format!("undecodable identity decision: {reason}"),
+                        person_id: None,
+                    }),
+                }
+                continue;
             }
             match self.decode(record).await {
                 Err(reason) => {
@@ -253,7 +343,8 @@ impl Applier {
         if erased {
             return Ok(Applied::Erased);
         }
-        let person_id = resolve_identity(tx, &envelope.linked_keys, source, event_id).await?;
+        let (person_id, moved) =
+            resolve_identity(tx, &envelope.linked_keys, &envelope.subject, source, event_id).await?;
         let (target, is_retraction) = match &event.payload {
             Payload::Retraction { retracted_event_id } => (Some(retracted_event_id.as_str().to_owned()), true),
             _ => (envelope.corrects_event_id.as_ref().map(|e| e.as_str().to_owned()), false),
@@ -262,8 +353,8 @@ impl Applier {
         let fact_json = serde_json::to_value(&event.payload).map_err(|e| Error::Internal(e.to_string()))?;
         sqlx::query(
             "INSERT INTO person_events (person_id, source, event_id, family, event_type, occurred_at, recorded_at, relayed_by,
-                                        household_key, territory, fact, corrects, role, superseded_by, retracted_by)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+                                        household_key, territory, fact, corrects, role, subject_key, superseded_by, retracted_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
                      (SELECT event_id FROM person_events WHERE source = $2 AND corrects = $3 AND event_type <> 'retraction' LIMIT 1),
                      (SELECT event_id FROM person_events WHERE source = $2 AND corrects = $3 AND event_type = 'retraction' LIMIT 1))
              ON CONFLICT DO NOTHING",
@@ -281,9 +372,11 @@ impl Applier {
         .bind(&fact_json)
         .bind(target.as_deref())
         .bind(household.and_then(|h| h.role).map(|r| r.code()))
+        .bind(envelope.subject.as_str())
         .execute(&mut **tx)
         .await?;
         let mut persons = vec![person_id];
+        persons.extend(moved);
         let mut households: Vec<String> = household.map(|h| h.key.as_str().to_owned()).into_iter().collect();
         if let Some(target) = target {
             let column = if is_retraction { "retracted_by" } else { "superseded_by" };
@@ -354,63 +447,306 @@ async fn person_of(tx: &mut Transaction<'_, Postgres>, subject_key: &str) -> Res
     Ok(row.map(|(id,)| id))
 }
 
-/// Identity resolution: the person of the strongest linked key, or a new person. Unlinked keys
-/// of the event are linked to that person; a key already linked to another person is recorded
-/// as a conflict for a human to decide, never merged silently.
+/// Persons whose dossier must be folded again after identity resolution moved events.
+type Touched = Vec<Uuid>;
+
+/// Identity resolution (docs/projector.md, "Identity"): the person of the event's strongest
+/// linked key, or the person minted from that key (a deterministic id). Unlinked keys are linked
+/// to them. A key linked to another person either reveals that the two are one (no exclusive key
+/// of theirs differs: merged into the one with the stronger identity key, the other redirecting)
+/// or contests a link (two NIRs claim one France Travail id): recorded for a human, never merged;
+/// meanwhile the key stays with the smaller person id, a rule that does not depend on arrival
+/// order. A human decision (identity pin) overrides both rules.
 async fn resolve_identity(
     tx: &mut Transaction<'_, Postgres>,
     keys: &[SubjectKey],
+    subject: &SubjectKey,
     source: &str,
     event_id: &str,
-) -> Result<Uuid, Error> {
-    let names: Vec<&str> = keys.iter().map(SubjectKey::as_str).collect();
+) -> Result<(Uuid, Touched), Error> {
+    let mut names: Vec<&str> = keys.iter().map(SubjectKey::as_str).collect();
+    if names.is_empty() {
+        names.push(subject.as_str());
+    }
+    names.sort_by(|a, b| passerelle_readmodel::key_strength(a).cmp(&passerelle_readmodel::key_strength(b)));
+    names.dedup();
+    let links = links_of(tx, &names).await?;
+    let mut pins: HashMap<String, Uuid> = HashMap::new();
+    for (key, owner_key) in sqlx::query_as::<_, (String, String)>(
+        "SELECT subject_key, owner_key FROM identity_pins WHERE subject_key = ANY($1)",
+    )
+    .bind(&names)
+    .fetch_all(&mut **tx)
+    .await?
+    {
+        pins.insert(key, ensure_person(tx, &owner_key).await?);
+    }
+    let head = names[0];
+    let mut target = match (links.get(head), pins.get(head)) {
+        (Some(person), _) | (None, Some(person)) => *person,
+        (None, None) => ensure_person(tx, head).await?,
+    };
+    let via = format!("{source}/{event_id}");
+    for key in &names {
+        if !links.contains_key(*key) {
+            let owner = pins.get(*key).copied().unwrap_or(target);
+            sqlx::query("INSERT INTO subject_links (subject_key, person_id, via_event) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                .bind(key)
+                .bind(owner)
+                .bind(&via)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    let mut touched = Vec::new();
+    for key in &names {
+        let Some(holder) = links.get(*key) else { continue };
+        let holder = canonical(tx, *holder).await?;
+        target = canonical(tx, target).await?;
+        if holder == target {
+            continue;
+        }
+        if let Some(owner) = pins.get(*key) {
+            // Decided by a human: the key is the owner's, whoever claims it.
+            let owner = canonical(tx, *owner).await?;
+            if owner != holder {
+                relink(tx, key, holder, owner).await?;
+                touched.extend([holder, owner]);
+            }
+            continue;
+        }
+        if compatible(tx, target, holder).await? {
+            let (from, into) = by_strength(tx, target, holder).await?;
+            merge(tx, from, into).await?;
+            touched.push(into);
+            target = into;
+        } else {
+            tracing::warn!(subject = key, "identity conflict recorded for review");
+            let (keeper, other) = if target < holder { (target, holder) } else { (holder, target) };
+            if keeper != holder {
+                relink(tx, key, holder, keeper).await?;
+                touched.extend([holder, keeper]);
+            }
+            sqlx::query(
+                "INSERT INTO identity_conflicts (subject_key, linked_to, claimed_for, source, event_id)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            )
+            .bind(key)
+            .bind(keeper)
+            .bind(other)
+            .bind(source)
+            .bind(event_id)
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    // The event's own person: that of its subject key (a contested key's events follow the key).
+    let person = match links_of(tx, &[subject.as_str()]).await?.get(subject.as_str()) {
+        Some(person) => *person,
+        None => canonical(tx, target).await?,
+    };
+    Ok((person, touched))
+}
+
+/// The canonical person each of `keys` is linked to.
+async fn links_of(tx: &mut Transaction<'_, Postgres>, keys: &[&str]) -> Result<HashMap<String, Uuid>, Error> {
     let rows = sqlx::query(
         "SELECT l.subject_key, COALESCE(p.merged_into, p.person_id) AS person_id
          FROM subject_links l JOIN persons p USING (person_id) WHERE l.subject_key = ANY($1)",
     )
-    .bind(&names)
+    .bind(keys)
     .fetch_all(&mut **tx)
     .await?;
-    let mut linked: HashMap<String, Uuid> = HashMap::new();
+    let mut linked = HashMap::new();
     for row in rows {
         linked.insert(row.try_get("subject_key")?, row.try_get("person_id")?);
     }
-    let person_id = match names.iter().find_map(|key| linked.get(*key)) {
-        Some(person) => *person,
-        None => {
-            let fresh = Uuid::now_v7();
-            sqlx::query("INSERT INTO persons (person_id) VALUES ($1)").bind(fresh).execute(&mut **tx).await?;
-            fresh
-        }
+    Ok(linked)
+}
+
+/// The person minted from an identity key (created if new), followed to where it was merged.
+async fn ensure_person(tx: &mut Transaction<'_, Postgres>, identity_key: &str) -> Result<Uuid, Error> {
+    // After an erasure the same key starts a new person with a new id: nothing handed out
+    // before (an id in a journal, a bookmark) leads to what comes after.
+    let erased: Option<(chrono::DateTime<chrono::Utc>,)> =
+        sqlx::query_as("SELECT erased_at FROM erased_subjects WHERE subject_key = $1")
+            .bind(identity_key)
+            .fetch_optional(&mut **tx)
+            .await?;
+    let id = match erased {
+        None => passerelle_readmodel::person_id_for(identity_key),
+        Some((at,)) => passerelle_readmodel::person_id_for(&format!("{identity_key}#erased@{}", at.timestamp_micros())),
     };
-    for key in names {
-        match linked.get(key) {
-            None => {
-                sqlx::query("INSERT INTO subject_links (subject_key, person_id, via_event) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-                    .bind(key)
-                    .bind(person_id)
-                    .bind(format!("{source}/{event_id}"))
+    sqlx::query("INSERT INTO persons (person_id, id_key) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+        .bind(id)
+        .bind(identity_key)
+        .execute(&mut **tx)
+        .await?;
+    canonical(tx, id).await
+}
+
+async fn canonical(tx: &mut Transaction<'_, Postgres>, person_id: Uuid) -> Result<Uuid, Error> {
+    let row: Option<(Uuid,)> =
+        sqlx::query_as("SELECT COALESCE(merged_into, person_id) FROM persons WHERE person_id = $1")
+            .bind(person_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    Ok(row.map_or(person_id, |(id,)| id))
+}
+
+/// Whether two persons may be one: no exclusive kind of key (NIR, France Travail id) differs.
+async fn compatible(tx: &mut Transaction<'_, Postgres>, a: Uuid, b: Uuid) -> Result<bool, Error> {
+    let (clash,): (bool,) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM subject_links x JOIN subject_links y
+                          ON split_part(x.subject_key, ':', 1) = split_part(y.subject_key, ':', 1)
+                        WHERE x.person_id = $1 AND y.person_id = $2 AND x.subject_key <> y.subject_key
+                          AND split_part(x.subject_key, ':', 1) = ANY($3))",
+    )
+    .bind(a)
+    .bind(b)
+    .bind(passerelle_readmodel::EXCLUSIVE_KINDS)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(!clash)
+}
+
+/// (weaker, stronger) of two persons, by their identity keys.
+async fn by_strength(tx: &mut Transaction<'_, Postgres>, a: Uuid, b: Uuid) -> Result<(Uuid, Uuid), Error> {
+    let rows: Vec<(Uuid, Option<String>)> =
+        sqlx::query_as("SELECT person_id, id_key FROM persons WHERE person_id = ANY($1)")
+            .bind([a, b])
+            .fetch_all(&mut **tx)
+            .await?;
+    let key_of = |id: Uuid| rows.iter().find(|(p, _)| *p == id).and_then(|(_, key)| key.clone());
+    // A person without identity key (minted before ids were derived) is the weaker.
+    let rank = |id: Uuid| key_of(id).map(|key| (0, passerelle_readmodel::key_strength(&key).0, key, id));
+    let (ra, rb) = (rank(a), rank(b));
+    let a_stronger = match (&ra, &rb) {
+        (Some(x), Some(y)) => x < y,
+        (Some(_), None) => true,
+        (None, Some(_)) => false,
+        (None, None) => a < b,
+    };
+    Ok(if a_stronger { (b, a) } else { (a, b) })
+}
+
+/// Merges person `from` into `into`: keys, events and dead letters move; `from` redirects.
+async fn merge(tx: &mut Transaction<'_, Postgres>, from: Uuid, into: Uuid) -> Result<(), Error> {
+    for statement in [
+        "UPDATE subject_links SET person_id = $2 WHERE person_id = $1",
+        "UPDATE persons SET merged_into = $2 WHERE person_id = $1 OR merged_into = $1",
+        "UPDATE person_events SET person_id = $2 WHERE person_id = $1",
+        "UPDATE dead_letters SET person_id = $2 WHERE person_id = $1",
+    ] {
+        sqlx::query(statement).bind(from).bind(into).execute(&mut **tx).await?;
+    }
+    sqlx::query("DELETE FROM dossiers WHERE person_id = $1").bind(from).execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// Moves a subject key, and the events whose subject it is, from one person to another.
+async fn relink(tx: &mut Transaction<'_, Postgres>, key: &str, from: Uuid, to: Uuid) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO subject_links (subject_key, person_id, via_event) VALUES ($1, $2, 'identity')
+         ON CONFLICT (subject_key) DO UPDATE SET person_id = EXCLUDED.person_id",
+    )
+    .bind(key)
+    .bind(to)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("UPDATE person_events SET person_id = $3 WHERE person_id = $2 AND subject_key = $1")
+        .bind(key)
+        .bind(from)
+        .bind(to)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Applies a human identity decision; returns the persons to fold again.
+async fn apply_decision(tx: &mut Transaction<'_, Postgres>, decision: &IdentityDecision) -> Result<Touched, Error> {
+    let holder = ensure_person(tx, &decision.holder_key).await?;
+    let claimant = ensure_person(tx, &decision.claimant_key).await?;
+    sqlx::query(
+        "INSERT INTO identity_decisions (decision_id, decided_at, decided_by, subject_key, holder_key, claimant_key, decision)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+    )
+    .bind(decision.decision_id)
+    .bind(decision.decided_at)
+    .bind(&decision.decided_by)
+    .bind(&decision.subject_key)
+    .bind(&decision.holder_key)
+    .bind(&decision.claimant_key)
+    .bind(decision.decision.code())
+    .execute(&mut **tx)
+    .await?;
+    let current = links_of(tx, &[decision.subject_key.as_str()]).await?.get(&decision.subject_key).copied();
+    let owner = match decision.decision {
+        Decision::Confirm => Some((decision.claimant_key.as_str(), claimant)),
+        Decision::Reject => Some((decision.holder_key.as_str(), holder)),
+        Decision::Merge => None,
+    };
+    let mut touched = vec![holder, claimant];
+    match owner {
+        Some((owner_key, owner)) => {
+            sqlx::query(
+                "INSERT INTO identity_pins (subject_key, owner_key, decision_id) VALUES ($1, $2, $3)
+                 ON CONFLICT (subject_key) DO UPDATE SET owner_key = EXCLUDED.owner_key, decision_id = EXCLUDED.decision_id",
+            )
+            .bind(&decision.subject_key)
+            .bind(owner_key)
+            .bind(decision.decision_id)
+            .execute(&mut **tx)
+            .await?;
+            match current {
+                Some(current) if current != owner => relink(tx, &decision.subject_key, current, owner).await?,
+                Some(_) => {}
+                None => {
+                    sqlx::query(
+                        "INSERT INTO subject_links (subject_key, person_id, via_event) VALUES ($1, $2, 'identity')",
+                    )
+                    .bind(&decision.subject_key)
+                    .bind(owner)
                     .execute(&mut **tx)
                     .await?;
+                }
             }
-            Some(other) if *other != person_id => {
-                tracing::warn!(subject = key, "identity conflict recorded for review");
-                sqlx::query(
-                    "INSERT INTO identity_conflicts (subject_key, linked_to, claimed_for, source, event_id)
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                )
-                .bind(key)
-                .bind(other)
-                .bind(person_id)
-                .bind(source)
-                .bind(event_id)
+        }
+        None => {
+            sqlx::query("DELETE FROM identity_pins WHERE subject_key = $1")
+                .bind(&decision.subject_key)
                 .execute(&mut **tx)
                 .await?;
+            if holder != claimant {
+                let (from, into) = by_strength(tx, holder, claimant).await?;
+                merge(tx, from, into).await?;
+                touched = vec![into];
             }
-            Some(_) => {}
         }
     }
-    Ok(person_id)
+    sqlx::query(
+        "UPDATE identity_conflicts SET resolution = $2
+         WHERE subject_key = $1 AND resolution IS NULL AND (linked_to = ANY($3) OR claimed_for = ANY($3))",
+    )
+    .bind(&decision.subject_key)
+    .bind(decision.decision.code().to_ascii_lowercase())
+    .bind([holder, claimant])
+    .execute(&mut **tx)
+    .await?;
+    // A rebuild may read the decision before the events that raised the conflict (another
+    // topic); the pin then keeps the conflict from arising, so the decision records it.
+    sqlx::query(
+        "INSERT INTO identity_conflicts (subject_key, linked_to, claimed_for, source, event_id, resolution)
+         VALUES ($1, $2, $3, 'passerelle.identite', $4, $5) ON CONFLICT DO NOTHING",
+    )
+    .bind(&decision.subject_key)
+    .bind(holder)
+    .bind(claimant)
+    .bind(decision.decision_id.to_string())
+    .bind(decision.decision.code().to_ascii_lowercase())
+    .execute(&mut **tx)
+    .await?;
+    Ok(touched)
 }
 
 fn facts_of(rows: Vec<sqlx::postgres::PgRow>) -> Result<Vec<Fact>, Error> {
@@ -447,11 +783,21 @@ const FACT_COLUMNS: &str =
 /// Folds a person's dossier again; returns their household, whose right state the caller folds
 /// (once per batch, however many members were touched).
 async fn refold_person(tx: &mut Transaction<'_, Postgres>, person_id: Uuid) -> Result<Option<String>, Error> {
+    // A person merged into another (earlier in this batch) has no dossier of their own any more.
+    if canonical(tx, person_id).await? != person_id {
+        sqlx::query("DELETE FROM dossiers WHERE person_id = $1").bind(person_id).execute(&mut **tx).await?;
+        return Ok(None);
+    }
     let rows =
         sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {FACT_COLUMNS} FROM person_events WHERE person_id = $1")))
             .bind(person_id)
             .fetch_all(&mut **tx)
             .await?;
+    if rows.is_empty() {
+        // Every event of theirs moved to another person (a key reassigned by a decision).
+        sqlx::query("DELETE FROM dossiers WHERE person_id = $1").bind(person_id).execute(&mut **tx).await?;
+        return Ok(None);
+    }
     let state = fold::dossier(&facts_of(rows)?);
     sqlx::query(
         "INSERT INTO dossiers (person_id, territory, territory_since, previous_territory, household_key, role, sdd, sdd_since,

@@ -36,7 +36,8 @@ pub async fn run(
     pool: PgPool,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), Error> {
-    let consumer: StreamConsumer = ClientConfig::new()
+    crate::failpoint::init();
+    let consumer: StreamConsumer<WorkerContext> = ClientConfig::new()
         .set("bootstrap.servers", &settings.bootstrap_servers)
         .set("group.id", &settings.group_id)
         .set("enable.auto.commit", "false")
@@ -48,7 +49,7 @@ pub async fn run(
         // a worker killed during a rebalance does not hold the partitions for 5 minutes.
         .set("max.poll.interval.ms", "30000")
         .set("topic.metadata.refresh.interval.ms", "5000")
-        .create()?;
+        .create_with_context(WorkerContext)?;
     let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     let dead_letters: FutureProducer = ClientConfig::new()
@@ -85,7 +86,14 @@ pub async fn run(
                 Err(_) => break,
             }
         }
-        let outcome = apply_with_retry(&applier, &pool, &batch, &mut shutdown).await?;
+        let outcome = match apply_with_retry(&applier, &pool, &batch, &mut shutdown).await {
+            Err(Error::Gap(stored)) => {
+                seek_back(&consumer, &pool, &applier.projection, &stored).await?;
+                continue;
+            }
+            other => other?,
+        };
+        crate::failpoint::hit("after-db-commit");
         publish_dead_letters(&dead_letters, &settings.dead_letter_topic, &outcome).await;
         let mut progress = TopicPartitionList::new();
         for ((topic, partition), offset) in &outcome.offsets {
@@ -101,6 +109,65 @@ pub async fn run(
             "batch applied"
         );
     }
+}
+
+/// The consumer's callbacks: a rebalance is a crash point for the tests.
+struct WorkerContext;
+
+impl rdkafka::ClientContext for WorkerContext {}
+
+impl rdkafka::consumer::ConsumerContext for WorkerContext {
+    fn pre_rebalance(
+        &self,
+        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        tracing::debug!(?rebalance, "rebalance");
+        crate::failpoint::hit("rebalance");
+    }
+}
+
+/// Moves the consumer back to the offsets PostgreSQL holds, so the records a gap skipped are
+/// applied. Records that retention already deleted from the log cannot be: the stored offset
+/// then moves to the log start, loudly.
+async fn seek_back(
+    consumer: &StreamConsumer<WorkerContext>,
+    pool: &PgPool,
+    projection: &str,
+    stored: &[(String, i32, i64)],
+) -> Result<(), Error> {
+    for (topic, partition, offset) in stored {
+        let (low, _) = consumer.fetch_watermarks(topic, *partition, Duration::from_secs(5))?;
+        let position = if low > *offset {
+            tracing::error!(
+                topic,
+                partition,
+                from = offset,
+                to = low,
+                "records deleted from the log before they were projected; the read models miss them"
+            );
+            sqlx::query(
+                "UPDATE projector_offsets SET next_offset = $4 WHERE projection = $1 AND topic = $2 AND partition = $3",
+            )
+            .bind(projection)
+            .bind(topic)
+            .bind(partition)
+            .bind(low)
+            .execute(pool)
+            .await?;
+            low
+        } else {
+            *offset
+        };
+        tracing::warn!(
+            topic,
+            partition,
+            offset = position,
+            "projector seeking back to the offset stored with the read models"
+        );
+        consumer.seek(topic, *partition, Offset::Offset(position), Duration::from_secs(5))?;
+    }
+    Ok(())
 }
 
 fn owned(message: &rdkafka::message::BorrowedMessage<'_>) -> Record {

@@ -68,23 +68,7 @@ pub async fn erase_person(pool: &PgPool, person_id: Uuid, reason: Reason) -> Res
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    let events = sqlx::query("DELETE FROM person_events WHERE person_id = ANY($1)")
-        .bind(&persons)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    sqlx::query("DELETE FROM dossiers WHERE person_id = ANY($1)").bind(&persons).execute(&mut *tx).await?;
-    sqlx::query("DELETE FROM identity_conflicts WHERE linked_to = ANY($1) OR claimed_for = ANY($1)")
-        .bind(&persons)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("UPDATE dead_letters SET person_id = NULL WHERE person_id = ANY($1)")
-        .bind(&persons)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM subject_links WHERE person_id = ANY($1)").bind(&persons).execute(&mut *tx).await?;
-    sqlx::query("DELETE FROM persons WHERE merged_into = ANY($1)").bind(&persons).execute(&mut *tx).await?;
-    sqlx::query("DELETE FROM persons WHERE person_id = ANY($1)").bind(&persons).execute(&mut *tx).await?;
+    let events = remove_persons(&mut tx, &persons).await?;
     tx.commit().await?;
     tracing::info!(reason = reason.code(), persons = persons.len(), keys = keys.len(), "person erased");
     Ok(Erased {
@@ -93,6 +77,42 @@ pub async fn erase_person(pool: &PgPool, person_id: Uuid, reason: Reason) -> Res
         data_keys_destroyed: destroyed,
         events_removed: events,
     })
+}
+
+/// Removes a person (and those merged into them) from the read models of the transaction's
+/// search_path, without touching keys: a rebuild applies an erasure made while it ran.
+pub async fn remove_from_read_models(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    person_id: Uuid,
+) -> Result<u64, Error> {
+    let persons: Vec<(Uuid,)> =
+        sqlx::query_as("SELECT person_id FROM persons WHERE person_id = $1 OR merged_into = $1")
+            .bind(person_id)
+            .fetch_all(&mut **tx)
+            .await?;
+    let persons: Vec<Uuid> = persons.into_iter().map(|(id,)| id).collect();
+    remove_persons(tx, &persons).await
+}
+
+async fn remove_persons(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, persons: &[Uuid]) -> Result<u64, Error> {
+    let events = sqlx::query("DELETE FROM person_events WHERE person_id = ANY($1)")
+        .bind(persons)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    sqlx::query("DELETE FROM dossiers WHERE person_id = ANY($1)").bind(persons).execute(&mut **tx).await?;
+    sqlx::query("DELETE FROM identity_conflicts WHERE linked_to = ANY($1) OR claimed_for = ANY($1)")
+        .bind(persons)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("UPDATE dead_letters SET person_id = NULL WHERE person_id = ANY($1)")
+        .bind(persons)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("DELETE FROM subject_links WHERE person_id = ANY($1)").bind(persons).execute(&mut **tx).await?;
+    sqlx::query("DELETE FROM persons WHERE merged_into = ANY($1)").bind(persons).execute(&mut **tx).await?;
+    sqlx::query("DELETE FROM persons WHERE person_id = ANY($1)").bind(persons).execute(&mut **tx).await?;
+    Ok(events)
 }
 
 /// Erases every person without contact since `cutoff` (the retention job: two years after the

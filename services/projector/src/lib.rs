@@ -6,7 +6,10 @@ pub mod apply;
 pub mod consumer;
 pub mod dlq;
 pub mod erase;
+pub mod failpoint;
 pub mod fold;
+pub mod identite;
+pub mod rebuild;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -16,4 +19,8 @@ pub enum Error {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("internal: {0}")]
     Internal(String),
+    /// The batch starts beyond the offsets stored with the read models: nothing was applied;
+    /// the consumer must seek back to these (topic, partition, next offset) positions.
+    #[error("records between the stored offsets and the batch are missing from the read models")]
+    Gap(Vec<(String, i32, i64)>),
 }

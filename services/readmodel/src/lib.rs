@@ -26,7 +26,44 @@ pub const TABLES_DDL: &[&str] = &[
     include_str!("../migrations/1003_dead_letter_subject.sql"),
     "CREATE INDEX person_events_by_target ON person_events (source, corrects) WHERE corrects IS NOT NULL;
      CREATE INDEX dossiers_by_household ON dossiers (household_key) WHERE household_key IS NOT NULL;",
+    // 1006, unqualified.
+    "ALTER TABLE persons ADD COLUMN id_key text;
+     ALTER TABLE person_events ADD COLUMN subject_key text;
+     CREATE INDEX person_events_by_subject ON person_events (subject_key);
+     CREATE TABLE identity_decisions (
+         decision_id uuid PRIMARY KEY, decided_at timestamptz NOT NULL, decided_by text NOT NULL,
+         subject_key text NOT NULL, holder_key text NOT NULL, claimant_key text NOT NULL,
+         decision text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());
+     CREATE TABLE identity_pins (subject_key text PRIMARY KEY, owner_key text NOT NULL, decision_id uuid NOT NULL);",
 ];
+
+/// A person's id, derived from their identity key (the strongest subject key they were minted
+/// from): the same keys give the same ids in every rebuild. The key is itself an HMAC, so the id
+/// reveals nothing without the pepper.
+pub fn person_id_for(identity_key: &str) -> Uuid {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("passerelle.person/{identity_key}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    Uuid::new_v8(bytes)
+}
+
+/// How strongly a subject key identifies a person (DOMAIN.md §2): NIR, then France Travail id,
+/// then département id, then civil identity; ties by the key itself, so the order is total.
+pub fn key_strength(key: &str) -> (u8, &str) {
+    let rank = match key.split(':').next() {
+        Some("nir") => 0,
+        Some("ft") => 1,
+        Some("dep") => 2,
+        Some("civ") => 3,
+        _ => 4,
+    };
+    (rank, key)
+}
+
+/// Kinds of key a person has at most one of: two persons holding different keys of one of these
+/// kinds are two persons until a human decides otherwise.
+pub const EXCLUSIVE_KINDS: &[&str] = &["nir", "ft"];
 
 /// The current state of one dossier.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -85,6 +122,17 @@ pub async fn person_of_subject(pool: &PgPool, subject_key: &str) -> Result<Optio
     .bind(subject_key)
     .fetch_optional(pool)
     .await?;
+    Ok(row.map(|(id,)| id))
+}
+
+/// Where a person id leads now: itself, the person it was merged into, or nobody (unknown or
+/// erased).
+pub async fn current_person(pool: &PgPool, person_id: Uuid) -> Result<Option<Uuid>, sqlx::Error> {
+    let row: Option<(Uuid,)> =
+        sqlx::query_as("SELECT COALESCE(merged_into, person_id) FROM persons WHERE person_id = $1")
+            .bind(person_id)
+            .fetch_optional(pool)
+            .await?;
     Ok(row.map(|(id,)| id))
 }
 

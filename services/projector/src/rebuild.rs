@@ -1,0 +1,215 @@
+//! `passerelle projections rebuild`: replays the topics from the beginning into fresh tables (a
+//! sibling schema) while the current ones keep serving, catches up with the live projection, and
+//! swaps the schemas in one transaction. See docs/projector.md, "Rebuild".
+
+use std::{collections::BTreeMap, time::Duration};
+
+use rdkafka::{
+    ClientConfig, Message, Offset, TopicPartitionList,
+    consumer::{BaseConsumer, Consumer},
+};
+use sqlx::{Connection, PgPool};
+
+use crate::{
+    Error,
+    apply::{Applier, Record},
+};
+
+/// The schema a rebuild fills before it is swapped in.
+pub const REBUILD_SCHEMA: &str = "readmodel_rebuild";
+/// Where the replaced tables go for the instant before they are dropped.
+pub const RETIRED_SCHEMA: &str = "readmodel_retired";
+
+/// What a rebuild did.
+#[derive(Debug, Clone, Default)]
+pub struct Rebuilt {
+    pub records: u64,
+    pub applied: u64,
+    pub dead_letters: u64,
+    pub persons: i64,
+}
+
+/// Progress, for the operator.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub records: u64,
+    pub total: u64,
+}
+
+/// Creates the empty rebuild schema: the read-model tables, and the erasures (they are not on
+/// the log: kept across rebuilds so no erased person comes back).
+pub async fn prepare(admin: &PgPool, live_schema: &str) -> Result<(), Error> {
+    let mut tx = admin.begin().await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {REBUILD_SCHEMA} CASCADE")))
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {REBUILD_SCHEMA}"))).execute(&mut *tx).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("SET LOCAL search_path TO {REBUILD_SCHEMA}"))).execute(&mut *tx).await?;
+    for ddl in passerelle_readmodel::TABLES_DDL {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(*ddl)).execute(&mut *tx).await?;
+    }
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {REBUILD_SCHEMA}.erased_subjects SELECT * FROM {live_schema}.erased_subjects"
+    )))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Replays every partition of `topics` from the beginning into the rebuild schema (through
+/// `pool`, whose search_path puts it first), then swaps it in under the live offsets' lock.
+pub async fn run(
+    admin: &PgPool,
+    pool: &PgPool,
+    applier: &Applier,
+    bootstrap_servers: &str,
+    topics: &[String],
+    live_schema: &str,
+    mut progress: impl FnMut(Progress),
+) -> Result<Rebuilt, Error> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap_servers)
+        .set("group.id", format!("passerelle-rebuild-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .create()?;
+    let mut assignment = TopicPartitionList::new();
+    let mut total = 0u64;
+    for topic in topics {
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+            assignment.add_partition_offset(topic, partition.id(), Offset::Beginning)?;
+            let (low, high) = consumer.fetch_watermarks(topic, partition.id(), Duration::from_secs(10))?;
+            total += u64::try_from(high - low).unwrap_or_default();
+        }
+    }
+    consumer.assign(&assignment)?;
+
+    let mut done = Rebuilt::default();
+    let mut reached: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    // Catch up without blocking anyone, until the log is drained.
+    loop {
+        let batch = read_batch(&consumer, 500, Duration::from_millis(500))?;
+        if batch.is_empty() {
+            break;
+        }
+        apply(pool, applier, &batch, &mut done, &mut reached).await?;
+        progress(Progress { records: done.records, total: total.max(done.records) });
+    }
+
+    // Swap: the live projection cannot commit a batch while this lock is held; the rebuild
+    // applies what it still misses of the live offsets, then the schemas trade names.
+    let mut swap = admin.acquire().await?;
+    let mut tx = swap.begin().await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("LOCK TABLE {live_schema}.projector_offsets IN EXCLUSIVE MODE")))
+        .execute(&mut *tx)
+        .await?;
+    let live: Vec<(String, i32, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT topic, partition, next_offset FROM {live_schema}.projector_offsets WHERE projection = $1"
+    )))
+    .bind(&applier.projection)
+    .fetch_all(&mut *tx)
+    .await?;
+    let behind = |reached: &BTreeMap<(String, i32), i64>| {
+        live.iter().any(|(topic, partition, next)| {
+            topics.contains(topic) && reached.get(&(topic.clone(), *partition)).copied().unwrap_or(0) < *next
+        })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while behind(&reached) {
+        if tokio::time::Instant::now() > deadline {
+            return Err(Error::Internal(
+                "the rebuild could not reach the live projection's offsets within 60 s; nothing was swapped".into(),
+            ));
+        }
+        let batch = read_batch(&consumer, 500, Duration::from_millis(200))?;
+        apply(pool, applier, &batch, &mut done, &mut reached).await?;
+    }
+    // Erasures made while the rebuild ran.
+    let erased: Vec<(uuid::Uuid,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT DISTINCT COALESCE(p.merged_into, p.person_id)
+         FROM {live_schema}.erased_subjects e
+         JOIN {REBUILD_SCHEMA}.subject_links l ON l.subject_key = e.subject_key
+         JOIN {REBUILD_SCHEMA}.persons p ON p.person_id = l.person_id
+         WHERE e.subject_key NOT IN (SELECT subject_key FROM {REBUILD_SCHEMA}.erased_subjects)"
+    )))
+    .fetch_all(&mut *tx)
+    .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {REBUILD_SCHEMA}.erased_subjects SELECT * FROM {live_schema}.erased_subjects ON CONFLICT DO NOTHING"
+    )))
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("SET LOCAL search_path TO {REBUILD_SCHEMA}, public")))
+        .execute(&mut *tx)
+        .await?;
+    for (person,) in erased {
+        crate::erase::remove_from_read_models(&mut tx, person).await?;
+    }
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {RETIRED_SCHEMA} CASCADE")))
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("ALTER SCHEMA {live_schema} RENAME TO {RETIRED_SCHEMA}")))
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("ALTER SCHEMA {REBUILD_SCHEMA} RENAME TO {live_schema}")))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    // A live batch that waited on the lock commits into the retired tables; the worker then
+    // finds a gap in the new ones and seeks back (apply.rs), so dropping them loses nothing.
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {RETIRED_SCHEMA} CASCADE")))
+        .execute(&mut *swap)
+        .await?;
+    let (persons,): (i64,) =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {live_schema}.dossiers")))
+            .fetch_one(&mut *swap)
+            .await?;
+    done.persons = persons;
+    Ok(done)
+}
+
+fn read_batch(consumer: &BaseConsumer, max: usize, wait: Duration) -> Result<Vec<Record>, Error> {
+    let mut batch = Vec::new();
+    let deadline = std::time::Instant::now() + wait;
+    while batch.len() < max {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match consumer.poll(left) {
+            None => break,
+            Some(Ok(message)) => batch.push(Record {
+                topic: message.topic().to_owned(),
+                partition: message.partition(),
+                offset: message.offset(),
+                key: message.key().map(<[u8]>::to_vec),
+                value: message.payload().map(<[u8]>::to_vec),
+            }),
+            Some(Err(error)) => {
+                tracing::warn!(error = %error, "rebuild consumer error, retrying");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+    Ok(batch)
+}
+
+async fn apply(
+    pool: &PgPool,
+    applier: &Applier,
+    batch: &[Record],
+    done: &mut Rebuilt,
+    reached: &mut BTreeMap<(String, i32), i64>,
+) -> Result<(), Error> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let outcome = applier.apply(pool, batch).await?;
+    done.records += batch.len() as u64;
+    done.applied += outcome.applied;
+    done.dead_letters += outcome.dead_letters.len() as u64;
+    reached.extend(outcome.offsets);
+    Ok(())
+}
