@@ -2,3 +2,5 @@
 //! référents and DPOs read, under the access policy, with every read journaled.
 
 pub mod policy;
+pub mod habilitations;
+pub mod auth;

@@ -353,8 +353,9 @@ impl Applier {
         let fact_json = serde_json::to_value(&event.payload).map_err(|e| Error::Internal(e.to_string()))?;
         sqlx::query(
             "INSERT INTO person_events (person_id, source, event_id, family, event_type, occurred_at, recorded_at, relayed_by,
-                                        household_key, territory, fact, corrects, role, subject_key, superseded_by, retracted_by)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+                                        household_key, territory, fact, corrects, role, subject_key,
+                                        sealed_key_id, sealed_nonce, sealed_data, commune, superseded_by, retracted_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
                      (SELECT event_id FROM person_events WHERE source = $2 AND corrects = $3 AND event_type <> 'retraction' LIMIT 1),
                      (SELECT event_id FROM person_events WHERE source = $2 AND corrects = $3 AND event_type = 'retraction' LIMIT 1))
              ON CONFLICT DO NOTHING",
@@ -373,6 +374,10 @@ impl Applier {
         .bind(target.as_deref())
         .bind(household.and_then(|h| h.role).map(|r| r.code()))
         .bind(envelope.subject.as_str())
+        .bind(event.personal.as_ref().map(|sealed| sealed.key_id))
+        .bind(event.personal.as_ref().map(|sealed| sealed.nonce.as_slice()))
+        .bind(event.personal.as_ref().map(|sealed| sealed.ciphertext.as_slice()))
+        .bind(envelope.commune.as_deref())
         .execute(&mut **tx)
         .await?;
         let mut persons = vec![person_id];

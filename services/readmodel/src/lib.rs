@@ -35,6 +35,11 @@ pub const TABLES_DDL: &[&str] = &[
          subject_key text NOT NULL, holder_key text NOT NULL, claimant_key text NOT NULL,
          decision text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());
      CREATE TABLE identity_pins (subject_key text PRIMARY KEY, owner_key text NOT NULL, decision_id uuid NOT NULL);",
+    // 1007, unqualified.
+    "ALTER TABLE person_events ADD COLUMN sealed_key_id uuid;
+     ALTER TABLE person_events ADD COLUMN sealed_nonce bytea;
+     ALTER TABLE person_events ADD COLUMN sealed_data bytea;
+     ALTER TABLE person_events ADD COLUMN commune text;",
 ];
 
 /// A person's id, derived from their identity key (the strongest subject key they were minted

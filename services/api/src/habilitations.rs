@@ -1,0 +1,165 @@
+//! The habilitations file: which organisations exist (SIRET → kind and territory or caisse) and
+//! which agents may act, individually, in which role for which organisation (DOMAIN.md §7). A
+//! valid token of an agent not listed here gets nothing.
+
+use std::{collections::HashMap, path::Path};
+
+use passerelle_domain::{Organisme, Siret, territory::Authority};
+use serde::Deserialize;
+
+use crate::policy::{OrganisationKind, Role};
+
+#[derive(Debug, Clone)]
+pub struct Organisation {
+    pub siret: String,
+    pub nom: String,
+    pub kind: OrganisationKind,
+    /// The RSA authority whose territory it serves (authority, France Travail agency).
+    pub territory: Option<String>,
+    /// The caisse (CAF/MSA organisme).
+    pub organisme: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Agent {
+    pub uid: String,
+    pub role: Role,
+    pub organisation: Organisation,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Habilitations {
+    agents: HashMap<String, Agent>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    organisations: Vec<OrganisationEntry>,
+    #[serde(default)]
+    agents: Vec<AgentEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrganisationEntry {
+    siret: String,
+    nom: String,
+    kind: String,
+    territory: Option<String>,
+    organisme: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentEntry {
+    uid: String,
+    siret: String,
+    role: String,
+}
+
+impl Habilitations {
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the habilitations file {}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut organisations = HashMap::new();
+        for (index, entry) in file.organisations.into_iter().enumerate() {
+            let at = format!("organisations[{index}]");
+            Siret::parse(&entry.siret).map_err(|e| format!("{at}.siret: {e}"))?;
+            let kind = match entry.kind.as_str() {
+                "autorite_rsa" => OrganisationKind::AutoriteRsa,
+                "caisse" => OrganisationKind::Caisse,
+                "france_travail" => OrganisationKind::FranceTravail,
+                "structure" => OrganisationKind::Structure,
+                other => {
+                    return Err(format!(
+                        "{at}.kind: {other:?} is not autorite_rsa, caisse, france_travail or structure"
+                    ));
+                }
+            };
+            if let Some(territory) = &entry.territory {
+                Authority::parse(territory).map_err(|e| format!("{at}.territory: {e}"))?;
+            }
+            if let Some(organisme) = &entry.organisme {
+                Organisme::parse(organisme).map_err(|e| format!("{at}.organisme: {e}"))?;
+            }
+            match kind {
+                OrganisationKind::AutoriteRsa | OrganisationKind::FranceTravail if entry.territory.is_none() => {
+                    return Err(format!("{at}.territory: required for {}", entry.kind));
+                }
+                OrganisationKind::Caisse if entry.organisme.is_none() => {
+                    return Err(format!("{at}.organisme: required for a caisse"));
+                }
+                _ => {}
+            }
+            let organisation = Organisation {
+                siret: entry.siret.clone(),
+                nom: entry.nom,
+                kind,
+                territory: entry.territory,
+                organisme: entry.organisme,
+            };
+            if organisations.insert(entry.siret.clone(), organisation).is_some() {
+                return Err(format!("{at}.siret: {} is listed twice", entry.siret));
+            }
+        }
+        let mut agents = HashMap::new();
+        for (index, entry) in file.agents.into_iter().enumerate() {
+            let at = format!("agents[{index}]");
+            let role = Role::parse(&entry.role).ok_or_else(|| {
+                format!("{at}.role: {:?} is not charge_orientation, gestionnaire_rsa, agent_caisse, conseiller_ft, agent_structure or dpo", entry.role)
+            })?;
+            let organisation = organisations
+                .get(&entry.siret)
+                .cloned()
+                .ok_or_else(|| format!("{at}.siret: no organisation {} in this file", entry.siret))?;
+            if let Some(kind) = role.organisation_kind()
+                && kind != organisation.kind
+            {
+                return Err(format!("{at}.role: {} is not a role of a {:?} organisation", entry.role, organisation.kind));
+            }
+            if agents.contains_key(&entry.uid) {
+                return Err(format!("{at}.uid: {} is listed twice", entry.uid));
+            }
+            agents.insert(entry.uid.clone(), Agent { uid: entry.uid, role, organisation });
+        }
+        Ok(Self { agents })
+    }
+
+    pub fn agent(&self, uid: &str) -> Option<&Agent> {
+        self.agents.get(uid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_development_file_is_valid() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/dev/habilitations.toml");
+        let habilitations = Habilitations::load(Path::new(path)).expect("valid");
+        assert!(habilitations.agent("cd52.orientation").is_some());
+    }
+
+    #[test]
+    fn mistakes_are_named_with_their_place() {
+        let org = "[[organisations]]\nsiret = \"73282932000074\"\nnom = \"x\"\nkind = \"structure\"\n";
+        for (text, expected) in [
+            ("[[organisations]]\nsiret = \"123\"\nnom = \"x\"\nkind = \"structure\"\n", "organisations[0].siret"),
+            ("[[organisations]]\nsiret = \"73282932000074\"\nnom = \"x\"\nkind = \"autorite_rsa\"\n", "organisations[0].territory"),
+            (&format!("{org}[[agents]]\nuid = \"a\"\nsiret = \"73282932000074\"\nrole = \"chef\"\n"), "agents[0].role"),
+            (&format!("{org}[[agents]]\nuid = \"a\"\nsiret = \"73282932000074\"\nrole = \"agent_caisse\"\n"), "agents[0].role"),
+            (&format!("{org}[[agents]]\nuid = \"a\"\nsiret = \"35600000000048\"\nrole = \"agent_structure\"\n"), "agents[0].siret"),
+        ] {
+            let error = Habilitations::parse(text).expect_err(text);
+            assert!(error.starts_with(expected), "{error}");
+        }
+    }
+}
