@@ -80,7 +80,8 @@ impl TestHub {
         let pepper = SecretKey::generate();
         let master = SecretKey::generate();
         let mut config = Config {
-            database_url: format!("{base}/{database}"),
+            database_url: format!("{}/{database}", base.replacen("//postgres@", "//passerelle_app@", 1)),
+            database_owner_url: Some(format!("{base}/{database}")),
             grpc_listen: "127.0.0.1:0".parse()?,
             http_listen: "127.0.0.1:0".parse()?,
             registry_listen: "127.0.0.1:0".parse()?,
@@ -90,6 +91,8 @@ impl TestHub {
         config.tls.cert_file = credentials_dir.join("server.pem");
         config.tls.key_file = credentials_dir.join("server.key");
         config.tls.client_ca_file = credentials_dir.join("ca.pem");
+        config.api.jwks_file = credentials_dir.join("oidc-dev-jwks.json");
+        config.api.habilitations_file = repo_root().join("infra/dev/habilitations.toml");
         config.kafka.bootstrap_servers = bootstrap.to_owned();
         config.kafka.topic_prefix = format!("t{}.", &unique[..12]);
         config.kafka.partitions = 3;

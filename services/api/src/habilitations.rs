@@ -122,7 +122,10 @@ impl Habilitations {
             if let Some(kind) = role.organisation_kind()
                 && kind != organisation.kind
             {
-                return Err(format!("{at}.role: {} is not a role of a {:?} organisation", entry.role, organisation.kind));
+                return Err(format!(
+                    "{at}.role: {} is not a role of a {:?} organisation",
+                    entry.role, organisation.kind
+                ));
             }
             if agents.contains_key(&entry.uid) {
                 return Err(format!("{at}.uid: {} is listed twice", entry.uid));
@@ -153,10 +156,19 @@ mod tests {
         let org = "[[organisations]]\nsiret = \"73282932000074\"\nnom = \"x\"\nkind = \"structure\"\n";
         for (text, expected) in [
             ("[[organisations]]\nsiret = \"123\"\nnom = \"x\"\nkind = \"structure\"\n", "organisations[0].siret"),
-            ("[[organisations]]\nsiret = \"73282932000074\"\nnom = \"x\"\nkind = \"autorite_rsa\"\n", "organisations[0].territory"),
+            (
+                "[[organisations]]\nsiret = \"73282932000074\"\nnom = \"x\"\nkind = \"autorite_rsa\"\n",
+                "organisations[0].territory",
+            ),
             (&format!("{org}[[agents]]\nuid = \"a\"\nsiret = \"73282932000074\"\nrole = \"chef\"\n"), "agents[0].role"),
-            (&format!("{org}[[agents]]\nuid = \"a\"\nsiret = \"73282932000074\"\nrole = \"agent_caisse\"\n"), "agents[0].role"),
-            (&format!("{org}[[agents]]\nuid = \"a\"\nsiret = \"35600000000048\"\nrole = \"agent_structure\"\n"), "agents[0].siret"),
+            (
+                &format!("{org}[[agents]]\nuid = \"a\"\nsiret = \"73282932000074\"\nrole = \"agent_caisse\"\n"),
+                "agents[0].role",
+            ),
+            (
+                &format!("{org}[[agents]]\nuid = \"a\"\nsiret = \"35600000000048\"\nrole = \"agent_structure\"\n"),
+                "agents[0].siret",
+            ),
         ] {
             let error = Habilitations::parse(text).expect_err(text);
             assert!(error.starts_with(expected), "{error}");

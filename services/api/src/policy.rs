@@ -259,11 +259,7 @@ pub fn section(role: Role, purpose: Purpose, situation: &Situation, section: Sec
             Shown
         }
         (Role::ChargeOrientation | Role::GestionnaireRsa | Role::ConseillerFt, Section::Diagnostic) => {
-            if situation.consent_diagnostic {
-                Shown
-            } else {
-                Withheld(Motif::Consentement)
-            }
+            if situation.consent_diagnostic { Shown } else { Withheld(Motif::Consentement) }
         }
         _ => Withheld(Motif::Role),
     };
@@ -329,22 +325,38 @@ mod tests {
             let wanted = Section::parse(field(6)).unwrap_or_else(|| panic!("row {line}: section {:?}", field(6)));
             let got = outcome(role, purpose, &situation, wanted);
             if got != field(7) {
-                wrong.push(format!("{}: expected {}, decided {got}", record.iter().collect::<Vec<_>>().join(","), field(7)));
+                wrong.push(format!(
+                    "{}: expected {}, decided {got}",
+                    record.iter().collect::<Vec<_>>().join(","),
+                    field(7)
+                ));
             }
             rows += 1;
         }
         assert!(rows >= 60, "the table lost rows: {rows}");
-        assert!(wrong.is_empty(), "{} decisions differ from docs/policy/decisions.csv:\n{}", wrong.len(), wrong.join("\n"));
+        assert!(
+            wrong.is_empty(),
+            "{} decisions differ from docs/policy/decisions.csv:\n{}",
+            wrong.len(),
+            wrong.join("\n")
+        );
     }
 
     #[test]
     fn out_of_reach_is_decided_before_any_section_so_it_answers_like_a_missing_person() {
         // Whatever the person's situation (opposition, consent), an agent without relation who is
         // not the référent gets not_found: the answer carries nothing about the person.
-        for role in [Role::ChargeOrientation, Role::GestionnaireRsa, Role::AgentCaisse, Role::ConseillerFt, Role::AgentStructure] {
+        for role in [
+            Role::ChargeOrientation,
+            Role::GestionnaireRsa,
+            Role::AgentCaisse,
+            Role::ConseillerFt,
+            Role::AgentStructure,
+        ] {
             for purpose in Purpose::ALL.into_iter().filter(|p| purpose_allowed(role, *p)) {
                 for (opposition, consent_diagnostic) in [(false, false), (true, false), (false, true), (true, true)] {
-                    let situation = Situation { relation: Relation::None, referent: false, opposition, consent_diagnostic };
+                    let situation =
+                        Situation { relation: Relation::None, referent: false, opposition, consent_diagnostic };
                     assert_eq!(access(role, purpose, &situation), Access::NotFound, "{role:?} {purpose:?}");
                 }
             }

@@ -68,10 +68,37 @@ impl SubjectKeys {
         )
     }
 
+    /// The blind index of a name and birth date, for the API's search (never a subject key:
+    /// namesakes share it). Names are compared without case, accents or extra spaces.
+    pub fn name_and_birth_date(&self, nom: &str, date_naissance: chrono::NaiveDate) -> SubjectKey {
+        self.derive("nn", &format!("{}/{date_naissance}", normalise_name(nom)))
+    }
+
     /// A household: the CAF/MSA dossier (organisme + normalised matricule).
     pub fn household(&self, organisme: &Organisme, matricule: &Matricule) -> SubjectKey {
         self.derive("foyer", &format!("{}/{}", organisme.as_str(), matricule.as_str()))
     }
+}
+
+/// Upper case, without accents, hyphens and apostrophes as spaces, single spaces.
+pub fn normalise_name(text: &str) -> String {
+    let plain: String = text
+        .chars()
+        .flat_map(char::to_uppercase)
+        .map(|c| match c {
+            'À' | 'Â' | 'Ä' | 'Á' | 'Ã' => 'A',
+            'Ç' => 'C',
+            'É' | 'È' | 'Ê' | 'Ë' => 'E',
+            'Î' | 'Ï' | 'Í' | 'Ì' => 'I',
+            'Ô' | 'Ö' | 'Ó' | 'Ò' | 'Õ' => 'O',
+            'Ù' | 'Û' | 'Ü' | 'Ú' => 'U',
+            'Ÿ' => 'Y',
+            'Ñ' => 'N',
+            '-' | '\'' | '’' => ' ',
+            other => other,
+        })
+        .collect();
+    plain.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]

@@ -34,6 +34,8 @@ pub struct Prepared {
     pub subject_key: String,
     pub topic: String,
     pub value: Vec<u8>,
+    /// Blind index for search by name and birth date (a Kafka header, never the value).
+    pub search_key: Option<String>,
 }
 
 impl IngestHub {
@@ -63,6 +65,10 @@ impl IngestHub {
                 serde_json::to_vec(&event.personal).map_err(|_| Error::Internal("personal data serialisation"))?;
             Some(key.seal(&plaintext, event.envelope.event_id.as_str().as_bytes())?)
         };
+        let search_key = match (&event.personal.nom, event.personal.date_naissance) {
+            (Some(nom), Some(date)) => Some(self.keys.name_and_birth_date(nom, date).as_str().to_owned()),
+            _ => None,
+        };
         let logged = LoggedEvent { family: event.family, envelope: event.envelope, payload: event.payload, personal };
         let datum = codec::encode(&logged, &writer.schema)?;
         Ok(Prepared {
@@ -71,12 +77,19 @@ impl IngestHub {
             subject_key: logged.envelope.subject.as_str().to_owned(),
             topic: self.topics.topic(logged.family),
             value: framing::frame(writer.id, &datum),
+            search_key,
         })
     }
 
     /// Hands a prepared event to the producer, keyed by its subject.
     pub fn enqueue(&self, prepared: &Prepared) -> Result<Pending, PublishError> {
-        self.publisher.enqueue(&prepared.topic, &prepared.subject_key, &prepared.value, OwnedHeaders::new())
+        let headers = match &prepared.search_key {
+            Some(key) => {
+                OwnedHeaders::new().insert(rdkafka::message::Header { key: "passerelle-search", value: Some(key) })
+            }
+            None => OwnedHeaders::new(),
+        };
+        self.publisher.enqueue(&prepared.topic, &prepared.subject_key, &prepared.value, headers)
     }
 
     pub async fn publish(&self, prepared: &Prepared) -> Result<Delivered, PublishError> {

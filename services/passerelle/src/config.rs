@@ -19,8 +19,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
-    /// PostgreSQL: read models, data keys, schema registry.
+    /// PostgreSQL as the application's role (`passerelle_app`): read models, data keys, schema
+    /// registry, and the access journal, which this role may only insert into and read.
     pub database_url: String,
+    /// PostgreSQL as the role that owns the schemas: migrations and projection rebuilds. Unset,
+    /// `database_url` is used for both, and the journal is only as append-only as that role.
+    pub database_owner_url: Option<String>,
     pub kafka: KafkaSettings,
     /// gRPC ingestion API.
     pub grpc_listen: SocketAddr,
@@ -43,7 +47,35 @@ pub struct Config {
     /// Persons without contact for this many days are erased by the daily retention job
     /// (accompaniment data is kept 2 years after the last contact).
     pub retention_days: i64,
+    /// The API feuille de route.
+    pub api: ApiConfig,
 }
+
+/// Who may call the API feuille de route, and how their tokens are checked.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ApiConfig {
+    /// Organisations and agents (uid → organisation and role).
+    pub habilitations_file: PathBuf,
+    /// The identity provider's public keys (JWKS), e.g. ProConnect's.
+    pub jwks_file: PathBuf,
+    pub issuer: String,
+    pub audience: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            habilitations_file: PathBuf::from("infra/dev/habilitations.toml"),
+            jwks_file: PathBuf::from("var/pki/oidc-dev-jwks.json"),
+            issuer: DEV_ISSUER.into(),
+            audience: "passerelle".into(),
+        }
+    }
+}
+
+/// The issuer of the development tokens (`passerelle dev token`).
+pub const DEV_ISSUER: &str = "https://passerelle.invalid/dev-oidc";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -109,7 +141,8 @@ impl SecretsConfig {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            database_url: "postgres://postgres@127.0.0.1:5432/passerelle".into(),
+            database_url: "postgres://passerelle_app@127.0.0.1:5432/passerelle".into(),
+            database_owner_url: Some("postgres://postgres@127.0.0.1:5432/passerelle".into()),
             kafka: KafkaSettings::default(),
             grpc_listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -121,6 +154,7 @@ impl Default for Config {
             projector_group: "passerelle-projector-dossier".into(),
             retention_days: 730,
             projector_max_batch: 500,
+            api: ApiConfig::default(),
         }
     }
 }

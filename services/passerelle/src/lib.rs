@@ -80,17 +80,27 @@ impl Running {
 /// Connects to PostgreSQL, applies the migrations, and returns the application's pool, whose
 /// connections read the read models from their schema (`search_path readmodel, public`).
 pub async fn connect_database(url: &str) -> anyhow::Result<PgPool> {
-    let unreachable = "cannot reach PostgreSQL with database_url (is the server running, and the database created? infra/db-setup.sh creates it)";
+    connect_as(url, url).await
+}
+
+/// Migrations as the owner role, then the application's pool as the application's role.
+pub async fn connect(config: &Config) -> anyhow::Result<PgPool> {
+    connect_as(config.database_owner_url.as_deref().unwrap_or(&config.database_url), &config.database_url).await
+}
+
+async fn connect_as(owner_url: &str, url: &str) -> anyhow::Result<PgPool> {
+    let unreachable = "cannot reach PostgreSQL with database_owner_url (is the server running, and the database created? infra/db-setup.sh creates it)";
     // Migrations on a connection with the default search_path, so that sqlx's bookkeeping
     // table stays in public.
     let migrations = PgPoolOptions::new()
         .max_connections(1)
         .acquire_timeout(Duration::from_secs(5))
-        .connect(url)
+        .connect(owner_url)
         .await
         .context(unreachable)?;
     passerelle_eventlog::migrator().run(&migrations).await.context("event log migrations failed")?;
     passerelle_readmodel::migrator().run(&migrations).await.context("read model migrations failed")?;
+    passerelle_api::migrator().run(&migrations).await.context("journal migrations failed")?;
     migrations.close().await;
     connect_with_search_path(url, passerelle_readmodel::SCHEMA).await
 }
@@ -135,7 +145,7 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
     let pepper = config.secrets.pepper()?;
     let master = config.secrets.master_key()?;
     let institutions = Institutions::load(&config.institutions_file).map_err(anyhow::Error::msg)?;
-    let pool = connect_database(&config.database_url).await?;
+    let pool = connect(config).await?;
     let topics = Topics::new(config.kafka.topic_prefix.clone());
     let registry = Registry::new(pool.clone(), topics.clone());
     registry.register_committed().await.context("registering the committed schemas")?;
@@ -215,7 +225,16 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
     let http_addr = http_listener.local_addr()?;
     let ready_pool = pool.clone();
     let ready_publisher = publisher.clone();
-    let http = Router::new()
+    let api = passerelle_api::service::Api::new(
+        pool.clone(),
+        passerelle_api::habilitations::Habilitations::load(&config.api.habilitations_file)
+            .map_err(anyhow::Error::msg)?,
+        passerelle_api::auth::Verifier::from_file(&config.api.jwks_file, &config.api.issuer, &config.api.audience)
+            .map_err(|e| anyhow::anyhow!("{e} (api.jwks_file; infra/dev-pki.sh writes a development key set)"))?,
+        SubjectKeys::new(config.secrets.pepper()?),
+        KeyStore::new(pool.clone(), config.secrets.master_key()?),
+    );
+    let http = passerelle_api::rest::router(Arc::new(api))
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
@@ -276,6 +295,31 @@ pub fn projected_topics(topics: &Topics) -> Vec<String> {
     all
 }
 
+/// A development access token for `agent` (`passerelle dev token`): its siret from the
+/// habilitations file, the configured issuer and audience, signed with the development key.
+pub fn dev_token(config: &Config, agent: &str, key: &std::path::Path, ttl_seconds: i64) -> anyhow::Result<String> {
+    let habilitations = passerelle_api::habilitations::Habilitations::load(&config.api.habilitations_file)
+        .map_err(anyhow::Error::msg)?;
+    let listed = habilitations
+        .agent(agent)
+        .ok_or_else(|| anyhow::anyhow!("no agent {agent:?} in {}", config.api.habilitations_file.display()))?;
+    let der = std::fs::read(key).with_context(|| {
+        format!("cannot read the development signing key {} (infra/dev-pki.sh writes it)", key.display())
+    })?;
+    let now = chrono::Utc::now().timestamp();
+    let claims = passerelle_api::auth::Claims {
+        iss: config.api.issuer.clone(),
+        aud: config.api.audience.clone(),
+        sub: agent.to_owned(),
+        exp: now + ttl_seconds,
+        iat: now,
+        uid: agent.to_owned(),
+        email: format!("{agent}@agents.invalid"),
+        siret: listed.organisation.siret.clone(),
+    };
+    passerelle_api::auth::mint(&der, &claims).map_err(anyhow::Error::msg)
+}
+
 /// The projections `passerelle projections rebuild` knows.
 pub const PROJECTIONS: &[&str] = &["dossier"];
 
@@ -289,15 +333,16 @@ pub async fn rebuild_projection(
     if !PROJECTIONS.contains(&name) {
         anyhow::bail!("unknown projection {name:?}; the projections are: {}", PROJECTIONS.join(", "));
     }
-    let live = connect_database(&config.database_url).await?;
+    let live = connect(config).await?;
+    let owner_url = config.database_owner_url.as_deref().unwrap_or(&config.database_url);
     let admin = PgPoolOptions::new()
         .max_connections(2)
         .acquire_timeout(Duration::from_secs(5))
-        .connect(&config.database_url)
+        .connect(owner_url)
         .await
         .context("cannot reach PostgreSQL with database_url")?;
     passerelle_projector::rebuild::prepare(&admin, passerelle_readmodel::SCHEMA).await?;
-    let pool = connect_with_search_path(&config.database_url, passerelle_projector::rebuild::REBUILD_SCHEMA).await?;
+    let pool = connect_with_search_path(owner_url, passerelle_projector::rebuild::REBUILD_SCHEMA).await?;
     let topics = Topics::new(config.kafka.topic_prefix.clone());
     let registry = Registry::new(live.clone(), topics.clone());
     registry.register_committed().await?;
@@ -323,7 +368,7 @@ pub async fn publish_identity_decision(
     config: &Config,
     decision: &passerelle_eventlog::identity::IdentityDecision,
 ) -> anyhow::Result<()> {
-    let pool = connect_database(&config.database_url).await?;
+    let pool = connect(config).await?;
     let topics = Topics::new(config.kafka.topic_prefix.clone());
     let registry = Registry::new(pool, topics.clone());
     registry.register_committed().await?;
@@ -348,7 +393,7 @@ pub async fn replay_dead_letter(
     config: &Config,
     dead_letter_id: i64,
 ) -> anyhow::Result<passerelle_projector::dlq::Replayed> {
-    let pool = connect_database(&config.database_url).await?;
+    let pool = connect(config).await?;
     let topics = Topics::new(config.kafka.topic_prefix.clone());
     let applier = dossier_applier(Registry::new(pool.clone(), topics.clone()), &topics);
     Ok(passerelle_projector::dlq::replay(&pool, &applier, &config.kafka.bootstrap_servers, dead_letter_id).await?)

@@ -180,10 +180,23 @@ enum DevCommand {
         out: PathBuf,
     },
     /// Issues development credentials: a CA, the hub's server certificate, and one client
-    /// certificate per institution of the institutions file.
+    /// certificate per institution of the institutions file; and the development token issuer.
     Pki {
         #[arg(long, default_value = "var/pki")]
         out: PathBuf,
+    },
+    /// Mints an access token for an agent of the habilitations file, signed with the development
+    /// key: only a hub whose api.jwks_file is the development key set accepts it.
+    Token {
+        /// The agent's uid (infra/dev/habilitations.toml lists them).
+        #[arg(long)]
+        agent: String,
+        /// The development signing key (written by `passerelle dev pki`).
+        #[arg(long, default_value = "var/pki/oidc-dev-key.der")]
+        key: PathBuf,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: i64,
     },
 }
 
@@ -216,7 +229,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Erase { person_id, nir } => {
-            let pool = passerelle::connect_database(&config.database_url).await?;
+            let pool = passerelle::connect(&config).await?;
             let person = match (person_id, nir) {
                 (Some(person_id), _) => Some(person_id),
                 (None, Some(nir)) => {
@@ -245,7 +258,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dlq { command: DlqCommand::List { all } } => {
-            let pool = passerelle::connect_database(&config.database_url).await?;
+            let pool = passerelle::connect(&config).await?;
             let letters = passerelle_projector::dlq::list(&pool, all).await?;
             if letters.is_empty() {
                 println!("no dead letters");
@@ -285,7 +298,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Identite { command: IdentiteCommand::Conflicts { all } } => {
-            let pool = passerelle::connect_database(&config.database_url).await?;
+            let pool = passerelle::connect(&config).await?;
             let conflicts = passerelle_projector::identite::list(&pool, all).await?;
             if conflicts.is_empty() {
                 println!("no identity conflicts{}", if all { "" } else { " awaiting a decision" });
@@ -309,7 +322,7 @@ async fn main() -> anyhow::Result<()> {
             let by = passerelle_domain::AgentUid::parse(&by).map_err(|e| anyhow::anyhow!("--by: {e}"))?;
             let decision = passerelle_eventlog::identity::Decision::parse(&decision)
                 .ok_or_else(|| anyhow::anyhow!("--decision: confirm, reject or merge"))?;
-            let pool = passerelle::connect_database(&config.database_url).await?;
+            let pool = passerelle::connect(&config).await?;
             let decision = passerelle_projector::identite::decision_for(&pool, conflict, decision, by.as_str()).await?;
             passerelle::publish_identity_decision(&config, &decision).await?;
             println!(
@@ -330,13 +343,17 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Retention => {
-            let pool = passerelle::connect_database(&config.database_url).await?;
+            let pool = passerelle::connect(&config).await?;
             let cutoff = chrono::Utc::now() - chrono::Duration::days(config.retention_days);
             let erased = passerelle_projector::erase::retention(&pool, cutoff).await?;
             println!("retention: {erased} persons without contact since {} erased", cutoff.date_naive());
             Ok(())
         }
         Command::Import { .. } => unreachable!("handled before the configuration is read"),
+        Command::Dev { command: DevCommand::Token { agent, key, ttl } } => {
+            println!("{}", passerelle::dev_token(&config, &agent, &key, ttl)?);
+            Ok(())
+        }
         Command::Dev { command: DevCommand::Pki { out } } => {
             let institutions = passerelle_ingest::institutions::Institutions::load(&config.institutions_file)
                 .map_err(anyhow::Error::msg)?;

@@ -4,7 +4,8 @@
 //! operator's CA; only the file layout below matters to the hub.
 //!
 //! Layout of the output directory: `ca.pem` `ca.key` `server.pem` `server.key`
-//! `<institution>.pem` `<institution>.key`.
+//! `<institution>.pem` `<institution>.key`, and the development token issuer's
+//! `oidc-dev-key.der` and `oidc-dev-jwks.json`.
 
 use std::path::Path;
 
@@ -63,5 +64,22 @@ pub fn issue_dev_pki(out: &Path, institutions: &Institutions) -> anyhow::Result<
         issued.push(institution.id.clone());
     }
     issued.sort();
+    issue_dev_oidc(out)?;
     Ok(issued)
+}
+
+/// The development token issuer: `oidc-dev-key.der` (PKCS#8 P-256, for `passerelle dev token`)
+/// and `oidc-dev-jwks.json` (its public key set, for the hub's `api.jwks_file`).
+pub fn issue_dev_oidc(out: &Path) -> anyhow::Result<()> {
+    let key = KeyPair::generate()?;
+    let keys =
+        passerelle_api::auth::DevKeys::new(key.serialize_der(), key.public_key_raw()).map_err(anyhow::Error::msg)?;
+    let path = out.join("oidc-dev-key.der");
+    std::fs::write(&path, &keys.pkcs8_der).with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    write(out, "oidc-dev-jwks.json", &serde_json::to_string_pretty(&keys.jwks)?)
 }

@@ -29,6 +29,33 @@ pub struct Record {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
+    /// The blind index the hub computed for search by name and birth date (header
+    /// `passerelle-search`), if the event carried them.
+    pub search_key: Option<String>,
+}
+
+/// The header carrying the search blind index.
+pub const SEARCH_HEADER: &str = "passerelle-search";
+
+impl Record {
+    pub fn from_message(message: &impl rdkafka::Message) -> Self {
+        use rdkafka::message::Headers as _;
+        let search_key = message.headers().and_then(|headers| {
+            headers
+                .iter()
+                .find(|header| header.key == SEARCH_HEADER)
+                .and_then(|header| header.value)
+                .map(|value| String::from_utf8_lossy(value).into_owned())
+        });
+        Self {
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            value: message.payload().map(<[u8]>::to_vec),
+            search_key,
+        }
+    }
 }
 
 /// A record that could not be decoded or applied.
@@ -354,8 +381,9 @@ impl Applier {
         sqlx::query(
             "INSERT INTO person_events (person_id, source, event_id, family, event_type, occurred_at, recorded_at, relayed_by,
                                         household_key, territory, fact, corrects, role, subject_key,
-                                        sealed_key_id, sealed_nonce, sealed_data, commune, superseded_by, retracted_by)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+                                        sealed_key_id, sealed_nonce, sealed_data, commune, search_key, organisme,
+                                        superseded_by, retracted_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
                      (SELECT event_id FROM person_events WHERE source = $2 AND corrects = $3 AND event_type <> 'retraction' LIMIT 1),
                      (SELECT event_id FROM person_events WHERE source = $2 AND corrects = $3 AND event_type = 'retraction' LIMIT 1))
              ON CONFLICT DO NOTHING",
@@ -378,6 +406,8 @@ impl Applier {
         .bind(event.personal.as_ref().map(|sealed| sealed.nonce.as_slice()))
         .bind(event.personal.as_ref().map(|sealed| sealed.ciphertext.as_slice()))
         .bind(envelope.commune.as_deref())
+        .bind(record.search_key.as_deref())
+        .bind(household.map(|h| h.organisme.as_str()))
         .execute(&mut **tx)
         .await?;
         let mut persons = vec![person_id];

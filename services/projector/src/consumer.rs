@@ -5,7 +5,7 @@
 use std::{sync::Arc, time::Duration};
 
 use rdkafka::{
-    ClientConfig, Message, Offset, TopicPartitionList,
+    ClientConfig, Offset, TopicPartitionList,
     consumer::{CommitMode, Consumer, StreamConsumer},
     message::{Header, OwnedHeaders},
     producer::{FutureProducer, FutureRecord},
@@ -171,13 +171,7 @@ async fn seek_back(
 }
 
 fn owned(message: &rdkafka::message::BorrowedMessage<'_>) -> Record {
-    Record {
-        topic: message.topic().to_owned(),
-        partition: message.partition(),
-        offset: message.offset(),
-        key: message.key().map(<[u8]>::to_vec),
-        value: message.payload().map(<[u8]>::to_vec),
-    }
+    Record::from_message(message)
 }
 
 /// Whether a failed transaction is worth retrying: the database restarting or unreachable,

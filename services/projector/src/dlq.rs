@@ -54,13 +54,7 @@ fn fetch(bootstrap: &str, topic: &str, partition: i32, offset: i64) -> Result<Re
         let Some(message) = consumer.poll(Duration::from_millis(500)) else { continue };
         let message = message?;
         if message.offset() == offset {
-            return Ok(Record {
-                topic: topic.to_owned(),
-                partition,
-                offset,
-                key: message.key().map(<[u8]>::to_vec),
-                value: message.payload().map(<[u8]>::to_vec),
-            });
+            return Ok(Record::from_message(&message));
         }
     }
     Err(Error::Internal(format!("{topic}/{partition}@{offset} could not be read back (retention?)")))

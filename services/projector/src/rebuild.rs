@@ -5,7 +5,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use rdkafka::{
-    ClientConfig, Message, Offset, TopicPartitionList,
+    ClientConfig, Offset, TopicPartitionList,
     consumer::{BaseConsumer, Consumer},
 };
 use sqlx::{Connection, PgPool};
@@ -50,6 +50,20 @@ pub async fn prepare(admin: &PgPool, live_schema: &str) -> Result<(), Error> {
     }
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO {REBUILD_SCHEMA}.erased_subjects SELECT * FROM {live_schema}.erased_subjects"
+    )))
+    .execute(&mut *tx)
+    .await?;
+    // The application's role reads and writes the new tables as it did the old ones.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DO $$ BEGIN
+           IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'passerelle_app') THEN
+             GRANT USAGE ON SCHEMA {REBUILD_SCHEMA} TO passerelle_app;
+             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {REBUILD_SCHEMA} TO passerelle_app;
+             GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {REBUILD_SCHEMA} TO passerelle_app;
+             ALTER DEFAULT PRIVILEGES IN SCHEMA {REBUILD_SCHEMA} GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO passerelle_app;
+             ALTER DEFAULT PRIVILEGES IN SCHEMA {REBUILD_SCHEMA} GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO passerelle_app;
+           END IF;
+         END $$"
     )))
     .execute(&mut *tx)
     .await?;
@@ -180,13 +194,7 @@ fn read_batch(consumer: &BaseConsumer, max: usize, wait: Duration) -> Result<Vec
         }
         match consumer.poll(left) {
             None => break,
-            Some(Ok(message)) => batch.push(Record {
-                topic: message.topic().to_owned(),
-                partition: message.partition(),
-                offset: message.offset(),
-                key: message.key().map(<[u8]>::to_vec),
-                value: message.payload().map(<[u8]>::to_vec),
-            }),
+            Some(Ok(message)) => batch.push(Record::from_message(&message)),
             Some(Err(error)) => {
                 tracing::warn!(error = %error, "rebuild consumer error, retrying");
                 std::thread::sleep(Duration::from_millis(200));

@@ -1,0 +1,104 @@
+//! The access journal: one row per search, dossier or timeline read, territory view and refused
+//! attempt. Written in the same request, before the answer leaves; no NIR nor name, only the
+//! hub's person ids. The application's role may insert and read it, never change it.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// A row to write.
+#[derive(Debug, Clone, Default)]
+pub struct Entry {
+    pub request_id: Uuid,
+    pub action: &'static str,
+    pub agent_uid: Option<String>,
+    pub agent_siret: Option<String>,
+    pub agent_role: Option<&'static str>,
+    pub purpose: Option<&'static str>,
+    pub person_id: Option<Uuid>,
+    pub persons_found: Vec<Uuid>,
+    pub sections_shown: Vec<&'static str>,
+    pub sections_withheld: Vec<(&'static str, &'static str)>,
+    pub outcome: String,
+}
+
+pub async fn write(pool: &PgPool, entry: &Entry) -> Result<(), sqlx::Error> {
+    let withheld: Vec<serde_json::Value> = entry
+        .sections_withheld
+        .iter()
+        .map(|(section, motif)| serde_json::json!({"section": section, "motif": motif}))
+        .collect();
+    sqlx::query(
+        "INSERT INTO journal.entries (request_id, action, agent_uid, agent_siret, agent_role, purpose, person_id,
+                                      persons_found, sections_shown, sections_withheld, outcome)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(entry.request_id)
+    .bind(entry.action)
+    .bind(&entry.agent_uid)
+    .bind(&entry.agent_siret)
+    .bind(entry.agent_role)
+    .bind(entry.purpose)
+    .bind(entry.person_id)
+    .bind(&entry.persons_found)
+    .bind(&entry.sections_shown)
+    .bind(serde_json::Value::Array(withheld))
+    .bind(&entry.outcome)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// A row as the DPO reads it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Row {
+    pub entry_id: i64,
+    pub at: DateTime<Utc>,
+    pub request_id: Uuid,
+    pub action: String,
+    pub agent_uid: Option<String>,
+    pub agent_siret: Option<String>,
+    pub agent_role: Option<String>,
+    pub purpose: Option<String>,
+    pub person_id: Option<Uuid>,
+    pub persons_found: Vec<Uuid>,
+    pub sections_shown: Vec<String>,
+    pub sections_withheld: serde_json::Value,
+    pub outcome: String,
+}
+
+/// Rows about a person (as read or found) or by an agent, in a time window, oldest first.
+pub async fn read(
+    pool: &PgPool,
+    person_id: Option<Uuid>,
+    agent: Option<&str>,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    limit: i64,
+) -> Result<Vec<Row>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT entry_id, at, request_id, action, agent_uid, agent_siret, agent_role, purpose, person_id,
+                persons_found, sections_shown, sections_withheld, outcome
+         FROM journal.entries
+         WHERE ($1::uuid IS NULL OR person_id = $1 OR $1 = ANY(persons_found))
+           AND ($2::text IS NULL OR agent_uid = $2)
+           AND ($3::timestamptz IS NULL OR at >= $3)
+           AND ($4::timestamptz IS NULL OR at < $4)
+         ORDER BY at, entry_id
+         LIMIT $5",
+    )
+    .bind(person_id)
+    .bind(agent)
+    .bind(since)
+    .bind(until)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Deletes the rows older than one year (the daily job); the only deletion.
+pub async fn purge_expired(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    let (gone,): (i64,) = sqlx::query_as("SELECT journal.purge_expired()").fetch_one(pool).await?;
+    Ok(gone)
+}

@@ -1,0 +1,161 @@
+//! The REST/JSON face of the API under `/api/v1`, described by `openapi.json` (served at
+//! `/api/v1/openapi.json`). A NIR never travels in a URL: search is a POST with a JSON body.
+
+use std::{collections::HashMap, sync::Arc};
+
+use axum::{
+    Json, Router,
+    extract::{Path, Query, State, rejection::JsonRejection},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::service::{Api, Caller, Failure, JournalQuery, SearchRequest};
+
+/// The OpenAPI 3 description of this API.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// The purpose header of GET requests.
+pub const PURPOSE_HEADER: &str = "x-motif-acces";
+
+pub fn router(api: Arc<Api>) -> Router {
+    Router::new()
+        .route("/api/v1/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
+        .route("/api/v1/personnes/recherche", post(search))
+        .route("/api/v1/dossiers/{person_id}", get(dossier))
+        .route("/api/v1/dossiers/{person_id}/historique", get(timeline))
+        .route("/api/v1/territoires/{code}/indicateurs", get(indicators))
+        .route("/api/v1/territoires/{code}/files/{file}", get(queue))
+        .route("/api/v1/journal", get(journal))
+        .with_state(api)
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|value| value.to_str().ok())
+}
+
+/// Authenticates, runs `operation`, and shapes the answer (with the request id).
+async fn answer(
+    api: &Api,
+    headers: &HeaderMap,
+    action: &'static str,
+    operation: impl AsyncFnOnce(&Caller, Uuid) -> Result<Value, Failure>,
+) -> Response {
+    let request_id = Uuid::now_v7();
+    let result = match api.authenticate(request_id, action, header_str(headers, header::AUTHORIZATION.as_str())).await {
+        Ok(caller) => operation(&caller, request_id).await,
+        Err(failure) => Err(failure),
+    };
+    let mut response = match result {
+        Ok(body) => (StatusCode::OK, Json(body)).into_response(),
+        Err(failure) => failure_response(failure),
+    };
+    if let Ok(value) = HeaderValue::from_str(&request_id.to_string()) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+fn failure_response(failure: Failure) -> Response {
+    let (status, code, parameter) = match &failure {
+        Failure::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "non_authentifie", None),
+        Failure::NotHabilitated(_) => (StatusCode::FORBIDDEN, "non_habilite", None),
+        Failure::BadRequest { parameter, .. } => (StatusCode::BAD_REQUEST, "requete_invalide", Some(*parameter)),
+        Failure::NotFound => (StatusCode::NOT_FOUND, "introuvable", None),
+        Failure::Forbidden(_) => (StatusCode::FORBIDDEN, "refuse", None),
+        Failure::Internal(detail) => {
+            tracing::error!(error = %detail, "API request failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "erreur_interne", None)
+        }
+    };
+    let message = match &failure {
+        Failure::Internal(_) => "internal error; the request id identifies it in the hub's logs".to_owned(),
+        other => other.to_string(),
+    };
+    let mut body = json!({"erreur": code, "message": message});
+    if let Some(parameter) = parameter {
+        body["parametre"] = json!(parameter);
+    }
+    let mut response = (status, Json(body)).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
+async fn search(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    body: Result<Json<SearchRequest>, JsonRejection>,
+) -> Response {
+    answer(&api, &headers, "recherche", async |caller, request_id| {
+        let Json(request) =
+            body.map_err(|rejection| Failure::BadRequest { parameter: "body", reason: rejection.body_text() })?;
+        api.search(caller, request_id, &request).await
+    })
+    .await
+}
+
+async fn dossier(State(api): State<Arc<Api>>, headers: HeaderMap, Path(person_id): Path<String>) -> Response {
+    let purpose = header_str(&headers, PURPOSE_HEADER).map(str::to_owned);
+    answer(&api, &headers, "dossier", async |caller, request_id| {
+        api.dossier(caller, request_id, &person_id, purpose.as_deref()).await
+    })
+    .await
+}
+
+async fn timeline(State(api): State<Arc<Api>>, headers: HeaderMap, Path(person_id): Path<String>) -> Response {
+    let purpose = header_str(&headers, PURPOSE_HEADER).map(str::to_owned);
+    answer(&api, &headers, "historique", async |caller, request_id| {
+        api.timeline(caller, request_id, &person_id, purpose.as_deref()).await
+    })
+    .await
+}
+
+async fn indicators(State(api): State<Arc<Api>>, headers: HeaderMap, Path(code): Path<String>) -> Response {
+    let purpose = header_str(&headers, PURPOSE_HEADER).map(str::to_owned);
+    answer(&api, &headers, "territoire", async |caller, request_id| {
+        api.indicators(caller, request_id, &code, purpose.as_deref()).await
+    })
+    .await
+}
+
+async fn queue(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path((code, file)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let purpose = header_str(&headers, PURPOSE_HEADER).map(str::to_owned);
+    answer(&api, &headers, "territoire", async |caller, request_id| {
+        api.queue(
+            caller,
+            request_id,
+            &code,
+            &file,
+            query.get("page").map(String::as_str),
+            query.get("taille").map(String::as_str),
+            purpose.as_deref(),
+        )
+        .await
+    })
+    .await
+}
+
+async fn journal(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let query = JournalQuery {
+        person_id: query.get("person_id").cloned(),
+        agent: query.get("agent").cloned(),
+        depuis: query.get("depuis").cloned(),
+        jusqu_a: query.get("jusqu_a").cloned(),
+    };
+    answer(&api, &headers, "journal", async |caller, request_id| api.journal_read(caller, request_id, &query).await)
+        .await
+}

@@ -1,0 +1,727 @@
+//! The API's operations, independent of the transport: authenticate, decide with the policy,
+//! read the read models, journal. REST (`rest.rs`) is a thin face over these.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use passerelle_domain::{
+    DepartementCode, DepartementInternalId, FranceTravailId, Matricule, Nir, Organisme,
+    event::{PersonalData, SubjectKey},
+};
+use passerelle_eventlog::{
+    shredding::{KeyStore, Sealed},
+    subject::SubjectKeys,
+};
+use passerelle_readmodel::{Dossier, TimelineEntry, territory};
+use serde_json::{Value, json};
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+use crate::{
+    auth::{Claims, Rejected, Verifier},
+    habilitations::{Agent, Habilitations},
+    journal::{self, Entry},
+    policy::{self, Access, Decision, Motif, OrganisationKind, Purpose, Relation, Role, Section, Situation},
+};
+
+/// Why a request gets no data. The transport maps each to its status.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error("{0}")]
+    Unauthenticated(Rejected),
+    #[error("the agent {0:?} is not in the habilitations file, or not for the organisation (siret) of the token")]
+    NotHabilitated(String),
+    #[error("{parameter}: {reason}")]
+    BadRequest { parameter: &'static str, reason: String },
+    /// Out of reach or non-existent: the same answer for both.
+    #[error("no person reachable with this identifier")]
+    NotFound,
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl From<sqlx::Error> for Failure {
+    fn from(error: sqlx::Error) -> Self {
+        Failure::Internal(error.to_string())
+    }
+}
+
+impl Failure {
+    fn outcome(&self) -> String {
+        match self {
+            Failure::Unauthenticated(_) => "unauthenticated".into(),
+            Failure::NotHabilitated(_) => "not_habilitated".into(),
+            Failure::BadRequest { .. } => "invalid".into(),
+            Failure::NotFound => "not_found".into(),
+            Failure::Forbidden(motif) => format!("refused:{motif}"),
+            Failure::Internal(_) => "error".into(),
+        }
+    }
+}
+
+/// An authenticated, habilitated agent.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub agent: Agent,
+    pub claims: Claims,
+}
+
+pub struct Api {
+    pool: PgPool,
+    habilitations: Habilitations,
+    verifier: Verifier,
+    keys: SubjectKeys,
+    store: KeyStore,
+}
+
+/// The search criteria of `POST /personnes/recherche`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchRequest {
+    pub motif: Option<String>,
+    pub nir: Option<String>,
+    pub nom: Option<String>,
+    pub date_naissance: Option<String>,
+    pub matricule_caf: Option<String>,
+    pub organisme: Option<String>,
+    pub id_france_travail: Option<String>,
+    pub id_departement: Option<String>,
+    pub departement: Option<String>,
+}
+
+/// The journal query of the DPO.
+#[derive(Debug, Clone, Default)]
+pub struct JournalQuery {
+    pub person_id: Option<String>,
+    pub agent: Option<String>,
+    pub depuis: Option<String>,
+    pub jusqu_a: Option<String>,
+}
+
+impl Api {
+    pub fn new(
+        pool: PgPool,
+        habilitations: Habilitations,
+        verifier: Verifier,
+        keys: SubjectKeys,
+        store: KeyStore,
+    ) -> Self {
+        Self { pool, habilitations, verifier, keys, store }
+    }
+
+    /// Who calls: a valid token of a habilitated agent. A refusal is journaled.
+    pub async fn authenticate(
+        &self,
+        request_id: Uuid,
+        action: &'static str,
+        authorization: Option<&str>,
+    ) -> Result<Caller, Failure> {
+        let result = match self.verifier.verify(authorization) {
+            Err(rejected) => Err(Failure::Unauthenticated(rejected)),
+            Ok(claims) => match self.habilitations.agent(&claims.uid) {
+                Some(agent) if agent.organisation.siret == claims.siret => Ok(Caller { agent: agent.clone(), claims }),
+                _ => Err(Failure::NotHabilitated(claims.uid.clone())),
+            },
+        };
+        if let Err(failure) = &result {
+            let uid = match failure {
+                Failure::NotHabilitated(uid) => Some(uid.clone()),
+                _ => None,
+            };
+            self.journal(Entry { request_id, action, agent_uid: uid, outcome: failure.outcome(), ..Entry::default() })
+                .await?;
+        }
+        result
+    }
+
+    async fn journal(&self, entry: Entry) -> Result<(), Failure> {
+        journal::write(&self.pool, &entry).await.map_err(|e| Failure::Internal(format!("journal: {e}")))
+    }
+
+    fn entry(caller: &Caller, request_id: Uuid, action: &'static str, purpose: Option<Purpose>) -> Entry {
+        Entry {
+            request_id,
+            action,
+            agent_uid: Some(caller.agent.uid.clone()),
+            agent_siret: Some(caller.agent.organisation.siret.clone()),
+            agent_role: Some(caller.agent.role.code()),
+            purpose: purpose.map(Purpose::code),
+            ..Entry::default()
+        }
+    }
+
+    /// Journals a failure of an authenticated request, then returns it.
+    async fn refuse<T>(&self, mut entry: Entry, failure: Failure) -> Result<T, Failure> {
+        entry.outcome = failure.outcome();
+        self.journal(entry).await?;
+        Err(failure)
+    }
+
+    fn purpose(raw: Option<&str>, parameter: &'static str) -> Result<Purpose, Failure> {
+        let raw = raw.map(str::trim).filter(|raw| !raw.is_empty()).ok_or(Failure::BadRequest {
+            parameter,
+            reason: "required: the purpose of the read (orientation, accompagnement or instruction_rsa)".into(),
+        })?;
+        Purpose::parse(raw).ok_or(Failure::BadRequest {
+            parameter,
+            reason: format!("{raw:?} is not orientation, accompagnement or instruction_rsa"),
+        })
+    }
+
+    /// How the caller stands to the person.
+    async fn situation(&self, caller: &Caller, dossier: &Dossier) -> Result<Situation, Failure> {
+        let organisation = &caller.agent.organisation;
+        let relation = match organisation.kind {
+            OrganisationKind::AutoriteRsa | OrganisationKind::FranceTravail => {
+                let territory = organisation.territory.as_deref();
+                if dossier.territory.as_deref() == territory && territory.is_some() {
+                    Relation::Own
+                } else if organisation.kind == OrganisationKind::AutoriteRsa
+                    && territory.is_some()
+                    && dossier.previous_territory.as_deref() == territory
+                {
+                    Relation::MovedOut
+                } else {
+                    Relation::None
+                }
+            }
+            OrganisationKind::Caisse => {
+                let organisme: Option<(Option<String>,)> = sqlx::query_as(
+                    "SELECT organisme FROM person_events WHERE person_id = $1 AND household_key = $2 AND organisme IS NOT NULL
+                     ORDER BY occurred_at DESC LIMIT 1",
+                )
+                .bind(dossier.person_id)
+                .bind(&dossier.household_key)
+                .fetch_optional(&self.pool)
+                .await?;
+                match organisme.and_then(|(o,)| o) {
+                    Some(organisme) if Some(&organisme) == organisation.organisme.as_ref() => Relation::Own,
+                    _ => Relation::None,
+                }
+            }
+            OrganisationKind::Structure => Relation::None,
+        };
+        Ok(Situation {
+            relation,
+            referent: dossier.referent_uid.as_deref() == Some(caller.agent.uid.as_str()),
+            opposition: dossier.opposition,
+            consent_diagnostic: dossier.consent_diagnostic,
+        })
+    }
+
+    /// The person's dossier now (following a merge) and the caller's situation, or not found.
+    async fn reach(&self, caller: &Caller, person_id: Uuid, purpose: Purpose) -> Result<(Dossier, Situation), Failure> {
+        let dossier = match passerelle_readmodel::current_person(&self.pool, person_id).await? {
+            Some(current) => passerelle_readmodel::dossier(&self.pool, current).await?,
+            None => None,
+        };
+        // A purpose the role does not serve is refused whoever the person is (existing or not),
+        // except for the person's own référent reading for accompaniment.
+        let role = caller.agent.role;
+        if !policy::purpose_allowed(role, purpose) {
+            let referee = purpose == Purpose::Accompagnement
+                && role != Role::Dpo
+                && dossier.as_ref().is_some_and(|d| d.referent_uid.as_deref() == Some(caller.agent.uid.as_str()));
+            if !referee {
+                let motif = if role == Role::Dpo { Motif::Role } else { Motif::MotifAcces };
+                return Err(Failure::Forbidden(motif.code()));
+            }
+        }
+        let dossier = dossier.ok_or(Failure::NotFound)?;
+        let situation = self.situation(caller, &dossier).await?;
+        match policy::access(role, purpose, &situation) {
+            Access::Granted => Ok((dossier, situation)),
+            Access::NotFound => Err(Failure::NotFound),
+            Access::Refused(motif) => Err(Failure::Forbidden(motif.code())),
+        }
+    }
+
+    fn person_id(raw: &str) -> Result<Uuid, Failure> {
+        raw.parse()
+            .map_err(|_| Failure::BadRequest { parameter: "person_id", reason: format!("{raw:?} is not a UUID") })
+    }
+
+    /// `GET /dossiers/{person_id}`.
+    pub async fn dossier(
+        &self,
+        caller: &Caller,
+        request_id: Uuid,
+        person_id: &str,
+        purpose: Option<&str>,
+    ) -> Result<Value, Failure> {
+        let mut entry = Self::entry(caller, request_id, "dossier", None);
+        let purpose = match Self::purpose(purpose, "X-Motif-Acces").and_then(|p| Ok((p, Self::person_id(person_id)?))) {
+            Ok(ok) => ok,
+            Err(failure) => return self.refuse(entry, failure).await,
+        };
+        let (purpose, person_id) = purpose;
+        entry.purpose = Some(purpose.code());
+        entry.person_id = Some(person_id);
+        let (dossier, situation) = match self.reach(caller, person_id, purpose).await {
+            Ok(found) => found,
+            Err(failure) => return self.refuse(entry, failure).await,
+        };
+        entry.person_id = Some(dossier.person_id);
+        let mut sections = serde_json::Map::new();
+        let mut withheld = Vec::new();
+        for section in Section::ALL {
+            match policy::section(caller.agent.role, purpose, &situation, section) {
+                Decision::Shown => {
+                    sections.insert(section.code().into(), self.section(&dossier, section, false).await?);
+                    entry.sections_shown.push(section.code());
+                }
+                Decision::Reduced => {
+                    sections.insert(section.code().into(), self.section(&dossier, section, true).await?);
+                    entry.sections_shown.push(section.code());
+                }
+                Decision::Withheld(motif) => {
+                    withheld.push(json!({"section": section.code(), "motif": motif.code()}));
+                    entry.sections_withheld.push((section.code(), motif.code()));
+                }
+            }
+        }
+        let moved_out = situation.relation == Relation::MovedOut && !situation.referent;
+        entry.outcome = if moved_out { "moved_out".into() } else { "shown".into() };
+        self.journal(entry).await?;
+        let mut body = json!({
+            "person_id": dossier.person_id,
+            "sections": sections,
+            "sections_masquees": withheld,
+        });
+        if dossier.person_id != person_id {
+            body["redirige_depuis"] = json!(person_id);
+        }
+        if moved_out {
+            body["demenagement"] = json!({"depuis": dossier.territory_since});
+        }
+        if dossier.incomplete {
+            body["incomplet"] = json!(true);
+        }
+        Ok(body)
+    }
+
+    async fn section(&self, dossier: &Dossier, section: Section, reduced: bool) -> Result<Value, Failure> {
+        Ok(match section {
+            Section::Identite => self.identity(dossier).await?,
+            Section::DroitsRsa if reduced => json!({
+                "etat_droit": dossier.right_state,
+                "soumis_droits_devoirs": dossier.sdd,
+            }),
+            Section::DroitsRsa => json!({
+                "etat_droit": dossier.right_state,
+                "etat_droit_depuis": dossier.right_state_at,
+                "motif": dossier.right_motif,
+                "soumis_droits_devoirs": dossier.sdd,
+                "sdd_depuis": dossier.sdd_since,
+                "role_foyer": dossier.role,
+            }),
+            Section::Emploi => json!({
+                "statut": dossier.ft_status,
+                "statut_depuis": dossier.ft_status_at,
+                "categorie": dossier.ft_categorie,
+                "accompagnement": dossier.ft_accompagnement,
+            }),
+            Section::Parcours => {
+                let history: Vec<(String, DateTime<Utc>, Value)> = sqlx::query_as(
+                    "SELECT event_type, occurred_at, fact FROM person_events
+                     WHERE person_id = $1 AND event_type LIKE 'orientation.%' AND superseded_by IS NULL AND retracted_by IS NULL
+                     ORDER BY occurred_at",
+                )
+                .bind(dossier.person_id)
+                .fetch_all(&self.pool)
+                .await?;
+                json!({
+                    "orientation": {
+                        "statut": dossier.orientation_status,
+                        "type": dossier.orientation_type,
+                        "decidee_le": dossier.oriented_at,
+                        "structure_siret": dossier.structure_siret,
+                    },
+                    "historique_orientation": history.into_iter().map(|(event_type, at, fact)| json!({
+                        "evenement": event_type, "date": at, "type": fact.get("type").cloned().unwrap_or(Value::Null),
+                    })).collect::<Vec<_>>(),
+                    "referent": dossier.referent_uid.as_ref().map(|uid| json!({
+                        "uid": uid, "siret": dossier.referent_siret, "depuis": dossier.referent_since,
+                    })),
+                    "contrat": dossier.contract_kind.as_ref().map(|kind| json!({
+                        "type": kind, "debut": dossier.contract_start, "fin": dossier.contract_end,
+                    })),
+                    "opposition": dossier.opposition,
+                })
+            }
+            Section::Diagnostic => json!({
+                "consentement_partage": dossier.consent_diagnostic,
+            }),
+        })
+    }
+
+    /// The identity section: opened from the sealed personal data of the person's events, the
+    /// most recent value of each field. Unreadable data (a destroyed key) is left out.
+    async fn identity(&self, dossier: &Dossier) -> Result<Value, Failure> {
+        let rows = sqlx::query(
+            "SELECT event_id, sealed_key_id, sealed_nonce, sealed_data, commune FROM person_events
+             WHERE person_id = $1 AND (sealed_data IS NOT NULL OR commune IS NOT NULL)
+             ORDER BY occurred_at DESC, recorded_at DESC LIMIT 50",
+        )
+        .bind(dossier.person_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let (mut nom, mut prenoms, mut naissance, mut nir, mut commune) = (None, None, None, None, None);
+        for row in rows {
+            if commune.is_none() {
+                commune = row.try_get::<Option<String>, _>("commune")?;
+            }
+            let (Some(key_id), Some(nonce), Some(ciphertext)) = (
+                row.try_get::<Option<Uuid>, _>("sealed_key_id")?,
+                row.try_get::<Option<Vec<u8>>, _>("sealed_nonce")?,
+                row.try_get::<Option<Vec<u8>>, _>("sealed_data")?,
+            ) else {
+                continue;
+            };
+            let event_id: String = row.try_get("event_id")?;
+            let Ok(key) = self.store.key_by_id(key_id).await else { continue };
+            let Ok(plain) = key.open(&Sealed { key_id, nonce, ciphertext }, event_id.as_bytes()) else { continue };
+            let Ok(data) = serde_json::from_slice::<PersonalData>(&plain) else { continue };
+            nom = nom.or(data.nom);
+            prenoms = prenoms.or(data.prenoms);
+            naissance = naissance.or(data.date_naissance);
+            nir = nir.or_else(|| data.nir.as_deref().and_then(|n| Nir::parse(n).ok()).map(|n| n.masked()));
+        }
+        Ok(json!({
+            "nom": nom, "prenoms": prenoms, "date_naissance": naissance, "nir_masque": nir, "commune": commune,
+            "territoire": dossier.territory,
+        }))
+    }
+
+    /// `GET /dossiers/{person_id}/historique`: the timeline, each entry only if its section is shown.
+    pub async fn timeline(
+        &self,
+        caller: &Caller,
+        request_id: Uuid,
+        person_id: &str,
+        purpose: Option<&str>,
+    ) -> Result<Value, Failure> {
+        let mut entry = Self::entry(caller, request_id, "historique", None);
+        let (purpose, person_id) =
+            match Self::purpose(purpose, "X-Motif-Acces").and_then(|p| Ok((p, Self::person_id(person_id)?))) {
+                Ok(ok) => ok,
+                Err(failure) => return self.refuse(entry, failure).await,
+            };
+        entry.purpose = Some(purpose.code());
+        entry.person_id = Some(person_id);
+        let (dossier, situation) = match self.reach(caller, person_id, purpose).await {
+            Ok(found) => found,
+            Err(failure) => return self.refuse(entry, failure).await,
+        };
+        entry.person_id = Some(dossier.person_id);
+        let timeline = passerelle_readmodel::timeline(&self.pool, dossier.person_id).await?;
+        let mut shown = Vec::new();
+        for section in Section::ALL {
+            match policy::section(caller.agent.role, purpose, &situation, section) {
+                Decision::Withheld(motif) => entry.sections_withheld.push((section.code(), motif.code())),
+                decision => {
+                    entry.sections_shown.push(section.code());
+                    shown.push((section, decision));
+                }
+            }
+        }
+        let visible = |item: &TimelineEntry| {
+            let section = section_of(item);
+            shown.iter().any(|(s, decision)| {
+                *s == section
+                    && (*decision == Decision::Shown
+                        || item.event_type.starts_with("rsa.right_")
+                        || item.event_type == "rsa.sdd_changed")
+            })
+        };
+        let items: Vec<Value> = timeline
+            .iter()
+            .filter(|item| visible(item))
+            .map(|item| {
+                json!({
+                    "source": item.source, "event_id": item.event_id, "section": section_of(item).code(),
+                    "evenement": item.event_type, "date": item.occurred_at, "recu_le": item.recorded_at,
+                    "relaye_par": item.relayed_by, "corrige_par": item.superseded_by, "retire_par": item.retracted_by,
+                })
+            })
+            .collect();
+        entry.outcome = "shown".into();
+        self.journal(entry).await?;
+        Ok(json!({"person_id": dossier.person_id, "evenements": items}))
+    }
+
+    /// `POST /personnes/recherche`: the persons matching one criterion that the caller may reach.
+    pub async fn search(&self, caller: &Caller, request_id: Uuid, request: &SearchRequest) -> Result<Value, Failure> {
+        let mut entry = Self::entry(caller, request_id, "recherche", None);
+        let purpose = match Self::purpose(request.motif.as_deref(), "motif") {
+            Ok(purpose) => purpose,
+            Err(failure) => return self.refuse(entry, failure).await,
+        };
+        entry.purpose = Some(purpose.code());
+        let role = caller.agent.role;
+        if !policy::purpose_allowed(role, purpose) && (purpose != Purpose::Accompagnement || role == Role::Dpo) {
+            let motif = if role == Role::Dpo { Motif::Role } else { Motif::MotifAcces };
+            return self.refuse(entry, Failure::Forbidden(motif.code())).await;
+        }
+        let candidates = match self.candidates(caller, request).await {
+            Ok(candidates) => candidates,
+            Err(failure) => return self.refuse(entry, failure).await,
+        };
+        let mut found = Vec::new();
+        for person_id in candidates {
+            let Some(dossier) = passerelle_readmodel::dossier(&self.pool, person_id).await? else { continue };
+            let situation = self.situation(caller, &dossier).await?;
+            if policy::access(caller.agent.role, purpose, &situation) == Access::Granted {
+                found.push((dossier.person_id, situation.relation == Relation::MovedOut && !situation.referent));
+            }
+        }
+        found.sort();
+        found.dedup();
+        entry.persons_found = found.iter().map(|(id, _)| *id).collect();
+        entry.outcome = if found.is_empty() { "none".into() } else { "found".into() };
+        self.journal(entry).await?;
+        Ok(json!({
+            "resultats": found.iter().map(|(id, moved)| json!({"person_id": id, "demenage": moved})).collect::<Vec<_>>(),
+        }))
+    }
+
+    async fn candidates(&self, caller: &Caller, request: &SearchRequest) -> Result<Vec<Uuid>, Failure> {
+        let given =
+            |value: &Option<String>| value.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
+        let criteria = [
+            given(&request.nir).is_some(),
+            given(&request.nom).is_some() || given(&request.date_naissance).is_some(),
+            given(&request.matricule_caf).is_some() || given(&request.organisme).is_some(),
+            given(&request.id_france_travail).is_some(),
+            given(&request.id_departement).is_some(),
+        ];
+        let count = criteria.iter().filter(|c| **c).count();
+        if count != 1 {
+            return Err(Failure::BadRequest {
+                parameter: "criteres",
+                reason: "exactly one of: nir; nom + date_naissance; matricule_caf + organisme; id_france_travail; id_departement".into(),
+            });
+        }
+        let bad = |parameter: &'static str, reason: String| Failure::BadRequest { parameter, reason };
+        let by_key = |key: SubjectKey| async move {
+            Ok::<_, Failure>(
+                passerelle_readmodel::person_of_subject(&self.pool, key.as_str()).await?.into_iter().collect(),
+            )
+        };
+        if let Some(nir) = given(&request.nir) {
+            let nir = Nir::parse(&nir).map_err(|e| bad("nir", e.message))?;
+            return by_key(self.keys.nir(&nir)).await;
+        }
+        if let Some(id) = given(&request.id_france_travail) {
+            let id = FranceTravailId::parse(&id).map_err(|e| bad("id_france_travail", e.message))?;
+            return by_key(self.keys.france_travail(&id)).await;
+        }
+        if let Some(id) = given(&request.id_departement) {
+            let id = DepartementInternalId::parse(&id).map_err(|e| bad("id_departement", e.message))?;
+            let code = match (given(&request.departement), caller.agent.organisation.territory.as_deref()) {
+                (Some(code), _) => code,
+                (None, Some(territory)) => {
+                    territory.chars().take_while(|c| c.is_ascii_alphanumeric()).take(2).collect()
+                }
+                (None, None) => {
+                    return Err(bad("departement", "required with id_departement for this organisation".into()));
+                }
+            };
+            let departement = DepartementCode::parse(&code).map_err(|e| bad("departement", e.message))?;
+            return by_key(self.keys.departement(&departement, &id)).await;
+        }
+        if given(&request.matricule_caf).is_some() || given(&request.organisme).is_some() {
+            let matricule =
+                given(&request.matricule_caf).ok_or_else(|| bad("matricule_caf", "required with organisme".into()))?;
+            let organisme =
+                given(&request.organisme).ok_or_else(|| bad("organisme", "required with matricule_caf".into()))?;
+            let matricule = Matricule::parse(&matricule).map_err(|e| bad("matricule_caf", e.message))?;
+            let organisme = Organisme::parse(&organisme).map_err(|e| bad("organisme", e.message))?;
+            let household = self.keys.household(&organisme, &matricule);
+            let rows: Vec<(Uuid,)> = sqlx::query_as("SELECT person_id FROM dossiers WHERE household_key = $1")
+                .bind(household.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+            return Ok(rows.into_iter().map(|(id,)| id).collect());
+        }
+        let nom = given(&request.nom).ok_or_else(|| bad("nom", "required with date_naissance".into()))?;
+        let date = given(&request.date_naissance).ok_or_else(|| bad("date_naissance", "required with nom".into()))?;
+        let date = NaiveDate::parse_from_str(&date, "%Y-%m-%d")
+            .map_err(|_| bad("date_naissance", format!("{date:?} is not a date YYYY-MM-DD")))?;
+        let key = self.keys.name_and_birth_date(&nom, date);
+        let rows: Vec<(Uuid,)> = sqlx::query_as(
+            "SELECT DISTINCT COALESCE(p.merged_into, p.person_id) FROM person_events e JOIN persons p USING (person_id)
+             WHERE e.search_key = $1",
+        )
+        .bind(key.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    /// Territory views are for the RSA authority's own staff.
+    async fn territory_caller(
+        &self,
+        caller: &Caller,
+        mut entry: Entry,
+        code: &str,
+        purpose: Option<&str>,
+    ) -> Result<Entry, Failure> {
+        let purpose = match Self::purpose(purpose, "X-Motif-Acces") {
+            Ok(purpose) => purpose,
+            Err(failure) => return self.refuse(entry, failure).await,
+        };
+        entry.purpose = Some(purpose.code());
+        let own = caller.agent.organisation.kind == OrganisationKind::AutoriteRsa
+            && caller.agent.organisation.territory.as_deref() == Some(code)
+            && matches!(caller.agent.role, Role::ChargeOrientation | Role::GestionnaireRsa)
+            && purpose != Purpose::InstructionRsa;
+        if !own {
+            return self
+                .refuse(
+                    entry,
+                    Failure::Forbidden(
+                        "territory views are for the orientation staff of that territory's RSA authority",
+                    ),
+                )
+                .await;
+        }
+        Ok(entry)
+    }
+
+    /// `GET /territoires/{code}/indicateurs`.
+    pub async fn indicators(
+        &self,
+        caller: &Caller,
+        request_id: Uuid,
+        code: &str,
+        purpose: Option<&str>,
+    ) -> Result<Value, Failure> {
+        let mut entry =
+            self.territory_caller(caller, Self::entry(caller, request_id, "territoire", None), code, purpose).await?;
+        let indicators = territory::indicators(&self.pool, code).await?;
+        entry.outcome = "shown".into();
+        self.journal(entry).await?;
+        let pairs =
+            |list: &[(String, i64)]| list.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>();
+        Ok(json!({
+            "territoire": code,
+            "foyers_par_etat_droit": pairs(&indicators.households_by_right_state),
+            "personnes_sdd": indicators.persons_sdd,
+            "sdd_orientes": indicators.sdd_oriented,
+            "sdd_non_orientes": indicators.sdd_not_oriented,
+            "delai_orientation_jours": {
+                "mediane": indicators.orientation_delay_median_days,
+                "p90": indicators.orientation_delay_p90_days,
+            },
+            "sdd_inscrits_france_travail": indicators.sdd_registered_france_travail,
+            "orientations_par_type": pairs(&indicators.orientations_by_type),
+            "sdd_sans_referent": indicators.sdd_without_referent,
+        }))
+    }
+
+    /// `GET /territoires/{code}/files/{file}?page=&taille=`.
+    pub async fn queue(
+        &self,
+        caller: &Caller,
+        request_id: Uuid,
+        code: &str,
+        file: &str,
+        page: Option<&str>,
+        size: Option<&str>,
+        purpose: Option<&str>,
+    ) -> Result<Value, Failure> {
+        let entry = Self::entry(caller, request_id, "territoire", None);
+        let parsed = (|| {
+            let queue = territory::Queue::from_name(file).ok_or_else(|| Failure::BadRequest {
+                parameter: "file",
+                reason: format!(
+                    "{file:?} is not one of {}",
+                    territory::Queue::ALL.map(territory::Queue::name).join(", ")
+                ),
+            })?;
+            let number = |raw: Option<&str>, parameter: &'static str, default: i64, max: i64| -> Result<i64, Failure> {
+                match raw {
+                    None => Ok(default),
+                    Some(raw) => {
+                        raw.parse::<i64>().ok().filter(|n| (1..=max).contains(n)).ok_or_else(|| Failure::BadRequest {
+                            parameter,
+                            reason: format!("{raw:?} is not a whole number from 1 to {max}"),
+                        })
+                    }
+                }
+            };
+            Ok((queue, number(page, "page", 1, 1_000_000)?, number(size, "taille", 50, 500)?))
+        })();
+        let (queue, page, size) = match parsed {
+            Ok(parsed) => parsed,
+            Err(failure) => return self.refuse(entry, failure).await,
+        };
+        let mut entry = self.territory_caller(caller, entry, code, purpose).await?;
+        let items = territory::queue(&self.pool, code, queue, Utc::now(), size, (page - 1) * size).await?;
+        entry.persons_found = items.iter().map(|item| item.person_id).collect();
+        entry.outcome = "shown".into();
+        self.journal(entry).await?;
+        Ok(json!({
+            "territoire": code, "file": queue.name(), "page": page, "taille": size,
+            "elements": items.iter().map(|item| json!({"person_id": item.person_id, "depuis": item.since})).collect::<Vec<_>>(),
+        }))
+    }
+
+    /// `GET /journal`: the DPO's view.
+    pub async fn journal_read(
+        &self,
+        caller: &Caller,
+        request_id: Uuid,
+        query: &JournalQuery,
+    ) -> Result<Value, Failure> {
+        let mut entry = Self::entry(caller, request_id, "journal", None);
+        if caller.agent.role != Role::Dpo {
+            return self.refuse(entry, Failure::Forbidden("the journal is read by the DPO role only")).await;
+        }
+        let parsed = (|| {
+            let person_id = query.person_id.as_deref().map(Self::person_id).transpose()?;
+            let instant = |raw: Option<&str>, parameter: &'static str| -> Result<Option<DateTime<Utc>>, Failure> {
+                raw.map(|raw| {
+                    DateTime::parse_from_rfc3339(raw)
+                        .map(|t| t.with_timezone(&Utc))
+                        .or_else(|_| {
+                            NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+                                .map(|d| d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc())
+                        })
+                        .map_err(|_| Failure::BadRequest {
+                            parameter,
+                            reason: format!("{raw:?} is not a date or an RFC 3339 instant"),
+                        })
+                })
+                .transpose()
+            };
+            if person_id.is_none() && query.agent.is_none() {
+                return Err(Failure::BadRequest {
+                    parameter: "person_id",
+                    reason: "person_id or agent is required".into(),
+                });
+            }
+            Ok((person_id, instant(query.depuis.as_deref(), "depuis")?, instant(query.jusqu_a.as_deref(), "jusqu_a")?))
+        })();
+        let (person_id, since, until) = match parsed {
+            Ok(parsed) => parsed,
+            Err(failure) => return self.refuse(entry, failure).await,
+        };
+        let rows = journal::read(&self.pool, person_id, query.agent.as_deref(), since, until, 1000).await?;
+        entry.person_id = person_id;
+        entry.outcome = "shown".into();
+        self.journal(entry).await?;
+        Ok(json!({"entrees": rows}))
+    }
+}
+
+/// The section an event of the timeline belongs to.
+fn section_of(item: &TimelineEntry) -> Section {
+    match item.family.as_str() {
+        "allocataire" => Section::DroitsRsa,
+        "demandeur_emploi" => Section::Emploi,
+        _ if item.event_type.starts_with("consent.") => Section::Diagnostic,
+        _ => Section::Parcours,
+    }
+}
