@@ -13,7 +13,7 @@ use axum::{
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::service::{Api, Caller, Failure, JournalQuery, SearchRequest};
+use crate::service::{Api, Caller, Failure, JournalQuery, QueueQuery, SearchRequest};
 
 /// The OpenAPI 3 description of this API.
 pub const OPENAPI: &str = include_str!("../openapi.json");
@@ -131,16 +131,14 @@ async fn queue(
 ) -> Response {
     let purpose = header_str(&headers, PURPOSE_HEADER).map(str::to_owned);
     answer(&api, &headers, "territoire", async |caller, request_id| {
-        api.queue(
-            caller,
-            request_id,
-            &code,
-            &file,
-            query.get("page").map(String::as_str),
-            query.get("taille").map(String::as_str),
-            purpose.as_deref(),
-        )
-        .await
+        let page = QueueQuery {
+            code: &code,
+            file: &file,
+            page: query.get("page").map(String::as_str),
+            size: query.get("taille").map(String::as_str),
+            purpose: purpose.as_deref(),
+        };
+        api.queue(caller, request_id, &page).await
     })
     .await
 }

@@ -89,6 +89,16 @@ pub struct SearchRequest {
     pub departement: Option<String>,
 }
 
+/// A page of a territory's work queue.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueQuery<'a> {
+    pub code: &'a str,
+    pub file: &'a str,
+    pub page: Option<&'a str>,
+    pub size: Option<&'a str>,
+    pub purpose: Option<&'a str>,
+}
+
 /// The journal query of the DPO.
 #[derive(Debug, Clone, Default)]
 pub struct JournalQuery {
@@ -621,16 +631,8 @@ impl Api {
     }
 
     /// `GET /territoires/{code}/files/{file}?page=&taille=`.
-    pub async fn queue(
-        &self,
-        caller: &Caller,
-        request_id: Uuid,
-        code: &str,
-        file: &str,
-        page: Option<&str>,
-        size: Option<&str>,
-        purpose: Option<&str>,
-    ) -> Result<Value, Failure> {
+    pub async fn queue(&self, caller: &Caller, request_id: Uuid, query: &QueueQuery<'_>) -> Result<Value, Failure> {
+        let QueueQuery { code, file, page, size, purpose } = *query;
         let entry = Self::entry(caller, request_id, "territoire", None);
         let parsed = (|| {
             let queue = territory::Queue::from_name(file).ok_or_else(|| Failure::BadRequest {

@@ -1,0 +1,390 @@
+//! The API feuille de route end to end: histories pushed through ingestion, then read over
+//! REST by each kind of agent, with exactly the sections the law lets them see, the reason for
+//! each withheld one, a journal row for every read and refusal, and a journal the application's
+//! database role cannot alter.
+
+mod fixtures;
+
+use std::time::{Duration, Instant};
+
+use fixtures::*;
+use passerelle_e2e::TestHub;
+use passerelle_ingest::proto::{
+    self, Location, allocataire_ingest_client::AllocataireIngestClient,
+    demandeur_emploi_ingest_client::DemandeurEmploiIngestClient, orientation_event::Fact as Cd,
+    orientation_ingest_client::OrientationIngestClient,
+};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+const NIR_BERNARD: &str = "1920375056123";
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    hub_config: passerelle::config::Config,
+    key: std::path::PathBuf,
+}
+
+/// One answer: status, body, request id.
+struct Answer {
+    status: u16,
+    body: Value,
+    request_id: Option<Uuid>,
+}
+
+impl Client {
+    fn token(&self, agent: &str) -> String {
+        passerelle::dev_token(&self.hub_config, agent, &self.key, 600).expect("a development token")
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Answer> {
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let request_id =
+            response.headers().get("x-request-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+        let body = response.json().await.unwrap_or(Value::Null);
+        Ok(Answer { status, body, request_id })
+    }
+
+    async fn get(&self, agent: Option<&str>, path: &str, purpose: Option<&str>) -> anyhow::Result<Answer> {
+        let mut request = self.http.get(format!("{}{path}", self.base));
+        if let Some(agent) = agent {
+            request = request.bearer_auth(self.token(agent));
+        }
+        if let Some(purpose) = purpose {
+            request = request.header("X-Motif-Acces", purpose);
+        }
+        self.send(request).await
+    }
+
+    async fn search(&self, agent: &str, body: Value) -> anyhow::Result<Answer> {
+        self.send(
+            self.http
+                .post(format!("{}/api/v1/personnes/recherche", self.base))
+                .bearer_auth(self.token(agent))
+                .json(&body),
+        )
+        .await
+    }
+
+    async fn dossier(&self, agent: &str, person: Uuid, purpose: &str) -> anyhow::Result<Answer> {
+        self.get(Some(agent), &format!("/api/v1/dossiers/{person}"), Some(purpose)).await
+    }
+}
+
+fn sections(answer: &Answer) -> Vec<String> {
+    let mut shown: Vec<String> =
+        answer.body["sections"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+    shown.sort();
+    shown
+}
+
+fn withheld(answer: &Answer) -> Vec<(String, String)> {
+    let mut list: Vec<(String, String)> = answer.body["sections_masquees"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|i| (i["section"].as_str().unwrap_or("").to_owned(), i["motif"].as_str().unwrap_or("").to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    list.sort();
+    list
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut owned: Vec<(String, String)> = list.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect();
+    owned.sort();
+    owned
+}
+
+fn names(list: &[&str]) -> Vec<String> {
+    let mut owned: Vec<String> = list.iter().map(|s| (*s).to_owned()).collect();
+    owned.sort();
+    owned
+}
+
+async fn journal_row(
+    pool: &sqlx::PgPool,
+    request_id: Option<Uuid>,
+) -> anyhow::Result<(String, Option<String>, Vec<String>, Value)> {
+    let request_id = request_id.ok_or_else(|| anyhow::anyhow!("no X-Request-Id"))?;
+    let rows: Vec<(String, Option<String>, Vec<String>, Value)> = sqlx::query_as(
+        "SELECT outcome, purpose, sections_shown, sections_withheld FROM journal.entries WHERE request_id = $1",
+    )
+    .bind(request_id)
+    .fetch_all(pool)
+    .await?;
+    anyhow::ensure!(rows.len() == 1, "one journal row per request, found {}", rows.len());
+    Ok(rows.into_iter().next().expect("one row"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_agent_sees_exactly_what_the_law_lets_them_and_every_read_is_journaled() -> anyhow::Result<()> {
+    let hub = TestHub::spawn().await?;
+    let keys = hub.subject_keys();
+    let pool = hub.running.pool.clone();
+    let mut caf_client = AllocataireIngestClient::new(hub.channel_as("caf-521").await?);
+    let mut ft_client = DemandeurEmploiIngestClient::new(hub.channel_as("france-travail").await?);
+    let mut cd_client = OrientationIngestClient::new(hub.channel_as("cd-52").await?);
+
+    // Legrand: RSA open, SDD, registered at France Travail, oriented with a référent.
+    caf_client.publish(caf("a-caf-1", "2026-09-20T09:00:00+02:00", legrand(), "DEM", right_opened())).await?;
+    caf_client.publish(caf("a-caf-2", "2026-09-20T09:00:01+02:00", legrand(), "DEM", sdd(true))).await?;
+    ft_client.publish(ft_inscription("a-ft-1", person(NIR_LEGRAND, FT_LEGRAND, "", "", ""))).await?;
+    cd_client
+        .publish(cd(
+            "a-cd-1",
+            "2026-10-02T14:00:00+02:00",
+            legrand(),
+            Cd::OrientationDecided(proto::OrientationDecided {
+                r#type: "SOCIO_PRO".into(),
+                structure_siret: "73282932000074".into(),
+                structure_nom: String::new(),
+                referent: Some(referent()),
+            }),
+        ))
+        .await?;
+    // Fontaine: same household, registered at France Travail, opposed to the parcours processing.
+    caf_client.publish(caf("a-caf-3", "2026-09-20T09:00:02+02:00", fontaine(), "CJT", sdd(true))).await?;
+    ft_client.publish(ft_inscription("a-ft-2", person(NIR_FONTAINE, FT_ONLY, "", "", ""))).await?;
+    cd_client
+        .publish(cd(
+            "a-cd-2",
+            "2026-10-03T14:00:00+02:00",
+            fontaine(),
+            Cd::OppositionRecorded(proto::OppositionRecorded {}),
+        ))
+        .await?;
+    // Bernard: SDD in Haute-Marne, then moved to Paris.
+    let bernard = || person(NIR_BERNARD, "", "BERNARD", "Karim", "1992-03-20");
+    caf_client.publish(caf("a-caf-4", "2026-06-01T09:00:00+02:00", bernard(), "DEM", sdd(true))).await?;
+    let mut moved = caf("a-caf-5", "2026-10-15T09:00:00+02:00", bernard(), "DEM", right_opened());
+    moved.location = Some(Location { receiving_authority: "075".into(), commune: "75056".into() });
+    caf_client.publish(moved).await?;
+
+    let person_of = |nir: &str| {
+        let key = keys.nir(&passerelle_domain::Nir::parse(nir).expect("nir")).as_str().to_owned();
+        let pool = pool.clone();
+        async move { passerelle_readmodel::person_of_subject(&pool, &key).await }
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM person_events").fetch_one(&pool).await?;
+        let moved: Option<(Option<String>,)> =
+            sqlx::query_as("SELECT territory FROM dossiers WHERE previous_territory = '52'")
+                .fetch_optional(&pool)
+                .await?;
+        if count == 9 && moved.is_some_and(|(t,)| t.as_deref() == Some("75")) {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the histories were not projected ({count} events)");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let legrand_id = person_of(NIR_LEGRAND).await?.expect("Legrand");
+    let fontaine_id = person_of(NIR_FONTAINE).await?.expect("Fontaine");
+    let bernard_id = person_of(NIR_BERNARD).await?.expect("Bernard");
+
+    let client = Client {
+        http: reqwest::Client::new(),
+        base: format!("http://{}", hub.running.http_addr),
+        hub_config: hub.config.clone(),
+        key: hub.credentials_dir.join("oidc-dev-key.der"),
+    };
+    let all = ["diagnostic", "droits_rsa", "emploi", "identite", "parcours"];
+
+    // The département's chargé d'orientation, own territory: all but the diagnostic (no consent).
+    let cd52 = client.dossier("cd52.orientation", legrand_id, "orientation").await?;
+    assert_eq!(cd52.status, 200, "{}", cd52.body);
+    assert_eq!(sections(&cd52), names(&["droits_rsa", "emploi", "identite", "parcours"]));
+    assert_eq!(withheld(&cd52), pairs(&[("diagnostic", "consentement")]));
+    let identity = &cd52.body["sections"]["identite"];
+    assert_eq!((identity["nom"].as_str(), identity["prenoms"].as_str()), (Some("LEGRAND"), Some("Aurélie")));
+    assert_eq!(identity["date_naissance"], json!("1985-07-12"));
+    assert_eq!(identity["nir_masque"], json!("*********1003"));
+    assert_eq!(cd52.body["sections"]["parcours"]["referent"]["uid"], json!("agent-cd52-0042"));
+    let (outcome, purpose, shown, hidden) = journal_row(&pool, cd52.request_id).await?;
+    assert_eq!((outcome.as_str(), purpose.as_deref()), ("shown", Some("orientation")));
+    assert_eq!(shown.len(), 4);
+    assert_eq!(hidden, json!([{"section": "diagnostic", "motif": "consentement"}]));
+
+    // Another département: exactly the answer of a person who does not exist.
+    let other = client.dossier("cd75.orientation", legrand_id, "orientation").await?;
+    let nobody = client.dossier("cd75.orientation", Uuid::now_v7(), "orientation").await?;
+    assert_eq!((other.status, nobody.status), (404, 404));
+    assert_eq!(other.body, nobody.body, "out of reach answers like nobody");
+    assert_eq!(journal_row(&pool, other.request_id).await?.0, "not_found");
+
+    // The référent (a structure's agent): the whole dossier, for accompaniment.
+    let referent = client.dossier("agent-cd52-0042", legrand_id, "accompagnement").await?;
+    assert_eq!(referent.status, 200, "{}", referent.body);
+    assert_eq!(sections(&referent), names(&all));
+    assert!(withheld(&referent).is_empty());
+    // Another structure's agent: nothing.
+    assert_eq!(client.dossier("structure.autre", legrand_id, "accompagnement").await?.status, 404);
+
+    // The CAF agent, own caisse's household, instructing the right: identity and rights only.
+    let caf_agent = client.dossier("caf521.agent", legrand_id, "instruction_rsa").await?;
+    assert_eq!(caf_agent.status, 200, "{}", caf_agent.body);
+    assert_eq!(sections(&caf_agent), names(&["droits_rsa", "identite"]));
+    assert_eq!(
+        withheld(&caf_agent),
+        pairs(&[("diagnostic", "motif_acces"), ("emploi", "motif_acces"), ("parcours", "motif_acces")])
+    );
+    // The CAF agent cannot read for orientation, whoever the person.
+    let wrong_purpose = client.dossier("caf521.agent", legrand_id, "orientation").await?;
+    let wrong_purpose_nobody = client.dossier("caf521.agent", Uuid::now_v7(), "orientation").await?;
+    assert_eq!((wrong_purpose.status, wrong_purpose_nobody.status), (403, 403));
+    assert_eq!(wrong_purpose.body, wrong_purpose_nobody.body);
+    assert_eq!(journal_row(&pool, wrong_purpose.request_id).await?.0, "refused:motif_acces");
+
+    // The France Travail conseiller: the RSA section reduced to the SDD flag and the right state.
+    let conseiller = client.dossier("ft52.conseiller", legrand_id, "accompagnement").await?;
+    assert_eq!(conseiller.status, 200, "{}", conseiller.body);
+    assert_eq!(sections(&conseiller), names(&["droits_rsa", "emploi", "identite", "parcours"]));
+    assert_eq!(withheld(&conseiller), pairs(&[("diagnostic", "consentement")]));
+    let mut rights: Vec<&String> =
+        conseiller.body["sections"]["droits_rsa"].as_object().map(|m| m.keys().collect()).unwrap_or_default();
+    rights.sort();
+    assert_eq!(rights, ["etat_droit", "soumis_droits_devoirs"]);
+
+    // Opposition: France Travail keeps its emploi data, loses the parcours; the département the
+    // reverse; identity and rights stay.
+    let ft_opposed = client.dossier("ft52.conseiller", fontaine_id, "accompagnement").await?;
+    assert_eq!(sections(&ft_opposed), names(&["droits_rsa", "emploi", "identite"]));
+    assert_eq!(withheld(&ft_opposed), pairs(&[("diagnostic", "opposition"), ("parcours", "opposition")]));
+    let cd_opposed = client.dossier("cd52.orientation", fontaine_id, "orientation").await?;
+    assert_eq!(sections(&cd_opposed), names(&["droits_rsa", "identite", "parcours"]));
+    assert_eq!(withheld(&cd_opposed), pairs(&[("diagnostic", "consentement"), ("emploi", "opposition")]));
+
+    // Moved out: the former authority sees only that, and when; the new one sees the dossier.
+    let former = client.dossier("cd52.orientation", bernard_id, "orientation").await?;
+    assert_eq!(former.status, 200, "{}", former.body);
+    assert!(sections(&former).is_empty());
+    assert_eq!(withheld(&former), all.iter().map(|s| ((*s).to_owned(), "demenagement".to_owned())).collect::<Vec<_>>());
+    assert!(former.body["demenagement"]["depuis"].as_str().is_some_and(|d| d.starts_with("2026-10-15")));
+    assert_eq!(journal_row(&pool, former.request_id).await?.0, "moved_out");
+    let new = client.dossier("cd75.orientation", bernard_id, "orientation").await?;
+    assert_eq!(new.status, 200);
+    assert!(sections(&new).contains(&"droits_rsa".to_owned()));
+
+    // The timeline follows the same rules.
+    let caf_timeline = client
+        .get(Some("caf521.agent"), &format!("/api/v1/dossiers/{legrand_id}/historique"), Some("instruction_rsa"))
+        .await?;
+    assert_eq!(caf_timeline.status, 200, "{}", caf_timeline.body);
+    let events: Vec<&str> = caf_timeline.body["evenements"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["event_id"].as_str())
+        .collect();
+    assert_eq!(events, ["a-caf-1", "a-caf-2"], "no France Travail nor orientation events for the CAF");
+
+    // Search: a NIR in the body, never in a URL; only within reach.
+    let found = client.search("cd52.orientation", json!({"motif": "orientation", "nir": nir15(NIR_LEGRAND)})).await?;
+    assert_eq!(found.body["resultats"], json!([{"person_id": legrand_id, "demenage": false}]));
+    let not_here = client.search("cd75.orientation", json!({"motif": "orientation", "nir": NIR_LEGRAND})).await?;
+    assert_eq!(not_here.body["resultats"], json!([]));
+    let by_name = client
+        .search("cd52.orientation", json!({"motif": "orientation", "nom": "legrand", "date_naissance": "1985-07-12"}))
+        .await?;
+    assert_eq!(by_name.body["resultats"], json!([{"person_id": legrand_id, "demenage": false}]));
+    let by_household = client
+        .search(
+            "caf521.agent",
+            json!({"motif": "instruction_rsa", "matricule_caf": "205599000000000", "organisme": "521"}),
+        )
+        .await?;
+    assert_eq!(
+        by_household.body["resultats"].as_array().map(Vec::len),
+        Some(3),
+        "the household of the three: {}",
+        by_household.body
+    );
+    let bad = client.search("cd52.orientation", json!({"motif": "orientation", "nir": "123"})).await?;
+    assert_eq!((bad.status, bad.body["parametre"].as_str()), (400, Some("nir")));
+    let two = client
+        .search(
+            "cd52.orientation",
+            json!({"motif": "orientation", "nir": NIR_LEGRAND, "id_france_travail": FT_LEGRAND}),
+        )
+        .await?;
+    assert_eq!((two.status, two.body["parametre"].as_str()), (400, Some("criteres")));
+
+    // Purpose, authentication.
+    let no_purpose = client.get(Some("cd52.orientation"), &format!("/api/v1/dossiers/{legrand_id}"), None).await?;
+    assert_eq!((no_purpose.status, no_purpose.body["parametre"].as_str()), (400, Some("X-Motif-Acces")));
+    let anonymous = client.get(None, &format!("/api/v1/dossiers/{legrand_id}"), Some("orientation")).await?;
+    assert_eq!(anonymous.status, 401);
+    assert_eq!(journal_row(&pool, anonymous.request_id).await?.0, "unauthenticated");
+    let forged = client
+        .send(
+            client
+                .http
+                .get(format!("{}/api/v1/dossiers/{legrand_id}", client.base))
+                .bearer_auth("e30.e30.AAAA")
+                .header("X-Motif-Acces", "orientation"),
+        )
+        .await?;
+    assert_eq!(forged.status, 401);
+
+    // Territory views: the département's orientation staff of that territory only.
+    let indicators =
+        client.get(Some("cd52.orientation"), "/api/v1/territoires/52/indicateurs", Some("orientation")).await?;
+    assert_eq!(indicators.status, 200, "{}", indicators.body);
+    assert_eq!(indicators.body["personnes_sdd"], json!(2));
+    let queue = client
+        .get(
+            Some("cd52.orientation"),
+            "/api/v1/territoires/52/files/sdd-non-orientes?page=1&taille=10",
+            Some("orientation"),
+        )
+        .await?;
+    assert_eq!(queue.status, 200, "{}", queue.body);
+    assert_eq!(
+        client.get(Some("cd75.orientation"), "/api/v1/territoires/52/indicateurs", Some("orientation")).await?.status,
+        403
+    );
+    let bad_page = client
+        .get(Some("cd52.orientation"), "/api/v1/territoires/52/files/sdd-non-orientes?page=0", Some("orientation"))
+        .await?;
+    assert_eq!((bad_page.status, bad_page.body["parametre"].as_str()), (400, Some("page")));
+
+    // The DPO reads the journal, not dossiers; nobody else reads the journal.
+    assert_eq!(client.dossier("cd52.dpo", legrand_id, "orientation").await?.status, 403);
+    let journal = client.get(Some("cd52.dpo"), &format!("/api/v1/journal?person_id={legrand_id}"), None).await?;
+    assert_eq!(journal.status, 200, "{}", journal.body);
+    let entries = journal.body["entrees"].as_array().expect("entries");
+    assert!(
+        entries.iter().any(|e| e["agent_uid"] == json!("agent-cd52-0042") && e["purpose"] == json!("accompagnement"))
+    );
+    assert!(entries.iter().any(|e| e["action"] == json!("recherche") && e["agent_uid"] == json!("cd52.orientation")));
+    assert_eq!(
+        client.get(Some("cd52.orientation"), &format!("/api/v1/journal?person_id={legrand_id}"), None).await?.status,
+        403
+    );
+    let journal_text = journal.body.to_string();
+    for needle in personal_needles() {
+        assert!(!journal_text.contains(&needle), "the journal holds {needle}");
+    }
+
+    // The application's role inserts and reads the journal; it can neither change nor delete it.
+    for statement in [
+        "UPDATE journal.entries SET outcome = 'shown'",
+        "DELETE FROM journal.entries",
+        "TRUNCATE journal.entries",
+        "ALTER TABLE journal.entries DROP COLUMN purpose",
+    ] {
+        let error = sqlx::query(statement).execute(&pool).await.expect_err(statement);
+        assert!(
+            error.to_string().contains("permission denied") || error.to_string().contains("must be owner"),
+            "{statement}: {error}"
+        );
+    }
+    let (purged,): (i64,) = sqlx::query_as("SELECT journal.purge_expired()").fetch_one(&pool).await?;
+    assert_eq!(purged, 0, "nothing is a year old");
+    hub.running.shutdown().await
+}
