@@ -9,10 +9,10 @@ cd "$REPO_ROOT"
 
 # Confluent's own Python client, to prove standard tools decode our topics.
 venv="$PASSERELLE_CACHE/venv"
-if ! "$venv/bin/python" -c "import confluent_kafka, fastavro, httpx" 2>/dev/null; then
-  say "installing confluent-kafka (PyPI) into $venv"
+if ! "$venv/bin/python" -c "import confluent_kafka, fastavro, httpx, schemathesis" 2>/dev/null; then
+  say "installing confluent-kafka and schemathesis (PyPI) into $venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet "confluent-kafka[avro]>=2.12" fastavro httpx attrs cachetools authlib
+  "$venv/bin/pip" install --quiet "confluent-kafka[avro]>=2.12" fastavro httpx attrs cachetools authlib "schemathesis>=4.3,<5"
 fi
 export PASSERELLE_TEST_PYTHON="$venv/bin/python"
 export PASSERELLE_TEST_BOOTSTRAP="127.0.0.1:$BROKER_PORT"

@@ -74,19 +74,33 @@ pub struct Api {
     store: KeyStore,
 }
 
-/// The search criteria of `POST /personnes/recherche`.
+/// The search criteria of `POST /personnes/recherche`. A field is a string or absent (null is
+/// refused, as the OpenAPI document says).
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SearchRequest {
+    #[serde(default, deserialize_with = "string_if_present")]
     pub motif: Option<String>,
+    #[serde(default, deserialize_with = "string_if_present")]
     pub nir: Option<String>,
+    #[serde(default, deserialize_with = "string_if_present")]
     pub nom: Option<String>,
+    #[serde(default, deserialize_with = "string_if_present")]
     pub date_naissance: Option<String>,
+    #[serde(default, deserialize_with = "string_if_present")]
     pub matricule_caf: Option<String>,
+    #[serde(default, deserialize_with = "string_if_present")]
     pub organisme: Option<String>,
+    #[serde(default, deserialize_with = "string_if_present")]
     pub id_france_travail: Option<String>,
+    #[serde(default, deserialize_with = "string_if_present")]
     pub id_departement: Option<String>,
+    #[serde(default, deserialize_with = "string_if_present")]
     pub departement: Option<String>,
+}
+
+fn string_if_present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    <String as serde::Deserialize>::deserialize(deserializer).map(Some)
 }
 
 /// A page of a territory's work queue.
@@ -496,6 +510,21 @@ impl Api {
     }
 
     async fn candidates(&self, caller: &Caller, request: &SearchRequest) -> Result<Vec<Uuid>, Failure> {
+        // A field given must hold something: a blank one is a mistake, not an absent criterion.
+        for (parameter, value) in [
+            ("nir", &request.nir),
+            ("nom", &request.nom),
+            ("date_naissance", &request.date_naissance),
+            ("matricule_caf", &request.matricule_caf),
+            ("organisme", &request.organisme),
+            ("id_france_travail", &request.id_france_travail),
+            ("id_departement", &request.id_departement),
+            ("departement", &request.departement),
+        ] {
+            if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                return Err(Failure::BadRequest { parameter, reason: "empty; leave the field out instead".into() });
+            }
+        }
         let given =
             |value: &Option<String>| value.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
         let criteria = [
@@ -555,6 +584,13 @@ impl Api {
             return Ok(rows.into_iter().map(|(id,)| id).collect());
         }
         let nom = given(&request.nom).ok_or_else(|| bad("nom", "required with date_naissance".into()))?;
+        let letter = |c: char| c.is_ascii_alphabetic() || matches!(c, 'À'..='Ö' | 'Ø'..='ö' | 'ø'..='ÿ');
+        if nom.chars().count() > 100
+            || !nom.chars().any(letter)
+            || !nom.chars().all(|c| letter(c) || matches!(c, ' ' | '-' | '\'' | '’'))
+        {
+            return Err(bad("nom", "a name: letters, spaces, hyphens and apostrophes, at most 100".into()));
+        }
         let date = given(&request.date_naissance).ok_or_else(|| bad("date_naissance", "required with nom".into()))?;
         let date = NaiveDate::parse_from_str(&date, "%Y-%m-%d")
             .map_err(|_| bad("date_naissance", format!("{date:?} is not a date YYYY-MM-DD")))?;
@@ -698,10 +734,14 @@ impl Api {
                 })
                 .transpose()
             };
-            if person_id.is_none() && query.agent.is_none() {
+            if query
+                .agent
+                .as_deref()
+                .is_some_and(|agent| agent.is_empty() || agent.len() > 200 || agent.chars().any(char::is_control))
+            {
                 return Err(Failure::BadRequest {
-                    parameter: "person_id",
-                    reason: "person_id or agent is required".into(),
+                    parameter: "agent",
+                    reason: "an agent uid of 1 to 200 printable characters".into(),
                 });
             }
             Ok((person_id, instant(query.depuis.as_deref(), "depuis")?, instant(query.jusqu_a.as_deref(), "jusqu_a")?))
