@@ -84,6 +84,7 @@ impl TestHub {
             database_owner_url: Some(format!("{base}/{database}")),
             grpc_listen: "127.0.0.1:0".parse()?,
             http_listen: "127.0.0.1:0".parse()?,
+            api_grpc_listen: "127.0.0.1:0".parse()?,
             registry_listen: "127.0.0.1:0".parse()?,
             institutions_file,
             ..Config::default()
@@ -123,6 +124,18 @@ impl TestHub {
             .ca_certificate(tonic::transport::Certificate::from_pem(ca))
             .domain_name("localhost");
         Ok(tonic::transport::Endpoint::from_shared(self.endpoint())?
+            .tls_config(tls)?
+            .connect_timeout(Duration::from_secs(5))
+            .connect_lazy())
+    }
+
+    /// A TLS channel to the API's gRPC face (agents present a token, no client certificate).
+    pub fn api_channel(&self) -> anyhow::Result<Channel> {
+        let ca = std::fs::read(self.credentials_dir.join("ca.pem"))?;
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+            .domain_name("localhost");
+        Ok(tonic::transport::Endpoint::from_shared(format!("https://{}", self.running.api_grpc_addr))?
             .tls_config(tls)?
             .connect_timeout(Duration::from_secs(5))
             .connect_lazy())

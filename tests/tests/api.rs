@@ -353,6 +353,40 @@ async fn each_agent_sees_exactly_what_the_law_lets_them_and_every_read_is_journa
         .await?;
     assert_eq!((bad_page.status, bad_page.body["parametre"].as_str()), (400, Some("page")));
 
+    // The gRPC face: same rules, same journal.
+    {
+        use passerelle_api::grpc::proto::{DossierRequest, dossier_service_client::DossierServiceClient};
+        let mut grpc = DossierServiceClient::new(hub.api_channel()?);
+        let ask = |agent: Option<&str>, person: Uuid, motif: &str| {
+            let mut request =
+                tonic::Request::new(DossierRequest { person_id: person.to_string(), motif: motif.to_owned() });
+            if let Some(agent) = agent {
+                let bearer = format!("Bearer {}", client.token(agent));
+                request.metadata_mut().insert("authorization", bearer.parse().expect("ascii"));
+            }
+            request
+        };
+        let reply = grpc.lire_dossier(ask(Some("caf521.agent"), legrand_id, "instruction_rsa")).await?;
+        let request_id: Uuid =
+            reply.metadata().get("x-request-id").and_then(|v| v.to_str().ok()).expect("id").parse()?;
+        let reply = reply.into_inner();
+        let mut shown: Vec<&String> = reply.sections.as_ref().map(|s| s.fields.keys().collect()).unwrap_or_default();
+        shown.sort();
+        assert_eq!(shown, ["droits_rsa", "identite"]);
+        assert_eq!(reply.sections_masquees.len(), 3);
+        assert_eq!(journal_row(&pool, Some(request_id)).await?.0, "shown");
+        let status = grpc
+            .lire_dossier(ask(Some("cd75.orientation"), legrand_id, "orientation"))
+            .await
+            .expect_err("out of reach");
+        assert_eq!(status.code(), tonic::Code::NotFound);
+        let status = grpc.lire_dossier(ask(None, legrand_id, "orientation")).await.expect_err("no token");
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        let status = grpc.lire_dossier(ask(Some("cd52.orientation"), legrand_id, "")).await.expect_err("no purpose");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().starts_with("motif:"), "{}", status.message());
+    }
+
     // The DPO reads the journal, not dossiers; nobody else reads the journal.
     assert_eq!(client.dossier("cd52.dpo", legrand_id, "orientation").await?.status, 403);
     let journal = client.get(Some("cd52.dpo"), &format!("/api/v1/journal?person_id={legrand_id}"), None).await?;

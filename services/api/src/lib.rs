@@ -13,5 +13,6 @@ pub fn migrator() -> sqlx::migrate::Migrator {
     migrator.set_ignore_missing(true);
     migrator
 }
+pub mod grpc;
 pub mod rest;
 pub mod service;

@@ -28,8 +28,11 @@ pub struct Config {
     pub kafka: KafkaSettings,
     /// gRPC ingestion API.
     pub grpc_listen: SocketAddr,
-    /// HTTP: `/healthz`, `/readyz`, `/metrics`.
+    /// HTTP: the API feuille de route (`/api/v1`), `/healthz`, `/readyz`, `/metrics`.
     pub http_listen: SocketAddr,
+    /// gRPC face of the API feuille de route (TLS with the hub's server certificate; agents
+    /// authenticate with their access token, not a client certificate).
+    pub api_grpc_listen: SocketAddr,
     /// Confluent-compatible schema registry (read API).
     pub registry_listen: SocketAddr,
     /// Institutions allowed to push, with their kind and scope.
@@ -146,6 +149,7 @@ impl Default for Config {
             kafka: KafkaSettings::default(),
             grpc_listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            api_grpc_listen: SocketAddr::from(([127, 0, 0, 1], 50052)),
             registry_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             institutions_file: PathBuf::from("infra/dev/institutions.toml"),
             secrets: SecretsConfig::default(),

@@ -36,6 +36,7 @@ use crate::config::Config;
 /// A running hub: the addresses it serves, and a handle to stop it.
 pub struct Running {
     pub grpc_addr: SocketAddr,
+    pub api_grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub registry_addr: SocketAddr,
     pub pool: PgPool,
@@ -69,10 +70,12 @@ impl Running {
     pub fn addresses(&self) -> String {
         format!(
             "gRPC ingestion  https://{}  (mutual TLS; reflection and grpc.health.v1 enabled)\n\
+             API (REST)      http://{}/api/v1  (OpenAPI: /api/v1/openapi.json; tokens: passerelle dev token --agent UID)\n\
+             API (gRPC)      https://{}  (passerelle.dossier.v1.DossierService; reflection enabled)\n\
              HTTP            http://{}  (/healthz, /readyz, /metrics)\n\
              schema registry http://{}  (Confluent read API: /subjects, /schemas/ids/{{id}})\n\
              projector       dossier read models in PostgreSQL (consumer group passerelle-projector-dossier)",
-            self.grpc_addr, self.http_addr, self.registry_addr
+            self.grpc_addr, self.http_addr, self.api_grpc_addr, self.http_addr, self.registry_addr
         )
     }
 }
@@ -234,7 +237,41 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
         SubjectKeys::new(config.secrets.pepper()?),
         KeyStore::new(pool.clone(), config.secrets.master_key()?),
     );
-    let http = passerelle_api::rest::router(Arc::new(api))
+    let api = Arc::new(api);
+    let api_grpc_listener = TcpListener::bind(config.api_grpc_listen).await.with_context(|| {
+        format!("cannot listen on {} for the API's gRPC face (api_grpc_listen)", config.api_grpc_listen)
+    })?;
+    let api_grpc_addr = api_grpc_listener.local_addr()?;
+    let (api_health, api_health_service) = tonic_health::server::health_reporter();
+    api_health
+        .set_serving::<passerelle_api::grpc::proto::dossier_service_server::DossierServiceServer<passerelle_api::grpc::DossierGrpc>>()
+        .await;
+    let api_reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(passerelle_api::grpc::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let api_tls = tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(
+        read(&config.tls.cert_file, "server certificate")?,
+        read(&config.tls.key_file, "server key")?,
+    ));
+    let api_grpc = tonic::transport::Server::builder()
+        .tls_config(api_tls)
+        .context("TLS configuration of the API's gRPC server")?
+        .add_service(api_health_service)
+        .add_service(api_reflection)
+        .add_service(passerelle_api::grpc::proto::dossier_service_server::DossierServiceServer::new(
+            passerelle_api::grpc::DossierGrpc::new(api.clone()),
+        ));
+    let mut api_grpc_shutdown = shutdown_rx.clone();
+    tasks.spawn(async move {
+        api_grpc
+            .serve_with_incoming_shutdown(TcpListenerStream::new(api_grpc_listener), async move {
+                drop(api_grpc_shutdown.wait_for(|stop| *stop).await);
+            })
+            .await
+            .context("API gRPC server")
+    });
+    let http = passerelle_api::rest::router(api)
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
@@ -279,7 +316,7 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
         tasks.spawn(retention_schedule(pool.clone(), config.retention_days, shutdown_rx_projector));
     }
 
-    Ok(Running { grpc_addr, http_addr, registry_addr, pool, topics, publisher, shutdown, tasks })
+    Ok(Running { grpc_addr, api_grpc_addr, http_addr, registry_addr, pool, topics, publisher, shutdown, tasks })
 }
 
 /// The applier of the dossier projection.
@@ -399,7 +436,8 @@ pub async fn replay_dead_letter(
     Ok(passerelle_projector::dlq::replay(&pool, &applier, &config.kafka.bootstrap_servers, dead_letter_id).await?)
 }
 
-/// Runs the retention job every day: persons without contact for `days` are erased.
+/// Runs the retention job every day: persons without contact for `days` are erased, and access
+/// journal entries older than one year are purged.
 async fn retention_schedule(pool: PgPool, days: i64, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let mut daily = tokio::time::interval(Duration::from_secs(24 * 3600));
     loop {
@@ -411,6 +449,11 @@ async fn retention_schedule(pool: PgPool, days: i64, mut shutdown: watch::Receiv
         match passerelle_projector::erase::retention(&pool, cutoff).await {
             Ok(erased) => tracing::info!(erased, days, "retention job done"),
             Err(error) => tracing::error!(error = %error, "retention job failed; it runs again tomorrow"),
+        }
+        // The access journal is kept one year; this purge is its only deletion.
+        match passerelle_api::journal::purge_expired(&pool).await {
+            Ok(purged) => tracing::info!(purged, "access journal purge done (entries older than one year)"),
+            Err(error) => tracing::error!(error = %error, "access journal purge failed; it runs again tomorrow"),
         }
     }
 }
