@@ -19,6 +19,17 @@ export PASSERELLE_TEST_BOOTSTRAP="127.0.0.1:$BROKER_PORT"
 export PASSERELLE_TEST_PG="$PG_URL_BASE"
 export PASSERELLE_TANSU_BIN="$TANSU_BIN"
 
+# Ops files: Debian's promtool must accept the Prometheus configuration and the alert rules
+# (the names they use are checked against the exported metrics by tests/tests/observability.rs).
+if ! command -v promtool >/dev/null 2>&1; then
+  say "installing promtool (Debian package prometheus)"
+  as_root=""; [ "$(id -u)" = 0 ] || as_root="sudo"
+  $as_root apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 \
+    || { $as_root apt-get update -qq && $as_root apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+fi
+promtool check config "$REPO_ROOT/infra/prometheus/prometheus.yml"
+promtool check rules "$REPO_ROOT/infra/prometheus/alerts.yml"
+
 # Some tests run the hub as a separate process (to SIGKILL it): build the binary first.
 cargo build --bin passerelle
 

@@ -47,6 +47,17 @@ pub async fn write(pool: &PgPool, entry: &Entry) -> Result<(), sqlx::Error> {
     .bind(&entry.outcome)
     .execute(pool)
     .await?;
+    let metrics = crate::metrics::metrics();
+    metrics.journal_writes.with_label_values(&[entry.action]).inc();
+    if !matches!(entry.outcome.as_str(), "shown" | "found" | "none" | "moved_out") {
+        let reason = if entry.outcome == "error" { "error" } else { entry.outcome.as_str() };
+        metrics.refusals.with_label_values(&[reason]).inc();
+    }
+    for (section, motif) in &entry.sections_withheld {
+        if entry.action == "dossier" {
+            metrics.sections_withheld.with_label_values(&[section, motif]).inc();
+        }
+    }
     Ok(())
 }
 

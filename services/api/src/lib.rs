@@ -14,5 +14,6 @@ pub fn migrator() -> sqlx::migrate::Migrator {
     migrator
 }
 pub mod grpc;
+pub mod metrics;
 pub mod rest;
 pub mod service;

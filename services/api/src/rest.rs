@@ -11,6 +11,7 @@ use axum::{
     routing::{get, post},
 };
 use serde_json::{Value, json};
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::service::{Api, Caller, Failure, JournalQuery, QueueQuery, SearchRequest};
@@ -30,7 +31,22 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/territoires/{code}/indicateurs", get(indicators))
         .route("/api/v1/territoires/{code}/files/{file}", get(queue))
         .route("/api/v1/journal", get(journal))
+        .route_layer(axum::middleware::from_fn(observe))
         .with_state(api)
+}
+
+/// Counts and times each request by route template (never the concrete path: it holds ids).
+async fn observe(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let metrics = crate::metrics::metrics();
+    metrics.request_seconds.with_label_values(&[route.as_str()]).observe(started.elapsed().as_secs_f64());
+    metrics.requests.with_label_values(&[route.as_str(), response.status().as_str()]).inc();
+    response
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -45,10 +61,19 @@ async fn answer(
     operation: impl AsyncFnOnce(&Caller, Uuid) -> Result<Value, Failure>,
 ) -> Response {
     let request_id = Uuid::now_v7();
-    let result = match api.authenticate(request_id, action, header_str(headers, header::AUTHORIZATION.as_str())).await {
-        Ok(caller) => operation(&caller, request_id).await,
-        Err(failure) => Err(failure),
-    };
+    // Nothing personal in the span: the action and the request id (the journal holds the rest).
+    let span = tracing::info_span!("api.request", action, request_id = %request_id);
+    if let Some(traceparent) = header_str(headers, "traceparent") {
+        passerelle_telemetry::follow(&span, traceparent);
+    }
+    let result = async {
+        match api.authenticate(request_id, action, header_str(headers, header::AUTHORIZATION.as_str())).await {
+            Ok(caller) => operation(&caller, request_id).await,
+            Err(failure) => Err(failure),
+        }
+    }
+    .instrument(span)
+    .await;
     let mut response = match result {
         Ok(body) => (StatusCode::OK, Json(body)).into_response(),
         Err(failure) => failure_response(failure),

@@ -36,6 +36,8 @@ pub struct Prepared {
     pub value: Vec<u8>,
     /// Blind index for search by name and birth date (a Kafka header, never the value).
     pub search_key: Option<String>,
+    /// The W3C trace context of the call, carried in the `traceparent` header.
+    pub traceparent: Option<String>,
 }
 
 impl IngestHub {
@@ -78,17 +80,19 @@ impl IngestHub {
             topic: self.topics.topic(logged.family),
             value: framing::frame(writer.id, &datum),
             search_key,
+            traceparent: passerelle_telemetry::traceparent(),
         })
     }
 
     /// Hands a prepared event to the producer, keyed by its subject.
     pub fn enqueue(&self, prepared: &Prepared) -> Result<Pending, PublishError> {
-        let headers = match &prepared.search_key {
-            Some(key) => {
-                OwnedHeaders::new().insert(rdkafka::message::Header { key: "passerelle-search", value: Some(key) })
-            }
-            None => OwnedHeaders::new(),
-        };
+        let mut headers = OwnedHeaders::new();
+        if let Some(key) = &prepared.search_key {
+            headers = headers.insert(rdkafka::message::Header { key: "passerelle-search", value: Some(key) });
+        }
+        if let Some(traceparent) = &prepared.traceparent {
+            headers = headers.insert(rdkafka::message::Header { key: "traceparent", value: Some(traceparent) });
+        }
         self.publisher.enqueue(&prepared.topic, &prepared.subject_key, &prepared.value, headers)
     }
 

@@ -9,6 +9,7 @@ use passerelle_domain::event::{CanonicalEvent, Family, Source};
 use passerelle_eventlog::kafka::PublishError;
 use tonic::{Code, Request, Response, Status, Streaming};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+use tracing::Instrument as _;
 
 use crate::{
     auth,
@@ -81,6 +82,16 @@ fn authenticate<T>(hub: &IngestHub, request: &Request<T>, family: Family) -> Res
     Ok(Caller { institution: institution.clone(), relay_file })
 }
 
+/// The span of one ingestion call, a child of the caller's trace when it sent a `traceparent`.
+/// Nothing personal: the family and the calling institution.
+fn call_span<T>(family: Family, request: &Request<T>) -> tracing::Span {
+    let span = tracing::info_span!("ingest.call", family = family.label(), institution = tracing::field::Empty);
+    if let Some(traceparent) = request.metadata().get("traceparent").and_then(|v| v.to_str().ok()) {
+        passerelle_telemetry::follow(&span, traceparent);
+    }
+    span
+}
+
 fn source_of(institution: &Institution) -> Source {
     Source { institution: institution.id.clone(), kind: institution.kind, relayed_by: None, relay_file: None }
 }
@@ -140,13 +151,16 @@ async fn publish_unary<T>(
     normaliser: Normaliser<T>,
 ) -> Result<Response<PublishReply>, Status> {
     let started = Instant::now();
+    let span = call_span(family, &request);
     let caller = authenticate(&hub, &request, family)?;
+    span.record("institution", caller.institution.id.as_str());
     let event = request.into_inner();
     let outcome = async {
         let prepared = prepare_one(&hub, &caller, family, normaliser, &event).await?;
         let delivered = hub.publish(&prepared).await.map_err(publish_error)?;
         Ok::<_, Refusal>((prepared, delivered))
     }
+    .instrument(span)
     .await;
     match outcome {
         Ok((prepared, delivered)) => {
@@ -207,6 +221,7 @@ fn refusal_reply(index: u64, event_id: String, refusal: Refusal) -> BatchReply {
 fn publish_stream<T: Send + Sync + 'static>(
     hub: Arc<IngestHub>,
     family: Family,
+    batch_span: tracing::Span,
     caller: Caller,
     input: Streaming<T>,
     normaliser: Normaliser<T>,
@@ -216,6 +231,13 @@ fn publish_stream<T: Send + Sync + 'static>(
     let prepared = input.enumerate().map(move |(index, message)| {
         let hub = prepare_hub.clone();
         let caller = caller.clone();
+        let span = tracing::info_span!(
+            parent: &batch_span,
+            "ingest.publish",
+            family = family.label(),
+            institution = caller.institution.id.as_str(),
+            index
+        );
         async move {
             let index = index as u64;
             match message {
@@ -227,6 +249,7 @@ fn publish_stream<T: Send + Sync + 'static>(
                 }
             }
         }
+        .instrument(span)
     });
     let replies = prepared
         .buffered(BATCH_PREPARE_CONCURRENCY)
@@ -307,10 +330,13 @@ macro_rules! ingest_service {
                 &self,
                 request: Request<Streaming<$event>>,
             ) -> Result<Response<Self::PublishBatchStream>, Status> {
+                let span = call_span($family, &request);
                 let caller = authenticate(&self.hub, &request, $family)?;
+                span.record("institution", caller.institution.id.as_str());
                 let stream = publish_stream(
                     self.hub.clone(),
                     $family,
+                    span,
                     caller,
                     request.into_inner(),
                     $normaliser,

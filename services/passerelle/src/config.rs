@@ -43,6 +43,9 @@ pub struct Config {
     pub tls: TlsConfig,
     /// `json` (one object per line) or `pretty`.
     pub log_format: String,
+    /// OpenTelemetry traces: the OTLP/HTTP endpoint spans are exported to, e.g.
+    /// `http://127.0.0.1:4318/v1/traces`. Unset (the default): no traces.
+    pub otlp_endpoint: Option<String>,
     /// Kafka consumer group of the dossier projection's workers (the topic prefix is added).
     pub projector_group: String,
     /// Records applied per projector transaction, at most.
@@ -155,6 +158,7 @@ impl Default for Config {
             secrets: SecretsConfig::default(),
             tls: TlsConfig::default(),
             log_format: "pretty".into(),
+            otlp_endpoint: None,
             projector_group: "passerelle-projector-dossier".into(),
             retention_days: 730,
             projector_max_batch: 500,

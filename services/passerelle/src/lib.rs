@@ -313,6 +313,20 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
     }
 
     if services.projector {
+        let gauge_pool = pool.clone();
+        let mut gauge_shutdown = shutdown_rx_projector.clone();
+        tasks.spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = gauge_shutdown.wait_for(|stop| *stop) => return Ok(()),
+                    _ = every.tick() => {}
+                }
+                if let Err(error) = passerelle_projector::metrics::refresh_unlinked(&gauge_pool).await {
+                    tracing::warn!(error = %error, "unlinked persons gauge not refreshed");
+                }
+            }
+        });
         tasks.spawn(retention_schedule(pool.clone(), config.retention_days, shutdown_rx_projector));
     }
 

@@ -209,8 +209,18 @@ async fn main() -> anyhow::Result<()> {
     }
     let config = Config::load(cli.config.as_deref()).context("reading the configuration")?;
     let format = if config.log_format == "json" { LogFormat::Json } else { LogFormat::Pretty };
-    passerelle_telemetry::init_logging(format);
-    match cli.command {
+    let tracer = match &config.otlp_endpoint {
+        Some(endpoint) => Some(passerelle_telemetry::otlp_provider(endpoint).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    passerelle_telemetry::init(format, tracer);
+    let outcome = dispatch(cli.command, config).await;
+    passerelle_telemetry::shutdown();
+    outcome
+}
+
+async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
         Command::Up { demo, credentials } => run(&config, demo.then_some(credentials)).await,
         Command::Serve { service: Service::Ingest } => {
             run_services(&config, None, passerelle::Services { projector: false }).await

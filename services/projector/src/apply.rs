@@ -14,6 +14,7 @@ use passerelle_eventlog::{
 };
 use sha2::{Digest, Sha256};
 use sqlx::{Postgres, Row, Transaction};
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::{
@@ -32,6 +33,10 @@ pub struct Record {
     /// The blind index the hub computed for search by name and birth date (header
     /// `passerelle-search`), if the event carried them.
     pub search_key: Option<String>,
+    /// When the record reached the log (Kafka timestamp, milliseconds).
+    pub timestamp_ms: Option<i64>,
+    /// The W3C trace context of the ingestion call (header `traceparent`).
+    pub traceparent: Option<String>,
 }
 
 /// The header carrying the search blind index.
@@ -40,13 +45,16 @@ pub const SEARCH_HEADER: &str = "passerelle-search";
 impl Record {
     pub fn from_message(message: &impl rdkafka::Message) -> Self {
         use rdkafka::message::Headers as _;
-        let search_key = message.headers().and_then(|headers| {
-            headers
-                .iter()
-                .find(|header| header.key == SEARCH_HEADER)
-                .and_then(|header| header.value)
-                .map(|value| String::from_utf8_lossy(value).into_owned())
-        });
+        let header = |name: &str| {
+            message.headers().and_then(|headers| {
+                headers
+                    .iter()
+                    .find(|header| header.key == name)
+                    .and_then(|header| header.value)
+                    .map(|value| String::from_utf8_lossy(value).into_owned())
+            })
+        };
+        let search_key = header(SEARCH_HEADER);
         Self {
             topic: message.topic().to_owned(),
             partition: message.partition(),
@@ -54,6 +62,8 @@ impl Record {
             key: message.key().map(<[u8]>::to_vec),
             value: message.payload().map(<[u8]>::to_vec),
             search_key,
+            timestamp_ms: message.timestamp().to_millis(),
+            traceparent: header("traceparent"),
         }
     }
 }
@@ -77,6 +87,10 @@ pub struct Outcome {
     pub dead_letters: Vec<DeadLetter>,
     /// Next offset per (topic, partition) after the batch.
     pub offsets: BTreeMap<(String, i32), i64>,
+    /// Per territory, the log time (ms) of the latest event applied for it.
+    pub territories: BTreeMap<String, i64>,
+    /// Per (topic, partition), the log time (ms) of the last record of the batch.
+    pub last_timestamps: BTreeMap<(String, i32), i64>,
 }
 
 /// Applies batches for one projection.
@@ -249,23 +263,42 @@ impl Applier {
                         person_id,
                     });
                 }
-                Ok(event) => match self.apply_event(&mut tx, record, &event).await? {
-                    Applied::New { persons, households } => {
-                        outcome.applied += 1;
-                        touched_persons.extend(persons);
-                        touched_households.extend(households);
+                Ok(event) => {
+                    // One span per event, in the trace of the call that published it.
+                    let span = tracing::info_span!(
+                        "projector.apply",
+                        projection = self.projection.as_str(),
+                        topic = record.topic.as_str(),
+                        partition = record.partition,
+                        offset = record.offset,
+                        event_type = event.payload.event_type()
+                    );
+                    if let Some(traceparent) = &record.traceparent {
+                        passerelle_telemetry::follow(&span, traceparent);
                     }
-                    Applied::Duplicate => outcome.duplicates += 1,
-                    Applied::Erased => outcome.erased += 1,
-                    Applied::Conflict { person_id } => outcome.dead_letters.push(DeadLetter {
-                        record: record.clone(),
-                        reason: format!(
-                            "conflict: event {} of {} was already applied with a different content",
-                            event.envelope.event_id, event.envelope.source.institution
-                        ),
-                        person_id,
-                    }),
-                },
+                    let applied = self.apply_event(&mut tx, record, &event).instrument(span).await?;
+                    match applied {
+                        Applied::New { persons, households } => {
+                            outcome.applied += 1;
+                            if let (Some(territory), Some(at)) = (&event.envelope.territory, record.timestamp_ms) {
+                                let latest = outcome.territories.entry(territory.clone()).or_insert(at);
+                                *latest = (*latest).max(at);
+                            }
+                            touched_persons.extend(persons);
+                            touched_households.extend(households);
+                        }
+                        Applied::Duplicate => outcome.duplicates += 1,
+                        Applied::Erased => outcome.erased += 1,
+                        Applied::Conflict { person_id } => outcome.dead_letters.push(DeadLetter {
+                            record: record.clone(),
+                            reason: format!(
+                                "conflict: event {} of {} was already applied with a different content",
+                                event.envelope.event_id, event.envelope.source.institution
+                            ),
+                            person_id,
+                        }),
+                    }
+                }
             }
         }
         // Dead letters first: the dossiers refolded below see them (a poison record may come
@@ -315,6 +348,11 @@ impl Applier {
             .await?;
         }
         tx.commit().await?;
+        for record in records {
+            if let Some(at) = record.timestamp_ms {
+                outcome.last_timestamps.insert((record.topic.clone(), record.partition), at);
+            }
+        }
         outcome.offsets = next;
         Ok(outcome)
     }

@@ -9,6 +9,7 @@ pub mod erase;
 pub mod failpoint;
 pub mod fold;
 pub mod identite;
+pub mod metrics;
 pub mod rebuild;
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,103 @@
+//! Metrics of the projection workers, declared once (documented in docs/metrics.md).
+
+use std::sync::OnceLock;
+
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts};
+
+pub struct ProjectorMetrics {
+    /// `passerelle_projector_events_applied_total{projection}`
+    pub applied: IntCounterVec,
+    /// `passerelle_projector_dead_letters_total{projection, reason}`: undecodable, conflict.
+    pub dead_letters: IntCounterVec,
+    /// `passerelle_projector_batch_size`: records per transaction.
+    pub batch_size: Histogram,
+    /// `passerelle_projector_apply_seconds`: one batch's transaction.
+    pub apply_seconds: Histogram,
+    /// `passerelle_projector_lag_messages{projection, topic, partition}`
+    pub lag_messages: IntGaugeVec,
+    /// `passerelle_projector_lag_seconds{projection, topic, partition}`: how old the last
+    /// applied record is while records wait behind it (0 when caught up).
+    pub lag_seconds: IntGaugeVec,
+    /// `passerelle_projector_territory_last_event_timestamp_seconds{territory}`: when the
+    /// latest event applied for a territory reached the log.
+    pub territory_last_event: IntGaugeVec,
+    /// `passerelle_readmodel_unlinked_persons`: persons known by a secondary id only.
+    pub unlinked_persons: IntGauge,
+}
+
+pub fn metrics() -> &'static ProjectorMetrics {
+    static METRICS: OnceLock<ProjectorMetrics> = OnceLock::new();
+    METRICS.get_or_init(|| {
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
+        };
+        let metrics = ProjectorMetrics {
+            applied: counter("projector_events_applied_total", "events applied to the read models", &["projection"]),
+            dead_letters: counter(
+                "projector_dead_letters_total",
+                "records dead-lettered (undecodable, conflict)",
+                &["projection", "reason"],
+            ),
+            batch_size: Histogram::with_opts(
+                HistogramOpts::new("projector_batch_size", "records per projection transaction")
+                    .buckets(vec![1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0]),
+            )
+            .expect("valid metric"),
+            apply_seconds: Histogram::with_opts(
+                HistogramOpts::new("projector_apply_seconds", "duration of one projection transaction")
+                    .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            )
+            .expect("valid metric"),
+            lag_messages: gauge(
+                "projector_lag_messages",
+                "records on the log not yet applied",
+                &["projection", "topic", "partition"],
+            ),
+            lag_seconds: gauge(
+                "projector_lag_seconds",
+                "age of the last applied record while records wait behind it",
+                &["projection", "topic", "partition"],
+            ),
+            territory_last_event: gauge(
+                "projector_territory_last_event_timestamp_seconds",
+                "when the latest event applied for the territory reached the log (Unix time)",
+                &["territory"],
+            ),
+            unlinked_persons: IntGauge::new(
+                "readmodel_unlinked_persons",
+                "persons known by a secondary identifier only, waiting for a NIR link",
+            )
+            .expect("valid metric"),
+        };
+        let registry = passerelle_telemetry::registry();
+        for collector in [
+            Box::new(metrics.applied.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(metrics.dead_letters.clone()),
+            Box::new(metrics.batch_size.clone()),
+            Box::new(metrics.apply_seconds.clone()),
+            Box::new(metrics.lag_messages.clone()),
+            Box::new(metrics.lag_seconds.clone()),
+            Box::new(metrics.territory_last_event.clone()),
+            Box::new(metrics.unlinked_persons.clone()),
+        ] {
+            drop(registry.register(collector));
+        }
+        metrics
+    })
+}
+
+/// Counts the persons known by a secondary identifier only (no NIR linked): FT-only or
+/// département-only persons whose link may still come.
+pub async fn refresh_unlinked(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
+    let (count,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM persons p WHERE p.merged_into IS NULL
+           AND NOT EXISTS (SELECT 1 FROM subject_links l WHERE l.person_id = p.person_id AND l.subject_key LIKE 'nir:%')",
+    )
+    .fetch_one(pool)
+    .await?;
+    metrics().unlinked_persons.set(count);
+    Ok(())
+}
