@@ -51,6 +51,17 @@ async fn counters_move_during_a_run_and_dashboards_use_only_exported_names() -> 
         Ok(http.get(format!("http://{}/metrics", hub.running.http_addr)).send().await?.text().await?)
     };
     let before = scrape().await?;
+    let ready = http.get(format!("http://{}/readyz", hub.running.http_addr)).send().await?;
+    assert_eq!(ready.status(), 200);
+    assert_eq!(ready.text().await?, "ready", "database reachable, migrations applied, broker reachable");
+    assert_eq!(http.get(format!("http://{}/healthz", hub.running.http_addr)).send().await?.text().await?, "ok");
+    // The gRPC health service of the API's face (ingestion's is tested with it).
+    let mut health = tonic_health::pb::health_client::HealthClient::new(hub.api_channel()?);
+    let serving = health
+        .check(tonic_health::pb::HealthCheckRequest { service: "passerelle.dossier.v1.DossierService".into() })
+        .await?
+        .into_inner();
+    assert_eq!(serving.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
 
     let mut caf_client = AllocataireIngestClient::new(hub.channel_as("caf-521").await?);
     caf_client.publish(caf("m-1", "2026-09-20T09:00:00+02:00", legrand(), "DEM", right_opened())).await?;

@@ -487,9 +487,22 @@ async fn serve_http(
 }
 
 /// Ready when the database answers and the broker's metadata can be fetched.
+/// Ready: the database answers with every migration of this build applied, and the broker
+/// answers a metadata request.
 async fn readiness(pool: &PgPool, publisher: &Arc<Publisher>) -> (StatusCode, String) {
-    if let Err(error) = sqlx::query("SELECT 1").execute(pool).await {
-        return (StatusCode::SERVICE_UNAVAILABLE, format!("database unreachable: {error}"));
+    let applied: Vec<(i64,)> =
+        match sqlx::query_as("SELECT version FROM public._sqlx_migrations WHERE success").fetch_all(pool).await {
+            Ok(applied) => applied,
+            Err(error) => return (StatusCode::SERVICE_UNAVAILABLE, format!("database unreachable: {error}")),
+        };
+    let missing: Vec<i64> =
+        [passerelle_eventlog::migrator(), passerelle_readmodel::migrator(), passerelle_api::migrator()]
+            .iter()
+            .flat_map(|migrator| migrator.iter().map(|m| m.version).collect::<Vec<_>>())
+            .filter(|version| !applied.iter().any(|(v,)| v == version))
+            .collect();
+    if !missing.is_empty() {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("migrations not applied: {missing:?}"));
     }
     let publisher = publisher.clone();
     let broker = tokio::task::spawn_blocking(move || publisher.broker_reachable(Duration::from_secs(2))).await;
