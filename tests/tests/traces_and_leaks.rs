@@ -121,6 +121,10 @@ async fn one_trace_from_call_to_projection_and_no_personal_data_anywhere() -> an
         .expect("apply span");
     assert_eq!(apply.parent_span_id.to_string(), parent_span, "the apply span is a child of the call's span");
     assert!(spans.iter().any(|s| s.name == "api.request"), "API requests are traced");
+    assert!(
+        logs::captured().contains(&format!("\"trace_id\":\"{trace_id}\"")),
+        "the JSON log lines of the call carry its trace id"
+    );
 
     // The leak scan.
     let metrics = http.get(format!("http://{}/metrics", hub.running.http_addr)).send().await?.text().await?;

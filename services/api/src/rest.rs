@@ -62,10 +62,11 @@ async fn answer(
 ) -> Response {
     let request_id = Uuid::now_v7();
     // Nothing personal in the span: the action and the request id (the journal holds the rest).
-    let span = tracing::info_span!("api.request", action, request_id = %request_id);
+    let span = tracing::info_span!("api.request", action, request_id = %request_id, trace_id = tracing::field::Empty);
     if let Some(traceparent) = header_str(headers, "traceparent") {
         passerelle_telemetry::follow(&span, traceparent);
     }
+    passerelle_telemetry::record_trace_id(&span);
     let result = async {
         match api.authenticate(request_id, action, header_str(headers, header::AUTHORIZATION.as_str())).await {
             Ok(caller) => operation(&caller, request_id).await,

@@ -85,10 +85,16 @@ fn authenticate<T>(hub: &IngestHub, request: &Request<T>, family: Family) -> Res
 /// The span of one ingestion call, a child of the caller's trace when it sent a `traceparent`.
 /// Nothing personal: the family and the calling institution.
 fn call_span<T>(family: Family, request: &Request<T>) -> tracing::Span {
-    let span = tracing::info_span!("ingest.call", family = family.label(), institution = tracing::field::Empty);
+    let span = tracing::info_span!(
+        "ingest.call",
+        family = family.label(),
+        institution = tracing::field::Empty,
+        trace_id = tracing::field::Empty
+    );
     if let Some(traceparent) = request.metadata().get("traceparent").and_then(|v| v.to_str().ok()) {
         passerelle_telemetry::follow(&span, traceparent);
     }
+    passerelle_telemetry::record_trace_id(&span);
     span
 }
 
@@ -160,8 +166,10 @@ async fn publish_unary<T>(
         let delivered = hub.publish(&prepared).await.map_err(publish_error)?;
         Ok::<_, Refusal>((prepared, delivered))
     }
-    .instrument(span)
+    .instrument(span.clone())
     .await;
+    // The outcome is logged inside the call's span: the JSON line carries its trace id.
+    let _in_call = span.enter();
     match outcome {
         Ok((prepared, delivered)) => {
             metrics().accepted.with_label_values(&[family.label()]).inc();

@@ -271,11 +271,13 @@ impl Applier {
                         topic = record.topic.as_str(),
                         partition = record.partition,
                         offset = record.offset,
-                        event_type = event.payload.event_type()
+                        event_type = event.payload.event_type(),
+                        trace_id = tracing::field::Empty
                     );
                     if let Some(traceparent) = &record.traceparent {
                         passerelle_telemetry::follow(&span, traceparent);
                     }
+                    passerelle_telemetry::record_trace_id(&span);
                     let applied = self.apply_event(&mut tx, record, &event).instrument(span).await?;
                     match applied {
                         Applied::New { persons, households } => {

@@ -78,6 +78,17 @@ pub fn traceparent() -> Option<String> {
     carrier.remove("traceparent")
 }
 
+/// Records the span's OpenTelemetry trace id in its `trace_id` field (declared `Empty`), so JSON
+/// log lines inside it carry it; nothing when traces are off.
+pub fn record_trace_id(span: &tracing::Span) {
+    use opentelemetry::trace::TraceContextExt as _;
+    let context = span.context();
+    let trace_id = context.span().span_context().trace_id();
+    if trace_id != opentelemetry::trace::TraceId::INVALID {
+        span.record("trace_id", tracing::field::display(trace_id));
+    }
+}
+
 /// Makes `span` a child of the remote span a `traceparent` names (from a Kafka header or a gRPC
 /// call), so one trace follows an event from the call to its projection.
 pub fn follow(span: &tracing::Span, traceparent: &str) {
