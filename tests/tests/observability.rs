@@ -106,14 +106,14 @@ async fn counters_move_during_a_run_and_dashboards_use_only_exported_names() -> 
             .send()
             .await?;
     }
-    // The lag gauges are refreshed at most every 5 s, on the next batch.
-    tokio::time::sleep(Duration::from_secs(6)).await;
     caf_client.publish(caf("m-4", "2026-09-21T09:00:00+02:00", legrand(), "DEM", sdd(true))).await?;
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // The lag is measured every 15 s, off the projector's loop: wait for a measure at rest.
+    let deadline = Instant::now() + Duration::from_secs(40);
     let after = loop {
         let text = scrape().await?;
         if sample(&text, "passerelle_projector_events_applied_total", &[]) >= 3.0
             && text.contains("passerelle_projector_lag_messages{")
+            && sample(&text, "passerelle_projector_lag_messages", &[]) == 0.0
         {
             break text;
         }

@@ -315,16 +315,33 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
     if services.projector {
         let gauge_pool = pool.clone();
         let mut gauge_shutdown = shutdown_rx_projector.clone();
+        let lag_client: Arc<rdkafka::consumer::BaseConsumer> = Arc::new(
+            rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &config.kafka.bootstrap_servers)
+                .set("group.id", format!("{}passerelle-lag-probe", config.kafka.topic_prefix))
+                .create()?,
+        );
+        let lag_topics = projected_topics(&topics);
         tasks.spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(60));
+            // Lag every 15 s, the unlinked persons every minute; off the projector's loop.
+            let mut every = tokio::time::interval(Duration::from_secs(15));
+            let mut ticks = 0u64;
             loop {
                 tokio::select! {
                     _ = gauge_shutdown.wait_for(|stop| *stop) => return Ok(()),
                     _ = every.tick() => {}
                 }
-                if let Err(error) = passerelle_projector::metrics::refresh_unlinked(&gauge_pool).await {
+                if let Err(error) =
+                    passerelle_projector::metrics::refresh_lag(&gauge_pool, lag_client.clone(), "dossier", &lag_topics).await
+                {
+                    tracing::warn!(error = %error, "projector lag not measured");
+                }
+                if ticks % 4 == 0
+                    && let Err(error) = passerelle_projector::metrics::refresh_unlinked(&gauge_pool).await
+                {
                     tracing::warn!(error = %error, "unlinked persons gauge not refreshed");
                 }
+                ticks += 1;
             }
         });
         tasks.spawn(retention_schedule(pool.clone(), config.retention_days, shutdown_rx_projector));

@@ -58,7 +58,6 @@ pub async fn run(
         .set("enable.idempotence", "true")
         .set("message.timeout.ms", "10000")
         .create()?;
-    let mut last_lag = std::time::Instant::now() - Duration::from_secs(60);
     loop {
         // Consumer errors (broker down, a partition moving) are reported by librdkafka while it
         // keeps reconnecting: log them and go on.
@@ -96,11 +95,7 @@ pub async fn run(
             other => other?,
         };
         crate::failpoint::hit("after-db-commit");
-        let refresh_lag = last_lag.elapsed() >= Duration::from_secs(5);
-        if refresh_lag {
-            last_lag = std::time::Instant::now();
-        }
-        record_metrics(&consumer, &applier.projection, &outcome, batch.len(), started.elapsed(), refresh_lag);
+        record_metrics(&applier.projection, &outcome, batch.len(), started.elapsed());
         publish_dead_letters(&dead_letters, &settings.dead_letter_topic, &outcome).await;
         let mut progress = TopicPartitionList::new();
         for ((topic, partition), offset) in &outcome.offsets {
@@ -118,16 +113,10 @@ pub async fn run(
     }
 }
 
-/// Batch size and latency, applied events, dead letters, lag per partition (from the
-/// consumer's cached watermarks: no broker round trip), freshness per territory.
-fn record_metrics(
-    consumer: &StreamConsumer<WorkerContext>,
-    projection: &str,
-    outcome: &Outcome,
-    records: usize,
-    took: Duration,
-    refresh_lag: bool,
-) {
+/// Batch size and latency, applied events, dead letters, freshness per territory, and the log
+/// time of the last record applied per partition (the lag task reads it). No I/O: the lag
+/// itself costs broker round trips and is measured off this loop (`metrics::refresh_lag`).
+fn record_metrics(projection: &str, outcome: &Outcome, records: usize, took: Duration) {
     let metrics = crate::metrics::metrics();
     metrics.batch_size.observe(records as f64);
     metrics.apply_seconds.observe(took.as_secs_f64());
@@ -136,22 +125,7 @@ fn record_metrics(
         let reason = letter.reason.split(':').next().unwrap_or("other");
         metrics.dead_letters.with_label_values(&[projection, reason]).inc();
     }
-    let now_ms = chrono::Utc::now().timestamp_millis();
-    // The high watermarks cost a broker round trip: refreshed every few seconds, not per batch.
-    for ((topic, partition), next) in outcome.offsets.iter().filter(|_| refresh_lag) {
-        let partition_label = partition.to_string();
-        let labels = [projection, topic.as_str(), partition_label.as_str()];
-        let lag = match consumer.fetch_watermarks(topic, *partition, Duration::from_secs(1)) {
-            Ok((_, high)) if high >= 0 => (high - next).max(0),
-            _ => 0,
-        };
-        metrics.lag_messages.with_label_values(&labels).set(lag);
-        let age = match outcome.last_timestamps.get(&(topic.clone(), *partition)) {
-            Some(at) if lag > 0 => ((now_ms - at) / 1000).max(0),
-            _ => 0,
-        };
-        metrics.lag_seconds.with_label_values(&labels).set(age);
-    }
+    crate::metrics::note_applied(&outcome.last_timestamps);
     for (territory, at) in &outcome.territories {
         metrics.territory_last_event.with_label_values(&[territory]).set(at / 1000);
     }

@@ -101,3 +101,65 @@ pub async fn refresh_unlinked(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
     metrics().unlinked_persons.set(count);
     Ok(())
 }
+
+fn last_applied() -> &'static std::sync::Mutex<std::collections::HashMap<(String, i32), i64>> {
+    static LAST: OnceLock<std::sync::Mutex<std::collections::HashMap<(String, i32), i64>>> = OnceLock::new();
+    LAST.get_or_init(Default::default)
+}
+
+/// Remembers the log time (ms) of the last record applied per partition.
+pub fn note_applied(timestamps: &std::collections::BTreeMap<(String, i32), i64>) {
+    if let Ok(mut last) = last_applied().lock() {
+        for (slot, at) in timestamps {
+            last.insert(slot.clone(), *at);
+        }
+    }
+}
+
+/// Measures the lag of `projection` on `topics`: the brokers' high watermarks (a blocking
+/// client, called off the async runtime) minus the next offsets PostgreSQL holds; and, where
+/// records wait, the age of the last one applied.
+pub async fn refresh_lag(
+    pool: &sqlx::PgPool,
+    client: std::sync::Arc<rdkafka::consumer::BaseConsumer>,
+    projection: &str,
+    topics: &[String],
+) -> Result<(), crate::Error> {
+    use rdkafka::consumer::Consumer as _;
+    let stored: Vec<(String, i32, i64)> =
+        sqlx::query_as("SELECT topic, partition, next_offset FROM projector_offsets WHERE projection = $1")
+            .bind(projection)
+            .fetch_all(pool)
+            .await?;
+    let wanted = topics.to_vec();
+    let watermarks = tokio::task::spawn_blocking(move || {
+        let mut highs = Vec::new();
+        for topic in &wanted {
+            let Ok(metadata) = client.fetch_metadata(Some(topic), std::time::Duration::from_secs(5)) else { continue };
+            for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+                if let Ok((_, high)) = client.fetch_watermarks(topic, partition.id(), std::time::Duration::from_secs(5)) {
+                    highs.push((topic.clone(), partition.id(), high));
+                }
+            }
+        }
+        highs
+    })
+    .await
+    .map_err(|e| crate::Error::Internal(e.to_string()))?;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let last = last_applied().lock().map(|l| l.clone()).unwrap_or_default();
+    let metrics = metrics();
+    for (topic, partition, high) in watermarks {
+        let next = stored.iter().find(|(t, p, _)| *t == topic && *p == partition).map_or(0, |(_, _, n)| *n);
+        let lag = (high - next).max(0);
+        let partition_label = partition.to_string();
+        let labels = [projection, topic.as_str(), partition_label.as_str()];
+        metrics.lag_messages.with_label_values(&labels).set(lag);
+        let age = match last.get(&(topic.clone(), partition)) {
+            Some(at) if lag > 0 => ((now_ms - at) / 1000).max(0),
+            _ => 0,
+        };
+        metrics.lag_seconds.with_label_values(&labels).set(age);
+    }
+    Ok(())
+}
