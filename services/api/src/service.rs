@@ -596,8 +596,9 @@ impl Api {
             .map_err(|_| bad("date_naissance", format!("{date:?} is not a date YYYY-MM-DD")))?;
         let key = self.keys.name_and_birth_date(&nom, date);
         let rows: Vec<(Uuid,)> = sqlx::query_as(
-            "SELECT DISTINCT COALESCE(p.merged_into, p.person_id) FROM person_events e JOIN persons p USING (person_id)
-             WHERE e.search_key = $1",
+            "SELECT DISTINCT COALESCE(p.merged_into, p.person_id)
+             FROM public.search_index s JOIN subject_links l ON l.subject_key = s.subject_key JOIN persons p USING (person_id)
+             WHERE s.search_key = $1",
         )
         .bind(key.as_str())
         .fetch_all(&self.pool)

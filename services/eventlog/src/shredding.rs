@@ -131,6 +131,17 @@ impl KeyStore {
         }
     }
 
+    /// Records that `subject` carries the name and birth date whose blind index is `search_key`
+    /// (the API's search by name); an erasure deletes the subject's rows.
+    pub async fn index_for_search(&self, search_key: &str, subject: &SubjectKey) -> Result<(), Error> {
+        sqlx::query("INSERT INTO search_index (search_key, subject_key) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(search_key)
+            .bind(subject.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Destroys every data key of these subjects. Returns how many keys were destroyed.
     pub async fn destroy_subjects(&self, subjects: &[SubjectKey]) -> Result<u64, Error> {
         let keys: Vec<&str> = subjects.iter().map(SubjectKey::as_str).collect();

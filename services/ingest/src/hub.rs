@@ -34,8 +34,6 @@ pub struct Prepared {
     pub subject_key: String,
     pub topic: String,
     pub value: Vec<u8>,
-    /// Blind index for search by name and birth date (a Kafka header, never the value).
-    pub search_key: Option<String>,
     /// The W3C trace context of the call, carried in the `traceparent` header.
     pub traceparent: Option<String>,
 }
@@ -67,10 +65,12 @@ impl IngestHub {
                 serde_json::to_vec(&event.personal).map_err(|_| Error::Internal("personal data serialisation"))?;
             Some(key.seal(&plaintext, event.envelope.event_id.as_str().as_bytes())?)
         };
-        let search_key = match (&event.personal.nom, event.personal.date_naissance) {
-            (Some(nom), Some(date)) => Some(self.keys.name_and_birth_date(nom, date).as_str().to_owned()),
-            _ => None,
-        };
+        // The blind index of the name and birth date, for the API's search (hub state, not on
+        // the log: see the migration 0002_search_index.sql).
+        if let (Some(nom), Some(date)) = (&event.personal.nom, event.personal.date_naissance) {
+            let search_key = self.keys.name_and_birth_date(nom, date);
+            self.store.index_for_search(search_key.as_str(), &event.envelope.subject).await?;
+        }
         let logged = LoggedEvent { family: event.family, envelope: event.envelope, payload: event.payload, personal };
         let datum = codec::encode(&logged, &writer.schema)?;
         Ok(Prepared {
@@ -79,7 +79,6 @@ impl IngestHub {
             subject_key: logged.envelope.subject.as_str().to_owned(),
             topic: self.topics.topic(logged.family),
             value: framing::frame(writer.id, &datum),
-            search_key,
             traceparent: passerelle_telemetry::traceparent(),
         })
     }
@@ -87,9 +86,6 @@ impl IngestHub {
     /// Hands a prepared event to the producer, keyed by its subject.
     pub fn enqueue(&self, prepared: &Prepared) -> Result<Pending, PublishError> {
         let mut headers = OwnedHeaders::new();
-        if let Some(key) = &prepared.search_key {
-            headers = headers.insert(rdkafka::message::Header { key: "passerelle-search", value: Some(key) });
-        }
         if let Some(traceparent) = &prepared.traceparent {
             headers = headers.insert(rdkafka::message::Header { key: "traceparent", value: Some(traceparent) });
         }

@@ -332,7 +332,8 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
                     _ = every.tick() => {}
                 }
                 if let Err(error) =
-                    passerelle_projector::metrics::refresh_lag(&gauge_pool, lag_client.clone(), "dossier", &lag_topics).await
+                    passerelle_projector::metrics::refresh_lag(&gauge_pool, lag_client.clone(), "dossier", &lag_topics)
+                        .await
                 {
                     tracing::warn!(error = %error, "projector lag not measured");
                 }

@@ -30,17 +30,11 @@ pub struct Record {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
-    /// The blind index the hub computed for search by name and birth date (header
-    /// `passerelle-search`), if the event carried them.
-    pub search_key: Option<String>,
     /// When the record reached the log (Kafka timestamp, milliseconds).
     pub timestamp_ms: Option<i64>,
     /// The W3C trace context of the ingestion call (header `traceparent`).
     pub traceparent: Option<String>,
 }
-
-/// The header carrying the search blind index.
-pub const SEARCH_HEADER: &str = "passerelle-search";
 
 impl Record {
     pub fn from_message(message: &impl rdkafka::Message) -> Self {
@@ -54,14 +48,12 @@ impl Record {
                     .map(|value| String::from_utf8_lossy(value).into_owned())
             })
         };
-        let search_key = header(SEARCH_HEADER);
         Self {
             topic: message.topic().to_owned(),
             partition: message.partition(),
             offset: message.offset(),
             key: message.key().map(<[u8]>::to_vec),
             value: message.payload().map(<[u8]>::to_vec),
-            search_key,
             timestamp_ms: message.timestamp().to_millis(),
             traceparent: header("traceparent"),
         }
@@ -421,9 +413,9 @@ impl Applier {
         sqlx::query(
             "INSERT INTO person_events (person_id, source, event_id, family, event_type, occurred_at, recorded_at, relayed_by,
                                         household_key, territory, fact, corrects, role, subject_key,
-                                        sealed_key_id, sealed_nonce, sealed_data, commune, search_key, organisme,
+                                        sealed_key_id, sealed_nonce, sealed_data, commune, organisme,
                                         superseded_by, retracted_by)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
                      (SELECT event_id FROM person_events WHERE source = $2 AND corrects = $3 AND event_type <> 'retraction' LIMIT 1),
                      (SELECT event_id FROM person_events WHERE source = $2 AND corrects = $3 AND event_type = 'retraction' LIMIT 1))
              ON CONFLICT DO NOTHING",
@@ -446,7 +438,6 @@ impl Applier {
         .bind(event.personal.as_ref().map(|sealed| sealed.nonce.as_slice()))
         .bind(event.personal.as_ref().map(|sealed| sealed.ciphertext.as_slice()))
         .bind(envelope.commune.as_deref())
-        .bind(record.search_key.as_deref())
         .bind(household.map(|h| h.organisme.as_str()))
         .execute(&mut **tx)
         .await?;

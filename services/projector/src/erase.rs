@@ -61,6 +61,7 @@ pub async fn erase_person(pool: &PgPool, person_id: Uuid, reason: Reason) -> Res
     .bind(reason.code())
     .execute(&mut *tx)
     .await?;
+    sqlx::query("DELETE FROM public.search_index WHERE subject_key = ANY($1)").bind(&keys).execute(&mut *tx).await?;
     let destroyed = sqlx::query(
         "UPDATE data_keys SET wrapped_key = NULL, destroyed_at = now() WHERE subject_key = ANY($1) AND destroyed_at IS NULL",
     )

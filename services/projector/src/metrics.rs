@@ -137,7 +137,8 @@ pub async fn refresh_lag(
         for topic in &wanted {
             let Ok(metadata) = client.fetch_metadata(Some(topic), std::time::Duration::from_secs(5)) else { continue };
             for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
-                if let Ok((_, high)) = client.fetch_watermarks(topic, partition.id(), std::time::Duration::from_secs(5)) {
+                if let Ok((_, high)) = client.fetch_watermarks(topic, partition.id(), std::time::Duration::from_secs(5))
+                {
                     highs.push((topic.clone(), partition.id(), high));
                 }
             }

@@ -6,9 +6,5 @@ ALTER TABLE readmodel.person_events ADD COLUMN sealed_nonce bytea;
 ALTER TABLE readmodel.person_events ADD COLUMN sealed_data bytea;
 -- The commune of residence the event gave (INSEE code), for the identity section.
 ALTER TABLE readmodel.person_events ADD COLUMN commune text;
--- The blind index of the person's name and birth date (HMAC with the pepper, computed by the
--- hub at ingestion), for search by nom + date_naissance without storing either.
-ALTER TABLE readmodel.person_events ADD COLUMN search_key text;
-CREATE INDEX person_events_by_search ON readmodel.person_events (search_key) WHERE search_key IS NOT NULL;
 -- The caisse of the household the event is about, for the CAF/MSA agents' reach.
 ALTER TABLE readmodel.person_events ADD COLUMN organisme text;

@@ -40,8 +40,6 @@ pub const TABLES_DDL: &[&str] = &[
      ALTER TABLE person_events ADD COLUMN sealed_nonce bytea;
      ALTER TABLE person_events ADD COLUMN sealed_data bytea;
      ALTER TABLE person_events ADD COLUMN commune text;
-     ALTER TABLE person_events ADD COLUMN search_key text;
-     CREATE INDEX person_events_by_search ON person_events (search_key) WHERE search_key IS NOT NULL;
      ALTER TABLE person_events ADD COLUMN organisme text;",
 ];
 
