@@ -337,7 +337,7 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
                 {
                     tracing::warn!(error = %error, "projector lag not measured");
                 }
-                if ticks % 4 == 0
+                if ticks.is_multiple_of(4)
                     && let Err(error) = passerelle_projector::metrics::refresh_unlinked(&gauge_pool).await
                 {
                     tracing::warn!(error = %error, "unlinked persons gauge not refreshed");
