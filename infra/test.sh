@@ -4,8 +4,22 @@
 # interoperability check), then runs every test of the workspace.
 source "$(dirname "$0")/lib.sh"
 cd "$REPO_ROOT"
-"$REPO_ROOT/infra/broker.sh" start
+"$REPO_ROOT/infra/install-tansu.sh"
 "$REPO_ROOT/infra/db-setup.sh"
+
+# A broker of its own for the suite, with fresh storage each run: the tests create hundreds of
+# topics, and a long-lived development broker slowed down by them (or by large imports) made
+# the timing-sensitive crash and rebalance tests fail. Stopped when the suite ends.
+test_port="${PASSERELLE_TEST_BROKER_PORT:-19292}"
+test_broker_dir="$VAR_DIR/tansu-test"
+rm -rf "$test_broker_dir" && mkdir -p "$test_broker_dir"
+(cd "$test_broker_dir" && setsid "$TANSU_BIN" broker \
+    --listener-url "tcp://127.0.0.1:$test_port" --advertised-listener-url "tcp://127.0.0.1:$test_port" \
+    --storage-engine "sqlite://tansu.db" >"$test_broker_dir/tansu.log" 2>&1 & echo $! >"$test_broker_dir/tansu.pid")
+trap 'kill "$(cat "$test_broker_dir/tansu.pid")" 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$test_port") 2>/dev/null && break; sleep 0.2; done
+(exec 3<>"/dev/tcp/127.0.0.1/$test_port") 2>/dev/null || { say "the test broker did not start; see $test_broker_dir/tansu.log"; exit 1; }
+say "test broker up on 127.0.0.1:$test_port (fresh storage in $test_broker_dir)"
 
 # Confluent's own Python client, to prove standard tools decode our topics.
 venv="$PASSERELLE_CACHE/venv"
@@ -15,7 +29,7 @@ if ! "$venv/bin/python" -c "import confluent_kafka, fastavro, httpx, schemathesi
   "$venv/bin/pip" install --quiet "confluent-kafka[avro]>=2.12" fastavro httpx attrs cachetools authlib "schemathesis>=4.3,<5"
 fi
 export PASSERELLE_TEST_PYTHON="$venv/bin/python"
-export PASSERELLE_TEST_BOOTSTRAP="127.0.0.1:$BROKER_PORT"
+export PASSERELLE_TEST_BOOTSTRAP="127.0.0.1:$test_port"
 export PASSERELLE_TEST_PG="$PG_URL_BASE"
 export PASSERELLE_TANSU_BIN="$TANSU_BIN"
 
