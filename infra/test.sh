@@ -10,15 +10,18 @@ cd "$REPO_ROOT"
 # A broker of its own for the suite, with fresh storage each run: the tests create hundreds of
 # topics, and a long-lived development broker slowed down by them (or by large imports) made
 # the timing-sensitive crash and rebalance tests fail. Stopped when the suite ends.
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 test_port="${PASSERELLE_TEST_BROKER_PORT:-19292}"
+while port_open "$test_port"; do test_port=$((test_port + 1)); done
 test_broker_dir="$VAR_DIR/tansu-test"
 rm -rf "$test_broker_dir" && mkdir -p "$test_broker_dir"
-(cd "$test_broker_dir" && setsid "$TANSU_BIN" broker \
+(cd "$test_broker_dir" && exec "$TANSU_BIN" broker \
     --listener-url "tcp://127.0.0.1:$test_port" --advertised-listener-url "tcp://127.0.0.1:$test_port" \
-    --storage-engine "sqlite://tansu.db" >"$test_broker_dir/tansu.log" 2>&1 & echo $! >"$test_broker_dir/tansu.pid")
-trap 'kill "$(cat "$test_broker_dir/tansu.pid")" 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$test_port") 2>/dev/null && break; sleep 0.2; done
-(exec 3<>"/dev/tcp/127.0.0.1/$test_port") 2>/dev/null || { say "the test broker did not start; see $test_broker_dir/tansu.log"; exit 1; }
+    --storage-engine "sqlite://tansu.db" >"$test_broker_dir/tansu.log" 2>&1) &
+test_broker_pid=$!
+trap 'kill "$test_broker_pid" 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do port_open "$test_port" && break; sleep 0.2; done
+port_open "$test_port" || { say "the test broker did not start; see $test_broker_dir/tansu.log"; exit 1; }
 say "test broker up on 127.0.0.1:$test_port (fresh storage in $test_broker_dir)"
 
 # Confluent's own Python client, to prove standard tools decode our topics.
