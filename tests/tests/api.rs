@@ -205,6 +205,12 @@ async fn each_agent_sees_exactly_what_the_law_lets_them_and_every_read_is_journa
     assert_eq!(identity["date_naissance"], json!("1985-07-12"));
     assert_eq!(identity["nir_masque"], json!("*********1003"));
     assert_eq!(cd52.body["sections"]["parcours"]["referent"]["uid"], json!("agent-cd52-0042"));
+    assert_eq!(
+        cd52.body["sections"]["parcours"]["historique_orientation"][0]["type"],
+        json!("SOCIO_PRO"),
+        "{}",
+        cd52.body["sections"]["parcours"]
+    );
     let (outcome, purpose, shown, hidden) = journal_row(&pool, cd52.request_id).await?;
     assert_eq!((outcome.as_str(), purpose.as_deref()), ("shown", Some("orientation")));
     assert_eq!(shown.len(), 4);

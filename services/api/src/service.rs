@@ -362,7 +362,7 @@ impl Api {
                         "structure_siret": dossier.structure_siret,
                     },
                     "historique_orientation": history.into_iter().map(|(event_type, at, fact)| json!({
-                        "evenement": event_type, "date": at, "type": fact.get("type").cloned().unwrap_or(Value::Null),
+                        "evenement": event_type, "date": at, "type": fact.get("orientation_type").cloned().and_then(|t| serde_json::from_value::<passerelle_domain::OrientationType>(t).ok()).map(|t| t.code()),
                     })).collect::<Vec<_>>(),
                     "referent": dossier.referent_uid.as_ref().map(|uid| json!({
                         "uid": uid, "siret": dossier.referent_siret, "depuis": dossier.referent_since,
