@@ -141,6 +141,21 @@ impl TestHub {
             .connect_lazy())
     }
 
+    /// Writes a record no decoder can read straight on a family's topic (a poison record, for
+    /// the dead-letter paths), keyed by `key`.
+    pub async fn publish_poison(&self, family: passerelle_domain::event::Family, key: &str) -> anyhow::Result<()> {
+        let producer: rdkafka::producer::FutureProducer =
+            rdkafka::ClientConfig::new().set("bootstrap.servers", &self.config.kafka.bootstrap_servers).create()?;
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::to(&self.topic(family)).key(key).payload(&b"not avro"[..]),
+                Duration::from_secs(5),
+            )
+            .await
+            .map_err(|(e, _)| e)?;
+        Ok(())
+    }
+
     /// This hub's configuration as a file another `passerelle` process can run with (ports 0).
     pub fn config_file(&self) -> anyhow::Result<PathBuf> {
         let path = self.credentials_dir.join("passerelle.toml");

@@ -70,17 +70,7 @@ async fn counters_move_during_a_run_and_dashboards_use_only_exported_names() -> 
     invalid.household = None;
     assert!(caf_client.publish(invalid).await.is_err(), "an event without household is refused");
     // A poison record: a dead letter.
-    let producer: rdkafka::producer::FutureProducer =
-        rdkafka::ClientConfig::new().set("bootstrap.servers", &hub.config.kafka.bootstrap_servers).create()?;
-    producer
-        .send(
-            rdkafka::producer::FutureRecord::to(&hub.topic(passerelle_domain::event::Family::Allocataire))
-                .key("nir:poison")
-                .payload(&b"not avro"[..]),
-            Duration::from_secs(5),
-        )
-        .await
-        .map_err(|(e, _)| e)?;
+    hub.publish_poison(passerelle_domain::event::Family::Allocataire, "nir:poison").await?;
 
     // Wait for the projection, then read through the API (a 200 with withheld sections, a 404).
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -145,16 +145,7 @@ async fn a_retried_event_is_applied_once_a_changed_one_is_dead_lettered_and_pois
 
     // A record no decoder can read, straight on the topic, with the person's key.
     let legrand_key = keys.nir(&Nir::parse(NIR_LEGRAND)?);
-    let producer: rdkafka::producer::FutureProducer =
-        rdkafka::ClientConfig::new().set("bootstrap.servers", &hub.config.kafka.bootstrap_servers).create()?;
-    let topic = hub.topic(passerelle_domain::event::Family::Allocataire);
-    producer
-        .send(
-            rdkafka::producer::FutureRecord::to(&topic).key(legrand_key.as_str()).payload(&b"not avro"[..]),
-            Duration::from_secs(5),
-        )
-        .await
-        .map_err(|(e, _)| e)?;
+    hub.publish_poison(passerelle_domain::event::Family::Allocataire, legrand_key.as_str()).await?;
     // The same event id with another content: a conflict.
     caf_client.publish(caf("r-1", "2026-09-20T09:00:00+02:00", legrand(), "DEM", sdd(false))).await?;
     caf_client.publish(caf("r-2", "2026-09-21T09:00:00+02:00", legrand(), "DEM", right_opened())).await?;

@@ -43,18 +43,8 @@ async fn one_trace_from_call_to_projection_and_no_personal_data_anywhere() -> an
     refused.household = None;
     assert!(caf_client.publish(refused).await.is_err());
     caf_client.publish(caf("t-2", "2026-09-20T09:00:01+02:00", fontaine(), "CJT", sdd(false))).await?;
-    let producer: rdkafka::producer::FutureProducer =
-        rdkafka::ClientConfig::new().set("bootstrap.servers", &hub.config.kafka.bootstrap_servers).create()?;
     let legrand_key = hub.subject_keys().nir(&passerelle_domain::Nir::parse(NIR_LEGRAND)?);
-    producer
-        .send(
-            rdkafka::producer::FutureRecord::to(&hub.topic(passerelle_domain::event::Family::Allocataire))
-                .key(legrand_key.as_str())
-                .payload(&b"not avro"[..]),
-            Duration::from_secs(5),
-        )
-        .await
-        .map_err(|(e, _)| e)?;
+    hub.publish_poison(passerelle_domain::event::Family::Allocataire, legrand_key.as_str()).await?;
 
     let deadline = Instant::now() + Duration::from_secs(30);
     let person = loop {

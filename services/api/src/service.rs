@@ -265,6 +265,32 @@ impl Api {
             .map_err(|_| Failure::BadRequest { parameter: "person_id", reason: format!("{raw:?} is not a UUID") })
     }
 
+    /// The start of a dossier or timeline read: purpose and id checked, the person reached (a
+    /// refusal journaled), and the journal entry to complete.
+    async fn open(
+        &self,
+        caller: &Caller,
+        request_id: Uuid,
+        action: &'static str,
+        person_id: &str,
+        purpose: Option<&str>,
+    ) -> Result<(Entry, Purpose, Dossier, Situation), Failure> {
+        let mut entry = Self::entry(caller, request_id, action, None);
+        let (purpose, person_id) =
+            match Self::purpose(purpose, "X-Motif-Acces").and_then(|p| Ok((p, Self::person_id(person_id)?))) {
+                Ok(ok) => ok,
+                Err(failure) => return self.refuse(entry, failure).await,
+            };
+        entry.purpose = Some(purpose.code());
+        entry.person_id = Some(person_id);
+        let (dossier, situation) = match self.reach(caller, person_id, purpose).await {
+            Ok(found) => found,
+            Err(failure) => return self.refuse(entry, failure).await,
+        };
+        entry.person_id = Some(dossier.person_id);
+        Ok((entry, purpose, dossier, situation))
+    }
+
     /// `GET /dossiers/{person_id}`.
     pub async fn dossier(
         &self,
@@ -273,19 +299,9 @@ impl Api {
         person_id: &str,
         purpose: Option<&str>,
     ) -> Result<Value, Failure> {
-        let mut entry = Self::entry(caller, request_id, "dossier", None);
-        let purpose = match Self::purpose(purpose, "X-Motif-Acces").and_then(|p| Ok((p, Self::person_id(person_id)?))) {
-            Ok(ok) => ok,
-            Err(failure) => return self.refuse(entry, failure).await,
-        };
-        let (purpose, person_id) = purpose;
-        entry.purpose = Some(purpose.code());
-        entry.person_id = Some(person_id);
-        let (dossier, situation) = match self.reach(caller, person_id, purpose).await {
-            Ok(found) => found,
-            Err(failure) => return self.refuse(entry, failure).await,
-        };
-        entry.person_id = Some(dossier.person_id);
+        let (mut entry, purpose, dossier, situation) =
+            self.open(caller, request_id, "dossier", person_id, purpose).await?;
+        let person_id = Self::person_id(person_id)?;
         let mut sections = serde_json::Map::new();
         let mut withheld = Vec::new();
         for section in Section::ALL {
@@ -391,6 +407,7 @@ impl Api {
         .fetch_all(&self.pool)
         .await?;
         let (mut nom, mut prenoms, mut naissance, mut nir, mut commune) = (None, None, None, None, None);
+        let mut keys = std::collections::HashMap::new();
         for row in rows {
             if commune.is_none() {
                 commune = row.try_get::<Option<String>, _>("commune")?;
@@ -403,7 +420,11 @@ impl Api {
                 continue;
             };
             let event_id: String = row.try_get("event_id")?;
-            let Ok(key) = self.store.key_by_id(key_id).await else { continue };
+            // One lookup per data key (a subject's events share it), not one per event.
+            if let std::collections::hash_map::Entry::Vacant(slot) = keys.entry(key_id) {
+                slot.insert(self.store.key_by_id(key_id).await.ok());
+            }
+            let Some(Some(key)) = keys.get(&key_id) else { continue };
             let Ok(plain) = key.open(&Sealed { key_id, nonce, ciphertext }, event_id.as_bytes()) else { continue };
             let Ok(data) = serde_json::from_slice::<PersonalData>(&plain) else { continue };
             nom = nom.or(data.nom);
@@ -425,19 +446,8 @@ impl Api {
         person_id: &str,
         purpose: Option<&str>,
     ) -> Result<Value, Failure> {
-        let mut entry = Self::entry(caller, request_id, "historique", None);
-        let (purpose, person_id) =
-            match Self::purpose(purpose, "X-Motif-Acces").and_then(|p| Ok((p, Self::person_id(person_id)?))) {
-                Ok(ok) => ok,
-                Err(failure) => return self.refuse(entry, failure).await,
-            };
-        entry.purpose = Some(purpose.code());
-        entry.person_id = Some(person_id);
-        let (dossier, situation) = match self.reach(caller, person_id, purpose).await {
-            Ok(found) => found,
-            Err(failure) => return self.refuse(entry, failure).await,
-        };
-        entry.person_id = Some(dossier.person_id);
+        let (mut entry, purpose, dossier, situation) =
+            self.open(caller, request_id, "historique", person_id, purpose).await?;
         let timeline = passerelle_readmodel::timeline(&self.pool, dossier.person_id).await?;
         let mut shown = Vec::new();
         for section in Section::ALL {

@@ -513,12 +513,16 @@ async fn readiness(pool: &PgPool, publisher: &Arc<Publisher>) -> (StatusCode, St
             Ok(applied) => applied,
             Err(error) => return (StatusCode::SERVICE_UNAVAILABLE, format!("database unreachable: {error}")),
         };
-    let missing: Vec<i64> =
+    // The versions this build expects, computed once (readiness is polled).
+    static EXPECTED: std::sync::OnceLock<Vec<i64>> = std::sync::OnceLock::new();
+    let expected = EXPECTED.get_or_init(|| {
         [passerelle_eventlog::migrator(), passerelle_readmodel::migrator(), passerelle_api::migrator()]
             .iter()
             .flat_map(|migrator| migrator.iter().map(|m| m.version).collect::<Vec<_>>())
-            .filter(|version| !applied.iter().any(|(v,)| v == version))
-            .collect();
+            .collect()
+    });
+    let missing: Vec<i64> =
+        expected.iter().copied().filter(|version| !applied.iter().any(|(v,)| v == version)).collect();
     if !missing.is_empty() {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("migrations not applied: {missing:?}"));
     }

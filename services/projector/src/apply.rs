@@ -111,6 +111,31 @@ impl Applier {
         identity::decode(datum, &schema).map_err(|e| e.to_string())
     }
 
+    /// Records (source, event_id) as applied by this projection; false when it already was.
+    async fn record_applied(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        source: &str,
+        event_id: &str,
+        fingerprint: &[u8],
+        record: &Record,
+    ) -> Result<bool, Error> {
+        let inserted = sqlx::query(
+            "INSERT INTO applied_events (projection, source, event_id, fingerprint, topic, partition, \"offset\")
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        )
+        .bind(&self.projection)
+        .bind(source)
+        .bind(event_id)
+        .bind(fingerprint)
+        .bind(&record.topic)
+        .bind(record.partition)
+        .bind(record.offset)
+        .execute(&mut **tx)
+        .await?;
+        Ok(inserted.rows_affected() == 1)
+    }
+
     /// An identity decision: applied once (deduplicated like any event, by its decision id).
     async fn apply_identity(
         &self,
@@ -129,19 +154,8 @@ impl Applier {
             .as_bytes(),
         )
         .to_vec();
-        let inserted = sqlx::query(
-            "INSERT INTO applied_events (projection, source, event_id, fingerprint, topic, partition, \"offset\")
-             VALUES ($1, 'passerelle.identite', $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-        )
-        .bind(&self.projection)
-        .bind(decision.decision_id.to_string())
-        .bind(&fingerprint)
-        .bind(&record.topic)
-        .bind(record.partition)
-        .bind(record.offset)
-        .execute(&mut **tx)
-        .await?;
-        if inserted.rows_affected() == 0 {
+        let decision_id = decision.decision_id.to_string();
+        if !self.record_applied(tx, "passerelle.identite", &decision_id, &fingerprint, record).await? {
             return Ok(Applied::Duplicate);
         }
         let persons = apply_decision(tx, decision).await?;
@@ -361,20 +375,7 @@ impl Applier {
         let source = envelope.source.institution.as_str();
         let event_id = envelope.event_id.as_str();
         let fingerprint = fingerprint(event);
-        let inserted = sqlx::query(
-            "INSERT INTO applied_events (projection, source, event_id, fingerprint, topic, partition, \"offset\")
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-        )
-        .bind(&self.projection)
-        .bind(source)
-        .bind(event_id)
-        .bind(&fingerprint)
-        .bind(&record.topic)
-        .bind(record.partition)
-        .bind(record.offset)
-        .execute(&mut **tx)
-        .await?;
-        if inserted.rows_affected() == 0 {
+        if !self.record_applied(tx, source, event_id, &fingerprint, record).await? {
             let (seen,): (Vec<u8>,) = sqlx::query_as(
                 "SELECT fingerprint FROM applied_events WHERE projection = $1 AND source = $2 AND event_id = $3",
             )
