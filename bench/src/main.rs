@@ -1,0 +1,328 @@
+//! `passerelle-bench`: generates a synthetic national population, and measures the hub on it,
+//! each stage beside the raw cost of the component under it (bench/README.md).
+
+mod ingest;
+mod population;
+mod stack;
+mod stages;
+
+use std::{
+    io::Write as _,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+
+use crate::stages::percentile;
+
+#[derive(Parser)]
+#[command(name = "passerelle-bench", about = "Synthetic population and benchmarks of the Passerelle hub")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Writes a population as the files institutions send today: one CNAF flux per CAF
+    /// (`flux-<caf>.xml`) and France Travail's extract (`ft.csv`); prints what it wrote.
+    Generate {
+        #[arg(long, default_value_t = 10_000)]
+        households: u64,
+        #[arg(long, default_value_t = 2026)]
+        seed: u64,
+        #[arg(long, default_value = "var/population")]
+        out: PathBuf,
+    },
+    /// Runs the benchmark on a local stack: a fresh database and the broker at --bootstrap
+    /// (bench/run.sh starts a fresh one), then prints a table and writes the JSON record.
+    Run {
+        #[arg(long, default_value_t = 10_000)]
+        households: u64,
+        #[arg(long, default_value_t = 2026)]
+        seed: u64,
+        /// The Kafka broker (a fresh one: the run creates its topics).
+        #[arg(long)]
+        bootstrap: String,
+        /// The passerelle binary to measure (build it with --release).
+        #[arg(long, default_value = "target/release/passerelle")]
+        binary: PathBuf,
+        /// The database the run creates (dropped first if it exists).
+        #[arg(long, default_value = "passerelle_bench")]
+        database: String,
+        /// Persons in the database for the API figure (the projected ones, copied in SQL).
+        #[arg(long, default_value_t = 1_000_000)]
+        api_persons: i64,
+        /// Concurrent API clients.
+        #[arg(long, default_value_t = 8)]
+        api_concurrency: usize,
+        /// Seconds of API reads, and of the freshness run.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Where the run's files go (configuration, logs).
+        #[arg(long, default_value = "var/bench")]
+        workdir: PathBuf,
+        /// Where the JSON record of the run is added.
+        #[arg(long, default_value = "bench/history")]
+        history: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Generate { households, seed, out } => generate(households, seed, &out),
+        Command::Run {
+            households,
+            seed,
+            bootstrap,
+            binary,
+            database,
+            api_persons,
+            api_concurrency,
+            seconds,
+            workdir,
+            history,
+        } => {
+            let options = Options { households, seed, api_persons, api_concurrency, seconds };
+            run(&options, &bootstrap, &binary, &database, &workdir, &history).await
+        }
+    }
+}
+
+fn generate(households: u64, seed: u64, out: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out)?;
+    let population = population::generate(households, seed);
+    let mut cafs: Vec<String> = population.households.iter().map(|h| h.place.caf()).collect();
+    cafs.sort();
+    cafs.dedup();
+    for caf in &cafs {
+        let path = out.join(format!("flux-{caf}.xml"));
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&path)?);
+        population::write_cnaf_flux(&mut file, &population, caf)?;
+        file.flush()?;
+    }
+    let mut csv = std::io::BufWriter::new(std::fs::File::create(out.join("ft.csv"))?);
+    let rows = population::write_ft_csv(&mut csv, &population)?;
+    csv.flush()?;
+    std::fs::write(out.join("institutions.toml"), population::institutions_toml())?;
+    println!(
+        "{} households, {} persons, {} events as gRPC pushes; wrote {} CNAF flux files (flux-<caf>.xml), ft.csv ({rows} job seekers) and institutions.toml to {}",
+        population.households.len(),
+        population.persons(),
+        population.pushes.len(),
+        cafs.len(),
+        out.display()
+    );
+    Ok(())
+}
+
+struct Options {
+    households: u64,
+    seed: u64,
+    api_persons: i64,
+    api_concurrency: usize,
+    seconds: u64,
+}
+
+fn rate(events: f64, took: Duration) -> f64 {
+    events / took.as_secs_f64().max(1e-9)
+}
+
+async fn run(
+    options: &Options,
+    bootstrap: &str,
+    binary: &std::path::Path,
+    database: &str,
+    workdir: &std::path::Path,
+    history: &std::path::Path,
+) -> anyhow::Result<()> {
+    let binary = binary
+        .canonicalize()
+        .with_context(|| format!("{} not found: cargo build --release --bin passerelle", binary.display()))?;
+    let started_at = chrono::Utc::now();
+    let clock = Instant::now();
+    let dir = workdir.join(started_at.format("%Y%m%dT%H%M%SZ").to_string());
+    eprintln!("passerelle-bench: run directory {}", dir.display());
+
+    eprintln!("[1/7] population: {} households, seed {}", options.households, options.seed);
+    let population = population::generate(options.households, options.seed);
+    let events = population.pushes.len() as u64;
+    let persons = population.persons();
+    eprintln!("  {persons} persons, {events} events ({:.1} per person)", events as f64 / persons as f64);
+
+    let stack = stack::Stack::prepare(&dir, &binary, bootstrap, database).await?;
+
+    eprintln!("[2/7] ingest: gRPC PublishBatch ({} events per call, {} calls in flight)", ingest::BATCH, ingest::IN_FLIGHT);
+    let hub = stack.start(&["serve", "ingest"], "ingest.log").await?;
+    let (counts, ingest_took) = ingest::through_grpc(&stack, &population.pushes).await?;
+    hub.stop()?;
+    let ingest_rate = rate(counts.accepted as f64, ingest_took);
+    eprintln!("  {} accepted, {} refused in {:.1} s: {ingest_rate:.0} events/s", counts.accepted, counts.refused, ingest_took.as_secs_f64());
+    eprintln!("[3/7] ingest baseline: the same records produced straight to the broker");
+    let baseline = ingest::baseline(&stack, &population.pushes).await?;
+    let baseline_rate = rate(baseline.records as f64, baseline.took);
+    eprintln!("  {} records in {:.1} s: {baseline_rate:.0} records/s", baseline.records, baseline.took.as_secs_f64());
+
+    eprintln!("[4/7] projection: passerelle up on the log of {} events", counts.accepted);
+    let (hub, projected) = stages::projection(&stack, counts.accepted).await?;
+    let projection_rate = rate(projected.applied as f64, projected.total);
+    let projection_steady = rate(projected.steady_events as f64, projected.steady);
+    eprintln!(
+        "  {} applied, {} dead letters, {} dossiers in {:.1} s: {projection_rate:.0} events/s ({projection_steady:.0} steady)",
+        projected.applied,
+        projected.dead_letters,
+        projected.dossiers,
+        projected.total.as_secs_f64()
+    );
+    eprintln!("  baseline: the same rows COPY'd into empty twins of the tables");
+    let pg = stages::pg_baseline(&stack).await?;
+    let pg_rate = rate(projected.applied as f64, pg.took);
+    eprintln!("  {:?} in {:.2} s: {pg_rate:.0} events/s", pg.rows, pg.took.as_secs_f64());
+
+    let fresh_rate = (0.5 * ingest_rate.min(projection_steady)).max(1.0);
+    eprintln!("[5/7] freshness: {fresh_rate:.0} pushes/s for {} s, one in 10 followed through the API", options.seconds);
+    let fresh = stages::freshness(&stack, &population, fresh_rate, options.seconds, 10).await?;
+    eprintln!(
+        "  {} pushed ({:.0}/s achieved), {} followed: p50 {:.3} s, p99 {:.3} s, {} lost, {} refused",
+        fresh.pushed,
+        fresh.achieved_rate,
+        fresh.visible.len(),
+        percentile(&fresh.visible, 50.0),
+        percentile(&fresh.visible, 99.0),
+        fresh.lost,
+        fresh.refused
+    );
+
+    eprintln!("[6/7] rebuild: passerelle projections rebuild dossier, under the running hub");
+    let rebuild_took = stages::rebuild(&stack).await?;
+    let pool = stack.owner_pool().await?;
+    let (log_events,): (i64,) = sqlx::query_as("SELECT count(*) FROM readmodel.applied_events").fetch_one(&pool).await?;
+    eprintln!("  {log_events} events in {:.1} s", rebuild_took.as_secs_f64());
+
+    eprintln!("[7/7] API: dossier reads at {} persons, journal on", options.api_persons);
+    let seeded = stages::seed(&stack, options.api_persons).await?;
+    let reads = stages::reads(&stack, options.api_concurrency, options.seconds).await?;
+    hub.stop()?;
+    let reads_rate = rate(reads.latencies_ms.len() as f64, reads.took);
+    let p50 = percentile(&reads.latencies_ms, 50.0);
+    let p99 = percentile(&reads.latencies_ms, 99.0);
+    eprintln!("  {} reads, {reads_rate:.0}/s, p50 {p50:.1} ms, p99 {p99:.1} ms, statuses {:?}", reads.latencies_ms.len(), reads.statuses);
+
+    let git = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let record = json!({
+        "started_at": started_at.to_rfc3339(),
+        "commit": git,
+        "machine": {"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "broker": "tansu 0.6 (sqlite file storage)", "database": "PostgreSQL on 127.0.0.1"},
+        "population": {"households": options.households, "seed": options.seed, "persons": persons, "events": events},
+        "ingest": {
+            "events": counts.accepted, "refused": counts.refused, "seconds": ingest_took.as_secs_f64(), "events_per_s": ingest_rate,
+            "batch": ingest::BATCH, "calls_in_flight": ingest::IN_FLIGHT,
+            "baseline": {"what": "the hub's own prepared records (same keys, values, producer settings, 6 partitions) produced straight to the broker", "records": baseline.records, "seconds": baseline.took.as_secs_f64(), "records_per_s": baseline_rate, "mean_record_bytes": baseline.mean_bytes},
+            "ratio": ingest_rate / baseline_rate, "target_ratio": 0.8
+        },
+        "projection": {
+            "events": projected.applied, "dead_letters": projected.dead_letters, "dossiers": projected.dossiers,
+            "seconds_from_start": projected.total.as_secs_f64(), "events_per_s": projection_rate,
+            "steady_events_per_s": projection_steady,
+            "baseline": {"what": "COPY (binary) of the rows the projection wrote into empty twins of its tables, one transaction", "rows": pg.rows, "seconds": pg.took.as_secs_f64(), "events_per_s": pg_rate},
+            "ratio": projection_rate / pg_rate, "target_events_per_s": 10_000
+        },
+        "freshness": {
+            "rate_per_s": fresh.rate, "achieved_rate_per_s": fresh.achieved_rate, "pushed": fresh.pushed,
+            "followed": fresh.visible.len(), "lost": fresh.lost, "refused": fresh.refused,
+            "visible_p50_s": percentile(&fresh.visible, 50.0), "visible_p99_s": percentile(&fresh.visible, 99.0),
+            "call_p50_s": percentile(&fresh.calls, 50.0), "call_p99_s": percentile(&fresh.calls, 99.0),
+            "poll_interval_ms": 10, "target_p99_s": 2.0
+        },
+        "rebuild": {"events": log_events, "seconds": rebuild_took.as_secs_f64(), "events_per_s": rate(log_events as f64, rebuild_took)},
+        "api": {
+            "persons": seeded.persons, "events": seeded.events,
+            "seeding": "the projected persons copied under new ids in SQL (INSERT … SELECT), sealed data included",
+            "seed_seconds": seeded.took.as_secs_f64(),
+            "concurrency": reads.concurrency, "seconds": reads.took.as_secs_f64(), "reads": reads.latencies_ms.len(),
+            "reads_per_s": reads_rate, "p50_ms": p50, "p99_ms": p99,
+            "statuses": reads.statuses.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<String, Value>>(),
+            "journal_rows": reads.journal_rows, "target_p99_ms": 20
+        },
+        "wall_seconds": clock.elapsed().as_secs_f64(),
+    });
+    print_table(&record);
+    std::fs::create_dir_all(history)?;
+    let file = history.join(format!("{}.json", started_at.format("%Y%m%dT%H%M%SZ")));
+    std::fs::write(&file, serde_json::to_string_pretty(&record)? + "\n")?;
+    println!("\n{}", serde_json::to_string(&record)?);
+    eprintln!("record written to {}", file.display());
+    Ok(())
+}
+
+fn print_table(r: &Value) {
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    println!();
+    println!("{:<12} {:>16} {:>18} {:>8} {:>12}  parameters", "stage", "hub", "baseline", "ratio", "target");
+    println!(
+        "{:<12} {:>12.0} ev/s {:>14.0} rec/s {:>7.0}% {:>12}  {} events, batch {}, {} calls in flight, {:.0} B/record",
+        "ingest",
+        f(&r["ingest"]["events_per_s"]),
+        f(&r["ingest"]["baseline"]["records_per_s"]),
+        100.0 * f(&r["ingest"]["ratio"]),
+        ">= 80%",
+        r["ingest"]["events"],
+        r["ingest"]["batch"],
+        r["ingest"]["calls_in_flight"],
+        f(&r["ingest"]["baseline"]["mean_record_bytes"]),
+    );
+    println!(
+        "{:<12} {:>12.0} ev/s {:>15.0} ev/s {:>7.1}% {:>12}  {} events, {} dossiers, steady {:.0} ev/s; baseline: COPY of the same rows",
+        "projection",
+        f(&r["projection"]["events_per_s"]),
+        f(&r["projection"]["baseline"]["events_per_s"]),
+        100.0 * f(&r["projection"]["ratio"]),
+        ">= 10000/s",
+        r["projection"]["events"],
+        r["projection"]["dossiers"],
+        f(&r["projection"]["steady_events_per_s"]),
+    );
+    println!(
+        "{:<12} p50 {:>7.3} s {:>18} {:>8} {:>12}  p99 {:.3} s at {:.0} pushes/s, {} followed, {} lost",
+        "freshness",
+        f(&r["freshness"]["visible_p50_s"]),
+        "",
+        "",
+        "p99 <= 2 s",
+        f(&r["freshness"]["visible_p99_s"]),
+        f(&r["freshness"]["rate_per_s"]),
+        r["freshness"]["followed"],
+        r["freshness"]["lost"],
+    );
+    println!(
+        "{:<12} {:>10.1} s {:>18} {:>8} {:>12}  {} events ({:.0} ev/s)",
+        "rebuild",
+        f(&r["rebuild"]["seconds"]),
+        "",
+        "",
+        "",
+        r["rebuild"]["events"],
+        f(&r["rebuild"]["events_per_s"]),
+    );
+    println!(
+        "{:<12} p50 {:>6.1} ms {:>18} {:>8} {:>12}  p99 {:.1} ms, {:.0} reads/s, {} persons (seeded in SQL), {} clients, {} journal rows",
+        "api read",
+        f(&r["api"]["p50_ms"]),
+        "",
+        "",
+        "p99 <= 20 ms",
+        f(&r["api"]["p99_ms"]),
+        f(&r["api"]["reads_per_s"]),
+        r["api"]["persons"],
+        r["api"]["concurrency"],
+        r["api"]["journal_rows"],
+    );
+}

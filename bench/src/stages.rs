@@ -1,0 +1,465 @@
+//! Projection (and its PostgreSQL baseline), freshness, rebuild and API reads.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use futures::StreamExt as _;
+use passerelle_domain::Nir;
+use passerelle_eventlog::subject::SubjectKeys;
+use passerelle_ingest::proto::{self, Location, OrientationEvent, Person, orientation_ingest_client::OrientationIngestClient};
+use serde_json::Value;
+use sqlx::{PgPool, Row as _};
+use uuid::Uuid;
+
+use crate::{
+    ingest::Channels,
+    population::{Population, departement_institution},
+    stack::{Hub, Stack, orientation_agent},
+};
+
+/// Percentile of sorted samples (nearest rank).
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+async fn count(pool: &PgPool, sql: &str) -> anyhow::Result<i64> {
+    let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(pool).await?;
+    Ok(n)
+}
+
+pub struct ProjectionFigures {
+    pub applied: i64,
+    pub dead_letters: i64,
+    pub dossiers: i64,
+    /// From the process start to the last event applied.
+    pub total: Duration,
+    /// From the first sample with events applied to the last event applied.
+    pub steady: Duration,
+    pub steady_events: i64,
+}
+
+/// Starts the whole hub (`passerelle up`) on a log already holding `expected` events and waits
+/// until its projection applied them all; the hub keeps running for the next stages.
+pub async fn projection(stack: &Stack, expected: u64) -> anyhow::Result<(Hub, ProjectionFigures)> {
+    let hub = stack.start(&["up"], "up.log").await?;
+    let pool = stack.owner_pool().await?;
+    let mut first: Option<(Instant, i64)> = None;
+    let mut last_progress = (Instant::now(), -1i64);
+    let mut next_report = Instant::now() + Duration::from_secs(5);
+    loop {
+        let applied = count(&pool, "SELECT count(*) FROM readmodel.applied_events").await?;
+        let dead = count(&pool, "SELECT count(*) FROM readmodel.dead_letters").await?;
+        let now = Instant::now();
+        if applied > 0 && first.is_none() {
+            first = Some((now, applied));
+        }
+        if (applied + dead) as u64 >= expected {
+            let (first_at, first_applied) = first.unwrap_or((now, 0));
+            let figures = ProjectionFigures {
+                applied,
+                dead_letters: dead,
+                dossiers: count(&pool, "SELECT count(*) FROM readmodel.dossiers").await?,
+                total: now - hub.started,
+                steady: now - first_at,
+                steady_events: applied - first_applied,
+            };
+            return Ok((hub, figures));
+        }
+        if applied != last_progress.1 {
+            last_progress = (now, applied);
+        } else if now - last_progress.0 > Duration::from_secs(180) {
+            bail!("the projection made no progress for 180 s at {applied}/{expected} (see {}/up.log)", stack.dir.display());
+        }
+        if now > next_report {
+            let rate = first.map_or(0.0, |(at, n)| (applied - n) as f64 / (now - at).as_secs_f64().max(0.001));
+            eprintln!("  projection: {applied}/{expected} applied, {dead} dead letters ({rate:.0} events/s)");
+            next_report = now + Duration::from_secs(5);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The tables the projection writes, in an order their foreign keys accept.
+const PROJECTED_TABLES: &[&str] = &["persons", "subject_links", "person_events", "applied_events", "dossiers"];
+
+pub struct PgBaseline {
+    pub rows: HashMap<String, i64>,
+    pub took: Duration,
+}
+
+/// The raw PostgreSQL cost of the projection's writes: the rows it wrote (same tables, same
+/// indexes, same values), copied into empty twins with COPY in one transaction.
+pub async fn pg_baseline(stack: &Stack) -> anyhow::Result<PgBaseline> {
+    let pool = stack.owner_pool().await?;
+    let mut connection = pool.acquire().await?;
+    sqlx::query("DROP SCHEMA IF EXISTS bench_baseline CASCADE").execute(&mut *connection).await?;
+    sqlx::query("CREATE SCHEMA bench_baseline").execute(&mut *connection).await?;
+    let mut data = Vec::new();
+    let mut rows = HashMap::new();
+    for table in PROJECTED_TABLES {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE TABLE bench_baseline.{table} (LIKE readmodel.{table} INCLUDING ALL)"
+        )))
+        .execute(&mut *connection)
+        .await?;
+        let mut out = connection
+            .copy_out_raw(&format!("COPY readmodel.{table} TO STDOUT (FORMAT binary)"))
+            .await?;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = out.next().await {
+            bytes.extend_from_slice(&chunk?);
+        }
+        drop(out);
+        rows.insert((*table).to_owned(), count(&pool, &format!("SELECT count(*) FROM readmodel.{table}")).await?);
+        data.push((*table, bytes));
+    }
+    let started = Instant::now();
+    let mut tx = sqlx::Acquire::begin(&mut *connection).await?;
+    for (table, bytes) in &data {
+        let mut copy = tx
+            .copy_in_raw(&format!("COPY bench_baseline.{table} FROM STDIN (FORMAT binary)"))
+            .await?;
+        copy.send(bytes.as_slice()).await?;
+        copy.finish().await?;
+    }
+    tx.commit().await?;
+    let took = started.elapsed();
+    sqlx::query("DROP SCHEMA bench_baseline CASCADE").execute(&mut *connection).await?;
+    Ok(PgBaseline { rows, took })
+}
+
+/// A person of the population as the read models know them: NIR, person id, authority.
+#[derive(Clone)]
+struct Located {
+    nir: String,
+    person: Uuid,
+    authority: String,
+}
+
+/// Members of the population located in the read models, in their own authority, without
+/// opposition (so their parcours section is shown to the authority's chargé d'orientation).
+async fn located_persons(stack: &Stack, population: &Population, limit: usize) -> anyhow::Result<Vec<Located>> {
+    let keys = SubjectKeys::new(stack.config.secrets.pepper()?);
+    let mut wanted = HashMap::new();
+    for household in &population.households {
+        for member in &household.members {
+            let nir = Nir::parse(&member.nir).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            wanted.insert(keys.nir(&nir).as_str().to_owned(), (member.nir.clone(), household.place.authority));
+        }
+        if wanted.len() >= limit * 2 {
+            break;
+        }
+    }
+    let subject_keys: Vec<String> = wanted.keys().cloned().collect();
+    let pool = stack.owner_pool().await?;
+    let rows = sqlx::query(
+        "SELECT l.subject_key, COALESCE(p.merged_into, p.person_id) AS person_id, d.territory
+         FROM readmodel.subject_links l JOIN readmodel.persons p USING (person_id)
+         JOIN readmodel.dossiers d ON d.person_id = COALESCE(p.merged_into, p.person_id)
+         WHERE l.subject_key = ANY($1) AND d.territory IS NOT NULL AND NOT d.opposition",
+    )
+    .bind(&subject_keys)
+    .fetch_all(&pool)
+    .await?;
+    let mut out = Vec::new();
+    for row in rows {
+        let key: String = row.try_get("subject_key")?;
+        let territory: String = row.try_get("territory")?;
+        let (nir, authority) = &wanted[&key];
+        if territory == *authority {
+            out.push(Located { nir: nir.clone(), person: row.try_get("person_id")?, authority: territory });
+        }
+        if out.len() == limit {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// A development token per authority's chargé d'orientation.
+fn tokens(stack: &Stack) -> anyhow::Result<HashMap<String, String>> {
+    let key = stack.dir.join("pki/oidc-dev-key.der");
+    let mut out = HashMap::new();
+    for place in crate::population::PLACES {
+        if !out.contains_key(place.authority) {
+            let token = passerelle::dev_token(&stack.config, &orientation_agent(place.authority), &key, 4 * 3600)?;
+            out.insert(place.authority.to_owned(), token);
+        }
+    }
+    Ok(out)
+}
+
+pub struct Freshness {
+    pub rate: f64,
+    pub achieved_rate: f64,
+    pub pushed: usize,
+    /// Seconds from the start of an accepted call to the first API read showing its change.
+    pub visible: Vec<f64>,
+    /// Seconds of the ingest calls themselves.
+    pub calls: Vec<f64>,
+    /// Probes not visible after 30 s.
+    pub lost: usize,
+    pub refused: usize,
+}
+
+/// Pushes référent assignments at `rate` per second for `seconds`, through the gRPC API as
+/// the départements do; one in `probe_every` is followed: the time from the call's start to
+/// the first dossier read (REST API, as the authority's chargé d'orientation, polled every
+/// 10 ms) that shows the new référent.
+pub async fn freshness(
+    stack: &Stack,
+    population: &Population,
+    rate: f64,
+    seconds: u64,
+    probe_every: usize,
+) -> anyhow::Result<Freshness> {
+    let persons = located_persons(stack, population, 4000).await?;
+    if persons.len() < 100 {
+        bail!("only {} persons located for the freshness probes", persons.len());
+    }
+    // Probed persons get no other push meanwhile, so a later push cannot hide a probe's.
+    let (probed, background) = persons.split_at(persons.len() / 5);
+    let (probed, background) = (Arc::new(probed.to_vec()), Arc::new(background.to_vec()));
+    let tokens = Arc::new(tokens(stack)?);
+    let channels = Arc::new(Channels::new(stack));
+    for located in persons.iter() {
+        channels.of(&departement_institution(&located.authority)).await?;
+    }
+    let client = reqwest::Client::new();
+    let structure = crate::population::siret(2_000_000_000_000);
+    let total = (rate * seconds as f64) as usize;
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = tokio::task::JoinSet::new();
+    let run = Uuid::new_v4().simple().to_string();
+    let started = Instant::now();
+    for index in 0..total {
+        ticker.tick().await;
+        let probe = index % probe_every == 0;
+        let located = if probe {
+            probed[(index / probe_every) % probed.len()].clone()
+        } else {
+            background[index % background.len()].clone()
+        };
+        let uid = format!("fresh-{}-{index}", &run[..8]);
+        let event = OrientationEvent {
+            event_id: format!("fresh-{run}-{index}"),
+            occurred_at: chrono::Utc::now().to_rfc3339(),
+            person: Some(Person { nir: located.nir.clone(), ..Person::default() }),
+            location: Some(Location { receiving_authority: located.authority.clone(), commune: String::new() }),
+            corrects_event_id: String::new(),
+            fact: Some(proto::orientation_event::Fact::ReferentAssigned(proto::ReferentAssigned {
+                referent: Some(proto::Agent { uid: uid.clone(), email: String::new(), siret: structure.clone() }),
+            })),
+        };
+        let (channels, tokens, client, http) = (channels.clone(), tokens.clone(), client.clone(), stack.http.clone());
+        tasks.spawn(async move {
+            let sent = Instant::now();
+            let channel = channels.of(&departement_institution(&located.authority)).await?;
+            if OrientationIngestClient::new(channel).publish(event).await.is_err() {
+                return anyhow::Ok(Sample::Refused);
+            }
+            let call = sent.elapsed().as_secs_f64();
+            if !probe {
+                return Ok(Sample::Call(call));
+            }
+            let token = tokens.get(&located.authority).cloned().unwrap_or_default();
+            while sent.elapsed() < Duration::from_secs(30) {
+                let response = client
+                    .get(format!("{http}/api/v1/dossiers/{}", located.person))
+                    .bearer_auth(&token)
+                    .header("X-Motif-Acces", "orientation")
+                    .send()
+                    .await?;
+                let body: Value = response.json().await.unwrap_or(Value::Null);
+                if body["sections"]["parcours"]["referent"]["uid"] == Value::String(uid.clone()) {
+                    return Ok(Sample::Visible(call, sent.elapsed().as_secs_f64()));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Ok(Sample::Lost)
+        });
+    }
+    let pushing = started.elapsed().as_secs_f64();
+    let mut figures =
+        Freshness { rate, achieved_rate: total as f64 / pushing, pushed: total, visible: Vec::new(), calls: Vec::new(), lost: 0, refused: 0 };
+    while let Some(done) = tasks.join_next().await {
+        match done?? {
+            Sample::Refused => figures.refused += 1,
+            Sample::Call(call) => figures.calls.push(call),
+            Sample::Visible(call, visible) => {
+                figures.calls.push(call);
+                figures.visible.push(visible);
+            }
+            Sample::Lost => figures.lost += 1,
+        }
+    }
+    figures.visible.sort_by(f64::total_cmp);
+    figures.calls.sort_by(f64::total_cmp);
+    Ok(figures)
+}
+
+enum Sample {
+    Refused,
+    Call(f64),
+    Visible(f64, f64),
+    Lost,
+}
+
+/// Rebuilds the dossier projection from the log (`passerelle projections rebuild dossier`,
+/// under the running hub, as an operator would).
+pub async fn rebuild(stack: &Stack) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    stack.run(&["projections", "rebuild", "dossier"], "rebuild.log")?;
+    Ok(started.elapsed())
+}
+
+pub struct Seeded {
+    pub persons: i64,
+    pub events: i64,
+    pub took: Duration,
+}
+
+/// Grows the read models to `target` persons by copying the projected persons (their events,
+/// links and dossiers, sealed data included) under new ids, in SQL (`INSERT … SELECT`): the
+/// figure measures reads at that size, not how it was reached.
+pub async fn seed(stack: &Stack, target: i64) -> anyhow::Result<Seeded> {
+    let pool = stack.owner_pool().await?;
+    let mut connection = pool.acquire().await?;
+    let started = Instant::now();
+    let originals = count(&pool, "SELECT count(*) FROM readmodel.persons").await?;
+    if originals == 0 {
+        bail!("nothing projected to copy");
+    }
+    let copies = (target - originals + originals - 1) / originals;
+    for table in ["persons", "subject_links", "person_events", "dossiers"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE TEMP TABLE original_{table} AS SELECT * FROM readmodel.{table}")))
+            .execute(&mut *connection)
+            .await?;
+    }
+    let mut select_lists = HashMap::new();
+    for table in ["persons", "subject_links", "person_events", "dossiers"] {
+        let columns: Vec<String> = sqlx::query_scalar(
+            "SELECT column_name::text FROM information_schema.columns
+             WHERE table_schema = 'readmodel' AND table_name = $1 ORDER BY ordinal_position",
+        )
+        .bind(table)
+        .fetch_all(&mut *connection)
+        .await?;
+        let clone_id = |c: &str| format!("CASE WHEN {c} IS NULL THEN NULL ELSE md5({c}::text || '#' || $1)::uuid END");
+        let suffixed = |c: &str| format!("CASE WHEN {c} IS NULL THEN NULL ELSE {c} || '#c' || $1 END");
+        let select: Vec<String> = columns
+            .iter()
+            .map(|column| match column.as_str() {
+                "person_id" | "merged_into" => clone_id(column),
+                "id_key" | "subject_key" | "household_key" | "source" => suffixed(column),
+                other => other.to_owned(),
+            })
+            .collect();
+        select_lists.insert(table, (columns.join(", "), select.join(", ")));
+    }
+    for copy in 1..=copies {
+        for table in ["persons", "subject_links", "person_events", "dossiers"] {
+            let (columns, select) = &select_lists[table];
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO readmodel.{table} ({columns}) SELECT {select} FROM original_{table}"
+            )))
+            .bind(copy.to_string())
+            .execute(&mut *connection)
+            .await
+            .with_context(|| format!("copying {table}"))?;
+        }
+        if copy % 5 == 0 || copy == copies {
+            eprintln!(
+                "  api: seeded {} persons ({copy}/{copies} copies, {:.0} s)",
+                originals * (copy + 1),
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    sqlx::query("ANALYZE").execute(&mut *connection).await?;
+    Ok(Seeded {
+        persons: count(&pool, "SELECT count(*) FROM readmodel.persons").await?,
+        events: count(&pool, "SELECT count(*) FROM readmodel.person_events").await?,
+        took: started.elapsed(),
+    })
+}
+
+pub struct Reads {
+    pub latencies_ms: Vec<f64>,
+    pub statuses: HashMap<u16, u64>,
+    pub took: Duration,
+    pub journal_rows: i64,
+    pub concurrency: usize,
+}
+
+/// Dossier reads by the chargés d'orientation of the persons' authorities, `concurrency` at a
+/// time for `seconds`, each journaled by the hub.
+pub async fn reads(stack: &Stack, concurrency: usize, seconds: u64) -> anyhow::Result<Reads> {
+    let pool = stack.owner_pool().await?;
+    let sample: Vec<(Uuid, String)> = sqlx::query_as(
+        "SELECT person_id, territory FROM readmodel.dossiers TABLESAMPLE SYSTEM (10) WHERE territory IS NOT NULL LIMIT 100000",
+    )
+    .fetch_all(&pool)
+    .await?;
+    if sample.is_empty() {
+        bail!("no dossiers to read");
+    }
+    let tokens = Arc::new(tokens(stack)?);
+    let journal_before = count(&pool, "SELECT count(*) FROM journal.entries").await?;
+    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
+    let sample = Arc::new(sample);
+    let next = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (client, sample, next, tokens) = (client.clone(), sample.clone(), next.clone(), tokens.clone());
+        let http = stack.http.clone();
+        workers.spawn(async move {
+            let mut latencies = Vec::new();
+            let mut statuses: HashMap<u16, u64> = HashMap::new();
+            while Instant::now() < deadline {
+                let (person, territory) = &sample[next.fetch_add(1, Ordering::Relaxed) % sample.len()];
+                let token = tokens.get(territory).cloned().unwrap_or_default();
+                let sent = Instant::now();
+                let response = client
+                    .get(format!("{http}/api/v1/dossiers/{person}"))
+                    .bearer_auth(&token)
+                    .header("X-Motif-Acces", "orientation")
+                    .send()
+                    .await?;
+                let status = response.status().as_u16();
+                response.bytes().await?;
+                latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+                *statuses.entry(status).or_default() += 1;
+            }
+            anyhow::Ok((latencies, statuses))
+        });
+    }
+    let mut latencies = Vec::new();
+    let mut statuses: HashMap<u16, u64> = HashMap::new();
+    while let Some(done) = workers.join_next().await {
+        let (l, s) = done??;
+        latencies.extend(l);
+        for (k, v) in s {
+            *statuses.entry(k).or_default() += v;
+        }
+    }
+    let took = started.elapsed();
+    latencies.sort_by(f64::total_cmp);
+    let journal_rows = count(&pool, "SELECT count(*) FROM journal.entries").await? - journal_before;
+    Ok(Reads { latencies_ms: latencies, statuses, took, journal_rows, concurrency })
+}
+
