@@ -27,7 +27,8 @@ use passerelle_ingest::{
     normalise::{self, Context},
     proto::{
         allocataire_ingest_client::AllocataireIngestClient, batch_reply::Status as BatchStatus,
-        demandeur_emploi_ingest_client::DemandeurEmploiIngestClient, orientation_ingest_client::OrientationIngestClient,
+        demandeur_emploi_ingest_client::DemandeurEmploiIngestClient,
+        orientation_ingest_client::OrientationIngestClient,
     },
     scope,
 };
@@ -78,7 +79,7 @@ pub struct Counts {
 async fn push_chunk(channels: &Channels, institution: &str, chunk: &[&Timed]) -> anyhow::Result<Counts> {
     let channel = channels.of(institution).await?;
     let mut counts = Counts::default();
-    let statuses: Vec<i32> = match &chunk[0].push {
+    let replies: Vec<passerelle_ingest::proto::BatchReply> = match &chunk[0].push {
         Push::Caf(_) => {
             let events: Vec<_> =
                 chunk.iter().filter_map(|t| if let Push::Caf(e) = &t.push { Some(e.clone()) } else { None }).collect();
@@ -86,7 +87,7 @@ async fn push_chunk(channels: &Channels, institution: &str, chunk: &[&Timed]) ->
                 AllocataireIngestClient::new(channel).publish_batch(stream::iter(events)).await?.into_inner();
             let mut out = Vec::new();
             while let Some(reply) = replies.message().await? {
-                out.push(reply.status);
+                out.push(reply);
             }
             out
         }
@@ -97,7 +98,7 @@ async fn push_chunk(channels: &Channels, institution: &str, chunk: &[&Timed]) ->
                 DemandeurEmploiIngestClient::new(channel).publish_batch(stream::iter(events)).await?.into_inner();
             let mut out = Vec::new();
             while let Some(reply) = replies.message().await? {
-                out.push(reply.status);
+                out.push(reply);
             }
             out
         }
@@ -108,15 +109,22 @@ async fn push_chunk(channels: &Channels, institution: &str, chunk: &[&Timed]) ->
                 OrientationIngestClient::new(channel).publish_batch(stream::iter(events)).await?.into_inner();
             let mut out = Vec::new();
             while let Some(reply) = replies.message().await? {
-                out.push(reply.status);
+                out.push(reply);
             }
             out
         }
     };
-    for status in statuses {
-        if status == BatchStatus::Accepted as i32 {
+    for reply in replies {
+        if reply.status == BatchStatus::Accepted as i32 {
             counts.accepted += 1;
         } else {
+            if counts.refused == 0 {
+                eprintln!(
+                    "  refused ({institution}): {} {:?}",
+                    reply.message,
+                    reply.violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>()
+                );
+            }
             counts.refused += 1;
         }
     }
@@ -262,7 +270,11 @@ pub async fn baseline(stack: &Stack, pushes: &[Timed]) -> anyhow::Result<Baselin
     }
     let took = started.elapsed();
     pool.close().await;
-    Ok(BaselineFigures { records: prepared.len() as u64, took, mean_bytes: bytes as f64 / prepared.len().max(1) as f64 })
+    Ok(BaselineFigures {
+        records: prepared.len() as u64,
+        took,
+        mean_bytes: bytes as f64 / prepared.len().max(1) as f64,
+    })
 }
 
 pub struct BaselineFigures {

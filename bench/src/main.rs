@@ -156,12 +156,21 @@ async fn run(
 
     let stack = stack::Stack::prepare(&dir, &binary, bootstrap, database).await?;
 
-    eprintln!("[2/7] ingest: gRPC PublishBatch ({} events per call, {} calls in flight)", ingest::BATCH, ingest::IN_FLIGHT);
+    eprintln!(
+        "[2/7] ingest: gRPC PublishBatch ({} events per call, {} calls in flight)",
+        ingest::BATCH,
+        ingest::IN_FLIGHT
+    );
     let hub = stack.start(&["serve", "ingest"], "ingest.log").await?;
     let (counts, ingest_took) = ingest::through_grpc(&stack, &population.pushes).await?;
     hub.stop()?;
     let ingest_rate = rate(counts.accepted as f64, ingest_took);
-    eprintln!("  {} accepted, {} refused in {:.1} s: {ingest_rate:.0} events/s", counts.accepted, counts.refused, ingest_took.as_secs_f64());
+    eprintln!(
+        "  {} accepted, {} refused in {:.1} s: {ingest_rate:.0} events/s",
+        counts.accepted,
+        counts.refused,
+        ingest_took.as_secs_f64()
+    );
     eprintln!("[3/7] ingest baseline: the same records produced straight to the broker");
     let baseline = ingest::baseline(&stack, &population.pushes).await?;
     let baseline_rate = rate(baseline.records as f64, baseline.took);
@@ -183,24 +192,46 @@ async fn run(
     let pg_rate = rate(projected.applied as f64, pg.took);
     eprintln!("  {:?} in {:.2} s: {pg_rate:.0} events/s", pg.rows, pg.took.as_secs_f64());
 
-    let fresh_rate = (0.5 * ingest_rate.min(projection_steady)).max(1.0);
-    eprintln!("[5/7] freshness: {fresh_rate:.0} pushes/s for {} s, one in 10 followed through the API", options.seconds);
-    let fresh = stages::freshness(&stack, &population, fresh_rate, options.seconds, 10).await?;
+    eprintln!("  split: the records fetched into memory by a plain consumer, then applied without the broker");
+    let split = stages::apply_only(&stack, 500).await?;
+    let fetch_rate = rate(split.records as f64, split.fetch);
+    let apply_rate = rate(split.records as f64, split.apply);
     eprintln!(
-        "  {} pushed ({:.0}/s achieved), {} followed: p50 {:.3} s, p99 {:.3} s, {} lost, {} refused",
-        fresh.pushed,
-        fresh.achieved_rate,
-        fresh.visible.len(),
-        percentile(&fresh.visible, 50.0),
-        percentile(&fresh.visible, 99.0),
-        fresh.lost,
-        fresh.refused
+        "  {} records: fetch {:.1} s ({fetch_rate:.0}/s), apply {:.1} s ({apply_rate:.0}/s)",
+        split.records,
+        split.fetch.as_secs_f64(),
+        split.apply.as_secs_f64()
     );
+
+    let fresh_rate = (0.5 * ingest_rate.min(projection_steady)).max(1.0);
+    eprintln!(
+        "[5/7] freshness: {fresh_rate:.0} pushes/s (half the smaller capacity) for {} s, one in 10 followed through the API",
+        options.seconds
+    );
+    let report = |fresh: &stages::Freshness| {
+        eprintln!(
+            "  {} pushed ({:.0}/s achieved), {} followed: p50 {:.3} s, p99 {:.3} s (calls p50 {:.3} s), {} lost, {} refused",
+            fresh.pushed,
+            fresh.achieved_rate,
+            fresh.visible.len(),
+            percentile(&fresh.visible, 50.0),
+            percentile(&fresh.visible, 99.0),
+            percentile(&fresh.calls, 50.0),
+            fresh.lost,
+            fresh.refused
+        );
+    };
+    let fresh = stages::freshness(&stack, &population, fresh_rate, options.seconds, 10).await?;
+    report(&fresh);
+    eprintln!("  and at a quarter of it ({:.0} pushes/s), to show where the knee is", fresh_rate / 2.0);
+    let quarter = stages::freshness(&stack, &population, fresh_rate / 2.0, options.seconds, 10).await?;
+    report(&quarter);
 
     eprintln!("[6/7] rebuild: passerelle projections rebuild dossier, under the running hub");
     let rebuild_took = stages::rebuild(&stack).await?;
     let pool = stack.owner_pool().await?;
-    let (log_events,): (i64,) = sqlx::query_as("SELECT count(*) FROM readmodel.applied_events").fetch_one(&pool).await?;
+    let (log_events,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM readmodel.applied_events").fetch_one(&pool).await?;
     eprintln!("  {log_events} events in {:.1} s", rebuild_took.as_secs_f64());
 
     eprintln!("[7/7] API: dossier reads at {} persons, journal on", options.api_persons);
@@ -210,7 +241,11 @@ async fn run(
     let reads_rate = rate(reads.latencies_ms.len() as f64, reads.took);
     let p50 = percentile(&reads.latencies_ms, 50.0);
     let p99 = percentile(&reads.latencies_ms, 99.0);
-    eprintln!("  {} reads, {reads_rate:.0}/s, p50 {p50:.1} ms, p99 {p99:.1} ms, statuses {:?}", reads.latencies_ms.len(), reads.statuses);
+    eprintln!(
+        "  {} reads, {reads_rate:.0}/s, p50 {p50:.1} ms, p99 {p99:.1} ms, statuses {:?}",
+        reads.latencies_ms.len(),
+        reads.statuses
+    );
 
     let git = std::process::Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])
@@ -233,14 +268,26 @@ async fn run(
             "seconds_from_start": projected.total.as_secs_f64(), "events_per_s": projection_rate,
             "steady_events_per_s": projection_steady,
             "baseline": {"what": "COPY (binary) of the rows the projection wrote into empty twins of its tables, one transaction", "rows": pg.rows, "seconds": pg.took.as_secs_f64(), "events_per_s": pg_rate},
-            "ratio": projection_rate / pg_rate, "target_events_per_s": 10_000
+            "ratio": projection_rate / pg_rate, "target_events_per_s": 10_000,
+            "split": {
+                "what": "the same records fetched into memory by a plain librdkafka consumer (the broker's cost), then applied by the projection's code into empty tables (projector + PostgreSQL, no broker)",
+                "records": split.records, "fetch_seconds": split.fetch.as_secs_f64(), "fetch_records_per_s": fetch_rate,
+                "apply_seconds": split.apply.as_secs_f64(), "apply_events_per_s": apply_rate, "batch": split.batch,
+                "apply_ratio_to_copy": apply_rate / pg_rate
+            }
         },
         "freshness": {
             "rate_per_s": fresh.rate, "achieved_rate_per_s": fresh.achieved_rate, "pushed": fresh.pushed,
             "followed": fresh.visible.len(), "lost": fresh.lost, "refused": fresh.refused,
             "visible_p50_s": percentile(&fresh.visible, 50.0), "visible_p99_s": percentile(&fresh.visible, 99.0),
             "call_p50_s": percentile(&fresh.calls, 50.0), "call_p99_s": percentile(&fresh.calls, 99.0),
-            "poll_interval_ms": 10, "target_p99_s": 2.0
+            "poll_interval_ms": 10, "target_p99_s": 2.0, "pushes": "unary Publish calls (one référent assignment each), as a département's system sends them",
+            "at_quarter": {
+                "rate_per_s": quarter.rate, "achieved_rate_per_s": quarter.achieved_rate, "followed": quarter.visible.len(),
+                "lost": quarter.lost, "visible_p50_s": percentile(&quarter.visible, 50.0),
+                "visible_p99_s": percentile(&quarter.visible, 99.0), "call_p50_s": percentile(&quarter.calls, 50.0),
+                "call_p99_s": percentile(&quarter.calls, 99.0)
+            }
         },
         "rebuild": {"events": log_events, "seconds": rebuild_took.as_secs_f64(), "events_per_s": rate(log_events as f64, rebuild_took)},
         "api": {
@@ -291,7 +338,17 @@ fn print_table(r: &Value) {
         f(&r["projection"]["steady_events_per_s"]),
     );
     println!(
-        "{:<12} p50 {:>7.3} s {:>18} {:>8} {:>12}  p99 {:.3} s at {:.0} pushes/s, {} followed, {} lost",
+        "{:<12} {:>12.0} ev/s {:>15.0} ev/s {:>7.1}% {:>12}  projection code on records in memory (batch {}); broker fetch alone {:.0} rec/s",
+        "  apply only",
+        f(&r["projection"]["split"]["apply_events_per_s"]),
+        f(&r["projection"]["baseline"]["events_per_s"]),
+        100.0 * f(&r["projection"]["split"]["apply_ratio_to_copy"]),
+        "",
+        r["projection"]["split"]["batch"],
+        f(&r["projection"]["split"]["fetch_records_per_s"]),
+    );
+    println!(
+        "{:<12} p50 {:>7.3} s {:>18} {:>8} {:>12}  p99 {:.3} s at {:.0} pushes/s, {} followed, {} lost; at {:.0}/s: p50 {:.3} s, p99 {:.3} s",
         "freshness",
         f(&r["freshness"]["visible_p50_s"]),
         "",
@@ -301,6 +358,9 @@ fn print_table(r: &Value) {
         f(&r["freshness"]["rate_per_s"]),
         r["freshness"]["followed"],
         r["freshness"]["lost"],
+        f(&r["freshness"]["at_quarter"]["rate_per_s"]),
+        f(&r["freshness"]["at_quarter"]["visible_p50_s"]),
+        f(&r["freshness"]["at_quarter"]["visible_p99_s"]),
     );
     println!(
         "{:<12} {:>10.1} s {:>18} {:>8} {:>12}  {} events ({:.0} ev/s)",

@@ -32,32 +32,108 @@ const fn place(authority: &'static str, departement: &'static str, weight: u32) 
 
 /// The 101 départements as RSA authorities (Alsace, Corse, Lyon/Rhône as the law draws them).
 pub const PLACES: &[Place] = &[
-    place("01", "01", 6), place("02", "02", 15), place("03", "03", 8), place("04", "04", 4),
-    place("05", "05", 2), place("06", "06", 25), place("07", "07", 7), place("08", "08", 9),
-    place("09", "09", 4), place("10", "10", 9), place("11", "11", 16), place("12", "12", 4),
-    place("13", "13", 75), place("14", "14", 14), place("15", "15", 2), place("16", "16", 9),
-    place("17", "17", 14), place("18", "18", 7), place("19", "19", 4), place("20R", "2A", 3),
-    place("20R", "2B", 4), place("21", "21", 9), place("22", "22", 9), place("23", "23", 2),
-    place("24", "24", 10), place("25", "25", 11), place("26", "26", 12), place("27", "27", 13),
-    place("28", "28", 8), place("29", "29", 13), place("30", "30", 27), place("31", "31", 35),
-    place("32", "32", 3), place("33", "33", 40), place("34", "34", 45), place("35", "35", 17),
-    place("36", "36", 5), place("37", "37", 12), place("38", "38", 22), place("39", "39", 4),
-    place("40", "40", 8), place("41", "41", 6), place("42", "42", 17), place("43", "43", 3),
-    place("44", "44", 25), place("45", "45", 14), place("46", "46", 3), place("47", "47", 9),
-    place("48", "48", 1), place("49", "49", 16), place("50", "50", 8), place("51", "51", 14),
-    place("52", "52", 4), place("53", "53", 4), place("54", "54", 17), place("55", "55", 5),
-    place("56", "56", 12), place("57", "57", 25), place("58", "58", 5), place("59", "59", 100),
-    place("60", "60", 18), place("61", "61", 6), place("62", "62", 50), place("63", "63", 13),
-    place("64", "64", 12), place("65", "65", 5), place("66", "66", 20), place("6AE", "67", 22),
-    place("6AE", "68", 15), place("69M", "69", 30), place("69D", "69", 10), place("70", "70", 5),
-    place("71", "71", 10), place("72", "72", 12), place("73", "73", 6), place("74", "74", 10),
-    place("75", "75", 60), place("76", "76", 38), place("77", "77", 25), place("78", "78", 18),
-    place("79", "79", 7), place("80", "80", 16), place("81", "81", 9), place("82", "82", 7),
-    place("83", "83", 28), place("84", "84", 17), place("85", "85", 8), place("86", "86", 10),
-    place("87", "87", 9), place("88", "88", 8), place("89", "89", 8), place("90", "90", 4),
-    place("91", "91", 25), place("92", "92", 25), place("93", "93", 85), place("94", "94", 40),
-    place("95", "95", 30), place("971", "971", 35), place("972", "972", 30), place("973", "973", 25),
-    place("974", "974", 100), place("976", "976", 10),
+    place("01", "01", 6),
+    place("02", "02", 15),
+    place("03", "03", 8),
+    place("04", "04", 4),
+    place("05", "05", 2),
+    place("06", "06", 25),
+    place("07", "07", 7),
+    place("08", "08", 9),
+    place("09", "09", 4),
+    place("10", "10", 9),
+    place("11", "11", 16),
+    place("12", "12", 4),
+    place("13", "13", 75),
+    place("14", "14", 14),
+    place("15", "15", 2),
+    place("16", "16", 9),
+    place("17", "17", 14),
+    place("18", "18", 7),
+    place("19", "19", 4),
+    place("20R", "2A", 3),
+    place("20R", "2B", 4),
+    place("21", "21", 9),
+    place("22", "22", 9),
+    place("23", "23", 2),
+    place("24", "24", 10),
+    place("25", "25", 11),
+    place("26", "26", 12),
+    place("27", "27", 13),
+    place("28", "28", 8),
+    place("29", "29", 13),
+    place("30", "30", 27),
+    place("31", "31", 35),
+    place("32", "32", 3),
+    place("33", "33", 40),
+    place("34", "34", 45),
+    place("35", "35", 17),
+    place("36", "36", 5),
+    place("37", "37", 12),
+    place("38", "38", 22),
+    place("39", "39", 4),
+    place("40", "40", 8),
+    place("41", "41", 6),
+    place("42", "42", 17),
+    place("43", "43", 3),
+    place("44", "44", 25),
+    place("45", "45", 14),
+    place("46", "46", 3),
+    place("47", "47", 9),
+    place("48", "48", 1),
+    place("49", "49", 16),
+    place("50", "50", 8),
+    place("51", "51", 14),
+    place("52", "52", 4),
+    place("53", "53", 4),
+    place("54", "54", 17),
+    place("55", "55", 5),
+    place("56", "56", 12),
+    place("57", "57", 25),
+    place("58", "58", 5),
+    place("59", "59", 100),
+    place("60", "60", 18),
+    place("61", "61", 6),
+    place("62", "62", 50),
+    place("63", "63", 13),
+    place("64", "64", 12),
+    place("65", "65", 5),
+    place("66", "66", 20),
+    place("6AE", "67", 22),
+    place("6AE", "68", 15),
+    place("69M", "69", 30),
+    place("69D", "69", 10),
+    place("70", "70", 5),
+    place("71", "71", 10),
+    place("72", "72", 12),
+    place("73", "73", 6),
+    place("74", "74", 10),
+    place("75", "75", 60),
+    place("76", "76", 38),
+    place("77", "77", 25),
+    place("78", "78", 18),
+    place("79", "79", 7),
+    place("80", "80", 16),
+    place("81", "81", 9),
+    place("82", "82", 7),
+    place("83", "83", 28),
+    place("84", "84", 17),
+    place("85", "85", 8),
+    place("86", "86", 10),
+    place("87", "87", 9),
+    place("88", "88", 8),
+    place("89", "89", 8),
+    place("90", "90", 4),
+    place("91", "91", 25),
+    place("92", "92", 25),
+    place("93", "93", 85),
+    place("94", "94", 40),
+    place("95", "95", 30),
+    place("971", "971", 35),
+    place("972", "972", 30),
+    place("973", "973", 25),
+    place("974", "974", 100),
+    place("976", "976", 10),
 ];
 
 impl Place {
@@ -111,7 +187,9 @@ pub fn institutions_toml() -> String {
     }
     out.push_str(&format!("[[institution]]\nid = \"{FRANCE_TRAVAIL}\"\nkind = \"FRANCE_TRAVAIL\"\n\n"));
     for (authority, id) in authorities {
-        out.push_str(&format!("[[institution]]\nid = \"{id}\"\nkind = \"DEPARTEMENT\"\nterritory = \"{authority}\"\n\n"));
+        out.push_str(&format!(
+            "[[institution]]\nid = \"{id}\"\nkind = \"DEPARTEMENT\"\nterritory = \"{authority}\"\n\n"
+        ));
     }
     out
 }
@@ -178,9 +256,36 @@ impl Population {
 }
 
 const NOMS: &[&str] = &[
-    "MARTIN", "BERNARD", "THOMAS", "PETIT", "ROBERT", "RICHARD", "DURAND", "DUBOIS", "MOREAU", "LAURENT", "SIMON",
-    "MICHEL", "LEFEBVRE", "LEROY", "ROUX", "DAVID", "BERTRAND", "MOREL", "FOURNIER", "GIRARD", "N'DIAYE", "DIALLO",
-    "TRAORE", "NGUYEN", "DA SILVA", "BENALI", "HOARAU", "PAYET", "FONTAINE", "CHEVALIER",
+    "MARTIN",
+    "BERNARD",
+    "THOMAS",
+    "PETIT",
+    "ROBERT",
+    "RICHARD",
+    "DURAND",
+    "DUBOIS",
+    "MOREAU",
+    "LAURENT",
+    "SIMON",
+    "MICHEL",
+    "LEFEBVRE",
+    "LEROY",
+    "ROUX",
+    "DAVID",
+    "BERTRAND",
+    "MOREL",
+    "FOURNIER",
+    "GIRARD",
+    "N'DIAYE",
+    "DIALLO",
+    "TRAORE",
+    "NGUYEN",
+    "DA SILVA",
+    "BENALI",
+    "HOARAU",
+    "PAYET",
+    "FONTAINE",
+    "CHEVALIER",
 ];
 const PRENOMS: &[&str] = &[
     "CAMILLE", "LOUIS", "JADE", "GABRIEL", "LEA", "RAPHAEL", "EMMA", "ARTHUR", "CHLOE", "JULES", "NADIA", "KARIM",
@@ -264,8 +369,7 @@ pub fn generate(households: u64, seed: u64) -> Population {
             let nir = nir_of(person_index, &mut random);
             let year = 1900 + nir[1..3].parse::<i32>().unwrap_or(80);
             let month = nir[3..5].parse::<u32>().unwrap_or(1);
-            let naissance =
-                NaiveDate::from_ymd_opt(year, month, 1 + random.below(28) as u32).unwrap_or(epoch);
+            let naissance = NaiveDate::from_ymd_opt(year, month, 1 + random.below(28) as u32).unwrap_or(epoch);
             members.push(Member {
                 nir,
                 france_travail_id: None,
@@ -355,7 +459,12 @@ fn history(household: &mut Household, index: u64, seed: u64, random: &mut Sequen
         pushes.push(Timed {
             at: at(demande, 1),
             institution: caf.clone(),
-            push: Push::Caf(caf_event(next_id("caf"), at(demande, 1), member, Caf::RoleSet(proto::HouseholdRoleSet {}))),
+            push: Push::Caf(caf_event(
+                next_id("caf"),
+                at(demande, 1),
+                member,
+                Caf::RoleSet(proto::HouseholdRoleSet {}),
+            )),
         });
     }
     let opened = demande + Duration::days(10 + random.below(20) as i64);
@@ -392,8 +501,7 @@ fn history(household: &mut Household, index: u64, seed: u64, random: &mut Sequen
         member.france_travail_id = Some(ft_id.clone());
         let inscription = opened + Duration::days(5 + random.below(40) as i64);
         let categorie = pick(random, &["1", "1", "1", "2", "3"]);
-        let mut state =
-            FtState { inscription, categorie, accompagnement: None, ppae: None, radiation: None };
+        let mut state = FtState { inscription, categorie, accompagnement: None, ppae: None, radiation: None };
         let location = Some(Location { receiving_authority: String::new(), commune: commune.clone() });
         let ft_event = |id: String, when: DateTime<Utc>, fact: Ft, civil: bool| DemandeurEmploiEvent {
             event_id: id,
@@ -468,7 +576,7 @@ fn history(household: &mut Household, index: u64, seed: u64, random: &mut Sequen
                 push: Push::Ft(ft_event(
                     next_id("ft"),
                     at(struck, 30),
-                    Ft::Radiation(proto::Radiation { motif: "ABSENCE_CONTROLE".into(), date_radiation: day(struck) }),
+                    Ft::Radiation(proto::Radiation { motif: "ABSCTRL".into(), date_radiation: day(struck) }),
                     false,
                 )),
             });
@@ -487,11 +595,8 @@ fn history(household: &mut Household, index: u64, seed: u64, random: &mut Sequen
         } else {
             pick(random, &["SOCIAL", "SOCIO_PRO"])
         };
-        let referent = proto::Agent {
-            uid: format!("ref-{}-{:04}", place.authority.to_ascii_lowercase(), random.below(2000)),
-            email: String::new(),
-            siret: structure.clone(),
-        };
+        let uid = format!("ref-{}-{:04}", place.authority.to_ascii_lowercase(), random.below(2000));
+        let referent = proto::Agent { email: format!("{uid}@structure.example"), uid, siret: structure.clone() };
         let cd_event = |id: String, when: DateTime<Utc>, fact: Cd| OrientationEvent {
             event_id: id,
             occurred_at: when.to_rfc3339(),
@@ -501,10 +606,7 @@ fn history(household: &mut Household, index: u64, seed: u64, random: &mut Sequen
             fact: Some(fact),
         };
         let mut cd_pushes = vec![
-            (
-                at(opened, 120),
-                Cd::OrientationRequested(proto::OrientationRequested { origine: "INITIALE".into() }),
-            ),
+            (at(opened, 120), Cd::OrientationRequested(proto::OrientationRequested { origine: "INITIALE".into() })),
             (
                 at(decided, 60),
                 Cd::OrientationDecided(proto::OrientationDecided {
@@ -514,7 +616,10 @@ fn history(household: &mut Household, index: u64, seed: u64, random: &mut Sequen
                     referent: None,
                 }),
             ),
-            (at(decided + Duration::days(7), 60), Cd::ReferentAssigned(proto::ReferentAssigned { referent: Some(referent) })),
+            (
+                at(decided + Duration::days(7), 60),
+                Cd::ReferentAssigned(proto::ReferentAssigned { referent: Some(referent) }),
+            ),
         ];
         if kind != "PRO" || random.chance(30) {
             let start = decided + Duration::days(30);
@@ -536,7 +641,11 @@ fn history(household: &mut Household, index: u64, seed: u64, random: &mut Sequen
             cd_pushes.push((
                 at(change, 61),
                 Cd::ReferentAssigned(proto::ReferentAssigned {
-                    referent: Some(proto::Agent { uid: first, email: String::new(), siret: structure.clone() }),
+                    referent: Some(proto::Agent {
+                        email: format!("{first}@structure.example"),
+                        uid: first,
+                        siret: structure.clone(),
+                    }),
                 }),
             ));
         }
@@ -547,7 +656,11 @@ fn history(household: &mut Household, index: u64, seed: u64, random: &mut Sequen
             cd_pushes.push((at(decided + Duration::days(2), 60), Cd::OppositionRecorded(proto::OppositionRecorded {})));
         }
         for (when, fact) in cd_pushes {
-            pushes.push(Timed { at: when, institution: cd.clone(), push: Push::Cd(cd_event(next_id("cd"), when, fact)) });
+            pushes.push(Timed {
+                at: when,
+                institution: cd.clone(),
+                push: Push::Cd(cd_event(next_id("cd"), when, fact)),
+            });
         }
     }
     // The right's life: suspensions, closures, moves to another département.
@@ -607,14 +720,11 @@ fn history(household: &mut Household, index: u64, seed: u64, random: &mut Sequen
                         organisme_prenant: destination.caf(),
                         matricule_cedant: matricule.clone(),
                     }),
-                    previous_authority: place.ideparte(),
+                    previous_authority: place.authority.into(),
                 }),
             );
-            event.household = Some(ProtoHousehold {
-                organisme: destination.caf(),
-                matricule: matricule.clone(),
-                role: "DEM".into(),
-            });
+            event.household =
+                Some(ProtoHousehold { organisme: destination.caf(), matricule: matricule.clone(), role: "DEM".into() });
             event.location = Some(Location { receiving_authority: destination.ideparte(), commune: new_commune });
             pushes.push(Timed { at: at(when, 0), institution: caf_institution(&destination), push: Push::Caf(event) });
         }
@@ -676,7 +786,9 @@ pub fn write_cnaf_flux(out: &mut impl Write, population: &Population, organisme:
             household.commune
         )?;
         let detail = match household.state {
-            4 => "<SuspensionVersement><MOTISUSVERSRSA>06</MOTISUSVERSRSA><DDSUSVERSRSA>2026-10-01</DDSUSVERSRSA></SuspensionVersement>",
+            4 => {
+                "<SuspensionVersement><MOTISUSVERSRSA>06</MOTISUSVERSRSA><DDSUSVERSRSA>2026-10-01</DDSUSVERSRSA></SuspensionVersement>"
+            }
             5 => "<FinDroit><MOTICLORSA>PCG</MOTICLORSA><DTCLORSA>2026-09-30</DTCLORSA></FinDroit>",
             _ => "",
         };
@@ -720,9 +832,120 @@ pub fn write_ft_csv(out: &mut impl Write, population: &Population) -> std::io::R
                 state.accompagnement.unwrap_or_default(),
                 state.ppae.map(day).unwrap_or_default(),
                 state.radiation.map(day).unwrap_or_default(),
-                if state.radiation.is_some() { "ABSENCE_CONTROLE" } else { "" },
+                if state.radiation.is_some() { "ABSCTRL" } else { "" },
             )?;
         }
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use passerelle_eventlog::{secrets::SecretKey, subject::SubjectKeys};
+    use passerelle_ingest::{
+        institutions::Institutions,
+        normalise::{self, Context},
+        scope,
+    };
+
+    use super::*;
+
+    #[test]
+    fn the_same_seed_gives_the_same_population_and_another_seed_another() {
+        let digest = |population: &Population| {
+            population.pushes.iter().map(|t| format!("{}|{}|{:?}", t.at, t.institution, t.push)).collect::<Vec<_>>()
+        };
+        assert_eq!(digest(&generate(200, 7)), digest(&generate(200, 7)));
+        assert_ne!(digest(&generate(200, 7)), digest(&generate(200, 8)));
+    }
+
+    #[test]
+    fn the_population_is_spread_like_the_rsa_caseloads_with_about_ten_events_per_person() {
+        let population = generate(20_000, 2026);
+        let per_person = population.pushes.len() as f64 / population.persons() as f64;
+        assert!((8.0..=12.0).contains(&per_person), "{per_person} events per person");
+        let share = |authority: &str| {
+            population.households.iter().filter(|h| h.place.authority == authority).count() as f64 / 20_000.0
+        };
+        let total: f64 = PLACES.iter().map(|p| f64::from(p.weight)).sum();
+        // Nord (100 thousand of ~1,900 thousand) vs Lozère (1 thousand): within sampling error.
+        assert!((share("59") - 100.0 / total).abs() < 0.01, "Nord {}", share("59"));
+        assert!(share("48") < 0.003, "Lozère {}", share("48"));
+        assert!(PLACES.iter().all(|p| population.households.iter().any(|h| h.place.authority == p.authority)));
+        let mut nirs: Vec<&str> =
+            population.households.iter().flat_map(|h| h.members.iter().map(|m| m.nir.as_str())).collect();
+        let persons = nirs.len();
+        nirs.sort_unstable();
+        nirs.dedup();
+        assert_eq!(nirs.len(), persons, "NIRs are unique");
+        assert!(population.pushes.windows(2).all(|w| w[0].at <= w[1].at), "pushes in time order");
+        assert!(population.pushes.iter().all(|t| t.at < Utc::now()), "no fact in the future");
+    }
+
+    /// Every push passes the hub's own validation and the caller's scope, as the gRPC API
+    /// applies them; a refused push would make the benchmark measure refusals.
+    #[test]
+    fn every_push_is_accepted_by_the_hubs_normalisation_and_scope() {
+        let institutions = Institutions::from_toml(&institutions_toml()).expect("institutions");
+        let keys = SubjectKeys::new(SecretKey::from_bytes([7; 32]));
+        let population = generate(3_000, 11);
+        for timed in &population.pushes {
+            let institution = institutions.get(&timed.institution).expect("a known institution");
+            let context = Context {
+                keys: &keys,
+                source: passerelle_domain::event::Source {
+                    institution: institution.id.clone(),
+                    kind: institution.kind,
+                    relayed_by: None,
+                    relay_file: None,
+                },
+                now: Utc::now(),
+            };
+            let normalised = match &timed.push {
+                Push::Caf(event) => normalise::allocataire(&context, event),
+                Push::Ft(event) => normalise::demandeur_emploi(&context, event),
+                Push::Cd(event) => normalise::orientation(&context, event),
+            };
+            let mut canonical = normalised.unwrap_or_else(|v| panic!("{:?} refused: {:?}", timed.push, v.into_vec()));
+            scope::authorise(institution, None, &institutions, &mut canonical)
+                .unwrap_or_else(|d| panic!("{} denied {:?}: {}", timed.institution, timed.push, d.message));
+        }
+    }
+
+    /// The files read back with the importers' readers, without a refusal.
+    #[test]
+    fn the_cnaf_flux_and_the_france_travail_extract_read_back_with_the_importers() {
+        let population = generate(500, 3);
+        let organisme = population.households[0].place.caf();
+        let mut flux = Vec::new();
+        let written = write_cnaf_flux(&mut flux, &population, &organisme).expect("flux");
+        let mut foyers = 0;
+        let mut events = 0;
+        passerelle_importers::cnaf::read_flux(
+            "flux.xml",
+            flux.as_slice(),
+            |_| {},
+            |warning| panic!("warning: {warning}"),
+            |header, foyer| {
+                let (produced, refusals) = passerelle_importers::cnaf::events_of(header, &foyer);
+                assert!(refusals.is_empty(), "refusals: {:?}", refusals.len());
+                events += produced.len();
+                foyers += 1;
+                Ok(())
+            },
+        )
+        .expect("the flux reads");
+        assert_eq!(foyers, written);
+        assert!(events as u64 >= written);
+        let mut csv = Vec::new();
+        let rows = write_ft_csv(&mut csv, &population).expect("csv");
+        let mut read = 0;
+        passerelle_importers::ft_csv::read_extract("ft.csv", csv.as_slice(), |row| {
+            passerelle_importers::ft_csv::events_of(&row).map_err(anyhow::Error::msg)?;
+            read += 1;
+            Ok(())
+        })
+        .expect("the extract reads");
+        assert_eq!(read, rows);
+    }
 }

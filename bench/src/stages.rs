@@ -13,7 +13,9 @@ use anyhow::{Context as _, bail};
 use futures::StreamExt as _;
 use passerelle_domain::Nir;
 use passerelle_eventlog::subject::SubjectKeys;
-use passerelle_ingest::proto::{self, Location, OrientationEvent, Person, orientation_ingest_client::OrientationIngestClient};
+use passerelle_ingest::proto::{
+    self, Location, OrientationEvent, Person, orientation_ingest_client::OrientationIngestClient,
+};
 use serde_json::Value;
 use sqlx::{PgPool, Row as _};
 use uuid::Uuid;
@@ -79,7 +81,10 @@ pub async fn projection(stack: &Stack, expected: u64) -> anyhow::Result<(Hub, Pr
         if applied != last_progress.1 {
             last_progress = (now, applied);
         } else if now - last_progress.0 > Duration::from_secs(180) {
-            bail!("the projection made no progress for 180 s at {applied}/{expected} (see {}/up.log)", stack.dir.display());
+            bail!(
+                "the projection made no progress for 180 s at {applied}/{expected} (see {}/up.log)",
+                stack.dir.display()
+            );
         }
         if now > next_report {
             let rate = first.map_or(0.0, |(at, n)| (applied - n) as f64 / (now - at).as_secs_f64().max(0.001));
@@ -113,9 +118,7 @@ pub async fn pg_baseline(stack: &Stack) -> anyhow::Result<PgBaseline> {
         )))
         .execute(&mut *connection)
         .await?;
-        let mut out = connection
-            .copy_out_raw(&format!("COPY readmodel.{table} TO STDOUT (FORMAT binary)"))
-            .await?;
+        let mut out = connection.copy_out_raw(&format!("COPY readmodel.{table} TO STDOUT (FORMAT binary)")).await?;
         let mut bytes = Vec::new();
         while let Some(chunk) = out.next().await {
             bytes.extend_from_slice(&chunk?);
@@ -127,9 +130,7 @@ pub async fn pg_baseline(stack: &Stack) -> anyhow::Result<PgBaseline> {
     let started = Instant::now();
     let mut tx = sqlx::Acquire::begin(&mut *connection).await?;
     for (table, bytes) in &data {
-        let mut copy = tx
-            .copy_in_raw(&format!("COPY bench_baseline.{table} FROM STDIN (FORMAT binary)"))
-            .await?;
+        let mut copy = tx.copy_in_raw(&format!("COPY bench_baseline.{table} FROM STDIN (FORMAT binary)")).await?;
         copy.send(bytes.as_slice()).await?;
         copy.finish().await?;
     }
@@ -260,7 +261,11 @@ pub async fn freshness(
             location: Some(Location { receiving_authority: located.authority.clone(), commune: String::new() }),
             corrects_event_id: String::new(),
             fact: Some(proto::orientation_event::Fact::ReferentAssigned(proto::ReferentAssigned {
-                referent: Some(proto::Agent { uid: uid.clone(), email: String::new(), siret: structure.clone() }),
+                referent: Some(proto::Agent {
+                    uid: uid.clone(),
+                    email: format!("{uid}@structure.example"),
+                    siret: structure.clone(),
+                }),
             })),
         };
         let (channels, tokens, client, http) = (channels.clone(), tokens.clone(), client.clone(), stack.http.clone());
@@ -292,8 +297,15 @@ pub async fn freshness(
         });
     }
     let pushing = started.elapsed().as_secs_f64();
-    let mut figures =
-        Freshness { rate, achieved_rate: total as f64 / pushing, pushed: total, visible: Vec::new(), calls: Vec::new(), lost: 0, refused: 0 };
+    let mut figures = Freshness {
+        rate,
+        achieved_rate: total as f64 / pushing,
+        pushed: total,
+        visible: Vec::new(),
+        calls: Vec::new(),
+        lost: 0,
+        refused: 0,
+    };
     while let Some(done) = tasks.join_next().await {
         match done?? {
             Sample::Refused => figures.refused += 1,
@@ -344,9 +356,11 @@ pub async fn seed(stack: &Stack, target: i64) -> anyhow::Result<Seeded> {
     }
     let copies = (target - originals + originals - 1) / originals;
     for table in ["persons", "subject_links", "person_events", "dossiers"] {
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE TEMP TABLE original_{table} AS SELECT * FROM readmodel.{table}")))
-            .execute(&mut *connection)
-            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE TEMP TABLE original_{table} AS SELECT * FROM readmodel.{table}"
+        )))
+        .execute(&mut *connection)
+        .await?;
     }
     let mut select_lists = HashMap::new();
     for table in ["persons", "subject_links", "person_events", "dossiers"] {
@@ -463,3 +477,69 @@ pub async fn reads(stack: &Stack, concurrency: usize, seconds: u64) -> anyhow::R
     Ok(Reads { latencies_ms: latencies, statuses, took, journal_rows, concurrency })
 }
 
+pub struct ApplyOnly {
+    pub records: usize,
+    /// Reading every record of the topics with a plain librdkafka consumer (the broker's cost).
+    pub fetch: Duration,
+    /// Applying them, in batches of `batch`, into empty read-model tables (PostgreSQL and the
+    /// projector's own work, no broker).
+    pub apply: Duration,
+    pub batch: usize,
+}
+
+/// Separates the projection's two costs: the records are fetched from the broker into memory
+/// (timed: the broker baseline), then applied by the projection's own code into a fresh schema
+/// (timed: the projector and PostgreSQL without the broker).
+pub async fn apply_only(stack: &Stack, batch: usize) -> anyhow::Result<ApplyOnly> {
+    use passerelle_eventlog::{registry::Registry, schemas::Topics};
+    use rdkafka::{
+        ClientConfig, Offset, TopicPartitionList,
+        consumer::{BaseConsumer, Consumer},
+    };
+    let config = &stack.config;
+    let topics = Topics::new(config.kafka.topic_prefix.clone());
+    let names = passerelle::projected_topics(&topics);
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.bootstrap_servers)
+        .set("group.id", "passerelle-bench-fetch")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut assignment = TopicPartitionList::new();
+    let mut remaining = 0i64;
+    let metadata = consumer.fetch_metadata(None, Duration::from_secs(10))?;
+    for topic in metadata.topics().iter().filter(|t| names.iter().any(|n| n == t.name())) {
+        for partition in topic.partitions() {
+            let (low, high) = consumer.fetch_watermarks(topic.name(), partition.id(), Duration::from_secs(10))?;
+            remaining += high - low;
+            assignment.add_partition_offset(topic.name(), partition.id(), Offset::Beginning)?;
+        }
+    }
+    consumer.assign(&assignment)?;
+    let started = Instant::now();
+    let mut records = Vec::with_capacity(remaining.max(0) as usize);
+    while (records.len() as i64) < remaining {
+        match consumer.poll(Duration::from_secs(10)) {
+            Some(Ok(message)) => records.push(passerelle_projector::apply::Record::from_message(&message)),
+            Some(Err(error)) => bail!("fetching the topics: {error}"),
+            None => bail!("no record for 10 s with {} of {remaining} read", records.len()),
+        }
+    }
+    let fetch = started.elapsed();
+    drop(consumer);
+    let admin = stack.owner_pool().await?;
+    passerelle_projector::rebuild::prepare(&admin, passerelle_readmodel::SCHEMA).await?;
+    let pool =
+        passerelle::connect_with_search_path(&stack.owner_url, passerelle_projector::rebuild::REBUILD_SCHEMA).await?;
+    let registry = Registry::new(passerelle::connect(config).await?, topics.clone());
+    let applier = passerelle::dossier_applier(registry, &topics);
+    let started = Instant::now();
+    for chunk in records.chunks(batch) {
+        applier.apply(&pool, chunk).await?;
+    }
+    let apply = started.elapsed();
+    pool.close().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {} CASCADE", passerelle_projector::rebuild::REBUILD_SCHEMA)))
+        .execute(&admin)
+        .await?;
+    Ok(ApplyOnly { records: records.len(), fetch, apply, batch })
+}

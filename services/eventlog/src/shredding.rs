@@ -119,6 +119,80 @@ impl KeyStore {
         }
     }
 
+    /// The live data keys of `subjects` (by subject key), created on first use: one read, and
+    /// one insert for the new ones. Concurrent callers converge on one key per subject.
+    pub async fn keys_for_subjects(
+        &self,
+        subjects: &[&SubjectKey],
+    ) -> Result<std::collections::HashMap<String, DataKey>, Error> {
+        let mut keys = std::collections::HashMap::new();
+        let mut wanted: Vec<&str> = subjects.iter().map(|s| s.as_str()).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        loop {
+            let live: Vec<(String, Uuid, Vec<u8>)> = sqlx::query_as(
+                "SELECT subject_key, key_id, wrapped_key FROM data_keys
+                 WHERE subject_key = ANY($1) AND destroyed_at IS NULL",
+            )
+            .bind(&wanted)
+            .fetch_all(&self.pool)
+            .await?;
+            for (subject, key_id, wrapped) in live {
+                keys.insert(subject, self.unwrap_key(key_id, &wrapped)?);
+            }
+            let missing: Vec<&str> = wanted.iter().copied().filter(|s| !keys.contains_key(*s)).collect();
+            if missing.is_empty() {
+                return Ok(keys);
+            }
+            let mut fresh = std::collections::HashMap::new();
+            let (mut ids, mut wrapped_keys) = (Vec::new(), Vec::new());
+            for subject in &missing {
+                let key_id = Uuid::new_v4();
+                let key = SecretKey::generate();
+                ids.push(key_id);
+                wrapped_keys.push(self.wrap(key_id, key.bytes())?);
+                fresh.insert((*subject).to_owned(), DataKey { key_id, key: Zeroizing::new(*key.bytes()) });
+            }
+            let inserted: Vec<String> = sqlx::query_scalar(
+                "INSERT INTO data_keys (key_id, subject_key, wrapped_key)
+                 SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[])
+                 ON CONFLICT (subject_key) WHERE destroyed_at IS NULL DO NOTHING RETURNING subject_key",
+            )
+            .bind(&ids)
+            .bind(&missing)
+            .bind(&wrapped_keys)
+            .fetch_all(&self.pool)
+            .await?;
+            for subject in inserted {
+                if let Some(key) = fresh.remove(&subject) {
+                    keys.insert(subject, key);
+                }
+            }
+            // Keys another caller created meanwhile are read on the next turn.
+            wanted = missing.into_iter().filter(|s| !keys.contains_key(*s)).collect();
+            if wanted.is_empty() {
+                return Ok(keys);
+            }
+        }
+    }
+
+    /// `index_for_search` for many (search key, subject key) pairs, in one statement.
+    pub async fn index_many_for_search(&self, entries: &[(String, String)]) -> Result<(), Error> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let (search, subjects): (Vec<&str>, Vec<&str>) = entries.iter().map(|(a, b)| (a.as_str(), b.as_str())).unzip();
+        sqlx::query(
+            "INSERT INTO search_index (search_key, subject_key) SELECT * FROM unnest($1::text[], $2::text[])
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&search)
+        .bind(&subjects)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// A data key by id, to open an event. `Error::Shredded` once destroyed.
     pub async fn key_by_id(&self, key_id: Uuid) -> Result<DataKey, Error> {
         let row: Option<(Option<Vec<u8>>,)> = sqlx::query_as("SELECT wrapped_key FROM data_keys WHERE key_id = $1")

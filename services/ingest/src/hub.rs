@@ -56,31 +56,53 @@ impl IngestHub {
 
     /// Seals, encodes and frames an event.
     pub async fn prepare(&self, event: CanonicalEvent) -> Result<Prepared, Error> {
-        let writer = self.writers.get(&event.family).ok_or(Error::Internal("no writer schema for a family"))?;
-        let personal = if event.personal.is_empty() {
-            None
-        } else {
-            let key = self.store.key_for_subject(&event.envelope.subject).await?;
-            let plaintext =
-                serde_json::to_vec(&event.personal).map_err(|_| Error::Internal("personal data serialisation"))?;
-            Some(key.seal(&plaintext, event.envelope.event_id.as_str().as_bytes())?)
-        };
+        self.prepare_many(vec![event]).await?.pop().ok_or(Error::Internal("nothing prepared"))
+    }
+
+    /// Seals, encodes and frames events, in order: the subjects' data keys are read (or
+    /// created) and the search index written in one statement each, whatever their number.
+    pub async fn prepare_many(&self, events: Vec<CanonicalEvent>) -> Result<Vec<Prepared>, Error> {
+        let sealing: Vec<&passerelle_domain::event::SubjectKey> =
+            events.iter().filter(|e| !e.personal.is_empty()).map(|e| &e.envelope.subject).collect();
+        let keys = if sealing.is_empty() { Default::default() } else { self.store.keys_for_subjects(&sealing).await? };
         // The blind index of the name and birth date, for the API's search (hub state, not on
         // the log: see the migration 0002_search_index.sql).
-        if let (Some(nom), Some(date)) = (&event.personal.nom, event.personal.date_naissance) {
-            let search_key = self.keys.name_and_birth_date(nom, date);
-            self.store.index_for_search(search_key.as_str(), &event.envelope.subject).await?;
+        let search: Vec<(String, String)> = events
+            .iter()
+            .filter_map(|event| match (&event.personal.nom, event.personal.date_naissance) {
+                (Some(nom), Some(date)) => Some((
+                    self.keys.name_and_birth_date(nom, date).as_str().to_owned(),
+                    event.envelope.subject.as_str().to_owned(),
+                )),
+                _ => None,
+            })
+            .collect();
+        self.store.index_many_for_search(&search).await?;
+        let mut prepared = Vec::with_capacity(events.len());
+        for event in events {
+            let writer = self.writers.get(&event.family).ok_or(Error::Internal("no writer schema for a family"))?;
+            let personal = if event.personal.is_empty() {
+                None
+            } else {
+                let key =
+                    keys.get(event.envelope.subject.as_str()).ok_or(Error::Internal("no data key for a subject"))?;
+                let plaintext =
+                    serde_json::to_vec(&event.personal).map_err(|_| Error::Internal("personal data serialisation"))?;
+                Some(key.seal(&plaintext, event.envelope.event_id.as_str().as_bytes())?)
+            };
+            let logged =
+                LoggedEvent { family: event.family, envelope: event.envelope, payload: event.payload, personal };
+            let datum = codec::encode(&logged, &writer.schema)?;
+            prepared.push(Prepared {
+                family: logged.family,
+                event_id: logged.envelope.event_id.as_str().to_owned(),
+                subject_key: logged.envelope.subject.as_str().to_owned(),
+                topic: self.topics.topic(logged.family),
+                value: framing::frame(writer.id, &datum),
+                traceparent: passerelle_telemetry::traceparent(),
+            });
         }
-        let logged = LoggedEvent { family: event.family, envelope: event.envelope, payload: event.payload, personal };
-        let datum = codec::encode(&logged, &writer.schema)?;
-        Ok(Prepared {
-            family: logged.family,
-            event_id: logged.envelope.event_id.as_str().to_owned(),
-            subject_key: logged.envelope.subject.as_str().to_owned(),
-            topic: self.topics.topic(logged.family),
-            value: framing::frame(writer.id, &datum),
-            traceparent: passerelle_telemetry::traceparent(),
-        })
+        Ok(prepared)
     }
 
     /// Hands a prepared event to the producer, keyed by its subject.

@@ -23,7 +23,9 @@ use crate::{
 };
 
 /// How many events of one batch stream are sealed or awaiting acknowledgement at once.
-const BATCH_PREPARE_CONCURRENCY: usize = 32;
+/// Events prepared together (at most), and chunks prepared at once, per batch stream.
+const PREPARE_CHUNK: usize = 64;
+const BATCH_PREPARE_CONCURRENCY: usize = 4;
 const BATCH_IN_FLIGHT: usize = 2048;
 
 type Normaliser<T> = fn(&Context<'_>, &T) -> Result<CanonicalEvent, crate::violations::Violations>;
@@ -113,6 +115,21 @@ async fn prepare_one<T>(
     normaliser: Normaliser<T>,
     event: &T,
 ) -> Result<crate::hub::Prepared, Refusal> {
+    let canonical = canonical_of(hub, caller, family, normaliser, event)?;
+    hub.prepare(canonical).await.map_err(|error| {
+        tracing::error!(error = %error, "event could not be sealed or encoded");
+        Refusal::Internal("the event could not be prepared; retry later".into())
+    })
+}
+
+/// Validates, normalises and authorises one event (no I/O).
+fn canonical_of<T>(
+    hub: &IngestHub,
+    caller: &Caller,
+    family: Family,
+    normaliser: Normaliser<T>,
+    event: &T,
+) -> Result<CanonicalEvent, Refusal> {
     let context = Context { keys: &hub.keys, source: source_of(&caller.institution), now: chrono::Utc::now() };
     let mut canonical = normaliser(&context, event).map_err(|v| Refusal::Invalid(v.into_vec()))?;
     scope::authorise(&caller.institution, caller.relay_file.as_deref(), &hub.institutions, &mut canonical).map_err(
@@ -127,10 +144,7 @@ async fn prepare_one<T>(
             Refusal::Denied(denial)
         },
     )?;
-    hub.prepare(canonical).await.map_err(|error| {
-        tracing::error!(error = %error, "event could not be sealed or encoded");
-        Refusal::Internal("the event could not be prepared; retry later".into())
-    })
+    Ok(canonical)
 }
 
 fn publish_error(error: PublishError) -> Refusal {
@@ -236,31 +250,67 @@ fn publish_stream<T: Send + Sync + 'static>(
     event_id_of: fn(&T) -> String,
 ) -> ReplyStream {
     let prepare_hub = hub.clone();
-    let prepared = input.enumerate().map(move |(index, message)| {
-        let hub = prepare_hub.clone();
-        let caller = caller.clone();
-        let span = tracing::info_span!(
-            parent: &batch_span,
-            "ingest.publish",
-            family = family.label(),
-            institution = caller.institution.id.as_str(),
-            index
-        );
-        async move {
-            let index = index as u64;
-            match message {
-                Err(status) => Err(status),
-                Ok(event) => {
-                    let event_id = event_id_of(&event);
-                    let outcome = prepare_one(&hub, &caller, family, normaliser, &event).await;
-                    Ok((index, event_id, outcome, Instant::now()))
+    // Events are taken as they arrive, up to PREPARE_CHUNK at a time, and prepared together
+    // (one read of the data keys, one write of the search index per chunk).
+    let prepared = input
+        .enumerate()
+        .ready_chunks(PREPARE_CHUNK)
+        .map(move |chunk| {
+            let hub = prepare_hub.clone();
+            let caller = caller.clone();
+            let span = tracing::info_span!(
+                parent: &batch_span,
+                "ingest.publish",
+                family = family.label(),
+                institution = caller.institution.id.as_str(),
+                events = chunk.len()
+            );
+            async move {
+                let mut items = Vec::with_capacity(chunk.len());
+                let mut valid = Vec::new();
+                for (index, message) in chunk {
+                    match message {
+                        Err(status) => items.push(Err(status)),
+                        Ok(event) => {
+                            let event_id = event_id_of(&event);
+                            match canonical_of(&hub, &caller, family, normaliser, &event) {
+                                Ok(canonical) => {
+                                    valid.push((items.len(), canonical));
+                                    items.push(Ok((
+                                        index as u64,
+                                        event_id,
+                                        Err(Refusal::Internal(String::new())),
+                                        Instant::now(),
+                                    )));
+                                }
+                                Err(refusal) => items.push(Ok((index as u64, event_id, Err(refusal), Instant::now()))),
+                            }
+                        }
+                    }
                 }
+                let (positions, canonical): (Vec<usize>, Vec<CanonicalEvent>) = valid.into_iter().unzip();
+                let outcomes: Vec<Result<crate::hub::Prepared, Refusal>> = match hub.prepare_many(canonical).await {
+                    Ok(prepared) => prepared.into_iter().map(Ok).collect(),
+                    Err(error) => {
+                        tracing::error!(error = %error, "events could not be sealed or encoded");
+                        positions
+                            .iter()
+                            .map(|_| Err(Refusal::Internal("the event could not be prepared; retry later".into())))
+                            .collect()
+                    }
+                };
+                for (position, outcome) in positions.into_iter().zip(outcomes) {
+                    if let Some(Ok((_, _, slot, _))) = items.get_mut(position) {
+                        *slot = outcome;
+                    }
+                }
+                futures::stream::iter(items)
             }
-        }
-        .instrument(span)
-    });
-    let replies = prepared
+            .instrument(span)
+        })
         .buffered(BATCH_PREPARE_CONCURRENCY)
+        .flatten();
+    let replies = prepared
         .map(move |item| {
             let hub = hub.clone();
             match item {

@@ -3,7 +3,7 @@
 //! replays the batch; records below the stored offsets are skipped, and a pair already applied
 //! is skipped again, so nothing is applied twice.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use passerelle_domain::event::{Family, Payload, SubjectKey};
 use passerelle_eventlog::{
@@ -17,10 +17,7 @@ use sqlx::{Postgres, Row, Transaction};
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use crate::{
-    Error,
-    fold::{self, Fact},
-};
+use crate::{Error, batch, fold::Fact};
 
 /// A record as read from the broker.
 #[derive(Debug, Clone)]
@@ -225,12 +222,10 @@ impl Applier {
         if !gaps.is_empty() {
             return Err(Error::Gap(next.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect()));
         }
-        let mut touched_persons: Vec<Uuid> = Vec::new();
-        let mut touched_households: Vec<String> = Vec::new();
-        for (index, record) in records.iter().enumerate() {
-            if index == records.len() / 2 && mode == Mode::Stream {
-                crate::failpoint::hit("mid-batch");
-            }
+        // Decode first (no I/O once the schemas are cached), then read what the batch needs
+        // to know and record its (source, event_id) pairs, each in one statement.
+        let mut items = Vec::with_capacity(records.len());
+        for record in records {
             if mode == Mode::Stream {
                 let slot = (record.topic.clone(), record.partition);
                 let position = next.get(&slot).copied().unwrap_or_default();
@@ -240,36 +235,74 @@ impl Applier {
                 }
                 next.insert(slot, record.offset + 1);
             }
-            if self.identity_topic.as_deref() == Some(record.topic.as_str()) {
-                match self.decode_decision(record).await {
-                    Ok(decision) => match self.apply_identity(&mut tx, record, &decision).await? {
+            let item = if self.identity_topic.as_deref() == Some(record.topic.as_str()) {
+                Item::Decision(self.decode_decision(record).await)
+            } else {
+                Item::Event(self.decode(record).await.map(Box::new))
+            };
+            items.push((record, item));
+        }
+        let mut keys: Vec<String> = Vec::new();
+        let mut candidates: Vec<Uuid> = Vec::new();
+        let mut pairs: Vec<batch::Applying> = Vec::new();
+        let mut first_seen: HashMap<(String, String), Vec<u8>> = HashMap::new();
+        for (record, item) in &items {
+            let Item::Event(Ok(event)) = item else { continue };
+            let envelope = &event.envelope;
+            let names = identity_names(&envelope.linked_keys, &envelope.subject);
+            keys.extend(names.iter().map(|k| (*k).to_owned()));
+            keys.push(envelope.subject.as_str().to_owned());
+            candidates.push(passerelle_readmodel::person_id_for(names[0]));
+            let pair = (envelope.source.institution.clone(), envelope.event_id.as_str().to_owned());
+            if !first_seen.contains_key(&pair) {
+                let fingerprint = fingerprint(event);
+                first_seen.insert(pair.clone(), fingerprint.clone());
+                pairs.push((pair.0, pair.1, fingerprint, record.topic.clone(), record.partition, record.offset));
+            }
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        let dedupe = batch::record_applied(&mut tx, &self.projection, pairs).await?;
+        let mut known = batch::Known::read(&mut tx, keys, candidates).await?;
+        let mut pending = batch::Pending::default();
+        // Pairs this batch has applied (a second publication in the same batch is a duplicate).
+        let mut applied_here: HashSet<(String, String)> = HashSet::new();
+        let mut touched_persons: Vec<Uuid> = Vec::new();
+        let mut touched_households: Vec<String> = Vec::new();
+        for (index, (record, item)) in items.iter().enumerate() {
+            if index == items.len() / 2 && mode == Mode::Stream {
+                crate::failpoint::hit("mid-batch");
+            }
+            match item {
+                Item::Decision(Ok(decision)) => {
+                    pending.flush(&mut tx).await?;
+                    match self.apply_identity(&mut tx, record, decision).await? {
                         Applied::New { persons, .. } => {
                             outcome.applied += 1;
                             touched_persons.extend(persons);
                         }
                         _ => outcome.duplicates += 1,
-                    },
-                    Err(reason) => outcome.dead_letters.push(DeadLetter {
-                        record: record.clone(),
-                        reason: format!("undecodable identity decision: {reason}"),
-                        person_id: None,
-                    }),
+                    }
+                    known.refresh(&mut tx).await?;
                 }
-                continue;
-            }
-            match self.decode(record).await {
-                Err(reason) => {
+                Item::Decision(Err(reason)) => outcome.dead_letters.push(DeadLetter {
+                    record: (*record).clone(),
+                    reason: format!("undecodable identity decision: {reason}"),
+                    person_id: None,
+                }),
+                Item::Event(Err(reason)) => {
+                    pending.flush(&mut tx).await?;
                     let person_id = match &record.key {
                         Some(key) => person_of(&mut tx, &String::from_utf8_lossy(key)).await?,
                         None => None,
                     };
                     outcome.dead_letters.push(DeadLetter {
-                        record: record.clone(),
+                        record: (*record).clone(),
                         reason: format!("undecodable: {reason}"),
                         person_id,
                     });
                 }
-                Ok(event) => {
+                Item::Event(Ok(event)) => {
                     // One span per event, in the trace of the call that published it.
                     let span = tracing::info_span!(
                         "projector.apply",
@@ -284,7 +317,19 @@ impl Applier {
                         passerelle_telemetry::follow(&span, traceparent);
                     }
                     passerelle_telemetry::record_trace_id(&span);
-                    let applied = self.apply_event(&mut tx, record, &event).instrument(span).await?;
+                    let pair = (event.envelope.source.institution.clone(), event.envelope.event_id.as_str().to_owned());
+                    let status = if dedupe.new.contains(&pair) && applied_here.insert(pair.clone()) {
+                        Status::New
+                    } else {
+                        let seen = dedupe.seen.get(&pair).or_else(|| first_seen.get(&pair));
+                        if seen.is_some_and(|seen| *seen == fingerprint(event)) {
+                            Status::Duplicate
+                        } else {
+                            Status::Conflict
+                        }
+                    };
+                    let applied =
+                        self.apply_event(&mut tx, &mut known, &mut pending, status, event).instrument(span).await?;
                     match applied {
                         Applied::New { persons, households } => {
                             outcome.applied += 1;
@@ -298,7 +343,7 @@ impl Applier {
                         Applied::Duplicate => outcome.duplicates += 1,
                         Applied::Erased => outcome.erased += 1,
                         Applied::Conflict { person_id } => outcome.dead_letters.push(DeadLetter {
-                            record: record.clone(),
+                            record: (*record).clone(),
                             reason: format!(
                                 "conflict: event {} of {} was already applied with a different content",
                                 event.envelope.event_id, event.envelope.source.institution
@@ -309,6 +354,7 @@ impl Applier {
                 }
             }
         }
+        pending.flush(&mut tx).await?;
         // Dead letters first: the dossiers refolded below see them (a poison record may come
         // before the first event of its person, on another partition or earlier in this batch).
         for letter in &outcome.dead_letters {
@@ -333,16 +379,10 @@ impl Applier {
         touched_persons.sort();
         touched_persons.dedup();
         // Persons first (a household refold updates their dossiers), then each household once.
-        for person_id in &touched_persons {
-            if let Some(household) = refold_person(&mut tx, *person_id).await? {
-                touched_households.push(household);
-            }
-        }
+        touched_households.extend(batch::refold_persons(&mut tx, &touched_persons).await?);
         touched_households.sort();
         touched_households.dedup();
-        for household in &touched_households {
-            refold_household(&mut tx, household).await?;
-        }
+        batch::refold_households(&mut tx, &touched_households).await?;
         for ((topic, partition), offset) in &next {
             sqlx::query(
                 "UPDATE projector_offsets SET next_offset = $4, updated_at = now()
@@ -365,104 +405,173 @@ impl Applier {
         Ok(outcome)
     }
 
+    /// One event, its (source, event_id) already recorded or found (`status`). The common
+    /// cases queue their writes in `pending`; the others flush it and take the per-event path.
     async fn apply_event(
         &self,
         tx: &mut Transaction<'_, Postgres>,
-        record: &Record,
+        known: &mut batch::Known,
+        pending: &mut batch::Pending,
+        status: Status,
         event: &LoggedEvent,
     ) -> Result<Applied, Error> {
         let envelope = &event.envelope;
         let source = envelope.source.institution.as_str();
         let event_id = envelope.event_id.as_str();
-        let fingerprint = fingerprint(event);
-        if !self.record_applied(tx, source, event_id, &fingerprint, record).await? {
-            let (seen,): (Vec<u8>,) = sqlx::query_as(
-                "SELECT fingerprint FROM applied_events WHERE projection = $1 AND source = $2 AND event_id = $3",
-            )
-            .bind(&self.projection)
-            .bind(source)
-            .bind(event_id)
-            .fetch_one(&mut **tx)
-            .await?;
-            if seen == fingerprint {
-                return Ok(Applied::Duplicate);
+        match status {
+            Status::New => {}
+            Status::Duplicate => return Ok(Applied::Duplicate),
+            Status::Conflict => {
+                pending.flush(tx).await?;
+                let person_id = person_of(tx, envelope.subject.as_str()).await?;
+                return Ok(Applied::Conflict { person_id });
             }
-            let person_id = person_of(tx, envelope.subject.as_str()).await?;
-            return Ok(Applied::Conflict { person_id });
         }
-
         // A fact about an erased subject, from before the erasure, is not projected again.
-        let names: Vec<&str> = envelope.linked_keys.iter().map(SubjectKey::as_str).collect();
-        let (erased,): (bool,) = sqlx::query_as(
-            "SELECT EXISTS (SELECT 1 FROM erased_subjects WHERE subject_key = ANY($1) AND erased_at >= $2)",
-        )
-        .bind(&names)
-        .bind(envelope.occurred_at)
-        .fetch_one(&mut **tx)
-        .await?;
+        let erased = envelope
+            .linked_keys
+            .iter()
+            .any(|key| known.erased.get(key.as_str()).is_some_and(|at| *at >= envelope.occurred_at));
         if erased {
             return Ok(Applied::Erased);
         }
-        let (person_id, moved) =
-            resolve_identity(tx, &envelope.linked_keys, &envelope.subject, source, event_id).await?;
+        let (person_id, moved) = match fast_identity(known, pending, envelope, source, event_id) {
+            Some(person) => (person, Vec::new()),
+            None => {
+                pending.flush(tx).await?;
+                let resolved = resolve_identity(tx, &envelope.linked_keys, &envelope.subject, source, event_id).await?;
+                known.refresh(tx).await?;
+                resolved
+            }
+        };
         let (target, is_retraction) = match &event.payload {
             Payload::Retraction { retracted_event_id } => (Some(retracted_event_id.as_str().to_owned()), true),
             _ => (envelope.corrects_event_id.as_ref().map(|e| e.as_str().to_owned()), false),
         };
         let household = envelope.household.as_ref();
-        let fact_json = serde_json::to_value(&event.payload).map_err(|e| Error::Internal(e.to_string()))?;
-        sqlx::query(
-            "INSERT INTO person_events (person_id, source, event_id, family, event_type, occurred_at, recorded_at, relayed_by,
-                                        household_key, territory, fact, corrects, role, subject_key,
-                                        sealed_key_id, sealed_nonce, sealed_data, commune, organisme,
-                                        superseded_by, retracted_by)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
-                     (SELECT event_id FROM person_events WHERE source = $2 AND corrects = $3 AND event_type <> 'retraction' LIMIT 1),
-                     (SELECT event_id FROM person_events WHERE source = $2 AND corrects = $3 AND event_type = 'retraction' LIMIT 1))
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(person_id)
-        .bind(source)
-        .bind(event_id)
-        .bind(event.family.label())
-        .bind(event.payload.event_type())
-        .bind(envelope.occurred_at)
-        .bind(envelope.recorded_at)
-        .bind(envelope.source.relayed_by.as_deref())
-        .bind(household.map(|h| h.key.as_str()))
-        .bind(envelope.territory.as_deref())
-        .bind(&fact_json)
-        .bind(target.as_deref())
-        .bind(household.and_then(|h| h.role).map(|r| r.code()))
-        .bind(envelope.subject.as_str())
-        .bind(event.personal.as_ref().map(|sealed| sealed.key_id))
-        .bind(event.personal.as_ref().map(|sealed| sealed.nonce.as_slice()))
-        .bind(event.personal.as_ref().map(|sealed| sealed.ciphertext.as_slice()))
-        .bind(envelope.commune.as_deref())
-        .bind(household.map(|h| h.organisme.as_str()))
-        .execute(&mut **tx)
-        .await?;
+        let fact_json = serde_json::to_string(&event.payload).map_err(|e| Error::Internal(e.to_string()))?;
+        let row = batch::EventRow {
+            person_id,
+            source: source.to_owned(),
+            event_id: event_id.to_owned(),
+            family: event.family.label(),
+            event_type: event.payload.event_type(),
+            occurred_at: envelope.occurred_at,
+            recorded_at: envelope.recorded_at,
+            relayed_by: envelope.source.relayed_by.clone(),
+            household_key: household.map(|h| h.key.as_str().to_owned()),
+            territory: envelope.territory.clone(),
+            fact: fact_json,
+            corrects: target.clone(),
+            role: household.and_then(|h| h.role).map(|r| r.code()),
+            subject_key: envelope.subject.as_str().to_owned(),
+            sealed_key_id: event.personal.as_ref().map(|sealed| sealed.key_id),
+            sealed_nonce: event.personal.as_ref().map(|sealed| sealed.nonce.to_vec()),
+            sealed_data: event.personal.as_ref().map(|sealed| sealed.ciphertext.clone()),
+            commune: envelope.commune.clone(),
+            organisme: household.map(|h| h.organisme.as_str().to_owned()),
+        };
         let mut persons = vec![person_id];
         persons.extend(moved);
         let mut households: Vec<String> = household.map(|h| h.key.as_str().to_owned()).into_iter().collect();
-        if let Some(target) = target {
-            let column = if is_retraction { "retracted_by" } else { "superseded_by" };
-            let marked = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "UPDATE person_events SET {column} = $3 WHERE source = $1 AND event_id = $2 RETURNING person_id, household_key"
-            )))
-            .bind(source)
-            .bind(&target)
-            .bind(event_id)
-            .fetch_all(&mut **tx)
-            .await?;
-            for row in marked {
-                persons.push(row.try_get("person_id")?);
-                if let Some(key) = row.try_get::<Option<String>, _>("household_key")? {
-                    households.push(key);
-                }
+        let Some(target) = target else {
+            pending.events.push(row);
+            return Ok(Applied::New { persons, households });
+        };
+        // A correction or retraction: the event it targets must be in the table to be marked.
+        pending.events.push(row);
+        pending.flush(tx).await?;
+        let column = if is_retraction { "retracted_by" } else { "superseded_by" };
+        let marked = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE person_events SET {column} = $3 WHERE source = $1 AND event_id = $2 RETURNING person_id, household_key"
+        )))
+        .bind(source)
+        .bind(&target)
+        .bind(event_id)
+        .fetch_all(&mut **tx)
+        .await?;
+        for row in marked {
+            persons.push(row.try_get("person_id")?);
+            if let Some(key) = row.try_get::<Option<String>, _>("household_key")? {
+                households.push(key);
             }
         }
         Ok(Applied::New { persons, households })
+    }
+}
+
+/// What the batch's dedupe said of an event's (source, event_id).
+#[derive(Debug, Clone, Copy)]
+enum Status {
+    New,
+    Duplicate,
+    Conflict,
+}
+
+/// A decoded record of a batch.
+enum Item {
+    Decision(Result<IdentityDecision, String>),
+    Event(Result<Box<LoggedEvent>, String>),
+}
+
+/// The keys identity resolution considers, strongest first (the subject when none is linked).
+fn identity_names<'a>(keys: &'a [SubjectKey], subject: &'a SubjectKey) -> Vec<&'a str> {
+    let mut names: Vec<&str> = keys.iter().map(SubjectKey::as_str).collect();
+    if names.is_empty() {
+        names.push(subject.as_str());
+    }
+    names.sort_by(|a, b| passerelle_readmodel::key_strength(a).cmp(&passerelle_readmodel::key_strength(b)));
+    names.dedup();
+    names
+}
+
+/// Identity resolution without a round trip, when the batch's knowledge decides it as
+/// `resolve_identity` would: no key pinned, and either every linked key already belongs to the
+/// person of the strongest key (the others are linked to them), or no key is linked and the
+/// strongest key mints a person that does not exist yet. `None`: take the per-event path.
+fn fast_identity(
+    known: &mut batch::Known,
+    pending: &mut batch::Pending,
+    envelope: &passerelle_domain::event::Envelope,
+    source: &str,
+    event_id: &str,
+) -> Option<Uuid> {
+    let names = identity_names(&envelope.linked_keys, &envelope.subject);
+    if names.iter().any(|key| known.pinned.contains(*key)) {
+        return None;
+    }
+    let head = names[0];
+    let person = match known.links.get(head) {
+        Some(person) => {
+            if names.iter().any(|key| known.links.get(*key).is_some_and(|other| other != person)) {
+                return None;
+            }
+            *person
+        }
+        None => {
+            if names.iter().any(|key| known.links.contains_key(*key)) || known.erased.contains_key(head) {
+                return None;
+            }
+            let minted = passerelle_readmodel::person_id_for(head);
+            if known.existing.contains(&minted) {
+                return None;
+            }
+            known.existing.insert(minted);
+            pending.persons.push((minted, head.to_owned()));
+            minted
+        }
+    };
+    let via = format!("{source}/{event_id}");
+    for key in &names {
+        if !known.links.contains_key(*key) {
+            known.links.insert((*key).to_owned(), person);
+            pending.links.push(((*key).to_owned(), person, via.clone()));
+        }
+    }
+    // The event's own person: that of its subject key.
+    match known.links.get(envelope.subject.as_str()) {
+        Some(own) => Some(*own),
+        None => Some(person),
     }
 }
 
@@ -816,7 +925,7 @@ async fn apply_decision(tx: &mut Transaction<'_, Postgres>, decision: &IdentityD
     Ok(touched)
 }
 
-fn facts_of(rows: Vec<sqlx::postgres::PgRow>) -> Result<Vec<Fact>, Error> {
+pub(crate) fn facts_of(rows: Vec<sqlx::postgres::PgRow>) -> Result<Vec<Fact>, Error> {
     rows.into_iter()
         .map(|row| {
             let payload: Payload =
@@ -844,96 +953,5 @@ pub(crate) const INCOMPLETE: &str = "UPDATE dossiers SET incomplete = EXISTS (
             SELECT subject_key FROM subject_links WHERE person_id = $1)))
     WHERE person_id = $1";
 
-const FACT_COLUMNS: &str =
+pub(crate) const FACT_COLUMNS: &str =
     "event_id, occurred_at, recorded_at, territory, household_key, role, fact, superseded_by, retracted_by";
-
-/// Folds a person's dossier again; returns their household, whose right state the caller folds
-/// (once per batch, however many members were touched).
-async fn refold_person(tx: &mut Transaction<'_, Postgres>, person_id: Uuid) -> Result<Option<String>, Error> {
-    // A person merged into another (earlier in this batch) has no dossier of their own any more.
-    if canonical(tx, person_id).await? != person_id {
-        sqlx::query("DELETE FROM dossiers WHERE person_id = $1").bind(person_id).execute(&mut **tx).await?;
-        return Ok(None);
-    }
-    let rows =
-        sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {FACT_COLUMNS} FROM person_events WHERE person_id = $1")))
-            .bind(person_id)
-            .fetch_all(&mut **tx)
-            .await?;
-    if rows.is_empty() {
-        // Every event of theirs moved to another person (a key reassigned by a decision).
-        sqlx::query("DELETE FROM dossiers WHERE person_id = $1").bind(person_id).execute(&mut **tx).await?;
-        return Ok(None);
-    }
-    let state = fold::dossier(&facts_of(rows)?);
-    sqlx::query(
-        "INSERT INTO dossiers (person_id, territory, territory_since, previous_territory, household_key, role, sdd, sdd_since,
-                               ft_status, ft_status_at, ft_categorie, ft_accompagnement, orientation_status, orientation_type,
-                               oriented_at, structure_siret, referent_uid, referent_siret, referent_since, contract_kind,
-                               contract_start, contract_end, opposition, consent_diagnostic, last_contact_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, now())
-         ON CONFLICT (person_id) DO UPDATE SET
-            territory = EXCLUDED.territory, territory_since = EXCLUDED.territory_since,
-            previous_territory = EXCLUDED.previous_territory, household_key = EXCLUDED.household_key, role = EXCLUDED.role,
-            sdd = EXCLUDED.sdd, sdd_since = EXCLUDED.sdd_since, ft_status = EXCLUDED.ft_status,
-            ft_status_at = EXCLUDED.ft_status_at, ft_categorie = EXCLUDED.ft_categorie,
-            ft_accompagnement = EXCLUDED.ft_accompagnement, orientation_status = EXCLUDED.orientation_status,
-            orientation_type = EXCLUDED.orientation_type, oriented_at = EXCLUDED.oriented_at,
-            structure_siret = EXCLUDED.structure_siret, referent_uid = EXCLUDED.referent_uid,
-            referent_siret = EXCLUDED.referent_siret, referent_since = EXCLUDED.referent_since,
-            contract_kind = EXCLUDED.contract_kind, contract_start = EXCLUDED.contract_start,
-            contract_end = EXCLUDED.contract_end, opposition = EXCLUDED.opposition,
-            consent_diagnostic = EXCLUDED.consent_diagnostic, last_contact_at = EXCLUDED.last_contact_at, updated_at = now()",
-    )
-    .bind(person_id)
-    .bind(&state.territory)
-    .bind(state.territory_since)
-    .bind(&state.previous_territory)
-    .bind(&state.household_key)
-    .bind(&state.role)
-    .bind(state.sdd)
-    .bind(state.sdd_since)
-    .bind(&state.ft_status)
-    .bind(state.ft_status_at)
-    .bind(&state.ft_categorie)
-    .bind(&state.ft_accompagnement)
-    .bind(&state.orientation_status)
-    .bind(&state.orientation_type)
-    .bind(state.oriented_at)
-    .bind(&state.structure_siret)
-    .bind(&state.referent_uid)
-    .bind(&state.referent_siret)
-    .bind(state.referent_since)
-    .bind(&state.contract_kind)
-    .bind(state.contract_start)
-    .bind(state.contract_end)
-    .bind(state.opposition)
-    .bind(state.consent_diagnostic)
-    .bind(state.last_contact_at)
-    .execute(&mut **tx)
-    .await?;
-    // Incomplete while a dead letter about the person (known then, or by one of their subject
-    // keys) waits to be replayed.
-    sqlx::query(INCOMPLETE).bind(person_id).execute(&mut **tx).await?;
-    Ok(state.household_key)
-}
-
-async fn refold_household(tx: &mut Transaction<'_, Postgres>, household_key: &str) -> Result<(), Error> {
-    let rows =
-        sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {FACT_COLUMNS} FROM person_events WHERE household_key = $1")))
-            .bind(household_key)
-            .fetch_all(&mut **tx)
-            .await?;
-    let (state, at, motif) = fold::right_state(&facts_of(rows)?);
-    sqlx::query(
-        "UPDATE dossiers SET right_state = $2, right_state_at = $3, right_motif = $4, updated_at = now()
-         WHERE household_key = $1",
-    )
-    .bind(household_key)
-    .bind(state)
-    .bind(at)
-    .bind(motif)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}

@@ -3,6 +3,7 @@
 //! transaction), with identity resolution and dead letters.
 
 pub mod apply;
+mod batch;
 pub mod consumer;
 pub mod dlq;
 pub mod erase;
