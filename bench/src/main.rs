@@ -62,6 +62,10 @@ enum Command {
         /// Seconds of API reads, and of the freshness run.
         #[arg(long, default_value_t = 30)]
         seconds: u64,
+        /// Records per projector transaction (the hub's `projector_max_batch`, and the
+        /// apply-only split's batch).
+        #[arg(long, default_value_t = 500)]
+        projector_batch: usize,
         /// Where the run's files go (configuration, logs).
         #[arg(long, default_value = "var/bench")]
         workdir: PathBuf,
@@ -84,10 +88,11 @@ async fn main() -> anyhow::Result<()> {
             api_persons,
             api_concurrency,
             seconds,
+            projector_batch,
             workdir,
             history,
         } => {
-            let options = Options { households, seed, api_persons, api_concurrency, seconds };
+            let options = Options { households, seed, api_persons, api_concurrency, seconds, projector_batch };
             run(&options, &bootstrap, &binary, &database, &workdir, &history).await
         }
     }
@@ -126,6 +131,7 @@ struct Options {
     api_persons: i64,
     api_concurrency: usize,
     seconds: u64,
+    projector_batch: usize,
 }
 
 fn rate(events: f64, took: Duration) -> f64 {
@@ -154,7 +160,7 @@ async fn run(
     let persons = population.persons();
     eprintln!("  {persons} persons, {events} events ({:.1} per person)", events as f64 / persons as f64);
 
-    let stack = stack::Stack::prepare(&dir, &binary, bootstrap, database).await?;
+    let stack = stack::Stack::prepare(&dir, &binary, bootstrap, database, options.projector_batch).await?;
 
     eprintln!(
         "[2/7] ingest: gRPC PublishBatch ({} events per call, {} calls in flight)",
@@ -193,7 +199,7 @@ async fn run(
     eprintln!("  {:?} in {:.2} s: {pg_rate:.0} events/s", pg.rows, pg.took.as_secs_f64());
 
     eprintln!("  split: the records fetched into memory by a plain consumer, then applied without the broker");
-    let split = stages::apply_only(&stack, 500).await?;
+    let split = stages::apply_only(&stack, options.projector_batch).await?;
     let fetch_rate = rate(split.records as f64, split.fetch);
     let apply_rate = rate(split.records as f64, split.apply);
     eprintln!(
@@ -265,6 +271,7 @@ async fn run(
         },
         "projection": {
             "events": projected.applied, "dead_letters": projected.dead_letters, "dossiers": projected.dossiers,
+            "max_batch": options.projector_batch,
             "seconds_from_start": projected.total.as_secs_f64(), "events_per_s": projection_rate,
             "steady_events_per_s": projection_steady,
             "baseline": {"what": "COPY (binary) of the rows the projection wrote into empty twins of its tables, one transaction", "rows": pg.rows, "seconds": pg.took.as_secs_f64(), "events_per_s": pg_rate},

@@ -327,7 +327,7 @@ pub fn siret(base: u64) -> String {
                 }
             })
             .sum();
-        if sum % 10 == 0 {
+        if sum.is_multiple_of(10) {
             return candidate;
         }
     }

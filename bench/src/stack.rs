@@ -66,7 +66,13 @@ fn habilitations_toml() -> String {
 
 impl Stack {
     /// Prepares a run: its directory, a fresh database, configuration, secrets, credentials.
-    pub async fn prepare(dir: &Path, binary: &Path, bootstrap: &str, database: &str) -> anyhow::Result<Self> {
+    pub async fn prepare(
+        dir: &Path,
+        binary: &Path,
+        bootstrap: &str,
+        database: &str,
+        projector_batch: usize,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let dir = dir.canonicalize()?;
         let owner_base = "postgres://postgres@127.0.0.1:5432";
@@ -94,6 +100,7 @@ api_grpc_listen = "127.0.0.1:{api_grpc}"
 registry_listen = "127.0.0.1:{registry}"
 institutions_file = "{dir}/institutions.toml"
 log_format = "json"
+projector_max_batch = {projector_batch}
 
 [kafka]
 bootstrap_servers = "{bootstrap}"

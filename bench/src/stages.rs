@@ -214,10 +214,12 @@ pub struct Freshness {
     pub refused: usize,
 }
 
-/// Pushes référent assignments at `rate` per second for `seconds`, through the gRPC API as
-/// the départements do; one in `probe_every` is followed: the time from the call's start to
-/// the first dossier read (REST API, as the authority's chargé d'orientation, polled every
-/// 10 ms) that shows the new référent.
+/// Pushes référent assignments at `rate` per second for `seconds`, through the gRPC batch API
+/// the ingest figure measured: each authority's system keeps one `PublishBatch` stream open
+/// and sends each fact as it happens; the hub answers each in order once the broker has it.
+/// One push in `probe_every` is followed: the time from its sending to the first dossier read
+/// (REST API, as the authority's chargé d'orientation, polled every 10 ms) that shows the new
+/// référent.
 pub async fn freshness(
     stack: &Stack,
     population: &Population,
@@ -225,34 +227,84 @@ pub async fn freshness(
     seconds: u64,
     probe_every: usize,
 ) -> anyhow::Result<Freshness> {
+    use tokio::sync::mpsc;
     let persons = located_persons(stack, population, 4000).await?;
     if persons.len() < 100 {
         bail!("only {} persons located for the freshness probes", persons.len());
     }
     // Probed persons get no other push meanwhile, so a later push cannot hide a probe's.
     let (probed, background) = persons.split_at(persons.len() / 5);
-    let (probed, background) = (Arc::new(probed.to_vec()), Arc::new(background.to_vec()));
     let tokens = Arc::new(tokens(stack)?);
-    let channels = Arc::new(Channels::new(stack));
-    for located in persons.iter() {
-        channels.of(&departement_institution(&located.authority)).await?;
-    }
+    let channels = Channels::new(stack);
     let client = reqwest::Client::new();
     let structure = crate::population::siret(2_000_000_000_000);
     let total = (rate * seconds as f64) as usize;
+    let run = Uuid::new_v4().simple().to_string();
+    // One open stream per authority: events in, replies out (in order).
+    type Waiting = (Instant, Option<(Uuid, String, String)>);
+    let mut streams: HashMap<String, (mpsc::UnboundedSender<OrientationEvent>, mpsc::UnboundedSender<Waiting>)> =
+        HashMap::new();
+    let mut readers = tokio::task::JoinSet::new();
+    let mut authorities: Vec<String> = persons.iter().map(|p| p.authority.clone()).collect();
+    authorities.sort();
+    authorities.dedup();
+    for authority in authorities {
+        let channel = channels.of(&departement_institution(&authority)).await?;
+        let (events, events_rx) = mpsc::unbounded_channel::<OrientationEvent>();
+        let (waiting, mut waiting_rx) = mpsc::unbounded_channel::<Waiting>();
+        let mut replies = OrientationIngestClient::new(channel)
+            .publish_batch(tokio_stream::wrappers::UnboundedReceiverStream::new(events_rx))
+            .await?
+            .into_inner();
+        let (tokens, client, http) = (tokens.clone(), client.clone(), stack.http.clone());
+        readers.spawn(async move {
+            let mut probes = tokio::task::JoinSet::new();
+            let mut samples = Vec::new();
+            while let Some(reply) = replies.message().await? {
+                let Some((sent, probe)) = waiting_rx.recv().await else { break };
+                if reply.status != passerelle_ingest::proto::batch_reply::Status::Accepted as i32 {
+                    samples.push(Sample::Refused);
+                    continue;
+                }
+                let call = sent.elapsed().as_secs_f64();
+                let Some((person, authority, uid)) = probe else {
+                    samples.push(Sample::Call(call));
+                    continue;
+                };
+                let (tokens, client, http) = (tokens.clone(), client.clone(), http.clone());
+                probes.spawn(async move {
+                    let token = tokens.get(&authority).cloned().unwrap_or_default();
+                    while sent.elapsed() < Duration::from_secs(30) {
+                        let response = client
+                            .get(format!("{http}/api/v1/dossiers/{person}"))
+                            .bearer_auth(&token)
+                            .header("X-Motif-Acces", "orientation")
+                            .send()
+                            .await?;
+                        let body: Value = response.json().await.unwrap_or(Value::Null);
+                        if body["sections"]["parcours"]["referent"]["uid"] == Value::String(uid.clone()) {
+                            return anyhow::Ok(Sample::Visible(call, sent.elapsed().as_secs_f64()));
+                        }
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Ok(Sample::Lost)
+                });
+            }
+            while let Some(done) = probes.join_next().await {
+                samples.push(done??);
+            }
+            anyhow::Ok(samples)
+        });
+        streams.insert(authority, (events, waiting));
+    }
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut tasks = tokio::task::JoinSet::new();
-    let run = Uuid::new_v4().simple().to_string();
     let started = Instant::now();
     for index in 0..total {
         ticker.tick().await;
         let probe = index % probe_every == 0;
-        let located = if probe {
-            probed[(index / probe_every) % probed.len()].clone()
-        } else {
-            background[index % background.len()].clone()
-        };
+        let located =
+            if probe { &probed[(index / probe_every) % probed.len()] } else { &background[index % background.len()] };
         let uid = format!("fresh-{}-{index}", &run[..8]);
         let event = OrientationEvent {
             event_id: format!("fresh-{run}-{index}"),
@@ -268,35 +320,12 @@ pub async fn freshness(
                 }),
             })),
         };
-        let (channels, tokens, client, http) = (channels.clone(), tokens.clone(), client.clone(), stack.http.clone());
-        tasks.spawn(async move {
-            let sent = Instant::now();
-            let channel = channels.of(&departement_institution(&located.authority)).await?;
-            if OrientationIngestClient::new(channel).publish(event).await.is_err() {
-                return anyhow::Ok(Sample::Refused);
-            }
-            let call = sent.elapsed().as_secs_f64();
-            if !probe {
-                return Ok(Sample::Call(call));
-            }
-            let token = tokens.get(&located.authority).cloned().unwrap_or_default();
-            while sent.elapsed() < Duration::from_secs(30) {
-                let response = client
-                    .get(format!("{http}/api/v1/dossiers/{}", located.person))
-                    .bearer_auth(&token)
-                    .header("X-Motif-Acces", "orientation")
-                    .send()
-                    .await?;
-                let body: Value = response.json().await.unwrap_or(Value::Null);
-                if body["sections"]["parcours"]["referent"]["uid"] == Value::String(uid.clone()) {
-                    return Ok(Sample::Visible(call, sent.elapsed().as_secs_f64()));
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            Ok(Sample::Lost)
-        });
+        let (events, waiting) = &streams[&located.authority];
+        waiting.send((Instant::now(), probe.then(|| (located.person, located.authority.clone(), uid))))?;
+        events.send(event)?;
     }
     let pushing = started.elapsed().as_secs_f64();
+    drop(streams);
     let mut figures = Freshness {
         rate,
         achieved_rate: total as f64 / pushing,
@@ -306,15 +335,17 @@ pub async fn freshness(
         lost: 0,
         refused: 0,
     };
-    while let Some(done) = tasks.join_next().await {
-        match done?? {
-            Sample::Refused => figures.refused += 1,
-            Sample::Call(call) => figures.calls.push(call),
-            Sample::Visible(call, visible) => {
-                figures.calls.push(call);
-                figures.visible.push(visible);
+    while let Some(done) = readers.join_next().await {
+        for sample in done?? {
+            match sample {
+                Sample::Refused => figures.refused += 1,
+                Sample::Call(call) => figures.calls.push(call),
+                Sample::Visible(call, visible) => {
+                    figures.calls.push(call);
+                    figures.visible.push(visible);
+                }
+                Sample::Lost => figures.lost += 1,
             }
-            Sample::Lost => figures.lost += 1,
         }
     }
     figures.visible.sort_by(f64::total_cmp);
@@ -354,7 +385,7 @@ pub async fn seed(stack: &Stack, target: i64) -> anyhow::Result<Seeded> {
     if originals == 0 {
         bail!("nothing projected to copy");
     }
-    let copies = (target - originals + originals - 1) / originals;
+    let copies = ((target - originals).max(0) + originals - 1) / originals;
     for table in ["persons", "subject_links", "person_events", "dossiers"] {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "CREATE TEMP TABLE original_{table} AS SELECT * FROM readmodel.{table}"

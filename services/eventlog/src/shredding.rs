@@ -181,7 +181,12 @@ impl KeyStore {
         if entries.is_empty() {
             return Ok(());
         }
-        let (search, subjects): (Vec<&str>, Vec<&str>) = entries.iter().map(|(a, b)| (a.as_str(), b.as_str())).unzip();
+        // In one order for every caller: concurrent multi-row inserts of overlapping keys in
+        // different orders deadlock.
+        let mut sorted: Vec<(&str, &str)> = entries.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let (search, subjects): (Vec<&str>, Vec<&str>) = sorted.into_iter().unzip();
         sqlx::query(
             "INSERT INTO search_index (search_key, subject_key) SELECT * FROM unnest($1::text[], $2::text[])
              ON CONFLICT DO NOTHING",

@@ -64,7 +64,7 @@ impl IngestHub {
     pub async fn prepare_many(&self, events: Vec<CanonicalEvent>) -> Result<Vec<Prepared>, Error> {
         let sealing: Vec<&passerelle_domain::event::SubjectKey> =
             events.iter().filter(|e| !e.personal.is_empty()).map(|e| &e.envelope.subject).collect();
-        let keys = if sealing.is_empty() { Default::default() } else { self.store.keys_for_subjects(&sealing).await? };
+        let keys = if sealing.is_empty() { Default::default() } else { self.keys_of(&sealing).await? };
         // The blind index of the name and birth date, for the API's search (hub state, not on
         // the log: see the migration 0002_search_index.sql).
         let search: Vec<(String, String)> = events
@@ -77,7 +77,7 @@ impl IngestHub {
                 _ => None,
             })
             .collect();
-        self.store.index_many_for_search(&search).await?;
+        self.with_retry(|| self.store.index_many_for_search(&search)).await?;
         let mut prepared = Vec::with_capacity(events.len());
         for event in events {
             let writer = self.writers.get(&event.family).ok_or(Error::Internal("no writer schema for a family"))?;
@@ -103,6 +103,34 @@ impl IngestHub {
             });
         }
         Ok(prepared)
+    }
+
+    async fn keys_of(
+        &self,
+        subjects: &[&passerelle_domain::event::SubjectKey],
+    ) -> Result<std::collections::HashMap<String, passerelle_eventlog::shredding::DataKey>, Error> {
+        self.with_retry(|| self.store.keys_for_subjects(subjects)).await
+    }
+
+    /// Runs a key-store operation again after a deadlock or serialisation failure with a
+    /// concurrent caller (it left nothing behind), a few times.
+    async fn with_retry<T, F, Fut>(&self, operation: F) -> Result<T, Error>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, passerelle_eventlog::Error>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match operation().await {
+                Err(passerelle_eventlog::Error::Database(sqlx::Error::Database(error)))
+                    if attempt < 5 && matches!(error.code().as_deref(), Some("40P01" | "40001")) =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(5 * attempt)).await;
+                }
+                other => return Ok(other?),
+            }
+        }
     }
 
     /// Hands a prepared event to the producer, keyed by its subject.

@@ -928,8 +928,8 @@ async fn apply_decision(tx: &mut Transaction<'_, Postgres>, decision: &IdentityD
 pub(crate) fn facts_of(rows: Vec<sqlx::postgres::PgRow>) -> Result<Vec<Fact>, Error> {
     rows.into_iter()
         .map(|row| {
-            let payload: Payload =
-                serde_json::from_value(row.try_get("fact")?).map_err(|e| Error::Internal(e.to_string()))?;
+            let text: &str = row.try_get("fact")?;
+            let payload: Payload = serde_json::from_str(text).map_err(|e| Error::Internal(e.to_string()))?;
             let superseded: Option<String> = row.try_get("superseded_by")?;
             let retracted: Option<String> = row.try_get("retracted_by")?;
             let role: Option<String> = row.try_get("role")?;
@@ -953,5 +953,4 @@ pub(crate) const INCOMPLETE: &str = "UPDATE dossiers SET incomplete = EXISTS (
             SELECT subject_key FROM subject_links WHERE person_id = $1)))
     WHERE person_id = $1";
 
-pub(crate) const FACT_COLUMNS: &str =
-    "event_id, occurred_at, recorded_at, territory, household_key, role, fact, superseded_by, retracted_by";
+pub(crate) const FACT_COLUMNS: &str = "event_id, occurred_at, recorded_at, territory, household_key, role, fact::text AS fact, superseded_by, retracted_by";

@@ -124,6 +124,10 @@ pub struct Pending {
 
 impl Pending {
     pub async fn flush(&mut self, tx: &mut Transaction<'_, Postgres>) -> Result<(), Error> {
+        // Rows in one order for every worker: concurrent multi-row inserts of overlapping keys
+        // in different orders deadlock (a deadlock is retried, but costs the batch).
+        self.persons.sort_unstable();
+        self.links.sort_unstable();
         if !self.persons.is_empty() {
             let (ids, keys): (Vec<Uuid>, Vec<String>) = self.persons.drain(..).unzip();
             sqlx::query(
