@@ -201,6 +201,10 @@ fn tokens(stack: &Stack) -> anyhow::Result<HashMap<String, String>> {
     Ok(out)
 }
 
+/// How often a followed push's dossier is read until it shows the change. The probes' reads
+/// are load on the API too: few probes (`probe_every`), read every 50 ms.
+pub const POLL: Duration = Duration::from_millis(50);
+
 pub struct Freshness {
     pub rate: f64,
     pub achieved_rate: f64,
@@ -218,7 +222,7 @@ pub struct Freshness {
 /// the ingest figure measured: each authority's system keeps one `PublishBatch` stream open
 /// and sends each fact as it happens; the hub answers each in order once the broker has it.
 /// One push in `probe_every` is followed: the time from its sending to the first dossier read
-/// (REST API, as the authority's chargé d'orientation, polled every 10 ms) that shows the new
+/// (REST API, as the authority's chargé d'orientation, polled every 50 ms) that shows the new
 /// référent.
 pub async fn freshness(
     stack: &Stack,
@@ -285,7 +289,7 @@ pub async fn freshness(
                         if body["sections"]["parcours"]["referent"]["uid"] == Value::String(uid.clone()) {
                             return anyhow::Ok(Sample::Visible(call, sent.elapsed().as_secs_f64()));
                         }
-                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        tokio::time::sleep(POLL).await;
                     }
                     Ok(Sample::Lost)
                 });

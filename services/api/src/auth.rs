@@ -8,6 +8,7 @@ use std::path::Path;
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, jwk::JwkSet};
 use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
 
 /// The claims the hub reads.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,7 +39,14 @@ pub enum Rejected {
 pub struct Verifier {
     keys: Vec<(Option<String>, DecodingKey)>,
     validation: Validation,
+    /// Tokens already verified (by SHA-256 of the token), with their claims: an agent's token
+    /// is presented on every request, and an ES256 signature check costs more than the rest
+    /// of a dossier read's CPU. Expiry is still checked on every use.
+    verified: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<[u8; 32], Claims>>>,
 }
+
+/// Verified tokens remembered at most (the memory is cleared when full).
+const VERIFIED_CAPACITY: usize = 10_000;
 
 impl Verifier {
     pub fn new(jwks: &JwkSet, issuer: &str, audience: &str) -> Result<Self, String> {
@@ -55,7 +63,7 @@ impl Verifier {
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         validation.leeway = 30;
-        Ok(Self { keys, validation })
+        Ok(Self { keys, validation, verified: Default::default() })
     }
 
     pub fn from_file(path: &Path, issuer: &str, audience: &str) -> Result<Self, String> {
@@ -72,6 +80,28 @@ impl Verifier {
             .map(str::trim)
             .filter(|token| !token.is_empty())
             .ok_or(Rejected::Missing)?;
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let remembered = self.verified.lock().ok().and_then(|verified| verified.get(&digest).cloned());
+        if let Some(claims) = remembered {
+            if claims.exp + self.validation.leeway as i64 >= chrono::Utc::now().timestamp() {
+                return Ok(claims);
+            }
+            if let Ok(mut verified) = self.verified.lock() {
+                verified.remove(&digest);
+            }
+            return Err(Rejected::Expired);
+        }
+        let claims = self.verify_signature(token)?;
+        if let Ok(mut verified) = self.verified.lock() {
+            if verified.len() >= VERIFIED_CAPACITY {
+                verified.clear();
+            }
+            verified.insert(digest, claims.clone());
+        }
+        Ok(claims)
+    }
+
+    fn verify_signature(&self, token: &str) -> Result<Claims, Rejected> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| Rejected::Invalid(e.to_string()))?;
         let candidates = self.keys.iter().filter(|(kid, _)| header.kid.is_none() || kid == &header.kid);
         let mut last = Rejected::Invalid("no key of the key set matches".into());
