@@ -246,6 +246,7 @@ pub async fn baseline(stack: &Stack, pushes: &[Timed]) -> anyhow::Result<Baselin
     let prepared: Vec<Prepared> = prepared.into_iter().collect::<anyhow::Result<_>>()?;
     let bytes: usize = prepared.iter().map(|p| p.value.len() + p.subject_key.len()).sum();
     eprintln!("  baseline: producing {} records straight to the broker", prepared.len());
+    let cpu_before = crate::stack::Cpu::read(None);
     let started = Instant::now();
     let mut pending = Vec::with_capacity(prepared.len());
     for record in &prepared {
@@ -269,8 +270,10 @@ pub async fn baseline(stack: &Stack, pushes: &[Timed]) -> anyhow::Result<Baselin
         delivery.wait().await.map_err(|e| anyhow::anyhow!("baseline delivery failed: {e:?}"))?;
     }
     let took = started.elapsed();
+    let cpu = crate::stack::Cpu::read(None).since(&cpu_before);
     pool.close().await;
     Ok(BaselineFigures {
+        cpu,
         records: prepared.len() as u64,
         took,
         mean_bytes: bytes as f64 / prepared.len().max(1) as f64,
@@ -281,6 +284,8 @@ pub struct BaselineFigures {
     pub records: u64,
     pub took: Duration,
     pub mean_bytes: f64,
+    /// CPU seconds of the production (the producer is in the bench process).
+    pub cpu: serde_json::Value,
 }
 
 async fn prepare(hub: &IngestHub, timed: &Timed) -> anyhow::Result<Prepared> {

@@ -168,8 +168,11 @@ async fn run(
         ingest::IN_FLIGHT
     );
     let hub = stack.start(&["serve", "ingest"], "ingest.log").await?;
+    let cpu_before = stack::Cpu::read(Some(hub.pid()));
     let (counts, ingest_took) = ingest::through_grpc(&stack, &population.pushes).await?;
+    let ingest_cpu = stack::Cpu::read(Some(hub.pid())).since(&cpu_before);
     hub.stop()?;
+    eprintln!("  CPU seconds during the run: {ingest_cpu}");
     let ingest_rate = rate(counts.accepted as f64, ingest_took);
     eprintln!(
         "  {} accepted, {} refused in {:.1} s: {ingest_rate:.0} events/s",
@@ -179,11 +182,17 @@ async fn run(
     );
     eprintln!("[3/7] ingest baseline: the same records produced straight to the broker");
     let baseline = ingest::baseline(&stack, &population.pushes).await?;
+    eprintln!("  CPU seconds during the production: {}", baseline.cpu);
     let baseline_rate = rate(baseline.records as f64, baseline.took);
     eprintln!("  {} records in {:.1} s: {baseline_rate:.0} records/s", baseline.records, baseline.took.as_secs_f64());
 
     eprintln!("[4/7] projection: passerelle up on the log of {} events", counts.accepted);
+    let cpu_before = stack::Cpu::read(None);
     let (hub, projected) = stages::projection(&stack, counts.accepted).await?;
+    let mut projection_cpu = stack::Cpu::read(Some(hub.pid())).since(&cpu_before);
+    // The hub process started after the first reading: all its CPU is this stage's.
+    projection_cpu["hub_s"] = json!(stack::Cpu::read(Some(hub.pid())).hub);
+    eprintln!("  CPU seconds during the catch-up: {projection_cpu}");
     let projection_rate = rate(projected.applied as f64, projected.total);
     let projection_steady = rate(projected.steady_events as f64, projected.steady);
     eprintln!(
@@ -292,11 +301,12 @@ async fn run(
             "events": counts.accepted, "refused": counts.refused, "seconds": ingest_took.as_secs_f64(), "events_per_s": ingest_rate,
             "batch": ingest::BATCH, "calls_in_flight": ingest::IN_FLIGHT,
             "baseline": {"what": "the hub's own prepared records (same keys, values, producer settings, 6 partitions) produced straight to the broker", "records": baseline.records, "seconds": baseline.took.as_secs_f64(), "records_per_s": baseline_rate, "mean_record_bytes": baseline.mean_bytes},
-            "ratio": ingest_rate / baseline_rate, "target_ratio": 0.8
+            "ratio": ingest_rate / baseline_rate, "target_ratio": 0.8,
+            "cpu_seconds": ingest_cpu, "baseline_cpu_seconds": baseline.cpu
         },
         "projection": {
             "events": projected.applied, "dead_letters": projected.dead_letters, "dossiers": projected.dossiers,
-            "max_batch": options.projector_batch,
+            "max_batch": options.projector_batch, "cpu_seconds": projection_cpu,
             "seconds_from_start": projected.total.as_secs_f64(), "events_per_s": projection_rate,
             "steady_events_per_s": projection_steady,
             "baseline": {"what": "COPY (binary) of the rows the projection wrote into empty twins of its tables, one transaction", "rows": pg.rows, "seconds": pg.took.as_secs_f64(), "events_per_s": pg_rate},

@@ -204,6 +204,10 @@ pub struct Hub {
 }
 
 impl Hub {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGTERM, then waits for the process to finish its batch and exit.
     pub fn stop(mut self) -> anyhow::Result<()> {
         Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status()?;
@@ -225,5 +229,57 @@ impl Drop for Hub {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// CPU seconds used so far by the processes of the stack, read from /proc (user + system):
+/// a per-process profile of a stage is the difference of two readings.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cpu {
+    pub hub: f64,
+    pub broker: f64,
+    pub postgres: f64,
+    pub bench: f64,
+}
+
+fn ticks_of(stat: &str) -> Option<f64> {
+    // Fields after the command name (which may contain spaces, inside parentheses).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let user: f64 = fields.get(11)?.parse().ok()?;
+    let system: f64 = fields.get(12)?.parse().ok()?;
+    Some((user + system) / 100.0)
+}
+
+impl Cpu {
+    pub fn read(hub_pid: Option<u32>) -> Self {
+        let mut cpu = Cpu::default();
+        let Ok(entries) = std::fs::read_dir("/proc") else { return cpu };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+            let Some(seconds) = ticks_of(&stat) else { continue };
+            let command = stat.split('(').nth(1).and_then(|rest| rest.split(')').next()).unwrap_or_default();
+            if Some(pid) == hub_pid {
+                cpu.hub += seconds;
+            } else if pid == std::process::id() {
+                cpu.bench += seconds;
+            } else if command.starts_with("tansu") {
+                cpu.broker += seconds;
+            } else if command.starts_with("postgres") {
+                cpu.postgres += seconds;
+            }
+        }
+        cpu
+    }
+
+    pub fn since(&self, before: &Cpu) -> serde_json::Value {
+        serde_json::json!({
+            "hub_s": self.hub - before.hub,
+            "broker_s": self.broker - before.broker,
+            "postgres_s": self.postgres - before.postgres,
+            "bench_client_s": self.bench - before.bench,
+        })
     }
 }
