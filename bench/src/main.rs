@@ -246,8 +246,24 @@ async fn run(
     report(&quarter);
 
     eprintln!("[6/7] rebuild: passerelle projections rebuild dossier, under the running hub");
-    let rebuild_took = stages::rebuild(&stack).await?;
+    // The live projection first digests what the freshness runs pushed (an operator rebuilds a
+    // hub that keeps up); a rebuild that fails is recorded, not fatal to the run.
     let pool = stack.owner_pool().await?;
+    let mut last = -1i64;
+    loop {
+        let (applied,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM readmodel.applied_events").fetch_one(&pool).await?;
+        if applied == last {
+            break;
+        }
+        last = applied;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    let rebuild_result = stages::rebuild(&stack).await;
+    if let Err(error) = &rebuild_result {
+        eprintln!("  rebuild failed: {error}");
+    }
+    let rebuild_took = rebuild_result.as_ref().copied().unwrap_or_default();
     let (log_events,): (i64,) =
         sqlx::query_as("SELECT count(*) FROM readmodel.applied_events").fetch_one(&pool).await?;
     eprintln!("  {log_events} events in {:.1} s", rebuild_took.as_secs_f64());
@@ -331,7 +347,8 @@ async fn run(
                 "call_p99_s": percentile(&quarter.calls, 99.0)
             }
         },
-        "rebuild": {"events": log_events, "seconds": rebuild_took.as_secs_f64(), "events_per_s": rate(log_events as f64, rebuild_took)},
+        "rebuild": {"events": log_events, "seconds": rebuild_took.as_secs_f64(), "events_per_s": rate(log_events as f64, rebuild_took),
+                    "error": rebuild_result.as_ref().err().map(|e| e.to_string())},
         "api": {
             "persons": seeded.persons, "events": seeded.events,
             "seeding": "the projected persons copied under new ids in SQL (INSERT … SELECT), sealed data included",
