@@ -248,23 +248,17 @@ pub async fn baseline(stack: &Stack, pushes: &[Timed]) -> anyhow::Result<Baselin
     eprintln!("  baseline: producing {} records straight to the broker", prepared.len());
     let cpu_before = crate::stack::Cpu::read(None);
     let started = Instant::now();
-    let mut pending = Vec::with_capacity(prepared.len());
+    // At most as many records in flight as the hub allows itself (8 streams × 2,048), the
+    // oldest awaited first: all at once, the tail would wait longer than the delivery timeout.
+    let mut pending = std::collections::VecDeque::with_capacity(IN_FLIGHT * 2048);
     for record in &prepared {
-        // The producer's queue may fill: wait for the oldest deliveries, as the hub would.
-        loop {
-            match hub.enqueue(record) {
-                Ok(delivery) => {
-                    pending.push(delivery);
-                    break;
-                }
-                Err(_) if !pending.is_empty() => {
-                    for delivery in pending.drain(..) {
-                        delivery.wait().await.map_err(|e| anyhow::anyhow!("baseline delivery failed: {e:?}"))?;
-                    }
-                }
-                Err(error) => anyhow::bail!("baseline enqueue failed: {error:?}"),
-            }
+        if pending.len() >= IN_FLIGHT * 2048
+            && let Some(oldest) = pending.pop_front()
+        {
+            let oldest: passerelle_eventlog::kafka::Pending = oldest;
+            oldest.wait().await.map_err(|e| anyhow::anyhow!("baseline delivery failed: {e:?}"))?;
         }
+        pending.push_back(hub.enqueue(record).map_err(|e| anyhow::anyhow!("baseline enqueue failed: {e:?}"))?);
     }
     for delivery in pending {
         delivery.wait().await.map_err(|e| anyhow::anyhow!("baseline delivery failed: {e:?}"))?;
