@@ -241,6 +241,8 @@ async fn run(
     let fresh = stages::freshness(&stack, &population, fresh_rate, options.seconds, probe_every).await?;
     report(&fresh);
     eprintln!("  and at a quarter of it ({:.0} pushes/s), to show where the knee is", fresh_rate / 2.0);
+    // The live projection digests the first run's backlog before the second starts.
+    settle(&stack).await?;
     let quarter =
         stages::freshness(&stack, &population, fresh_rate / 2.0, options.seconds, (probe_every / 2).max(1)).await?;
     report(&quarter);
@@ -248,17 +250,8 @@ async fn run(
     eprintln!("[6/7] rebuild: passerelle projections rebuild dossier, under the running hub");
     // The live projection first digests what the freshness runs pushed (an operator rebuilds a
     // hub that keeps up); a rebuild that fails is recorded, not fatal to the run.
+    settle(&stack).await?;
     let pool = stack.owner_pool().await?;
-    let mut last = -1i64;
-    loop {
-        let (applied,): (i64,) =
-            sqlx::query_as("SELECT count(*) FROM readmodel.applied_events").fetch_one(&pool).await?;
-        if applied == last {
-            break;
-        }
-        last = applied;
-        tokio::time::sleep(Duration::from_secs(3)).await;
-    }
     let rebuild_result = stages::rebuild(&stack).await;
     if let Err(error) = &rebuild_result {
         eprintln!("  rebuild failed: {error}");
@@ -368,6 +361,21 @@ async fn run(
     println!("\n{}", serde_json::to_string(&record)?);
     eprintln!("record written to {}", file.display());
     Ok(())
+}
+
+/// Waits until the live projection has applied everything pushed (no progress for 3 s).
+async fn settle(stack: &stack::Stack) -> anyhow::Result<()> {
+    let pool = stack.owner_pool().await?;
+    let mut last = -1i64;
+    loop {
+        let (applied,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM readmodel.applied_events").fetch_one(&pool).await?;
+        if applied == last {
+            return Ok(());
+        }
+        last = applied;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
 }
 
 fn print_table(r: &Value) {

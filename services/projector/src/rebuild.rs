@@ -90,24 +90,41 @@ pub async fn run(
         .create()?;
     let mut assignment = TopicPartitionList::new();
     let mut total = 0u64;
+    // The end of each partition when the replay starts: the replay runs until it reaches them.
+    let mut ends: BTreeMap<(String, i32), (i64, i64)> = BTreeMap::new();
     for topic in topics {
         let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
         for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
             assignment.add_partition_offset(topic, partition.id(), Offset::Beginning)?;
             let (low, high) = consumer.fetch_watermarks(topic, partition.id(), Duration::from_secs(10))?;
             total += u64::try_from(high - low).unwrap_or_default();
+            ends.insert((topic.clone(), partition.id()), (low, high));
         }
     }
     consumer.assign(&assignment)?;
 
     let mut done = Rebuilt::default();
     let mut reached: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    // Catch up without blocking anyone, until the log is drained.
+    // Catch up without blocking anyone, until every partition reaches its end as it was when
+    // the replay started. An empty poll is not the end: a busy broker can pause for seconds
+    // (breaking off there left the whole rest of the log to the 60 s under the lock below).
+    let mut last_progress = tokio::time::Instant::now();
     loop {
         let batch = read_batch(&consumer, 500, Duration::from_millis(500))?;
         if batch.is_empty() {
-            break;
+            let at_end = ends.iter().all(|(slot, (low, high))| reached.get(slot).copied().unwrap_or(*low) >= *high);
+            if at_end {
+                break;
+            }
+            if last_progress.elapsed() > Duration::from_secs(120) {
+                return Err(Error::Internal(
+                    "the rebuild read nothing from the log for 120 s before reaching its end; nothing was swapped"
+                        .into(),
+                ));
+            }
+            continue;
         }
+        last_progress = tokio::time::Instant::now();
         apply(pool, applier, &batch, &mut done, &mut reached).await?;
         progress(Progress { records: done.records, total: total.max(done.records) });
     }
