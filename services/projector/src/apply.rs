@@ -725,7 +725,10 @@ async fn resolve_identity(
 }
 
 /// The canonical person each of `keys` is linked to.
-async fn links_of(tx: &mut Transaction<'_, Postgres>, keys: &[&str]) -> Result<HashMap<String, Uuid>, Error> {
+pub(crate) async fn links_of(
+    tx: &mut Transaction<'_, Postgres>,
+    keys: &[&str],
+) -> Result<HashMap<String, Uuid>, Error> {
     let rows = sqlx::query(
         "SELECT l.subject_key, COALESCE(p.merged_into, p.person_id) AS person_id
          FROM subject_links l JOIN persons p USING (person_id) WHERE l.subject_key = ANY($1)",

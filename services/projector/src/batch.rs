@@ -52,18 +52,9 @@ impl Known {
         let known = self;
         let keys = &known.keys;
         let candidates = &known.candidates;
-        known.links.clear();
         known.erased.clear();
-        let rows = sqlx::query(
-            "SELECT l.subject_key, COALESCE(p.merged_into, p.person_id) AS person_id
-             FROM subject_links l JOIN persons p USING (person_id) WHERE l.subject_key = ANY($1)",
-        )
-        .bind(keys)
-        .fetch_all(&mut **tx)
-        .await?;
-        for row in rows {
-            known.links.insert(row.try_get("subject_key")?, row.try_get("person_id")?);
-        }
+        let names: Vec<&str> = keys.iter().map(String::as_str).collect();
+        known.links = crate::apply::links_of(tx, &names).await?;
         known.pinned =
             sqlx::query_scalar::<_, String>("SELECT subject_key FROM identity_pins WHERE subject_key = ANY($1)")
                 .bind(keys)
