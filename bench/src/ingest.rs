@@ -231,6 +231,7 @@ pub async fn baseline(stack: &Stack, pushes: &[Timed]) -> anyhow::Result<Baselin
         &registry,
         publisher.clone(),
         baseline_topics,
+        pool.clone(),
     )
     .await?;
     let hub = Arc::new(hub);

@@ -177,13 +177,20 @@ pub const FRANCE_TRAVAIL: &str = "france-travail";
 pub fn institutions_toml() -> String {
     let mut out = String::from("# Written by passerelle-bench: the institutions of a national synthetic population.\n");
     let mut cafs = BTreeMap::new();
+    let mut served: BTreeMap<_, std::collections::BTreeSet<&str>> = BTreeMap::new();
     let mut authorities = BTreeMap::new();
     for place in PLACES {
         cafs.insert(place.caf(), caf_institution(place));
+        served.entry(place.caf()).or_default().insert(place.authority);
         authorities.insert(place.authority, departement_institution(place.authority));
     }
     for (organisme, id) in cafs {
-        out.push_str(&format!("[[institution]]\nid = \"{id}\"\nkind = \"CAF\"\norganisme = \"{organisme}\"\n\n"));
+        let serves: Vec<String> =
+            served.get(&organisme).into_iter().flatten().map(|authority| format!("{authority:?}")).collect();
+        out.push_str(&format!(
+            "[[institution]]\nid = \"{id}\"\nkind = \"CAF\"\norganisme = \"{organisme}\"\nserves = [{}]\n\n",
+            serves.join(", ")
+        ));
     }
     out.push_str(&format!("[[institution]]\nid = \"{FRANCE_TRAVAIL}\"\nkind = \"FRANCE_TRAVAIL\"\n\n"));
     for (authority, id) in authorities {

@@ -21,6 +21,9 @@ pub struct Claims {
     pub uid: String,
     pub email: String,
     pub siret: String,
+    /// ProConnect's identity provider (`idp_id`): `uid` is unique only within one of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp_id: Option<String>,
 }
 
 /// Why a token is refused (never echoing the token).

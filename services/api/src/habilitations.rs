@@ -23,13 +23,17 @@ pub struct Organisation {
 #[derive(Debug, Clone)]
 pub struct Agent {
     pub uid: String,
+    /// The identity provider that vouches for `uid` (ProConnect's `idp_id`); `uid` is unique
+    /// only within one identity provider, so an agent is keyed by both.
+    pub idp_id: Option<String>,
     pub role: Role,
     pub organisation: Organisation,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct Habilitations {
-    agents: HashMap<String, Agent>,
+    /// Agents by (identity provider, uid).
+    agents: HashMap<(Option<String>, String), Agent>,
 }
 
 #[derive(Deserialize)]
@@ -55,6 +59,8 @@ struct OrganisationEntry {
 #[serde(deny_unknown_fields)]
 struct AgentEntry {
     uid: String,
+    #[serde(default)]
+    idp_id: Option<String>,
     siret: String,
     role: String,
 }
@@ -127,16 +133,18 @@ impl Habilitations {
                     entry.role, organisation.kind
                 ));
             }
-            if agents.contains_key(&entry.uid) {
-                return Err(format!("{at}.uid: {} is listed twice", entry.uid));
+            let key = (entry.idp_id.clone(), entry.uid.clone());
+            if agents.contains_key(&key) {
+                return Err(format!("{at}.uid: {} is listed twice for the same identity provider", entry.uid));
             }
-            agents.insert(entry.uid.clone(), Agent { uid: entry.uid, role, organisation });
+            agents.insert(key, Agent { uid: entry.uid, idp_id: entry.idp_id, role, organisation });
         }
         Ok(Self { agents })
     }
 
-    pub fn agent(&self, uid: &str) -> Option<&Agent> {
-        self.agents.get(uid)
+    /// The agent `uid` of identity provider `idp_id` (None: the file lists it without one).
+    pub fn agent(&self, idp_id: Option<&str>, uid: &str) -> Option<&Agent> {
+        self.agents.get(&(idp_id.map(str::to_owned), uid.to_owned()))
     }
 }
 
@@ -148,7 +156,7 @@ mod tests {
     fn the_development_file_is_valid() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/dev/habilitations.toml");
         let habilitations = Habilitations::load(Path::new(path)).expect("valid");
-        assert!(habilitations.agent("cd52.orientation").is_some());
+        assert!(habilitations.agent(None, "cd52.orientation").is_some());
     }
 
     #[test]
@@ -173,5 +181,19 @@ mod tests {
             let error = Habilitations::parse(text).expect_err(text);
             assert!(error.starts_with(expected), "{error}");
         }
+    }
+
+    #[test]
+    fn the_same_uid_at_two_identity_providers_is_two_agents() {
+        let text = "[[organisations]]\nsiret = \"73282932000074\"\nnom = \"x\"\nkind = \"structure\"\n\
+                    [[organisations]]\nsiret = \"35600000000048\"\nnom = \"y\"\nkind = \"structure\"\n\
+                    [[agents]]\nuid = \"jdupont\"\nidp_id = \"idp-a\"\nsiret = \"73282932000074\"\nrole = \"agent_structure\"\n\
+                    [[agents]]\nuid = \"jdupont\"\nidp_id = \"idp-b\"\nsiret = \"35600000000048\"\nrole = \"agent_structure\"\n";
+        let habilitations = Habilitations::parse(text).expect("valid");
+        let a = habilitations.agent(Some("idp-a"), "jdupont").expect("listed");
+        let b = habilitations.agent(Some("idp-b"), "jdupont").expect("listed");
+        assert_ne!(a.organisation.siret, b.organisation.siret);
+        assert!(habilitations.agent(None, "jdupont").is_none(), "no agent jdupont without an identity provider");
+        assert!(habilitations.agent(Some("idp-c"), "jdupont").is_none());
     }
 }

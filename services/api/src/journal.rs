@@ -79,9 +79,19 @@ pub struct Row {
     pub outcome: String,
 }
 
-/// Rows about a person (as read or found) or by an agent, in a time window, oldest first.
+/// Whose reads a DPO may see: their own organisation's agents', and those of the persons of
+/// their organisation's territory (as read or found), whoever read them.
+#[derive(Debug, Clone)]
+pub struct DpoScope {
+    pub siret: String,
+    pub territory: Option<String>,
+}
+
+/// Rows about a person (as read or found) or by an agent, in a time window, oldest first,
+/// within the DPO's scope.
 pub async fn read(
     pool: &PgPool,
+    scope: &DpoScope,
     person_id: Option<Uuid>,
     agent: Option<&str>,
     since: Option<DateTime<Utc>>,
@@ -96,6 +106,9 @@ pub async fn read(
            AND ($2::text IS NULL OR agent_uid = $2)
            AND ($3::timestamptz IS NULL OR at >= $3)
            AND ($4::timestamptz IS NULL OR at < $4)
+           AND (agent_siret = $6 OR ($7::text IS NOT NULL AND (
+                person_id IN (SELECT d.person_id FROM dossiers d WHERE d.territory = $7)
+                OR persons_found && ARRAY(SELECT d.person_id FROM dossiers d WHERE d.territory = $7))))
          ORDER BY at, entry_id
          LIMIT $5",
     )
@@ -104,6 +117,8 @@ pub async fn read(
     .bind(since)
     .bind(until)
     .bind(limit)
+    .bind(&scope.siret)
+    .bind(&scope.territory)
     .fetch_all(pool)
     .await
 }

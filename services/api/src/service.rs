@@ -122,6 +122,14 @@ pub struct JournalQuery {
     pub jusqu_a: Option<String>,
 }
 
+/// Whether the caller is the person's active référent: the référent fact names an agent of a
+/// structure, so both the agent's `uid` and their organisation's SIRET must match it (a `uid`
+/// alone is unique only within one identity provider, and any agent could carry a matching one).
+fn is_referent(caller: &Caller, dossier: &Dossier) -> bool {
+    dossier.referent_uid.as_deref() == Some(caller.agent.uid.as_str())
+        && dossier.referent_siret.as_deref() == Some(caller.agent.organisation.siret.as_str())
+}
+
 impl Api {
     pub fn new(
         pool: PgPool,
@@ -142,7 +150,7 @@ impl Api {
     ) -> Result<Caller, Failure> {
         let result = match self.verifier.verify(authorization) {
             Err(rejected) => Err(Failure::Unauthenticated(rejected)),
-            Ok(claims) => match self.habilitations.agent(&claims.uid) {
+            Ok(claims) => match self.habilitations.agent(claims.idp_id.as_deref(), &claims.uid) {
                 Some(agent) if agent.organisation.siret == claims.siret => Ok(Caller { agent: agent.clone(), claims }),
                 _ => Err(Failure::NotHabilitated(claims.uid.clone())),
             },
@@ -227,7 +235,7 @@ impl Api {
         };
         Ok(Situation {
             relation,
-            referent: dossier.referent_uid.as_deref() == Some(caller.agent.uid.as_str()),
+            referent: is_referent(caller, dossier),
             opposition: dossier.opposition,
             consent_diagnostic: dossier.consent_diagnostic,
         })
@@ -245,7 +253,7 @@ impl Api {
         if !policy::purpose_allowed(role, purpose) {
             let referee = purpose == Purpose::Accompagnement
                 && role != Role::Dpo
-                && dossier.as_ref().is_some_and(|d| d.referent_uid.as_deref() == Some(caller.agent.uid.as_str()));
+                && dossier.as_ref().is_some_and(|d| is_referent(caller, d));
             if !referee {
                 let motif = if role == Role::Dpo { Motif::Role } else { Motif::MotifAcces };
                 return Err(Failure::Forbidden(motif.code()));
@@ -761,7 +769,11 @@ impl Api {
             Ok(parsed) => parsed,
             Err(failure) => return self.refuse(entry, failure).await,
         };
-        let rows = journal::read(&self.pool, person_id, query.agent.as_deref(), since, until, 1000).await?;
+        let scope = journal::DpoScope {
+            siret: caller.agent.organisation.siret.clone(),
+            territory: caller.agent.organisation.territory.clone(),
+        };
+        let rows = journal::read(&self.pool, &scope, person_id, query.agent.as_deref(), since, until, 1000).await?;
         entry.person_id = person_id;
         entry.outcome = "shown".into();
         self.journal(entry).await?;

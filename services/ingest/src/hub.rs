@@ -25,6 +25,8 @@ pub struct IngestHub {
     writers: HashMap<Family, WriterSchema>,
     publisher: Arc<Publisher>,
     topics: Topics,
+    /// The hub's state (read models) that decides a département's reach.
+    state: sqlx::PgPool,
 }
 
 /// An event ready for the producer.
@@ -46,12 +48,44 @@ impl IngestHub {
         registry: &Registry,
         publisher: Arc<Publisher>,
         topics: Topics,
+        state: sqlx::PgPool,
     ) -> Result<Self, Error> {
         let mut writers = HashMap::new();
         for family in Family::ALL {
             writers.insert(family, registry.writer(family).await?);
         }
-        Ok(Self { keys, institutions, store, writers, publisher, topics })
+        Ok(Self { keys, institutions, store, writers, publisher, topics, state })
+    }
+
+    /// Decides each event against what the hub holds about its person ([`crate::reach`]): one
+    /// query for all the events that need it.
+    pub async fn check_reach(
+        &self,
+        institution: &crate::institutions::Institution,
+        events: &[CanonicalEvent],
+    ) -> Result<Vec<Result<(), crate::scope::Denied>>, Error> {
+        let keys: Vec<String> = events
+            .iter()
+            .filter(|event| crate::reach::needs_hub_state(institution, event))
+            .flat_map(|event| {
+                std::iter::once(&event.envelope.subject).chain(&event.envelope.linked_keys).map(|k| k.as_str().to_owned())
+            })
+            .collect();
+        let held = if keys.is_empty() {
+            Vec::new()
+        } else {
+            passerelle_readmodel::held_authorities(&self.state, &keys).await.map_err(passerelle_eventlog::Error::Database)?
+        };
+        Ok(events
+            .iter()
+            .map(|event| {
+                if crate::reach::needs_hub_state(institution, event) {
+                    crate::reach::check(institution, event, &held)
+                } else {
+                    Ok(())
+                }
+            })
+            .collect())
     }
 
     /// Seals, encodes and frames an event.

@@ -17,6 +17,10 @@ pub struct Institution {
     /// For an RSA authority: the territory it covers (authority code).
     #[serde(default)]
     pub territory: Option<String>,
+    /// For a CAF or MSA caisse: the RSA authorities whose territory it serves, the only ones
+    /// that may relay its flux.
+    #[serde(default)]
+    pub serves: Vec<String>,
     #[serde(default)]
     pub name: Option<String>,
 }
@@ -24,12 +28,25 @@ pub struct Institution {
 impl Institution {
     fn check(&self) -> Result<(), String> {
         match self.kind {
-            InstitutionKind::Caf | InstitutionKind::Msa => match &self.organisme {
-                Some(organisme) => passerelle_domain::Organisme::parse(organisme)
-                    .map(|_| ())
-                    .map_err(|e| format!("institution {:?}: organisme: {e}", self.id)),
-                None => Err(format!("institution {:?}: a caisse needs its organisme number", self.id)),
-            },
+            InstitutionKind::Caf | InstitutionKind::Msa => {
+                for (index, served) in self.serves.iter().enumerate() {
+                    let authority = passerelle_domain::Authority::parse(served)
+                        .map_err(|e| format!("institution {:?}: serves[{index}]: {e}", self.id))?;
+                    if authority.as_str() != served {
+                        return Err(format!(
+                            "institution {:?}: serves[{index}]: write the authority code {:?}",
+                            self.id,
+                            authority.as_str()
+                        ));
+                    }
+                }
+                match &self.organisme {
+                    Some(organisme) => passerelle_domain::Organisme::parse(organisme)
+                        .map(|_| ())
+                        .map_err(|e| format!("institution {:?}: organisme: {e}", self.id)),
+                    None => Err(format!("institution {:?}: a caisse needs its organisme number", self.id)),
+                }
+            }
             InstitutionKind::Departement => match &self.territory {
                 Some(territory) => passerelle_domain::Authority::parse(territory)
                     .map(|authority| {
@@ -47,7 +64,11 @@ impl Institution {
                 None => Err(format!("institution {:?}: an RSA authority needs its territory", self.id)),
             },
             InstitutionKind::FranceTravail => Ok(()),
+        }?;
+        if !self.serves.is_empty() && !matches!(self.kind, InstitutionKind::Caf | InstitutionKind::Msa) {
+            return Err(format!("institution {:?}: serves is for a CAF or MSA caisse", self.id));
         }
+        Ok(())
     }
 }
 

@@ -8,6 +8,7 @@ pub mod hub;
 pub mod institutions;
 pub mod metrics;
 pub mod normalise;
+pub mod reach;
 pub mod scope;
 pub mod service;
 pub mod violations;

@@ -71,6 +71,9 @@ pub fn authorise(
             {
                 return Err(denied("territory", "the fact belongs to another RSA authority than the caller's"));
             }
+            // The fact is recorded as the caller's authority's, whatever its location said: the
+            // projection counts it only if that authority is the person's (from the hub's state).
+            event.envelope.territory = institution.territory.clone();
             event.envelope.source = source(institution, None, None);
         }
         (InstitutionKind::Departement, Family::Allocataire) => {
@@ -94,6 +97,12 @@ pub fn authorise(
                     "the caisse of the relayed dossier is not in the institutions file",
                 ));
             };
+            if !caisse.serves.iter().any(|served| Some(served) == institution.territory.as_ref()) {
+                return Err(denied(
+                    "relay.caisse",
+                    "the caisse of the relayed dossier does not serve the relaying authority's territory (serves in the institutions file)",
+                ));
+            }
             event.envelope.source = source(caisse, Some(&institution.id), Some(file));
         }
         _ => unreachable!("may_call refused the other combinations"),
@@ -125,10 +134,17 @@ mod tests {
         id = "caf-521"
         kind = "CAF"
         organisme = "521"
+        serves = ["52"]
         [[institution]]
         id = "msa-052"
         kind = "MSA"
         organisme = "052"
+        serves = ["10", "52"]
+        [[institution]]
+        id = "caf-511"
+        kind = "CAF"
+        organisme = "511"
+        serves = ["51"]
         [[institution]]
         id = "france-travail"
         kind = "FRANCE_TRAVAIL"
@@ -232,9 +248,27 @@ mod tests {
         assert_eq!(relayed.envelope.source.kind, InstitutionKind::Caf);
         assert_eq!(relayed.envelope.source.relayed_by.as_deref(), Some("cd-52"));
         assert_eq!(relayed.envelope.source.relay_file.as_deref(), Some("RSABEM.xml"));
+        // A caisse that serves another territory: its flux is not the authority's to relay,
+        // whatever the dossier's receiving authority says.
+        let mut other_caisse = event(Family::Allocataire, true, "511");
+        let denial = authorise(cd, Some("RSABEM.xml"), &institutions, &mut other_caisse).expect_err("not served");
+        assert_eq!(denial.rule, "relay.caisse");
         let mut unknown_caisse = event(Family::Allocataire, true, "999");
         let denial = authorise(cd, Some("RSABEM.xml"), &institutions, &mut unknown_caisse).expect_err("unknown caisse");
         assert_eq!(denial.rule, "relay.organisme");
+    }
+
+    #[test]
+    fn a_departements_fact_is_recorded_as_its_authoritys_whatever_the_location_says() {
+        let institutions = Institutions::from_toml(INSTITUTIONS).expect("valid");
+        let mut fact = event(Family::Orientation, true, "521");
+        fact.envelope.territory = Some("52".into());
+        authorise(institutions.get("cd-52").expect("listed"), None, &institutions, &mut fact).expect("own");
+        assert_eq!(fact.envelope.territory.as_deref(), Some("52"));
+        let mut retraction = event(Family::Orientation, true, "521");
+        retraction.envelope.territory = None;
+        authorise(institutions.get("cd-52").expect("listed"), None, &institutions, &mut retraction).expect("own");
+        assert_eq!(retraction.envelope.territory.as_deref(), Some("52"), "the pushing authority");
     }
 
     #[test]

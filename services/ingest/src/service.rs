@@ -116,6 +116,10 @@ async fn prepare_one<T>(
     event: &T,
 ) -> Result<crate::hub::Prepared, Refusal> {
     let canonical = canonical_of(hub, caller, family, normaliser, event)?;
+    let verdict = hub.check_reach(&caller.institution, std::slice::from_ref(&canonical)).await.map_err(state_unreadable)?;
+    if let Some(Err(denial)) = verdict.into_iter().next() {
+        return Err(denied_by_state(caller, family, &canonical, denial));
+    }
     hub.prepare(canonical).await.map_err(|error| {
         tracing::error!(error = %error, "event could not be sealed or encoded");
         Refusal::Internal("the event could not be prepared; retry later".into())
@@ -145,6 +149,22 @@ fn canonical_of<T>(
         },
     )?;
     Ok(canonical)
+}
+
+fn state_unreadable(error: crate::Error) -> Refusal {
+    tracing::error!(error = %error, "the hub's state could not be read to decide the caller's reach");
+    Refusal::Unavailable("the hub's state could not be read to decide the caller's reach".into())
+}
+
+fn denied_by_state(caller: &Caller, family: Family, canonical: &CanonicalEvent, denial: Denied) -> Refusal {
+    tracing::warn!(
+        institution = %caller.institution.id,
+        family = family.label(),
+        rule = denial.rule,
+        event_id = %canonical.envelope.event_id,
+        "publish denied"
+    );
+    Refusal::Denied(denial)
 }
 
 fn publish_error(error: PublishError) -> Refusal {
@@ -288,6 +308,35 @@ fn publish_stream<T: Send + Sync + 'static>(
                         }
                     }
                 }
+                let valid = match hub.check_reach(&caller.institution, &valid.iter().map(|(_, e)| e.clone()).collect::<Vec<_>>()).await {
+                    Ok(verdicts) => {
+                        let mut reachable = Vec::with_capacity(valid.len());
+                        for ((position, canonical), verdict) in valid.into_iter().zip(verdicts) {
+                            match verdict {
+                                Ok(()) => reachable.push((position, canonical)),
+                                Err(denial) => {
+                                    if let Some(Ok((_, _, slot, _))) = items.get_mut(position) {
+                                        *slot = Err(denied_by_state(&caller, family, &canonical, denial));
+                                    }
+                                }
+                            }
+                        }
+                        reachable
+                    }
+                    Err(error) => {
+                        let refusal = state_unreadable(error);
+                        let reason = match refusal {
+                            Refusal::Unavailable(reason) => reason,
+                            _ => String::new(),
+                        };
+                        for (position, _) in &valid {
+                            if let Some(Ok((_, _, slot, _))) = items.get_mut(*position) {
+                                *slot = Err(Refusal::Unavailable(reason.clone()));
+                            }
+                        }
+                        Vec::new()
+                    }
+                };
                 let (positions, canonical): (Vec<usize>, Vec<CanonicalEvent>) = valid.into_iter().unzip();
                 let outcomes: Vec<Result<crate::hub::Prepared, Refusal>> = match hub.prepare_many(canonical).await {
                     Ok(prepared) => prepared.into_iter().map(Ok).collect(),

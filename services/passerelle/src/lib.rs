@@ -172,6 +172,7 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
             &registry,
             publisher.clone(),
             topics.clone(),
+            pool.clone(),
         )
         .await?,
     );
@@ -370,7 +371,7 @@ pub fn dev_token(config: &Config, agent: &str, key: &std::path::Path, ttl_second
     let habilitations = passerelle_api::habilitations::Habilitations::load(&config.api.habilitations_file)
         .map_err(anyhow::Error::msg)?;
     let listed = habilitations
-        .agent(agent)
+        .agent(None, agent)
         .ok_or_else(|| anyhow::anyhow!("no agent {agent:?} in {}", config.api.habilitations_file.display()))?;
     let der = std::fs::read(key).with_context(|| {
         format!("cannot read the development signing key {} (infra/dev-pki.sh writes it)", key.display())
@@ -385,6 +386,7 @@ pub fn dev_token(config: &Config, agent: &str, key: &std::path::Path, ttl_second
         uid: agent.to_owned(),
         email: format!("{agent}@agents.invalid"),
         siret: listed.organisation.siret.clone(),
+        idp_id: listed.idp_id.clone(),
     };
     passerelle_api::auth::mint(&der, &claims).map_err(anyhow::Error::msg)
 }

@@ -483,11 +483,20 @@ impl Applier {
         pending.flush(tx).await?;
         let column = if is_retraction { "retracted_by" } else { "superseded_by" };
         let marked = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE person_events SET {column} = $3 WHERE source = $1 AND event_id = $2 RETURNING person_id, household_key"
+            "UPDATE person_events SET {column} = $3 WHERE source = $1 AND event_id = $2 AND subject_key = ANY($4)
+             RETURNING person_id, household_key"
         )))
         .bind(source)
         .bind(&target)
         .bind(event_id)
+        // Only an event of the same source about the same subject (one the correction names
+        // among its identifiers): a source cannot rewrite its facts about someone else.
+        .bind(
+            std::iter::once(&envelope.subject)
+                .chain(&envelope.linked_keys)
+                .map(|key| key.as_str().to_owned())
+                .collect::<Vec<_>>(),
+        )
         .fetch_all(&mut **tx)
         .await?;
         for row in marked {
@@ -938,6 +947,7 @@ pub(crate) fn facts_of(rows: Vec<sqlx::postgres::PgRow>) -> Result<Vec<Fact>, Er
             let role: Option<String> = row.try_get("role")?;
             Ok(Fact {
                 event_id: row.try_get("event_id")?,
+                family: row.try_get("family")?,
                 occurred_at: row.try_get("occurred_at")?,
                 recorded_at: row.try_get("recorded_at")?,
                 territory: row.try_get("territory")?,
@@ -956,4 +966,4 @@ pub(crate) const INCOMPLETE: &str = "UPDATE dossiers SET incomplete = EXISTS (
             SELECT subject_key FROM subject_links WHERE person_id = $1)))
     WHERE person_id = $1";
 
-pub(crate) const FACT_COLUMNS: &str = "event_id, occurred_at, recorded_at, territory, household_key, role, fact::text AS fact, superseded_by, retracted_by";
+pub(crate) const FACT_COLUMNS: &str = "event_id, family, occurred_at, recorded_at, territory, household_key, role, fact::text AS fact, superseded_by, retracted_by";

@@ -173,8 +173,8 @@ async fn insert_events(tx: &mut Transaction<'_, Postgres>, rows: Vec<EventRow>) 
          SELECT u.person_id, u.source, u.event_id, u.family, u.event_type, u.occurred_at, u.recorded_at, u.relayed_by,
                 u.household_key, u.territory, u.fact::jsonb, u.corrects, u.role, u.subject_key,
                 u.sealed_key_id, u.sealed_nonce, u.sealed_data, u.commune, u.organisme,
-                (SELECT event_id FROM person_events c WHERE c.source = u.source AND c.corrects = u.event_id AND c.event_type <> 'retraction' LIMIT 1),
-                (SELECT event_id FROM person_events c WHERE c.source = u.source AND c.corrects = u.event_id AND c.event_type = 'retraction' LIMIT 1)
+                (SELECT event_id FROM person_events c WHERE c.source = u.source AND c.corrects = u.event_id AND c.event_type <> 'retraction' AND (c.subject_key = u.subject_key OR u.subject_key IN (SELECT l.subject_key FROM subject_links l WHERE l.person_id = c.person_id)) LIMIT 1),
+                (SELECT event_id FROM person_events c WHERE c.source = u.source AND c.corrects = u.event_id AND c.event_type = 'retraction' AND (c.subject_key = u.subject_key OR u.subject_key IN (SELECT l.subject_key FROM subject_links l WHERE l.person_id = c.person_id)) LIMIT 1)
          FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::timestamptz[],
                      $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::uuid[],
                      $16::bytea[], $17::bytea[], $18::text[], $19::text[])

@@ -2,6 +2,13 @@
 //! they happened (`occurred_at`, then when the hub recorded them), never in arrival order, so a
 //! late event never overwrites a newer fact. Superseded (corrected) and retracted events are
 //! left out.
+//!
+//! Reach is decided by the facts that legally decide it (DESIGN.md, trust rules): a person's
+//! territory comes from their CAF/MSA dossier only (its receiving authority and address, a
+//! mutation), never from the location a département or France Travail writes in a fact. A
+//! département's fact (orientation, référent, contract, opposition, consent) counts only if the
+//! authority that pushed it is the person's authority when it happened; a move to another
+//! authority ends the référent of the former one.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use passerelle_domain::{RightState, event::Payload};
@@ -10,8 +17,12 @@ use passerelle_domain::{RightState, event::Payload};
 #[derive(Debug, Clone)]
 pub struct Fact {
     pub event_id: String,
+    /// The source family (`allocataire`, `demandeur_emploi`, `orientation`).
+    pub family: String,
     pub occurred_at: DateTime<Utc>,
     pub recorded_at: DateTime<Utc>,
+    /// For a CAF/MSA fact, the authority its content places the person in; for a département's
+    /// fact, the authority that pushed it (the ingestion sets it to the caller's).
     pub territory: Option<String>,
     pub household_key: Option<String>,
     pub role: Option<String>,
@@ -58,15 +69,48 @@ fn in_order(facts: &[Fact]) -> Vec<&Fact> {
     ordered
 }
 
+/// Whether a fact may decide the person's territory: only the CAF/MSA dossier's facts do.
+fn decides_territory(fact: &Fact) -> bool {
+    fact.family == "allocataire"
+}
+
+/// The authority of the person when `at` happened, from their CAF/MSA facts: the latest one
+/// at or before `at`, or, before the first one, the authority that first fact names (a
+/// département acts on a dossier it received; its earlier facts belong to that authority).
+fn authority_at<'a>(territories: &[(DateTime<Utc>, &'a str)], at: DateTime<Utc>) -> Option<&'a str> {
+    territories.iter().take_while(|(since, _)| *since <= at).last().or_else(|| territories.first()).map(|(_, t)| *t)
+}
+
 /// Folds a person's own events into their dossier (the right state comes from the household,
 /// see [`right_state`]).
 pub fn dossier(facts: &[Fact]) -> State {
     let mut state = State::default();
-    for fact in in_order(facts) {
+    let ordered = in_order(facts);
+    let territories: Vec<(DateTime<Utc>, &str)> = ordered
+        .iter()
+        .filter(|fact| decides_territory(fact))
+        .filter_map(|fact| fact.territory.as_deref().map(|territory| (fact.occurred_at, territory)))
+        .collect();
+    for fact in ordered {
+        if fact.family == "orientation" {
+            let pushed_by = fact.territory.as_deref();
+            if pushed_by.is_none() || pushed_by != authority_at(&territories, fact.occurred_at) {
+                // Not the person's authority at the time: the fact stays in the timeline, it
+                // decides nothing.
+                continue;
+            }
+        }
         state.last_contact_at = Some(fact.occurred_at);
-        if let Some(territory) = &fact.territory
+        if decides_territory(fact)
+            && let Some(territory) = &fact.territory
             && state.territory.as_ref() != Some(territory)
         {
+            if state.territory.is_some() {
+                // A move: the former authority's référent no longer accompanies the person.
+                state.referent_uid = None;
+                state.referent_siret = None;
+                state.referent_since = None;
+            }
             state.previous_territory = state.territory.take();
             state.territory = Some(territory.clone());
             state.territory_since = Some(fact.occurred_at);
@@ -176,8 +220,14 @@ mod tests {
     }
 
     fn fact(id: &str, day: u32, payload: Payload) -> Fact {
+        let family = match &payload {
+            Payload::SddChanged { .. } | Payload::RsaRightOpened { .. } => "allocataire",
+            Payload::Inscription { .. } | Payload::Radiation { .. } => "demandeur_emploi",
+            _ => "orientation",
+        };
         Fact {
             event_id: id.into(),
+            family: family.into(),
             occurred_at: at(day),
             recorded_at: at(28),
             territory: Some("52".into()),
@@ -192,8 +242,9 @@ mod tests {
     fn a_late_event_does_not_overwrite_a_newer_fact() {
         let newer = fact("b", 10, Payload::OppositionWithdrawn);
         let older_arriving_later = fact("a", 5, Payload::OppositionRecorded);
-        assert!(!dossier(&[newer.clone(), older_arriving_later.clone()]).opposition);
-        assert!(!dossier(&[older_arriving_later, newer]).opposition);
+        let dossier_received = fact("0", 1, Payload::SddChanged { soumis: true });
+        assert!(!dossier(&[newer.clone(), older_arriving_later.clone(), dossier_received.clone()]).opposition);
+        assert!(!dossier(&[dossier_received, older_arriving_later, newer]).opposition);
     }
 
     #[test]
@@ -201,13 +252,14 @@ mod tests {
         let first = AgentRef { uid: "a1".into(), siret: "73282932000074".into() };
         let second = AgentRef { uid: "a2".into(), siret: "73282932000074".into() };
         let facts = vec![
+            fact("0", 1, Payload::SddChanged { soumis: true }),
             fact("1", 1, Payload::ReferentAssigned { referent: first }),
             fact("2", 2, Payload::ReferentAssigned { referent: second }),
             fact("3", 3, Payload::ReferentEnded { uid: "a1".into() }),
         ];
         assert_eq!(dossier(&facts).referent_uid.as_deref(), Some("a2"), "ending a former référent ends nothing");
         let mut retracted = facts.clone();
-        retracted[1].active = false;
+        retracted[2].active = false;
         assert_eq!(dossier(&retracted).referent_uid, None, "with the second assignment retracted, a1 was ended");
     }
 
@@ -230,5 +282,50 @@ mod tests {
         assert_eq!(state.territory.as_deref(), Some("69M"));
         assert_eq!(state.previous_territory.as_deref(), Some("52"));
         assert_eq!(state.territory_since, Some(at(8)));
+    }
+
+    #[test]
+    fn only_the_caf_dossier_decides_the_territory() {
+        let mut claimed = fact("2", 5, Payload::OrientationRequested { origine: passerelle_domain::OrientationOrigin::Initiale });
+        claimed.territory = Some("51".into());
+        let mut ft = fact("3", 6, Payload::Radiation { motif: None, date_radiation: None });
+        ft.territory = Some("69M".into());
+        let state = dossier(&[fact("1", 2, Payload::SddChanged { soumis: true }), claimed, ft]);
+        assert_eq!(state.territory.as_deref(), Some("52"));
+        assert_eq!(state.previous_territory, None, "nobody moved");
+        assert_eq!(state.orientation_status, None, "another authority's orientation decides nothing");
+    }
+
+    #[test]
+    fn another_authoritys_referent_is_never_the_persons() {
+        let intruder = AgentRef { uid: "cd51.agent".into(), siret: "22510001700011".into() };
+        let mut takeover = fact("2", 5, Payload::ReferentAssigned { referent: intruder });
+        takeover.territory = Some("51".into());
+        let state = dossier(&[fact("1", 2, Payload::SddChanged { soumis: true }), takeover.clone()]);
+        assert_eq!(state.referent_uid, None);
+        // Nor before the CAF dossier arrives, nor for a person the CAF never placed anywhere.
+        assert_eq!(dossier(&[takeover.clone()]).referent_uid, None);
+        let mut early = takeover;
+        early.occurred_at = at(1);
+        assert_eq!(dossier(&[fact("1", 2, Payload::SddChanged { soumis: true }), early]).referent_uid, None);
+    }
+
+    #[test]
+    fn a_move_ends_the_former_authoritys_referent_and_its_earlier_facts_stay_its_own() {
+        let referent = AgentRef { uid: "cd52.referent".into(), siret: "73282932000074".into() };
+        let assigned = fact("2", 3, Payload::ReferentAssigned { referent });
+        let mut moved = fact("3", 8, Payload::SddChanged { soumis: true });
+        moved.territory = Some("51".into());
+        let before_move = dossier(&[fact("1", 2, Payload::SddChanged { soumis: true }), assigned.clone()]);
+        assert_eq!(before_move.referent_uid.as_deref(), Some("cd52.referent"));
+        let after = dossier(&[fact("1", 2, Payload::SddChanged { soumis: true }), assigned, moved]);
+        assert_eq!(after.referent_uid, None);
+        assert_eq!(after.territory.as_deref(), Some("51"));
+        let mut late_from_former = fact("4", 9, Payload::OppositionRecorded);
+        late_from_former.territory = Some("52".into());
+        let mut moved_again = fact("3", 8, Payload::SddChanged { soumis: true });
+        moved_again.territory = Some("51".into());
+        let state = dossier(&[fact("1", 2, Payload::SddChanged { soumis: true }), moved_again, late_from_former]);
+        assert!(!state.opposition, "the former authority acts no more after the move");
     }
 }

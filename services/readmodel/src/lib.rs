@@ -156,3 +156,31 @@ pub async fn timeline(pool: &PgPool, person_id: Uuid) -> Result<Vec<TimelineEntr
     .fetch_all(pool)
     .await
 }
+
+/// The authority the hub holds for a person, from their CAF/MSA dossier (the projected
+/// dossier's territory and the move that led there).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct HeldAuthority {
+    /// The subject key asked about.
+    pub subject_key: String,
+    pub territory: Option<String>,
+    pub previous_territory: Option<String>,
+    pub territory_since: Option<DateTime<Utc>>,
+}
+
+/// For each of `subject_keys` linked to a person, the authority the hub holds for that person
+/// (following merges). Keys of no known person are absent from the answer.
+pub async fn held_authorities<'e, E>(executor: E, subject_keys: &[String]) -> Result<Vec<HeldAuthority>, sqlx::Error>
+where
+    E: sqlx::PgExecutor<'e>,
+{
+    sqlx::query_as(
+        "SELECT l.subject_key, d.territory, d.previous_territory, d.territory_since
+         FROM subject_links l JOIN persons p USING (person_id)
+         JOIN dossiers d ON d.person_id = COALESCE(p.merged_into, p.person_id)
+         WHERE l.subject_key = ANY($1)",
+    )
+    .bind(subject_keys)
+    .fetch_all(executor)
+    .await
+}

@@ -1,0 +1,297 @@
+//! The trust boundaries, attacked as a caller would: every field a caller can set is set to
+//! widen its reach, and the hub's answer must come from its own state (the CAF/MSA dossier,
+//! the référent fact, the habilitations file), never from the pushed field.
+
+mod fixtures;
+
+use std::time::{Duration, Instant};
+
+use fixtures::*;
+use passerelle_e2e::TestHub;
+use passerelle_ingest::proto::{
+    self, Location, allocataire_ingest_client::AllocataireIngestClient,
+    demandeur_emploi_ingest_client::DemandeurEmploiIngestClient, orientation_event::Fact as Cd,
+    orientation_ingest_client::OrientationIngestClient,
+};
+use serde_json::Value;
+use uuid::Uuid;
+
+const NIR_PETIT: &str = "2910452121007";
+
+/// A fact of the Ville de Paris that claims, in its location, to be Paris's.
+fn from_paris(event_id: &str, when: &str, who: Option<proto::Person>, fact: Cd) -> proto::OrientationEvent {
+    let mut event = cd(event_id, when, who, fact);
+    event.location = Some(Location { receiving_authority: "075".into(), commune: "75056".into() });
+    event
+}
+
+fn paris_referent() -> proto::Agent {
+    proto::Agent { uid: "cd75.orientation".into(), email: "agent@paris.example".into(), siret: "22750000100002".into() }
+}
+
+struct Reader {
+    http: reqwest::Client,
+    base: String,
+    hub: passerelle::config::Config,
+    key: std::path::PathBuf,
+}
+
+impl Reader {
+    fn token(&self, agent: &str) -> String {
+        passerelle::dev_token(&self.hub, agent, &self.key, 600).expect("a development token")
+    }
+
+    /// A token of the agent `uid` of another identity provider (as ProConnect would sign it).
+    fn token_of_idp(&self, uid: &str, idp: &str, siret: &str) -> String {
+        let now = chrono::Utc::now().timestamp();
+        let claims = passerelle_api::auth::Claims {
+            iss: self.hub.api.issuer.clone(),
+            aud: self.hub.api.audience.clone(),
+            sub: format!("{idp}-{uid}"),
+            exp: now + 600,
+            iat: now,
+            uid: uid.into(),
+            email: format!("{uid}@{idp}.example"),
+            siret: siret.into(),
+            idp_id: Some(idp.into()),
+        };
+        let der = std::fs::read(&self.key).expect("the development key");
+        passerelle_api::auth::mint(&der, &claims).expect("a token")
+    }
+
+    async fn dossier_with(&self, token: &str, person: Uuid, purpose: &str) -> anyhow::Result<(u16, Value)> {
+        let response = self
+            .http
+            .get(format!("{}/api/v1/dossiers/{person}", self.base))
+            .bearer_auth(token)
+            .header("X-Motif-Acces", purpose)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
+    async fn dossier(&self, agent: &str, person: Uuid, purpose: &str) -> anyhow::Result<(u16, Value)> {
+        self.dossier_with(&self.token(agent), person, purpose).await
+    }
+
+    async fn journal(&self, agent: &str) -> anyhow::Result<Vec<Value>> {
+        let response =
+            self.http.get(format!("{}/api/v1/journal", self.base)).bearer_auth(self.token(agent)).send().await?;
+        anyhow::ensure!(response.status().as_u16() == 200, "journal: {}", response.status());
+        let body: Value = response.json().await?;
+        Ok(body["entrees"].as_array().cloned().unwrap_or_default())
+    }
+}
+
+async fn wait_for(pool: &sqlx::PgPool, events: i64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM person_events").fetch_one(pool).await?;
+        if count >= events {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the facts were not projected ({count} of {events} events)");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn denied_rule(status: &tonic::Status) -> String {
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    status.message().split(':').next().unwrap_or_default().trim_start_matches("rule ").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_departement_takes_over_a_person_of_another_territory_by_what_it_pushes() -> anyhow::Result<()> {
+    let hub = TestHub::spawn().await?;
+    let pool = hub.running.pool.clone();
+    let keys = hub.subject_keys();
+    let mut caf_client = AllocataireIngestClient::new(hub.channel_as("caf-521").await?);
+    let mut ft_client = DemandeurEmploiIngestClient::new(hub.channel_as("france-travail").await?);
+    let mut paris = OrientationIngestClient::new(hub.channel_as("cd-75").await?);
+    let mut haute_marne = OrientationIngestClient::new(hub.channel_as("cd-52").await?);
+
+    // Legrand's CAF dossier is received by the Haute-Marne; the hub holds her there.
+    caf_client.publish(caf("t-caf-1", "2026-09-20T09:00:00+02:00", legrand(), "DEM", right_opened())).await?;
+    caf_client.publish(caf("t-caf-2", "2026-09-20T09:00:01+02:00", legrand(), "DEM", sdd(true))).await?;
+    wait_for(&pool, 2).await?;
+
+    // Paris pushes an orientation request and a référent of its own for her, with its own
+    // code in the location: refused, naming the rule, nothing published.
+    let attacks = [
+        from_paris(
+            "t-75-1",
+            "2026-10-01T09:00:00+02:00",
+            legrand(),
+            Cd::OrientationRequested(proto::OrientationRequested { origine: "DEMENAGEMENT".into() }),
+        ),
+        from_paris(
+            "t-75-2",
+            "2026-10-01T09:00:01+02:00",
+            legrand(),
+            Cd::ReferentAssigned(proto::ReferentAssigned { referent: Some(paris_referent()) }),
+        ),
+        // Through a weaker identifier of hers only (the NIR left out).
+        from_paris(
+            "t-75-3",
+            "2026-10-01T09:00:02+02:00",
+            person("", FT_LEGRAND, "", "", ""),
+            Cd::ConsentGiven(proto::ConsentGiven {}),
+        ),
+    ];
+    // Her France Travail id is linked to her first (France Travail writes a Paris commune:
+    // France Travail's location decides nobody's territory).
+    let mut ft_fact = ft_inscription("t-ft-1", person(NIR_LEGRAND, FT_LEGRAND, "", "", ""));
+    ft_fact.location = Some(Location { receiving_authority: String::new(), commune: "75056".into() });
+    ft_client.publish(ft_fact).await?;
+    wait_for(&pool, 3).await?;
+    let mut refused = 0;
+    for attack in attacks {
+        let status = paris.publish(attack).await.expect_err("a takeover is refused");
+        assert_eq!(denied_rule(&status), "territory.held", "{status:?}");
+        refused += 1;
+    }
+    // And in a batch stream.
+    let replies = paris
+        .publish_batch(tokio_stream::iter(vec![from_paris(
+            "t-75-4",
+            "2026-10-01T09:00:03+02:00",
+            legrand(),
+            Cd::OppositionWithdrawn(proto::OppositionWithdrawn {}),
+        )]))
+        .await?
+        .into_inner();
+    let replies: Vec<proto::BatchReply> = tokio_stream::StreamExt::collect::<Result<Vec<_>, _>>(replies).await?;
+    assert_eq!(replies[0].status, proto::batch_reply::Status::Denied as i32, "{:?}", replies[0]);
+    assert!(replies[0].message.contains("territory.held"), "{}", replies[0].message);
+    refused += 1;
+
+    // Petit is not known to the hub yet: Paris's facts about her are accepted (nothing to
+    // decide against), then her CAF dossier arrives, received by the Haute-Marne.
+    let petit = || person(NIR_PETIT, "", "PETIT", "Lucie", "1991-04-17");
+    paris
+        .publish(from_paris(
+            "t-75-5",
+            "2026-09-01T09:00:00+02:00",
+            petit(),
+            Cd::ReferentAssigned(proto::ReferentAssigned { referent: Some(paris_referent()) }),
+        ))
+        .await?;
+    paris.publish(from_paris("t-75-6", "2026-09-01T09:00:01+02:00", petit(), Cd::ConsentGiven(proto::ConsentGiven {}))).await?;
+    let mut petit_caf = caf("t-caf-3", "2026-09-20T09:00:00+02:00", petit(), "DEM", sdd(true));
+    petit_caf.household = Some(proto::Household { organisme: "521".into(), matricule: "3055990".into(), role: "DEM".into() });
+    caf_client.publish(petit_caf).await?;
+    // Her own département's référent, after.
+    haute_marne
+        .publish(cd(
+            "t-52-1",
+            "2026-10-05T09:00:00+02:00",
+            petit(),
+            Cd::ReferentAssigned(proto::ReferentAssigned { referent: Some(referent()) }),
+        ))
+        .await?;
+    wait_for(&pool, 7).await?;
+
+    let person_of = |nir: &str| {
+        let key = keys.nir(&passerelle_domain::Nir::parse(nir).expect("nir")).as_str().to_owned();
+        let pool = pool.clone();
+        async move { passerelle_readmodel::person_of_subject(&pool, &key).await }
+    };
+    let legrand_id = person_of(NIR_LEGRAND).await?.expect("Legrand");
+    let petit_id = person_of(NIR_PETIT).await?.expect("Petit");
+    for person in [legrand_id, petit_id] {
+        let dossier = passerelle_readmodel::dossier(&pool, person).await?.expect("a dossier");
+        assert_eq!(dossier.territory.as_deref(), Some("52"), "only the CAF dossier decides the territory");
+        assert_eq!(dossier.previous_territory, None, "nobody moved");
+    }
+    let petit_dossier = passerelle_readmodel::dossier(&pool, petit_id).await?.expect("a dossier");
+    assert_eq!(petit_dossier.referent_uid.as_deref(), Some("agent-cd52-0042"), "Paris's référent counts for nothing");
+    assert!(!petit_dossier.consent_diagnostic, "nor Paris's consent");
+
+    let reader = Reader {
+        http: reqwest::Client::new(),
+        base: format!("http://{}", hub.running.http_addr),
+        hub: hub.config.clone(),
+        key: hub.credentials_dir.join("oidc-dev-key.der"),
+    };
+    // Paris's agent, named référent by Paris's own facts: not found, for any purpose.
+    for person in [legrand_id, petit_id] {
+        for purpose in ["orientation", "accompagnement"] {
+            let (status, body) = reader.dossier("cd75.orientation", person, purpose).await?;
+            assert_eq!(status, 404, "{purpose}: {body}");
+        }
+        // The real authority still sees its person, not "moved out".
+        let (status, body) = reader.dossier("cd52.orientation", person, "orientation").await?;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.get("demenagement").is_none(), "{body}");
+    }
+
+    // The référent is an agent of a structure: the same uid vouched for by another identity
+    // provider, for another structure, is someone else.
+    let (status, _) = reader.dossier("agent-cd52-0042", petit_id, "accompagnement").await?;
+    assert_eq!(status, 200, "the real référent reads the dossier they accompany");
+    let impostor = reader.token_of_idp("agent-cd52-0042", "idp-autre", "35600000000006");
+    let (status, body) = reader.dossier_with(&impostor, petit_id, "accompagnement").await?;
+    assert_eq!(status, 404, "{body}");
+    // A token claiming the référent's SIRET for the other identity provider's agent is refused
+    // outright: the habilitations file decides the organisation.
+    let claimed = reader.token_of_idp("agent-cd52-0042", "idp-autre", "73282932000074");
+    let (status, body) = reader.dossier_with(&claimed, petit_id, "accompagnement").await?;
+    assert_eq!(status, 403, "{body}");
+
+    // DPOs read the journal of their own organisation and territory only.
+    let haute_marne_dpo = reader.journal("cd52.dpo").await?;
+    let paris_dpo = reader.journal("cd75.dpo").await?;
+    let sirets = |rows: &[Value]| -> Vec<String> {
+        rows.iter().filter_map(|row| row["agent_siret"].as_str().map(str::to_owned)).collect()
+    };
+    assert!(!haute_marne_dpo.is_empty() && !paris_dpo.is_empty());
+    // Paris's agent read Haute-Marne persons: the Haute-Marne DPO sees those reads.
+    assert!(sirets(&haute_marne_dpo).iter().any(|s| s == "22750000100002"));
+    // The Haute-Marne's agents read Haute-Marne persons: the Paris DPO sees none of it.
+    assert!(sirets(&paris_dpo).iter().all(|s| s == "22750000100002"), "{:?}", sirets(&paris_dpo));
+    for row in &paris_dpo {
+        assert!(row["agent_siret"].as_str() == Some("22750000100002"), "{row}");
+    }
+
+    eprintln!("attacks refused at ingestion: {refused}; read attempts refused: 6");
+    hub.running.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_correction_never_rewrites_a_fact_about_someone_else() -> anyhow::Result<()> {
+    let hub = TestHub::spawn().await?;
+    let pool = hub.running.pool.clone();
+    let keys = hub.subject_keys();
+    let mut caf_client = AllocataireIngestClient::new(hub.channel_as("caf-521").await?);
+    caf_client.publish(caf("c-1", "2026-09-20T09:00:00+02:00", legrand(), "DEM", sdd(true))).await?;
+    // The same caisse "corrects" Legrand's fact with a fact about Fontaine, and retracts it
+    // from Fontaine's dossier.
+    let mut correction = caf("c-2", "2026-09-21T09:00:00+02:00", fontaine(), "CJT", sdd(false));
+    correction.corrects_event_id = "c-1".into();
+    caf_client.publish(correction).await?;
+    let mut retraction = caf(
+        "c-3",
+        "2026-09-22T09:00:00+02:00",
+        fontaine(),
+        "CJT",
+        proto::allocataire_event::Fact::Retraction(proto::Retraction {
+            retracted_event_id: "c-1".into(),
+            reason: String::new(),
+        }),
+    );
+    retraction.location = in_52();
+    caf_client.publish(retraction).await?;
+    wait_for(&pool, 3).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let key = keys.nir(&passerelle_domain::Nir::parse(NIR_LEGRAND)?).as_str().to_owned();
+    let legrand_id = passerelle_readmodel::person_of_subject(&pool, &key).await?.expect("Legrand");
+    let dossier = passerelle_readmodel::dossier(&pool, legrand_id).await?.expect("a dossier");
+    assert!(dossier.sdd, "Legrand's fact stands");
+    let (superseded, retracted): (Option<String>, Option<String>) =
+        sqlx::query_as("SELECT superseded_by, retracted_by FROM person_events WHERE event_id = 'c-1'")
+            .fetch_one(&pool)
+            .await?;
+    assert_eq!((superseded, retracted), (None, None));
+    hub.running.shutdown().await
+}
