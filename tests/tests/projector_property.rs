@@ -142,7 +142,9 @@ fn generate(seed: u64, persons: usize) -> (Vec<Synthetic>, Vec<Generated>, Vec<S
                 id: format!("prop-{index}-{step}"),
                 person: index,
                 minute,
-                territory: if orientation { "52" } else { territory },
+                // A département's fact is pushed by the person's authority at the time: set
+                // below, once the CAF facts that decide it are known.
+                territory: if orientation { "" } else { territory },
                 effect,
                 corrects: None,
             });
@@ -162,8 +164,16 @@ fn generate(seed: u64, persons: usize) -> (Vec<Synthetic>, Vec<Generated>, Vec<S
                     ..original
                 });
             }
-        } else if random.chance(5) {
+        } else if random.chance(5) && !decides_a_move(&events, index) {
             retracted.push(events[index].id.clone());
+        }
+    }
+    // Each département fact comes from the person's authority when it happened, as the CAF
+    // facts that stand decide it (ingestion refuses others, and they would count for nothing).
+    for index in 0..events.len() {
+        if events[index].territory.is_empty() {
+            let authority = authority_at(&events, &retracted, events[index].person, events[index].minute);
+            events[index].territory = authority.unwrap_or("52");
         }
     }
     let mut cases = HardCases {
@@ -173,12 +183,58 @@ fn generate(seed: u64, persons: usize) -> (Vec<Synthetic>, Vec<Generated>, Vec<S
     };
     for (index, person) in people.iter().enumerate() {
         let mine: Vec<&Generated> = events.iter().filter(|e| e.person == index).collect();
-        cases.moves += mine.windows(2).filter(|w| w[0].territory != w[1].territory).count() as u32;
+        let caf: Vec<&&Generated> = mine.iter().filter(|e| is_caf(&e.effect)).collect();
+        cases.moves += caf.windows(2).filter(|w| w[0].territory != w[1].territory).count() as u32;
         if person.ft_only_until >= 0 {
             cases.secondary_id_only += mine.iter().filter(|e| e.minute <= person.ft_only_until).count() as u32;
         }
     }
     (people, events, retracted, cases)
+}
+
+fn is_caf(effect: &Effect) -> bool {
+    matches!(effect, Effect::Sdd(_) | Effect::RightOpen | Effect::RightSuspended)
+}
+
+fn is_departement(effect: &Effect) -> bool {
+    matches!(
+        effect,
+        Effect::Opposition(_)
+            | Effect::Consent(_)
+            | Effect::Referent(_)
+            | Effect::ReferentEnded(_)
+            | Effect::Oriented(_)
+    )
+}
+
+/// The person's CAF facts that stand (not corrected, not retracted), oldest first.
+fn standing_caf<'a>(events: &'a [Generated], retracted: &[String], person: usize) -> Vec<&'a Generated> {
+    let corrected: Vec<&String> = events.iter().filter_map(|e| e.corrects.as_ref()).collect();
+    let mut caf: Vec<&Generated> = events
+        .iter()
+        .filter(|e| e.person == person && is_caf(&e.effect))
+        .filter(|e| !corrected.contains(&&e.id) && !retracted.contains(&e.id))
+        .collect();
+    caf.sort_by_key(|e| e.minute);
+    caf
+}
+
+/// The person's authority at `minute` (DOMAIN.md: the CAF dossier's receiving authority): the
+/// latest standing CAF fact at or before it, else the first one.
+fn authority_at(events: &[Generated], retracted: &[String], person: usize, minute: i64) -> Option<&'static str> {
+    let caf = standing_caf(events, retracted, person);
+    caf.iter().take_while(|e| e.minute <= minute).last().or(caf.first()).map(|e| e.territory)
+}
+
+/// Whether retracting the CAF fact `index` would change when the person moved.
+fn decides_a_move(events: &[Generated], index: usize) -> bool {
+    if !is_caf(&events[index].effect) {
+        return false;
+    }
+    let caf = standing_caf(events, &[], events[index].person);
+    let Some(at) = caf.iter().position(|e| e.id == events[index].id) else { return true };
+    let territory = caf[at].territory;
+    (at > 0 && caf[at - 1].territory != territory) || caf.get(at + 1).is_some_and(|next| next.territory != territory)
 }
 
 /// The oracle: the dossier DOMAIN.md describes, folded from the generated facts.
@@ -207,7 +263,19 @@ fn oracle(events: &[Generated], retracted: &[String], person: usize) -> Expected
         if corrected.contains(&&event.id) || retracted.contains(&event.id) {
             continue;
         }
-        expected.territory = Some(event.territory.to_owned());
+        if is_departement(&event.effect)
+            && authority_at(events, retracted, person, event.minute) != Some(event.territory)
+        {
+            // Not the person's authority at the time: it decides nothing.
+            continue;
+        }
+        if is_caf(&event.effect) {
+            if expected.territory.as_deref().is_some_and(|t| t != event.territory) {
+                // A move ends the former authority's référent.
+                expected.referent = None;
+            }
+            expected.territory = Some(event.territory.to_owned());
+        }
         match &event.effect {
             Effect::Sdd(value) => expected.sdd = *value,
             Effect::RightOpen => expected.right_state = Some("2".into()),
@@ -343,7 +411,8 @@ struct Workload {
     retracted: Vec<String>,
     caf: Vec<AllocataireEvent>,
     ft: Vec<DemandeurEmploiEvent>,
-    cd: Vec<OrientationEvent>,
+    /// The département facts, with the authority that pushes them.
+    cd: Vec<(&'static str, OrientationEvent)>,
     duplicates: usize,
 }
 
@@ -378,6 +447,7 @@ fn workload(seed: u64, persons: usize) -> Workload {
         *previous = (*previous).max(*minute);
     }
     let (mut caf, mut ft, mut cd) = (Vec::new(), Vec::new(), Vec::new());
+    let authority_of: HashMap<String, &'static str> = events.iter().map(|e| (e.id.clone(), e.territory)).collect();
     for (_, _, request) in requests {
         let copies = if random.chance(12) {
             cases.duplicates += 1;
@@ -389,7 +459,10 @@ fn workload(seed: u64, persons: usize) -> Workload {
             match &request {
                 Request::Caf(e) => caf.push(e.clone()),
                 Request::Ft(e) => ft.push(e.clone()),
-                Request::Cd(e) => cd.push(e.clone()),
+                Request::Cd(e) => {
+                    let original = e.event_id.trim_end_matches("-retr");
+                    cd.push((authority_of.get(original).copied().unwrap_or("52"), e.clone()));
+                }
             }
         }
     }
@@ -423,11 +496,11 @@ async fn push_half(hub: &TestHub, work: &Workload, half: usize) -> anyhow::Resul
         .await?
         .into_inner();
     accepted += count_accepted(replies).await?;
-    let replies = OrientationIngestClient::new(hub.channel_as("cd-52").await?)
-        .publish_batch(tokio_stream::iter(part(&work.cd, half)))
-        .await?
-        .into_inner();
-    accepted += count_accepted(replies).await?;
+    for (authority, institution) in [("52", "cd-52"), ("51", "cd-51")] {
+        let mine: Vec<OrientationEvent> =
+            part(&work.cd, half).into_iter().filter(|(a, _)| *a == authority).map(|(_, e)| e).collect();
+        accepted += push_departement(hub, institution, mine).await?;
+    }
     Ok(accepted)
 }
 
@@ -627,6 +700,39 @@ async fn killed_and_rebalanced_projector_workers_still_equal_the_oracle() -> any
     third.kill();
     compare_with_oracle(&hub, &work).await?;
     hub.running.shutdown().await
+}
+
+/// Pushes a département's facts as its information system would: a fact refused because the
+/// hub does not hold the person in its territory yet (rule territory.held: the CAF fact that
+/// moved the person there is still on its way) is pushed again a little later.
+async fn push_departement(
+    hub: &TestHub,
+    institution: &str,
+    mut events: Vec<OrientationEvent>,
+) -> anyhow::Result<usize> {
+    let mut client = OrientationIngestClient::new(hub.channel_as(institution).await?);
+    let mut accepted = 0;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let mut replies = client.publish_batch(tokio_stream::iter(events.clone())).await?.into_inner();
+        let mut again = Vec::new();
+        while let Some(reply) = replies.next().await {
+            let reply = reply?;
+            if reply.status == batch_reply::Status::Accepted as i32 {
+                accepted += 1;
+            } else if reply.status == batch_reply::Status::Denied as i32 && reply.message.contains("territory.held") {
+                again.push(events[reply.index as usize].clone());
+            } else {
+                anyhow::bail!("refused: {reply:?}");
+            }
+        }
+        if again.is_empty() {
+            return Ok(accepted);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "{} facts still refused: {:?}", again.len(), again.first());
+        events = again;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 async fn count_accepted(mut replies: tonic::Streaming<proto::BatchReply>) -> anyhow::Result<usize> {

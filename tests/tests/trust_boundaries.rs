@@ -177,9 +177,12 @@ async fn no_departement_takes_over_a_person_of_another_territory_by_what_it_push
             Cd::ReferentAssigned(proto::ReferentAssigned { referent: Some(paris_referent()) }),
         ))
         .await?;
-    paris.publish(from_paris("t-75-6", "2026-09-01T09:00:01+02:00", petit(), Cd::ConsentGiven(proto::ConsentGiven {}))).await?;
+    paris
+        .publish(from_paris("t-75-6", "2026-09-01T09:00:01+02:00", petit(), Cd::ConsentGiven(proto::ConsentGiven {})))
+        .await?;
     let mut petit_caf = caf("t-caf-3", "2026-09-20T09:00:00+02:00", petit(), "DEM", sdd(true));
-    petit_caf.household = Some(proto::Household { organisme: "521".into(), matricule: "3055990".into(), role: "DEM".into() });
+    petit_caf.household =
+        Some(proto::Household { organisme: "521".into(), matricule: "3055990".into(), role: "DEM".into() });
     caf_client.publish(petit_caf).await?;
     // Her own département's référent, after.
     haute_marne

@@ -68,13 +68,17 @@ impl IngestHub {
             .iter()
             .filter(|event| crate::reach::needs_hub_state(institution, event))
             .flat_map(|event| {
-                std::iter::once(&event.envelope.subject).chain(&event.envelope.linked_keys).map(|k| k.as_str().to_owned())
+                std::iter::once(&event.envelope.subject)
+                    .chain(&event.envelope.linked_keys)
+                    .map(|k| k.as_str().to_owned())
             })
             .collect();
         let held = if keys.is_empty() {
             Vec::new()
         } else {
-            passerelle_readmodel::held_authorities(&self.state, &keys).await.map_err(passerelle_eventlog::Error::Database)?
+            passerelle_readmodel::held_authorities(&self.state, &keys)
+                .await
+                .map_err(passerelle_eventlog::Error::Database)?
         };
         Ok(events
             .iter()

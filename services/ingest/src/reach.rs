@@ -27,7 +27,10 @@ pub fn needs_hub_state(institution: &Institution, event: &CanonicalEvent) -> boo
 pub fn check(institution: &Institution, event: &CanonicalEvent, held: &[HeldAuthority]) -> Result<(), Denied> {
     let caller = institution.territory.as_deref();
     let keys: Vec<&str> = event.envelope.linked_keys.iter().map(|key| key.as_str()).collect();
-    for dossier in held.iter().filter(|h| keys.contains(&h.subject_key.as_str()) || h.subject_key == event.envelope.subject.as_str()) {
+    for dossier in held
+        .iter()
+        .filter(|h| keys.contains(&h.subject_key.as_str()) || h.subject_key == event.envelope.subject.as_str())
+    {
         let Some(territory) = dossier.territory.as_deref() else {
             // No CAF/MSA dossier places the person anywhere yet: the projection decides once
             // one does (the fact counts only if it places the person in the caller's territory).
@@ -74,7 +77,12 @@ mod tests {
                 event_id: EventId::parse("reach-1").expect("valid"),
                 occurred_at: at(day),
                 recorded_at: at(28),
-                source: Source { institution: "cd-51".into(), kind: InstitutionKind::Departement, relayed_by: None, relay_file: None },
+                source: Source {
+                    institution: "cd-51".into(),
+                    kind: InstitutionKind::Departement,
+                    relayed_by: None,
+                    relay_file: None,
+                },
                 subject: SubjectKey("nir:aa".into()),
                 linked_keys: vec![SubjectKey("nir:aa".into()), SubjectKey("dep:bb".into())],
                 household: None,
@@ -99,10 +107,9 @@ mod tests {
 
     #[test]
     fn a_departement_cannot_take_over_a_person_the_hub_holds_elsewhere() {
-        let institutions = Institutions::from_toml(
-            "[[institution]]\nid = \"cd-51\"\nkind = \"DEPARTEMENT\"\nterritory = \"51\"\n",
-        )
-        .expect("valid");
+        let institutions =
+            Institutions::from_toml("[[institution]]\nid = \"cd-51\"\nkind = \"DEPARTEMENT\"\nterritory = \"51\"\n")
+                .expect("valid");
         let cd51 = institutions.get("cd-51").expect("listed");
         let referent = Payload::OppositionRecorded;
         let event = fact(10, referent);

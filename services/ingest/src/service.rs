@@ -116,7 +116,8 @@ async fn prepare_one<T>(
     event: &T,
 ) -> Result<crate::hub::Prepared, Refusal> {
     let canonical = canonical_of(hub, caller, family, normaliser, event)?;
-    let verdict = hub.check_reach(&caller.institution, std::slice::from_ref(&canonical)).await.map_err(state_unreadable)?;
+    let verdict =
+        hub.check_reach(&caller.institution, std::slice::from_ref(&canonical)).await.map_err(state_unreadable)?;
     if let Some(Err(denial)) = verdict.into_iter().next() {
         return Err(denied_by_state(caller, family, &canonical, denial));
     }
@@ -308,7 +309,10 @@ fn publish_stream<T: Send + Sync + 'static>(
                         }
                     }
                 }
-                let valid = match hub.check_reach(&caller.institution, &valid.iter().map(|(_, e)| e.clone()).collect::<Vec<_>>()).await {
+                let valid = match hub
+                    .check_reach(&caller.institution, &valid.iter().map(|(_, e)| e.clone()).collect::<Vec<_>>())
+                    .await
+                {
                     Ok(verdicts) => {
                         let mut reachable = Vec::with_capacity(valid.len());
                         for ((position, canonical), verdict) in valid.into_iter().zip(verdicts) {

@@ -286,7 +286,8 @@ mod tests {
 
     #[test]
     fn only_the_caf_dossier_decides_the_territory() {
-        let mut claimed = fact("2", 5, Payload::OrientationRequested { origine: passerelle_domain::OrientationOrigin::Initiale });
+        let mut claimed =
+            fact("2", 5, Payload::OrientationRequested { origine: passerelle_domain::OrientationOrigin::Initiale });
         claimed.territory = Some("51".into());
         let mut ft = fact("3", 6, Payload::Radiation { motif: None, date_radiation: None });
         ft.territory = Some("69M".into());
