@@ -186,9 +186,9 @@ mod tests {
     #[test]
     fn the_same_uid_at_two_identity_providers_is_two_agents() {
         let text = "[[organisations]]\nsiret = \"73282932000074\"\nnom = \"x\"\nkind = \"structure\"\n\
-                    [[organisations]]\nsiret = \"35600000000048\"\nnom = \"y\"\nkind = \"structure\"\n\
+                    [[organisations]]\nsiret = \"35600000000006\"\nnom = \"y\"\nkind = \"structure\"\n\
                     [[agents]]\nuid = \"jdupont\"\nidp_id = \"idp-a\"\nsiret = \"73282932000074\"\nrole = \"agent_structure\"\n\
-                    [[agents]]\nuid = \"jdupont\"\nidp_id = \"idp-b\"\nsiret = \"35600000000048\"\nrole = \"agent_structure\"\n";
+                    [[agents]]\nuid = \"jdupont\"\nidp_id = \"idp-b\"\nsiret = \"35600000000006\"\nrole = \"agent_structure\"\n";
         let habilitations = Habilitations::parse(text).expect("valid");
         let a = habilitations.agent(Some("idp-a"), "jdupont").expect("listed");
         let b = habilitations.agent(Some("idp-b"), "jdupont").expect("listed");
