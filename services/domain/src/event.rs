@@ -106,7 +106,9 @@ pub struct Envelope {
 }
 
 /// Personal data of an event, sealed with the subject's data key before it reaches the log.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// `Debug` says which fields are present, never their values (a `{:?}` in a log line or a
+/// panic message must not print a name, a NIR or a birth date).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PersonalData {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nir: Option<String>,
@@ -310,6 +312,31 @@ impl Payload {
     }
 }
 
+impl std::fmt::Debug for PersonalData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let fields = [
+            ("nir", self.nir.is_some()),
+            ("france_travail_id", self.france_travail_id.is_some()),
+            ("departement_id", self.departement_id.is_some()),
+            ("departement_id_code", self.departement_id_code.is_some()),
+            ("idassedic", self.idassedic.is_some()),
+            ("matricule", self.matricule.is_some()),
+            ("nom", self.nom.is_some()),
+            ("prenoms", self.prenoms.is_some()),
+            ("date_naissance", self.date_naissance.is_some()),
+            ("address_lines", !self.address_lines.is_empty()),
+            ("code_postal", self.code_postal.is_some()),
+            ("numero_demande", self.numero_demande.is_some()),
+            ("matricule_cedant", self.matricule_cedant.is_some()),
+            ("referent_nom", self.referent_nom.is_some()),
+            ("referent_email", self.referent_email.is_some()),
+            ("free_text", self.free_text.is_some()),
+        ];
+        let present: Vec<&str> = fields.iter().filter(|(_, set)| *set).map(|(name, _)| *name).collect();
+        f.debug_struct("PersonalData").field("redacted_fields", &present).finish()
+    }
+}
+
 /// A canonical event: envelope, typed payload, and the personal data that will be sealed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CanonicalEvent {
@@ -317,4 +344,24 @@ pub struct CanonicalEvent {
     pub envelope: Envelope,
     pub payload: Payload,
     pub personal: PersonalData,
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    #[test]
+    fn the_debug_of_personal_data_names_its_fields_not_their_values() {
+        let personal = PersonalData {
+            nir: Some("1850752121003".into()),
+            nom: Some("LEGRAND".into()),
+            date_naissance: NaiveDate::from_ymd_opt(1985, 7, 12),
+            ..PersonalData::default()
+        };
+        let printed = format!("{personal:?}");
+        for secret in ["1850752121003", "LEGRAND", "1985"] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+        assert!(printed.contains("nom"), "{printed}");
+    }
 }
