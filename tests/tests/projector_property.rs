@@ -130,14 +130,7 @@ fn generate(seed: u64, persons: usize) -> (Vec<Synthetic>, Vec<Generated>, Vec<S
                 }
                 _ => Effect::Sdd(true),
             };
-            let orientation = matches!(
-                effect,
-                Effect::Opposition(_)
-                    | Effect::Consent(_)
-                    | Effect::Referent(_)
-                    | Effect::ReferentEnded(_)
-                    | Effect::Oriented(_)
-            );
+            let orientation = is_departement(&effect);
             events.push(Generated {
                 id: format!("prop-{index}-{step}"),
                 person: index,

@@ -59,11 +59,12 @@ impl IngestHub {
 
     /// Decides each event against what the hub holds about its person ([`crate::reach`]): one
     /// query for all the events that need it.
-    pub async fn check_reach(
+    pub async fn check_reach<'a>(
         &self,
         institution: &crate::institutions::Institution,
-        events: &[CanonicalEvent],
+        events: impl IntoIterator<Item = &'a CanonicalEvent>,
     ) -> Result<Vec<Result<(), crate::scope::Denied>>, Error> {
+        let events: Vec<&CanonicalEvent> = events.into_iter().collect();
         let keys: Vec<String> = events
             .iter()
             .filter(|event| crate::reach::needs_hub_state(institution, event))
@@ -81,7 +82,7 @@ impl IngestHub {
                 .map_err(passerelle_eventlog::Error::Database)?
         };
         Ok(events
-            .iter()
+            .into_iter()
             .map(|event| {
                 if crate::reach::needs_hub_state(institution, event) {
                     crate::reach::check(institution, event, &held)

@@ -116,10 +116,9 @@ async fn prepare_one<T>(
     event: &T,
 ) -> Result<crate::hub::Prepared, Refusal> {
     let canonical = canonical_of(hub, caller, family, normaliser, event)?;
-    let verdict =
-        hub.check_reach(&caller.institution, std::slice::from_ref(&canonical)).await.map_err(state_unreadable)?;
+    let verdict = hub.check_reach(&caller.institution, [&canonical]).await.map_err(state_unreadable)?;
     if let Some(Err(denial)) = verdict.into_iter().next() {
-        return Err(denied_by_state(caller, family, &canonical, denial));
+        return Err(denied(caller, family, &canonical, denial));
     }
     hub.prepare(canonical).await.map_err(|error| {
         tracing::error!(error = %error, "event could not be sealed or encoded");
@@ -137,27 +136,23 @@ fn canonical_of<T>(
 ) -> Result<CanonicalEvent, Refusal> {
     let context = Context { keys: &hub.keys, source: source_of(&caller.institution), now: chrono::Utc::now() };
     let mut canonical = normaliser(&context, event).map_err(|v| Refusal::Invalid(v.into_vec()))?;
-    scope::authorise(&caller.institution, caller.relay_file.as_deref(), &hub.institutions, &mut canonical).map_err(
-        |denial| {
-            tracing::warn!(
-                institution = %caller.institution.id,
-                family = family.label(),
-                rule = denial.rule,
-                event_id = %canonical.envelope.event_id,
-                "publish denied"
-            );
-            Refusal::Denied(denial)
-        },
-    )?;
+    if let Err(denial) =
+        scope::authorise(&caller.institution, caller.relay_file.as_deref(), &hub.institutions, &mut canonical)
+    {
+        return Err(denied(caller, family, &canonical, denial));
+    }
     Ok(canonical)
 }
 
+const STATE_UNREADABLE: &str = "the hub's state could not be read to decide the caller's reach";
+
 fn state_unreadable(error: crate::Error) -> Refusal {
-    tracing::error!(error = %error, "the hub's state could not be read to decide the caller's reach");
-    Refusal::Unavailable("the hub's state could not be read to decide the caller's reach".into())
+    tracing::error!(error = %error, "{STATE_UNREADABLE}");
+    Refusal::Unavailable(STATE_UNREADABLE.into())
 }
 
-fn denied_by_state(caller: &Caller, family: Family, canonical: &CanonicalEvent, denial: Denied) -> Refusal {
+/// A refusal by the scope rules or by the hub's state, logged without personal data.
+fn denied(caller: &Caller, family: Family, canonical: &CanonicalEvent, denial: Denied) -> Refusal {
     tracing::warn!(
         institution = %caller.institution.id,
         family = family.label(),
@@ -309,33 +304,26 @@ fn publish_stream<T: Send + Sync + 'static>(
                         }
                     }
                 }
-                let valid = match hub
-                    .check_reach(&caller.institution, &valid.iter().map(|(_, e)| e.clone()).collect::<Vec<_>>())
-                    .await
-                {
-                    Ok(verdicts) => {
-                        let mut reachable = Vec::with_capacity(valid.len());
-                        for ((position, canonical), verdict) in valid.into_iter().zip(verdicts) {
-                            match verdict {
-                                Ok(()) => reachable.push((position, canonical)),
-                                Err(denial) => {
-                                    if let Some(Ok((_, _, slot, _))) = items.get_mut(position) {
-                                        *slot = Err(denied_by_state(&caller, family, &canonical, denial));
-                                    }
+                let verdicts = hub.check_reach(&caller.institution, valid.iter().map(|(_, e)| e)).await;
+                let valid: Vec<(usize, CanonicalEvent)> = match verdicts {
+                    Ok(verdicts) => valid
+                        .into_iter()
+                        .zip(verdicts)
+                        .filter_map(|((position, canonical), verdict)| match verdict {
+                            Ok(()) => Some((position, canonical)),
+                            Err(denial) => {
+                                if let Some(Ok((_, _, slot, _))) = items.get_mut(position) {
+                                    *slot = Err(denied(&caller, family, &canonical, denial));
                                 }
+                                None
                             }
-                        }
-                        reachable
-                    }
+                        })
+                        .collect(),
                     Err(error) => {
-                        let refusal = state_unreadable(error);
-                        let reason = match refusal {
-                            Refusal::Unavailable(reason) => reason,
-                            _ => String::new(),
-                        };
+                        drop(state_unreadable(error));
                         for (position, _) in &valid {
                             if let Some(Ok((_, _, slot, _))) = items.get_mut(*position) {
-                                *slot = Err(Refusal::Unavailable(reason.clone()));
+                                *slot = Err(Refusal::Unavailable(STATE_UNREADABLE.into()));
                             }
                         }
                         Vec::new()
