@@ -24,13 +24,24 @@ for _ in $(seq 1 100); do port_open "$test_port" && break; sleep 0.2; done
 port_open "$test_port" || { say "the test broker did not start; see $test_broker_dir/tansu.log"; exit 1; }
 say "test broker up on 127.0.0.1:$test_port (fresh storage in $test_broker_dir)"
 
-# Confluent's own Python client, to prove standard tools decode our topics.
+# Confluent's own Python client, to prove standard tools decode our topics; schemathesis for the
+# OpenAPI document; Playwright and axe-core to drive the console in Debian's Chromium (Playwright
+# cannot download its own browser here: the tests launch /usr/bin/chromium).
 venv="$PASSERELLE_CACHE/venv"
-if ! "$venv/bin/python" -c "import confluent_kafka, fastavro, httpx, schemathesis" 2>/dev/null; then
-  say "installing confluent-kafka and schemathesis (PyPI) into $venv"
+if ! "$venv/bin/python" -c "import confluent_kafka, fastavro, httpx, schemathesis, playwright, axe_playwright_python" 2>/dev/null; then
+  say "installing confluent-kafka, schemathesis, playwright and axe-playwright-python (PyPI) into $venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet "confluent-kafka[avro]>=2.12" fastavro httpx attrs cachetools authlib "schemathesis>=4.3,<5"
+  "$venv/bin/pip" install --quiet "confluent-kafka[avro]>=2.12" fastavro httpx attrs cachetools authlib "schemathesis>=4.3,<5" \
+    "playwright>=1.49,<2" "axe-playwright-python>=0.1.4"
 fi
+if [ ! -x /usr/bin/chromium ]; then
+  say "installing Debian's Chromium for the console's browser tests"
+  as_root=""; [ "$(id -u)" = 0 ] || as_root="sudo"
+  $as_root apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 \
+    || { $as_root apt-get update -qq && $as_root apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+fi
+# The DSFR the hub serves to the console.
+"$REPO_ROOT/infra/web-assets.sh"
 export PASSERELLE_TEST_PYTHON="$venv/bin/python"
 export PASSERELLE_TEST_BOOTSTRAP="127.0.0.1:$test_port"
 export PASSERELLE_TEST_PG="$PG_URL_BASE"

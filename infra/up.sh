@@ -7,6 +7,7 @@ cd "$REPO_ROOT"
 "$REPO_ROOT/infra/broker.sh" start
 "$REPO_ROOT/infra/db-setup.sh"
 "$REPO_ROOT/infra/dev-secrets.sh"
+"$REPO_ROOT/infra/web-assets.sh"
 say "building passerelle (the first build takes a few minutes)"
 cargo build --bin passerelle
 "$REPO_ROOT/infra/dev-pki.sh"

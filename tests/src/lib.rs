@@ -94,6 +94,9 @@ impl TestHub {
         config.tls.client_ca_file = credentials_dir.join("ca.pem");
         config.api.jwks_file = credentials_dir.join("oidc-dev-jwks.json");
         config.api.habilitations_file = repo_root().join("infra/dev/habilitations.toml");
+        config.web.assets_dir = repo_root().join("services/web/node_modules/@gouvfr/dsfr/dist");
+        config.web.dev_signing_key_file = Some(credentials_dir.join("oidc-dev-key.der"));
+        config.web.dev_jwks_file = Some(credentials_dir.join("oidc-dev-jwks.json"));
         config.kafka.bootstrap_servers = bootstrap.to_owned();
         config.kafka.topic_prefix = format!("t{}.", &unique[..12]);
         config.kafka.partitions = 3;

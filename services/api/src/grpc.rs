@@ -31,7 +31,7 @@ impl DossierGrpc {
 
     async fn caller<T>(&self, request: &Request<T>, request_id: Uuid, action: &'static str) -> Result<Caller, Status> {
         let authorization = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
-        self.api.authenticate(request_id, action, authorization).await.map_err(status)
+        self.api.authenticate(request_id, action, crate::journal::Channel::Grpc, authorization).await.map_err(status)
     }
 }
 

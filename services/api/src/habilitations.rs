@@ -28,6 +28,9 @@ pub struct Agent {
     pub idp_id: Option<String>,
     pub role: Role,
     pub organisation: Organisation,
+    /// Given and usual names the development identity provider vouches for (development files
+    /// only; in production the names come from ProConnect's id_token).
+    pub dev_names: Option<(String, String)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -63,6 +66,11 @@ struct AgentEntry {
     idp_id: Option<String>,
     siret: String,
     role: String,
+    /// For the development identity provider only.
+    #[serde(default)]
+    given_name: Option<String>,
+    #[serde(default)]
+    usual_name: Option<String>,
 }
 
 impl Habilitations {
@@ -137,9 +145,21 @@ impl Habilitations {
             if agents.contains_key(&key) {
                 return Err(format!("{at}.uid: {} is listed twice for the same identity provider", entry.uid));
             }
-            agents.insert(key, Agent { uid: entry.uid, idp_id: entry.idp_id, role, organisation });
+            let dev_names = match (entry.given_name, entry.usual_name) {
+                (Some(given), Some(usual)) => Some((given, usual)),
+                (None, None) => None,
+                _ => return Err(format!("{at}: given_name and usual_name go together")),
+            };
+            agents.insert(key, Agent { uid: entry.uid, idp_id: entry.idp_id, role, organisation, dev_names });
         }
         Ok(Self { agents })
+    }
+
+    /// Every agent, by uid (the development identity provider lists them).
+    pub fn agents(&self) -> Vec<&Agent> {
+        let mut agents: Vec<&Agent> = self.agents.values().collect();
+        agents.sort_by(|a, b| (&a.uid, &a.idp_id).cmp(&(&b.uid, &b.idp_id)));
+        agents
     }
 
     /// The agent `uid` of identity provider `idp_id` (None: the file lists it without one).

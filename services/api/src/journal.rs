@@ -7,10 +7,31 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+/// Through which door a request came: the journal says it, so a DPO knows whether a read was
+/// made by an information system (REST, gRPC) or by an agent in the web console.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Channel {
+    #[default]
+    Rest,
+    Grpc,
+    Console,
+}
+
+impl Channel {
+    pub fn code(self) -> &'static str {
+        match self {
+            Channel::Rest => "api",
+            Channel::Grpc => "api_grpc",
+            Channel::Console => "console",
+        }
+    }
+}
+
 /// A row to write.
 #[derive(Debug, Clone, Default)]
 pub struct Entry {
     pub request_id: Uuid,
+    pub channel: Channel,
     pub action: &'static str,
     pub agent_uid: Option<String>,
     pub agent_siret: Option<String>,
@@ -31,8 +52,8 @@ pub async fn write(pool: &PgPool, entry: &Entry) -> Result<(), sqlx::Error> {
         .collect();
     sqlx::query(
         "INSERT INTO journal.entries (request_id, action, agent_uid, agent_siret, agent_role, purpose, person_id,
-                                      persons_found, sections_shown, sections_withheld, outcome)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                                      persons_found, sections_shown, sections_withheld, outcome, channel)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(entry.request_id)
     .bind(entry.action)
@@ -45,6 +66,7 @@ pub async fn write(pool: &PgPool, entry: &Entry) -> Result<(), sqlx::Error> {
     .bind(&entry.sections_shown)
     .bind(serde_json::Value::Array(withheld))
     .bind(&entry.outcome)
+    .bind(entry.channel.code())
     .execute(pool)
     .await?;
     let metrics = crate::metrics::metrics();
@@ -67,6 +89,7 @@ pub struct Row {
     pub entry_id: i64,
     pub at: DateTime<Utc>,
     pub request_id: Uuid,
+    pub channel: String,
     pub action: String,
     pub agent_uid: Option<String>,
     pub agent_siret: Option<String>,
@@ -99,7 +122,7 @@ pub async fn read(
     limit: i64,
 ) -> Result<Vec<Row>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT entry_id, at, request_id, action, agent_uid, agent_siret, agent_role, purpose, person_id,
+        "SELECT entry_id, at, request_id, channel, action, agent_uid, agent_siret, agent_role, purpose, person_id,
                 persons_found, sections_shown, sections_withheld, outcome
          FROM journal.entries
          WHERE ($1::uuid IS NULL OR person_id = $1 OR $1 = ANY(persons_found))

@@ -68,7 +68,15 @@ async fn answer(
     }
     passerelle_telemetry::record_trace_id(&span);
     let result = async {
-        match api.authenticate(request_id, action, header_str(headers, header::AUTHORIZATION.as_str())).await {
+        match api
+            .authenticate(
+                request_id,
+                action,
+                crate::journal::Channel::Rest,
+                header_str(headers, header::AUTHORIZATION.as_str()),
+            )
+            .await
+        {
             Ok(caller) => operation(&caller, request_id).await,
             Err(failure) => Err(failure),
         }

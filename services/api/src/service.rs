@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::{
     auth::{Claims, Rejected, Verifier},
     habilitations::{Agent, Habilitations},
-    journal::{self, Entry},
+    journal::{self, Channel, Entry},
     policy::{self, Access, Decision, Motif, OrganisationKind, Purpose, Relation, Role, Section, Situation},
 };
 
@@ -64,6 +64,20 @@ impl Failure {
 pub struct Caller {
     pub agent: Agent,
     pub claims: Claims,
+    /// The door the request came through, written in the journal.
+    pub channel: Channel,
+}
+
+/// An agent signed in to the web console: the claims of an id_token the console verified
+/// (signature, issuer, audience, nonce). What they may do still comes from the habilitations.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SignedInAgent {
+    pub issuer: String,
+    pub subject: String,
+    pub uid: String,
+    pub siret: String,
+    pub email: String,
+    pub idp_id: Option<String>,
 }
 
 pub struct Api {
@@ -146,24 +160,79 @@ impl Api {
         &self,
         request_id: Uuid,
         action: &'static str,
+        channel: Channel,
         authorization: Option<&str>,
     ) -> Result<Caller, Failure> {
         let result = match self.verifier.verify(authorization) {
             Err(rejected) => Err(Failure::Unauthenticated(rejected)),
-            Ok(claims) => match self.habilitations.agent(claims.idp_id.as_deref(), &claims.uid) {
-                Some(agent) if agent.organisation.siret == claims.siret => Ok(Caller { agent: agent.clone(), claims }),
-                _ => Err(Failure::NotHabilitated(claims.uid.clone())),
-            },
+            Ok(claims) => self.habilitated(claims, channel),
         };
+        self.journal_refused_caller(request_id, action, channel, result).await
+    }
+
+    /// The caller of a console request: the agent the console signed in (from a verified
+    /// id_token), habilitated now (a habilitation withdrawn since sign-in takes effect at once).
+    pub async fn console_caller(
+        &self,
+        request_id: Uuid,
+        action: &'static str,
+        agent: &SignedInAgent,
+    ) -> Result<Caller, Failure> {
+        let now = Utc::now().timestamp();
+        let claims = Claims {
+            iss: agent.issuer.clone(),
+            aud: String::new(),
+            sub: agent.subject.clone(),
+            exp: now,
+            iat: now,
+            uid: agent.uid.clone(),
+            email: agent.email.clone(),
+            siret: agent.siret.clone(),
+            idp_id: agent.idp_id.clone(),
+        };
+        let result = self.habilitated(claims, Channel::Console);
+        self.journal_refused_caller(request_id, action, Channel::Console, result).await
+    }
+
+    /// The agent of the habilitations file matching verified claims (identity provider, uid and
+    /// the organisation's SIRET).
+    fn habilitated(&self, claims: Claims, channel: Channel) -> Result<Caller, Failure> {
+        match self.habilitations.agent(claims.idp_id.as_deref(), &claims.uid) {
+            Some(agent) if agent.organisation.siret == claims.siret => {
+                Ok(Caller { agent: agent.clone(), claims, channel })
+            }
+            _ => Err(Failure::NotHabilitated(claims.uid.clone())),
+        }
+    }
+
+    async fn journal_refused_caller(
+        &self,
+        request_id: Uuid,
+        action: &'static str,
+        channel: Channel,
+        result: Result<Caller, Failure>,
+    ) -> Result<Caller, Failure> {
         if let Err(failure) = &result {
             let uid = match failure {
                 Failure::NotHabilitated(uid) => Some(uid.clone()),
                 _ => None,
             };
-            self.journal(Entry { request_id, action, agent_uid: uid, outcome: failure.outcome(), ..Entry::default() })
-                .await?;
+            self.journal(Entry {
+                request_id,
+                channel,
+                action,
+                agent_uid: uid,
+                outcome: failure.outcome(),
+                ..Entry::default()
+            })
+            .await?;
         }
         result
+    }
+
+    /// The organisations and agents this hub knows (the development identity provider lists them).
+    pub fn habilitations(&self) -> &Habilitations {
+        &self.habilitations
     }
 
     async fn journal(&self, entry: Entry) -> Result<(), Failure> {
@@ -173,6 +242,7 @@ impl Api {
     fn entry(caller: &Caller, request_id: Uuid, action: &'static str, purpose: Option<Purpose>) -> Entry {
         Entry {
             request_id,
+            channel: caller.channel,
             action,
             agent_uid: Some(caller.agent.uid.clone()),
             agent_siret: Some(caller.agent.organisation.siret.clone()),
@@ -345,6 +415,19 @@ impl Api {
         if dossier.incomplete {
             body["incomplet"] = json!(true);
         }
+        // How fresh each shown source is: when the hub last received a fact of its family.
+        let mut freshness = serde_json::Map::new();
+        for (family, received) in passerelle_readmodel::last_received_by_family(&self.pool, dossier.person_id).await? {
+            let section = match family.as_str() {
+                "allocataire" => Section::DroitsRsa,
+                "demandeur_emploi" => Section::Emploi,
+                _ => Section::Parcours,
+            };
+            if entry_shows(&body, section) {
+                freshness.insert(family, json!(received));
+            }
+        }
+        body["fraicheur"] = Value::Object(freshness);
         Ok(body)
     }
 
@@ -779,6 +862,11 @@ impl Api {
         self.journal(entry).await?;
         Ok(json!({"entrees": rows}))
     }
+}
+
+/// Whether a dossier answer shows `section`.
+fn entry_shows(body: &Value, section: Section) -> bool {
+    body["sections"].get(section.code()).is_some()
 }
 
 /// The section an event of the timeline belongs to.

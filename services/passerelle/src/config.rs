@@ -55,6 +55,8 @@ pub struct Config {
     pub retention_days: i64,
     /// The API feuille de route.
     pub api: ApiConfig,
+    /// The web console (served on `http_listen`).
+    pub web: passerelle_web::WebConfig,
 }
 
 /// Who may call the API feuille de route, and how their tokens are checked.
@@ -163,6 +165,7 @@ impl Default for Config {
             retention_days: 730,
             projector_max_batch: 500,
             api: ApiConfig::default(),
+            web: passerelle_web::WebConfig::default(),
         }
     }
 }

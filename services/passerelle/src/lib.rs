@@ -38,6 +38,8 @@ pub struct Running {
     pub grpc_addr: SocketAddr,
     pub api_grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// Where agents open the web console.
+    pub console_url: String,
     pub registry_addr: SocketAddr,
     pub pool: PgPool,
     pub topics: Topics,
@@ -72,10 +74,11 @@ impl Running {
             "gRPC ingestion  https://{}  (mutual TLS; reflection and grpc.health.v1 enabled)\n\
              API (REST)      http://{}/api/v1  (OpenAPI: /api/v1/openapi.json; tokens: passerelle dev token --agent UID)\n\
              API (gRPC)      https://{}  (passerelle.dossier.v1.DossierService; reflection enabled)\n\
+             console         {}  (web console for agents: sign in with ProConnect)\n\
              HTTP            http://{}  (/healthz, /readyz, /metrics)\n\
              schema registry http://{}  (Confluent read API: /subjects, /schemas/ids/{{id}})\n\
              projector       dossier read models in PostgreSQL (consumer group passerelle-projector-dossier)",
-            self.grpc_addr, self.http_addr, self.api_grpc_addr, self.http_addr, self.registry_addr
+            self.grpc_addr, self.http_addr, self.api_grpc_addr, self.console_url, self.http_addr, self.registry_addr
         )
     }
 }
@@ -104,6 +107,7 @@ async fn connect_as(owner_url: &str, url: &str) -> anyhow::Result<PgPool> {
     passerelle_eventlog::migrator().run(&migrations).await.context("event log migrations failed")?;
     passerelle_readmodel::migrator().run(&migrations).await.context("read model migrations failed")?;
     passerelle_api::migrator().run(&migrations).await.context("journal migrations failed")?;
+    passerelle_web::migrator().run(&migrations).await.context("console migrations failed")?;
     migrations.close().await;
     connect_with_search_path(url, passerelle_readmodel::SCHEMA).await
 }
@@ -272,7 +276,10 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
             .await
             .context("API gRPC server")
     });
+    let console = passerelle_web::router(&config.web, http_addr, api.clone(), pool.clone())
+        .map_err(|e| anyhow::anyhow!("web console: {e}"))?;
     let http = passerelle_api::rest::router(api)
+        .merge(console)
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
@@ -349,7 +356,22 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
         tasks.spawn(retention_schedule(pool.clone(), config.retention_days, shutdown_rx_projector));
     }
 
-    Ok(Running { grpc_addr, api_grpc_addr, http_addr, registry_addr, pool, topics, publisher, shutdown, tasks })
+    let console_url = format!(
+        "{}/console",
+        config.web.public_url.clone().unwrap_or_else(|| format!("http://{http_addr}")).trim_end_matches('/')
+    );
+    Ok(Running {
+        grpc_addr,
+        api_grpc_addr,
+        http_addr,
+        console_url,
+        registry_addr,
+        pool,
+        topics,
+        publisher,
+        shutdown,
+        tasks,
+    })
 }
 
 /// The applier of the dossier projection.
@@ -518,10 +540,15 @@ async fn readiness(pool: &PgPool, publisher: &Arc<Publisher>) -> (StatusCode, St
     // The versions this build expects, computed once (readiness is polled).
     static EXPECTED: std::sync::OnceLock<Vec<i64>> = std::sync::OnceLock::new();
     let expected = EXPECTED.get_or_init(|| {
-        [passerelle_eventlog::migrator(), passerelle_readmodel::migrator(), passerelle_api::migrator()]
-            .iter()
-            .flat_map(|migrator| migrator.iter().map(|m| m.version).collect::<Vec<_>>())
-            .collect()
+        [
+            passerelle_eventlog::migrator(),
+            passerelle_readmodel::migrator(),
+            passerelle_api::migrator(),
+            passerelle_web::migrator(),
+        ]
+        .iter()
+        .flat_map(|migrator| migrator.iter().map(|m| m.version).collect::<Vec<_>>())
+        .collect()
     });
     let missing: Vec<i64> =
         expected.iter().copied().filter(|version| !applied.iter().any(|(v,)| v == version)).collect();

@@ -157,6 +157,19 @@ pub async fn timeline(pool: &PgPool, person_id: Uuid) -> Result<Vec<TimelineEntr
     .await
 }
 
+/// When the hub last received a fact of each family about a person (how fresh each source is).
+pub async fn last_received_by_family(
+    pool: &PgPool,
+    person_id: Uuid,
+) -> Result<Vec<(String, DateTime<Utc>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT family, max(recorded_at) FROM person_events WHERE person_id = $1 GROUP BY family ORDER BY family",
+    )
+    .bind(person_id)
+    .fetch_all(pool)
+    .await
+}
+
 /// The authority the hub holds for a person, from their CAF/MSA dossier (the projected
 /// dossier's territory and the move that led there).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]

@@ -1,0 +1,264 @@
+//! The console as an OpenID Connect relying party of ProConnect (authorization code flow,
+//! confidential client), with the `openidconnect` crate: discovery, `state` and `nonce` of 43
+//! characters kept in the server-side session, PKCE where the provider announces it, the
+//! id_token's signature, issuer, audience and nonce checked, and logout at the provider with
+//! `id_token_hint`. In development the provider is the hub's own (`devidp.rs`), reached by this
+//! same code.
+
+use std::time::{Duration, Instant};
+
+use openidconnect::{
+    AdditionalClaims, AdditionalProviderMetadata, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndSessionUrl,
+    EndpointMaybeSet, EndpointNotSet, EndpointSet, IdToken, IssuerUrl, LogoutRequest, Nonce, PkceCodeChallenge,
+    PkceCodeVerifier, PostLogoutRedirectUrl, ProviderMetadata, RedirectUrl, Scope,
+    core::{
+        CoreAuthDisplay, CoreAuthenticationFlow, CoreClaimName, CoreClaimType, CoreClient, CoreClientAuthMethod,
+        CoreGenderClaim, CoreGrantType, CoreJsonWebKey, CoreJweContentEncryptionAlgorithm,
+        CoreJweKeyManagementAlgorithm, CoreJwsSigningAlgorithm, CoreResponseMode, CoreResponseType,
+        CoreSubjectIdentifierType,
+    },
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::RwLock;
+
+use crate::session::{SignInInProgress, random_token};
+
+/// What a discovery document says beyond OpenID Connect Core: where to end a session, and
+/// whether PKCE is accepted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExtraMetadata {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_session_endpoint: Option<EndSessionUrl>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_challenge_methods_supported: Option<Vec<String>>,
+}
+impl AdditionalProviderMetadata for ExtraMetadata {}
+
+pub type Metadata = ProviderMetadata<
+    ExtraMetadata,
+    CoreAuthDisplay,
+    CoreClientAuthMethod,
+    CoreClaimName,
+    CoreClaimType,
+    CoreGrantType,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm,
+    CoreJsonWebKey,
+    CoreResponseMode,
+    CoreResponseType,
+    CoreSubjectIdentifierType,
+>;
+
+/// ProConnect's claims beyond the standard ones (`given_name`, `email` are standard).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentClaims {
+    pub uid: String,
+    pub siret: String,
+    #[serde(default)]
+    pub usual_name: Option<String>,
+    #[serde(default)]
+    pub idp_id: Option<String>,
+}
+impl AdditionalClaims for AgentClaims {}
+
+pub type AgentIdToken =
+    IdToken<AgentClaims, CoreGenderClaim, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm>;
+
+type Client =
+    CoreClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointMaybeSet, EndpointMaybeSet>;
+
+/// Why a sign-in or logout did not complete. The page says what to do; the log keeps the cause
+/// (never a token or a personal claim).
+#[derive(Debug, thiserror::Error)]
+pub enum OidcError {
+    #[error("the identity provider's discovery document could not be read: {0}")]
+    Discovery(String),
+    #[error("the configuration is not usable: {0}")]
+    Configuration(String),
+    #[error("the sign-in answer does not match a sign-in started here (state)")]
+    State,
+    #[error("the identity provider refused the code: {0}")]
+    Token(String),
+    #[error("the id_token is not valid: {0}")]
+    IdToken(String),
+}
+
+/// A verified sign-in.
+#[derive(Debug, Clone)]
+pub struct VerifiedAgent {
+    pub issuer: String,
+    pub subject: String,
+    pub email: String,
+    pub given_name: String,
+    pub claims: AgentClaims,
+    pub id_token: String,
+}
+
+/// The relying party: its registration at the provider and the provider's discovered metadata
+/// (refreshed hourly, so rotated keys are picked up).
+pub struct RelyingParty {
+    issuer: IssuerUrl,
+    client_id: ClientId,
+    client_secret: ClientSecret,
+    redirect_uri: RedirectUrl,
+    post_logout_redirect_uri: PostLogoutRedirectUrl,
+    scopes: Vec<String>,
+    http: openidconnect::reqwest::Client,
+    metadata: RwLock<Option<(Metadata, Instant)>>,
+}
+
+const METADATA_TTL: Duration = Duration::from_secs(3600);
+
+impl RelyingParty {
+    pub fn new(
+        issuer: &str,
+        client_id: &str,
+        client_secret: String,
+        redirect_uri: &str,
+        post_logout_redirect_uri: &str,
+        scopes: Vec<String>,
+    ) -> Result<Self, OidcError> {
+        let config = |what: &str, error: url::ParseError| OidcError::Configuration(format!("{what}: {error}"));
+        let http = openidconnect::reqwest::ClientBuilder::new()
+            // Following redirects would let a provider's answer send the hub elsewhere.
+            .redirect(openidconnect::reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| OidcError::Configuration(e.to_string()))?;
+        Ok(Self {
+            issuer: IssuerUrl::new(issuer.to_owned()).map_err(|e| config("issuer", e))?,
+            client_id: ClientId::new(client_id.to_owned()),
+            client_secret: ClientSecret::new(client_secret),
+            redirect_uri: RedirectUrl::new(redirect_uri.to_owned()).map_err(|e| config("redirect uri", e))?,
+            post_logout_redirect_uri: PostLogoutRedirectUrl::new(post_logout_redirect_uri.to_owned())
+                .map_err(|e| config("post-logout redirect uri", e))?,
+            scopes,
+            http,
+            metadata: RwLock::new(None),
+        })
+    }
+
+    async fn metadata(&self) -> Result<Metadata, OidcError> {
+        if let Some((metadata, at)) = self.metadata.read().await.as_ref()
+            && at.elapsed() < METADATA_TTL
+        {
+            return Ok(metadata.clone());
+        }
+        let metadata = Metadata::discover_async(self.issuer.clone(), &self.http)
+            .await
+            .map_err(|e| OidcError::Discovery(error_chain(&e)))?;
+        *self.metadata.write().await = Some((metadata.clone(), Instant::now()));
+        Ok(metadata)
+    }
+
+    fn client(&self, metadata: Metadata) -> Client {
+        CoreClient::from_provider_metadata(metadata, self.client_id.clone(), Some(self.client_secret.clone()))
+            .set_redirect_uri(self.redirect_uri.clone())
+    }
+
+    /// The provider's authorization URL, and what the callback must find in the session.
+    pub async fn start(&self) -> Result<(url::Url, SignInInProgress), OidcError> {
+        let metadata = self.metadata().await?;
+        let pkce = metadata
+            .additional_metadata()
+            .code_challenge_methods_supported
+            .as_ref()
+            .is_some_and(|methods| methods.iter().any(|m| m == "S256"));
+        let client = self.client(metadata);
+        let mut request = client.authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            || CsrfToken::new(random_token()),
+            || Nonce::new(random_token()),
+        );
+        for scope in &self.scopes {
+            if scope != "openid" {
+                request = request.add_scope(Scope::new(scope.clone()));
+            }
+        }
+        let mut pkce_verifier = String::new();
+        if pkce {
+            let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+            request = request.set_pkce_challenge(challenge);
+            pkce_verifier = verifier.into_secret();
+        }
+        let (url, state, nonce) = request.url();
+        Ok((url, SignInInProgress { state: state.into_secret(), nonce: nonce.secret().clone(), pkce_verifier }))
+    }
+
+    /// The callback: `state` checked against the session, the code exchanged, the id_token
+    /// verified (signature with the provider's keys, issuer, audience, expiry, nonce).
+    pub async fn finish(
+        &self,
+        in_progress: &SignInInProgress,
+        code: &str,
+        state: &str,
+    ) -> Result<VerifiedAgent, OidcError> {
+        if !crate::session::constant_time_eq(in_progress.state.as_bytes(), state.as_bytes()) {
+            return Err(OidcError::State);
+        }
+        let client = self.client(self.metadata().await?);
+        let mut exchange = client
+            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .map_err(|e| OidcError::Configuration(e.to_string()))?;
+        if !in_progress.pkce_verifier.is_empty() {
+            exchange = exchange.set_pkce_verifier(PkceCodeVerifier::new(in_progress.pkce_verifier.clone()));
+        }
+        let response = exchange.request_async(&self.http).await.map_err(|e| OidcError::Token(error_chain(&e)))?;
+        let raw = response
+            .extra_fields()
+            .id_token()
+            .ok_or_else(|| OidcError::IdToken("the token answer has no id_token".into()))?
+            .to_string();
+        let id_token: AgentIdToken = raw.parse().map_err(|e: serde_json::Error| OidcError::IdToken(e.to_string()))?;
+        let verifier = client.id_token_verifier().set_allowed_algs(vec![
+            CoreJwsSigningAlgorithm::EcdsaP256Sha256,
+            CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+        ]);
+        let claims = id_token
+            .claims(&verifier, &Nonce::new(in_progress.nonce.clone()))
+            .map_err(|e| OidcError::IdToken(error_chain(&e)))?;
+        let given_name = claims
+            .given_name()
+            .and_then(|name| name.get(None))
+            .map(|name| name.as_str().to_owned())
+            .unwrap_or_default();
+        Ok(VerifiedAgent {
+            issuer: claims.issuer().as_str().to_owned(),
+            subject: claims.subject().as_str().to_owned(),
+            email: claims.email().map(|email| email.as_str().to_owned()).unwrap_or_default(),
+            given_name,
+            claims: claims.additional_claims().clone(),
+            id_token: raw,
+        })
+    }
+
+    /// Where to send the browser to end the session at the provider too, with the `state` to
+    /// check on return. None when the provider announces no end-session endpoint.
+    pub async fn logout_url(&self, id_token: &str, state: &str) -> Result<Option<url::Url>, OidcError> {
+        let metadata = self.metadata().await?;
+        let Some(end_session) = metadata.additional_metadata().end_session_endpoint.clone() else {
+            return Ok(None);
+        };
+        let id_token: AgentIdToken =
+            id_token.parse().map_err(|e: serde_json::Error| OidcError::IdToken(e.to_string()))?;
+        Ok(Some(
+            LogoutRequest::from(end_session)
+                .set_id_token_hint(&id_token)
+                .set_post_logout_redirect_uri(self.post_logout_redirect_uri.clone())
+                .set_state(CsrfToken::new(state.to_owned()))
+                .http_get_url(),
+        ))
+    }
+}
+
+/// An error and its causes on one line (the OIDC crates nest the useful part).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
+}

@@ -1,0 +1,92 @@
+//! The web console end to end, in Debian's Chromium: a hub holding the demo's dossiers, and a
+//! Playwright script (tests/python/console_browser.py) that signs in as each role through the
+//! development identity provider and does the agents' work, with axe-core on every page. Then
+//! the journal: the console's reads are there, through the same policy, channel `console`.
+
+use std::{
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use passerelle_e2e::{TestHub, repo_root};
+
+const NIR_MARTIN: &str = "1850752121003";
+
+fn python() -> anyhow::Result<PathBuf> {
+    let python = std::env::var("PASSERELLE_TEST_PYTHON").map_err(|_| {
+        anyhow::anyhow!(
+            "PASSERELLE_TEST_PYTHON is not set: run the tests with infra/test.sh, which installs Playwright"
+        )
+    })?;
+    anyhow::ensure!(
+        std::path::Path::new("/usr/bin/chromium").exists(),
+        "Debian's Chromium is missing: infra/test.sh installs it (apt-get install chromium)"
+    );
+    Ok(PathBuf::from(python))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_work_in_the_console_exactly_as_the_policy_lets_them() -> anyhow::Result<()> {
+    let python = python()?;
+    let hub = TestHub::spawn().await?;
+    let pushed = passerelle::demo::push(&hub.endpoint(), &hub.credentials_dir).await?;
+    let pool = hub.running.pool.clone();
+    let key = hub.subject_keys().nir(&passerelle_domain::Nir::parse(NIR_MARTIN)?).as_str().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let martin = loop {
+        let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM person_events").fetch_one(&pool).await?;
+        let person = passerelle_readmodel::person_of_subject(&pool, &key).await?;
+        if count >= pushed as i64
+            && let Some(person) = person
+        {
+            break person;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the demo was not projected ({count} of {pushed} events)");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    let base = format!("http://{}", hub.running.http_addr);
+    let mut command = Command::new(&python);
+    command.arg(repo_root().join("tests/python/console_browser.py")).arg(&base).arg("--martin").arg(martin.to_string());
+    if let Ok(dir) = std::env::var("PASSERELLE_SCREENSHOTS") {
+        std::fs::create_dir_all(&dir)?;
+        command.arg("--screenshots").arg(dir);
+    }
+    let output = tokio::task::spawn_blocking(move || command.output()).await??;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    eprintln!("{stdout}");
+    anyhow::ensure!(
+        output.status.success(),
+        "the browser checks failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // The console's reads went through the API's journal, naming the console.
+    let (reads,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM journal.entries
+         WHERE channel = 'console' AND action = 'dossier' AND agent_uid = 'cd52.orientation' AND person_id = $1
+           AND purpose = 'orientation' AND outcome = 'shown'",
+    )
+    .bind(martin)
+    .fetch_one(&pool)
+    .await?;
+    assert!(reads >= 2, "the orientation agent's dossier reads are journaled with the console as channel ({reads})");
+    let (out_of_reach,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM journal.entries WHERE channel = 'console' AND agent_uid = 'cd75.orientation' AND action = 'recherche' AND outcome = 'none'",
+    )
+    .fetch_one(&pool)
+    .await?;
+    assert!(out_of_reach >= 2, "the other territory's searches are journaled as finding nobody ({out_of_reach})");
+    let (refused,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM journal.entries WHERE channel = 'console' AND agent_uid = 'cd52.dpo' AND outcome LIKE 'refused:%'",
+    )
+    .fetch_one(&pool)
+    .await?;
+    assert!(refused >= 1, "the DPO's refused dossier read is journaled ({refused})");
+    // Nothing personal in the sessions the hub keeps.
+    let (sessions,): (String,) =
+        sqlx::query_as("SELECT coalesce(string_agg(record::text, ' '), '') FROM web.sessions").fetch_one(&pool).await?;
+    assert!(!sessions.contains(NIR_MARTIN) && !sessions.contains("MARTIN"), "no NIR or name in the stored sessions");
+    hub.running.shutdown().await
+}
