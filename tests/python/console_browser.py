@@ -82,7 +82,7 @@ class Run:
         bad = [v for v in violations if v.get("impact") in ("serious", "critical")]
         axe_figures.append((name, passes, len(violations), len(bad)))
         if bad:
-            fail(f"axe-core on {name}: " + "; ".join(f"{v['id']} ({v['impact']}): {v['help']}" for v in bad))
+            fail(f"axe-core on {name}: " + "; ".join(f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']]}" for v in bad))
         ok(f"axe-core on {name}: {passes} rules passed, no serious or critical violation ({len(violations)} minor)")
         if self.screenshots:
             page.screenshot(path=f"{self.screenshots}/{name}.png", full_page=True)
@@ -209,6 +209,36 @@ def run(base, martin, screenshots):
                 page.wait_for_url(re.compile(r".*/historique.*"))
                 ok("Enter opens the timeline: the path works with the keyboard alone")
 
+                # The territory's dashboard, its queues, their filters and the export.
+                page.goto(f"{base}/console/territoire?motif=orientation")
+                expect(page.locator("#compteurs .fr-tile").count() == 4, "the dashboard shows the four queues' counters")
+                expect(page.locator("figure.pl-chart svg[role=img]").count() >= 3, "the indicators are drawn as charts")
+                expect(page.locator("figure.pl-chart table caption").count() == 4, "each chart has its table as text alternative")
+                session.audit(page, "territoire")
+                page.click("#compteurs a[href*='sdd-non-orientes']")
+                page.wait_for_url(re.compile(r".*/files/sdd-non-orientes\?motif=orientation"))
+                rows = page.locator("#table-file tbody tr")
+                expect(rows.count() == 1 and "DURAND" in rows.first.inner_text(),
+                       "the counter opens its queue: the SDD person not oriented for 30 days")
+                session.audit(page, "file")
+                page.fill("#commune", "52448")
+                page.click("#filtres-file button[type=submit]")
+                page.wait_for_load_state()
+                expect(page.locator("#table-file tbody tr").count() == 0 and "commune=52448" in page.url,
+                       "the commune filter narrows the queue, and stays in the URL")
+                page.fill("#commune", "52121")
+                page.click("#filtres-file button[type=submit]")
+                page.wait_for_load_state()
+                expect(page.locator("#table-file tbody tr").count() == 1, "the person's commune keeps them")
+                export = page.request.get(base + page.locator("#lien-export").get_attribute("href"))
+                body = export.body()
+                expect(export.status == 200 and export.headers["content-type"].startswith("text/csv")
+                       and body.startswith("\ufeff".encode()) and b"reference_dossier;nom;prenoms" in body
+                       and body.count(b"\r\n") == 2 and "DURAND".encode() in body,
+                       "the CSV export holds exactly the rows shown (UTF-8 with BOM, ';')")
+                page.goto(f"{base}/console/territoire/files/sdd-non-orientes?motif=orientation&commune=abc")
+                expect("code INSEE" in page.inner_text("#erreur-filtres"), "a wrong filter is explained")
+
                 # Logout ends the session, here and at the provider.
                 page.goto(person_url)
                 page.click("#bouton-deconnexion")
@@ -248,6 +278,23 @@ def run(base, martin, screenshots):
         page.goto(f"{base}/console/dossiers/{martin}?motif=orientation")
         expect("Accès refusé" in page.inner_text("h1") and "journal des accès" in page.inner_text("#message-erreur"),
                "the DPO cannot open a dossier")
+        page.goto(f"{base}/console/journal")
+        page.fill("#personne", martin)
+        page.click("#bouton-journal")
+        page.wait_for_load_state()
+        journal = page.inner_text("#table-journal")
+        expect("cd52.orientation" in journal and "Console" in journal and "Orientation" in journal,
+               "the DPO finds the orientation agent's console reads of the dossier, with their purpose")
+        expect("ft52.conseiller" in journal, "and the France Travail conseiller's, in the territory")
+        session.audit(page, "journal")
+        page.select_option("#resultat", "refused")
+        page.fill("#personne", "")
+        page.click("#bouton-journal")
+        page.wait_for_load_state()
+        expect("Refusé" in page.inner_text("#table-journal"), "the outcome filter finds the refusals")
+        export = page.request.get(base + page.locator("#export-journal").get_attribute("href"))
+        expect(export.status == 200 and export.body().startswith("\ufeff".encode()) and b"date;canal;action" in export.body(),
+               "the journal exports as CSV")
         context.close()
 
         # An agent of another structure: no dossier, as for anyone out of reach.

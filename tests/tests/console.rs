@@ -84,6 +84,12 @@ async fn agents_work_in_the_console_exactly_as_the_policy_lets_them() -> anyhow:
     .fetch_one(&pool)
     .await?;
     assert!(refused >= 1, "the DPO's refused dossier read is journaled ({refused})");
+    let (exports,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM journal.entries WHERE channel = 'console' AND action = 'export' AND cardinality(persons_found) = 1",
+    )
+    .fetch_one(&pool)
+    .await?;
+    assert!(exports >= 1, "the queue's export is journaled as one entry naming the persons exported ({exports})");
     // Nothing personal in the sessions the hub keeps.
     let (sessions,): (String,) =
         sqlx::query_as("SELECT coalesce(string_agg(record::text, ' '), '') FROM web.sessions").fetch_one(&pool).await?;

@@ -110,17 +110,22 @@ pub struct DpoScope {
     pub territory: Option<String>,
 }
 
-/// Rows about a person (as read or found) or by an agent, in a time window, oldest first,
-/// within the DPO's scope.
-pub async fn read(
-    pool: &PgPool,
-    scope: &DpoScope,
-    person_id: Option<Uuid>,
-    agent: Option<&str>,
-    since: Option<DateTime<Utc>>,
-    until: Option<DateTime<Utc>>,
-    limit: i64,
-) -> Result<Vec<Row>, sqlx::Error> {
+/// What a DPO searches the journal for; every field narrows.
+#[derive(Debug, Clone, Default)]
+pub struct Search<'a> {
+    /// Rows about the person, as read or found.
+    pub person_id: Option<Uuid>,
+    pub agent: Option<&'a str>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub purpose: Option<&'a str>,
+    /// The outcome's start (`refused` matches every `refused:<motif>`).
+    pub outcome: Option<&'a str>,
+}
+
+/// Rows matching `search`, oldest first, within the DPO's scope.
+pub async fn read(pool: &PgPool, scope: &DpoScope, search: &Search<'_>, limit: i64) -> Result<Vec<Row>, sqlx::Error> {
+    let Search { person_id, agent, since, until, purpose, outcome } = *search;
     sqlx::query_as(
         "SELECT entry_id, at, request_id, channel, action, agent_uid, agent_siret, agent_role, purpose, person_id,
                 persons_found, sections_shown, sections_withheld, outcome
@@ -129,6 +134,8 @@ pub async fn read(
            AND ($2::text IS NULL OR agent_uid = $2)
            AND ($3::timestamptz IS NULL OR at >= $3)
            AND ($4::timestamptz IS NULL OR at < $4)
+           AND ($8::text IS NULL OR purpose = $8)
+           AND ($9::text IS NULL OR outcome = $9 OR outcome LIKE $9 || ':%')
            AND (agent_siret = $6 OR ($7::text IS NOT NULL AND (
                 person_id IN (SELECT d.person_id FROM dossiers d WHERE d.territory = $7)
                 OR persons_found && ARRAY(SELECT d.person_id FROM dossiers d WHERE d.territory = $7))))
@@ -142,6 +149,8 @@ pub async fn read(
     .bind(limit)
     .bind(&scope.siret)
     .bind(&scope.territory)
+    .bind(purpose)
+    .bind(outcome)
     .fetch_all(pool)
     .await
 }

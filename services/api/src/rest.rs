@@ -187,6 +187,8 @@ async fn journal(
         agent: query.get("agent").cloned(),
         depuis: query.get("depuis").cloned(),
         jusqu_a: query.get("jusqu_a").cloned(),
+        motif: query.get("motif").cloned(),
+        resultat: query.get("resultat").cloned(),
     };
     answer(&api, &headers, "journal", async |caller, request_id| api.journal_read(caller, request_id, &query).await)
         .await

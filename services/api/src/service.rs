@@ -127,6 +127,48 @@ pub struct QueueQuery<'a> {
     pub purpose: Option<&'a str>,
 }
 
+/// A work queue as the console asks for it: filters, order and page (or everything, for an
+/// export).
+#[derive(Debug, Clone)]
+pub struct QueueRequest<'a> {
+    pub code: &'a str,
+    pub queue: territory::Queue,
+    pub purpose: Option<&'a str>,
+    pub filter: territory::QueueFilter,
+    pub page: i64,
+    pub size: i64,
+}
+
+/// One person of a work queue, as the orientation staff of the territory sees them.
+#[derive(Debug, Clone)]
+pub struct QueueRow {
+    pub person_id: Uuid,
+    pub since: Option<DateTime<Utc>>,
+    pub commune: Option<String>,
+    pub nom: Option<String>,
+    pub prenoms: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueuePage {
+    pub rows: Vec<QueueRow>,
+    pub total: i64,
+}
+
+/// Journal rows one search returns, at most (narrow the search for more).
+pub const JOURNAL_MAX_ROWS: i64 = 1000;
+
+/// Rows of an export, at most (a larger queue is narrowed with the filters first).
+pub const EXPORT_MAX_ROWS: i64 = 5000;
+
+/// A territory's dashboard: its indicators, the orientation delay by month, the queues' sizes.
+#[derive(Debug, Clone)]
+pub struct Dashboard {
+    pub indicators: territory::Indicators,
+    pub delay_by_month: Vec<(String, i64, f64, f64)>,
+    pub queue_sizes: Vec<(territory::Queue, i64)>,
+}
+
 /// The journal query of the DPO.
 #[derive(Debug, Clone, Default)]
 pub struct JournalQuery {
@@ -134,6 +176,10 @@ pub struct JournalQuery {
     pub agent: Option<String>,
     pub depuis: Option<String>,
     pub jusqu_a: Option<String>,
+    /// The purpose stated (orientation, accompagnement, instruction_rsa).
+    pub motif: Option<String>,
+    /// The outcome (shown, found, none, not_found, refused…).
+    pub resultat: Option<String>,
 }
 
 /// Whether the caller is the person's active référent: the référent fact names an agent of a
@@ -433,7 +479,7 @@ impl Api {
 
     async fn section(&self, dossier: &Dossier, section: Section, reduced: bool) -> Result<Value, Failure> {
         Ok(match section {
-            Section::Identite => self.identity(dossier).await?,
+            Section::Identite => self.identity(dossier.person_id, dossier.territory.as_deref()).await?,
             Section::DroitsRsa if reduced => json!({
                 "etat_droit": dossier.right_state,
                 "soumis_droits_devoirs": dossier.sdd,
@@ -488,13 +534,13 @@ impl Api {
 
     /// The identity section: opened from the sealed personal data of the person's events, the
     /// most recent value of each field. Unreadable data (a destroyed key) is left out.
-    async fn identity(&self, dossier: &Dossier) -> Result<Value, Failure> {
+    async fn identity(&self, person_id: Uuid, territory: Option<&str>) -> Result<Value, Failure> {
         let rows = sqlx::query(
             "SELECT event_id, sealed_key_id, sealed_nonce, sealed_data, commune FROM person_events
              WHERE person_id = $1 AND (sealed_data IS NOT NULL OR commune IS NOT NULL)
              ORDER BY occurred_at DESC, recorded_at DESC LIMIT 50",
         )
-        .bind(dossier.person_id)
+        .bind(person_id)
         .fetch_all(&self.pool)
         .await?;
         let (mut nom, mut prenoms, mut naissance, mut nir, mut commune) = (None, None, None, None, None);
@@ -525,7 +571,7 @@ impl Api {
         }
         Ok(json!({
             "nom": nom, "prenoms": prenoms, "date_naissance": naissance, "nir_masque": nir, "commune": commune,
-            "territoire": dossier.territory,
+            "territoire": territory,
         }))
     }
 
@@ -808,6 +854,70 @@ impl Api {
         }))
     }
 
+    /// The console's dashboard of a territory (journaled as a territory view).
+    pub async fn dashboard(
+        &self,
+        caller: &Caller,
+        request_id: Uuid,
+        code: &str,
+        purpose: Option<&str>,
+    ) -> Result<Dashboard, Failure> {
+        let mut entry =
+            self.territory_caller(caller, Self::entry(caller, request_id, "territoire", None), code, purpose).await?;
+        let dashboard = Dashboard {
+            indicators: territory::indicators(&self.pool, code).await?,
+            delay_by_month: territory::orientation_delay_by_month(&self.pool, code).await?,
+            queue_sizes: territory::queue_sizes(&self.pool, code, Utc::now()).await?,
+        };
+        entry.outcome = "shown".into();
+        self.journal(entry).await?;
+        Ok(dashboard)
+    }
+
+    /// A filtered page of a work queue with each person's name and commune (the console), or
+    /// with `export` every row up to [`EXPORT_MAX_ROWS`]: one journal entry naming the persons
+    /// shown or exported.
+    pub async fn queue_rows(
+        &self,
+        caller: &Caller,
+        request_id: Uuid,
+        request: &QueueRequest<'_>,
+        export: bool,
+    ) -> Result<QueuePage, Failure> {
+        let action = if export { "export" } else { "territoire" };
+        let mut entry = self
+            .territory_caller(caller, Self::entry(caller, request_id, action, None), request.code, request.purpose)
+            .await?;
+        let (limit, offset) =
+            if export { (EXPORT_MAX_ROWS, 0) } else { (request.size, (request.page - 1).max(0) * request.size) };
+        let (entries, total) = territory::filtered_queue(
+            &self.pool,
+            request.code,
+            request.queue,
+            Utc::now(),
+            &request.filter,
+            limit,
+            offset,
+        )
+        .await?;
+        let mut rows = Vec::with_capacity(entries.len());
+        for item in entries {
+            let identity = self.identity(item.person_id, Some(request.code)).await?;
+            let text = |key: &str| identity[key].as_str().map(str::to_owned);
+            rows.push(QueueRow {
+                person_id: item.person_id,
+                since: item.since,
+                commune: item.commune,
+                nom: text("nom"),
+                prenoms: text("prenoms"),
+            });
+        }
+        entry.persons_found = rows.iter().map(|row| row.person_id).collect();
+        entry.outcome = "shown".into();
+        self.journal(entry).await?;
+        Ok(QueuePage { rows, total })
+    }
+
     /// `GET /journal`: the DPO's view.
     pub async fn journal_read(
         &self,
@@ -846,6 +956,33 @@ impl Api {
                     reason: "an agent uid of 1 to 200 printable characters".into(),
                 });
             }
+            if let Some(motif) = query.motif.as_deref()
+                && Purpose::parse(motif).is_none()
+            {
+                return Err(Failure::BadRequest {
+                    parameter: "motif",
+                    reason: format!("{motif:?} is not orientation, accompagnement or instruction_rsa"),
+                });
+            }
+            const OUTCOMES: [&str; 9] = [
+                "shown",
+                "found",
+                "none",
+                "moved_out",
+                "not_found",
+                "refused",
+                "invalid",
+                "unauthenticated",
+                "not_habilitated",
+            ];
+            if let Some(outcome) = query.resultat.as_deref()
+                && !OUTCOMES.contains(&outcome)
+            {
+                return Err(Failure::BadRequest {
+                    parameter: "resultat",
+                    reason: format!("{outcome:?} is not one of {}", OUTCOMES.join(", ")),
+                });
+            }
             Ok((person_id, instant(query.depuis.as_deref(), "depuis")?, instant(query.jusqu_a.as_deref(), "jusqu_a")?))
         })();
         let (person_id, since, until) = match parsed {
@@ -856,7 +993,15 @@ impl Api {
             siret: caller.agent.organisation.siret.clone(),
             territory: caller.agent.organisation.territory.clone(),
         };
-        let rows = journal::read(&self.pool, &scope, person_id, query.agent.as_deref(), since, until, 1000).await?;
+        let search = journal::Search {
+            person_id,
+            agent: query.agent.as_deref(),
+            since,
+            until,
+            purpose: query.motif.as_deref(),
+            outcome: query.resultat.as_deref(),
+        };
+        let rows = journal::read(&self.pool, &scope, &search, JOURNAL_MAX_ROWS).await?;
         entry.person_id = person_id;
         entry.outcome = "shown".into();
         self.journal(entry).await?;

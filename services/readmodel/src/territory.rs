@@ -135,6 +135,110 @@ pub struct QueueEntry {
     pub since: Option<DateTime<Utc>>,
 }
 
+/// What narrows a queue (the console's filters): the commune of residence (INSEE code, the
+/// latest the person's facts gave), the droits-et-devoirs flag, waiting since at most a date;
+/// and the order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueFilter {
+    pub commune: Option<String>,
+    pub sdd: Option<bool>,
+    pub since_until: Option<DateTime<Utc>>,
+    pub newest_first: bool,
+}
+
+/// One person of a filtered queue, with the commune the filter reads.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct FilteredEntry {
+    pub person_id: Uuid,
+    pub since: Option<DateTime<Utc>>,
+    pub commune: Option<String>,
+}
+
+/// The latest commune of residence a person's facts gave.
+const LATEST_COMMUNE: &str =
+    "(SELECT e.commune FROM person_events e WHERE e.person_id = d.person_id AND e.commune IS NOT NULL
+      ORDER BY e.occurred_at DESC, e.recorded_at DESC LIMIT 1)";
+
+fn filtered_sql(queue: Queue, select: &str, order_and_page: &str) -> String {
+    format!(
+        "SELECT {select} FROM (SELECT d.*, {LATEST_COMMUNE} AS commune FROM dossiers d WHERE d.territory = $1) dossiers
+         WHERE {condition}
+           AND ($3::text IS NULL OR commune = $3)
+           AND ($4::boolean IS NULL OR sdd = $4)
+           AND ($5::timestamptz IS NULL OR {since} <= $5)
+         {order_and_page}",
+        condition = queue.condition(),
+        since = queue.since_column(),
+    )
+}
+
+/// A page of a filtered queue, and how many persons the filters keep in all.
+pub async fn filtered_queue(
+    pool: &PgPool,
+    territory: &str,
+    queue: Queue,
+    now: DateTime<Utc>,
+    filter: &QueueFilter,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<FilteredEntry>, i64), sqlx::Error> {
+    let direction = if filter.newest_first { "DESC" } else { "ASC" };
+    let rows_sql = filtered_sql(
+        queue,
+        &format!("person_id, {} AS since, commune", queue.since_column()),
+        &format!("ORDER BY {} {direction} NULLS LAST, person_id LIMIT $6 OFFSET $7", queue.since_column()),
+    );
+    let rows: Vec<FilteredEntry> = sqlx::query_as(sqlx::AssertSqlSafe(rows_sql))
+        .bind(territory)
+        .bind(now)
+        .bind(&filter.commune)
+        .bind(filter.sdd)
+        .bind(filter.since_until)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(pool)
+        .await?;
+    let count_sql = filtered_sql(queue, "count(*)", "");
+    let (total,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(count_sql))
+        .bind(territory)
+        .bind(now)
+        .bind(&filter.commune)
+        .bind(filter.sdd)
+        .bind(filter.since_until)
+        .fetch_one(pool)
+        .await?;
+    Ok((rows, total))
+}
+
+/// The orientation delay (days from becoming SDD to the decision) by month of decision: the
+/// month (`YYYY-MM`), how many decisions, the median and the 90th percentile.
+pub async fn orientation_delay_by_month(
+    pool: &PgPool,
+    territory: &str,
+) -> Result<Vec<(String, i64, f64, f64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT to_char(date_trunc('month', oriented_at), 'YYYY-MM') AS month, count(*),
+                percentile_cont(0.5) WITHIN GROUP (ORDER BY delay), percentile_cont(0.9) WITHIN GROUP (ORDER BY delay)
+         FROM (SELECT oriented_at, GREATEST(EXTRACT(EPOCH FROM (oriented_at - sdd_since)) / 86400.0, 0)::float8 AS delay
+               FROM dossiers WHERE territory = $1 AND sdd AND orientation_status = 'DECIDEE'
+                 AND oriented_at IS NOT NULL AND sdd_since IS NOT NULL) delays
+         GROUP BY 1 ORDER BY 1",
+    )
+    .bind(territory)
+    .fetch_all(pool)
+    .await
+}
+
+/// The size of each queue of a territory (the dashboard's counters).
+pub async fn queue_sizes(pool: &PgPool, territory: &str, now: DateTime<Utc>) -> Result<Vec<(Queue, i64)>, sqlx::Error> {
+    let mut sizes = Vec::new();
+    for queue in Queue::ALL {
+        let (_, total) = filtered_queue(pool, territory, queue, now, &QueueFilter::default(), 0, 0).await?;
+        sizes.push((queue, total));
+    }
+    Ok(sizes)
+}
+
 /// A page of a queue, oldest first (who has waited longest comes first).
 pub async fn queue(
     pool: &PgPool,

@@ -45,7 +45,7 @@ pub fn family_label(family: &str) -> &'static str {
     }
 }
 
-fn right_state_label(code: &str) -> String {
+pub fn right_state_label(code: &str) -> String {
     match code {
         "0" => "Demande en attente de décision du département".into(),
         "1" => "Droit refusé".into(),
@@ -82,7 +82,7 @@ fn ft_label(code: &str) -> String {
     }
 }
 
-fn orientation_label(code: &str) -> String {
+pub fn orientation_label(code: &str) -> String {
     match code {
         "DEMANDEE" => "Orientation demandée".into(),
         "DECIDEE" => "Orientation décidée".into(),
