@@ -87,12 +87,19 @@ class Run:
         if self.screenshots:
             page.screenshot(path=f"{self.screenshots}/{name}.png", full_page=True)
 
-    def sign_in(self, context, uid):
+    def sign_in(self, context, uid, audit_provider=False):
         page = context.new_page()
         page.goto(f"{self.base}/console")
         expect(page.url.endswith("/console/connexion"), f"{uid}: an anonymous visit lands on the sign-in page")
         page.click("#bouton-proconnect")
         page.wait_for_url(re.compile(r".*/dev-oidc/authorize.*"))
+        query = page.url.split("?", 1)[1]
+        state = re.search(r"(?:^|&)state=([^&]+)", query).group(1)
+        nonce = re.search(r"(?:^|&)nonce=([^&]+)", query).group(1)
+        expect(len(state) >= 32 and len(nonce) >= 32 and "code_challenge=" in query,
+               f"{uid}: the authorization request carries state and nonce of 32+ characters, and PKCE")
+        if audit_provider:
+            self.audit(page, "fournisseur-identite-developpement")
         name = ROLES.get(uid, (None,))[0]
         page.click(f"button[name=agent][value$='|{uid}']")
         page.wait_for_url(re.compile(r".*/console$"))
@@ -116,7 +123,7 @@ def sections_of(page):
     return sorted(s.get_attribute("id").removeprefix("rubrique-") for s in page.query_selector_all("section.pl-section"))
 
 
-def run(base, martin, screenshots):
+def run(base, martin, screenshots, theme, waiting):
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path="/usr/bin/chromium",
@@ -136,19 +143,33 @@ def run(base, martin, screenshots):
         expect("default-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp,
                "pages carry a CSP without inline script and without framing")
         expect(response.headers.get("cache-control") == "no-store", "pages are never stored (Cache-Control: no-store)")
+        if theme == "neutre":
+            expect(page.locator(".fr-logo").count() == 0, "the neutral theme has no Marianne block")
+            expect(page.locator("link[href='/console/static/neutre.css']").count() == 1, "and drops the State's fonts")
+        else:
+            expect(page.locator(".fr-header .fr-logo").count() == 1, "the State's theme shows the Marianne block")
         session.audit(page, "connexion")
         context.close()
 
         # Each role: the sections the law lets them see, the reason for each other.
         for uid, (name, purpose, shown, withheld) in ROLES.items():
             context = session.context()
-            page = session.sign_in(context, uid)
+            page = session.sign_in(context, uid, audit_provider=(uid == "cd52.orientation"))
             cookies = {c["name"]: c for c in context.cookies()}
             cookie = cookies.get("passerelle_console")
             expect(cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Lax",
                    f"{uid}: the session cookie is HttpOnly and SameSite=Lax")
             if uid == "cd52.orientation":
                 session.audit(page, "accueil")
+                page.goto(f"{base}/console/recherche")
+                session.audit(page, "recherche")
+                page.goto(f"{base}/console/dossiers/{martin}")
+                expect(page.locator("input[name=motif]").count() >= 1, "a dossier opened without a purpose asks for one")
+                session.audit(page, "motif")
+                for which in ("accessibilite", "mentions-legales", "donnees-personnelles", "page-inconnue"):
+                    page.goto(f"{base}/console/{which}")
+                    session.audit(page, which)
+                page.goto(f"{base}/console")
             session.search(page, purpose, NIR_MARTIN)
             expect("/console/dossiers/" in page.url, f"{uid}: a NIR search with one result opens the dossier")
             expect(sections_of(page) == sorted(shown), f"{uid} ({purpose}): sections shown {sorted(shown)}, got {sections_of(page)}")
@@ -217,10 +238,17 @@ def run(base, martin, screenshots):
                 session.audit(page, "territoire")
                 page.click("#compteurs a[href*='sdd-non-orientes']")
                 page.wait_for_url(re.compile(r".*/files/sdd-non-orientes\?motif=orientation"))
-                rows = page.locator("#table-file tbody tr")
-                expect(rows.count() == 1 and "DURAND" in rows.first.inner_text(),
-                       "the counter opens its queue: the SDD person not oriented for 30 days")
+                in_queue = waiting + 1
+                expect(f"{in_queue} personnes" in page.inner_text("#table-file caption"),
+                       f"the counter opens its queue: the {in_queue} SDD persons not oriented for 30 days")
+                expect(page.locator("#table-file tbody tr").count() == 20, "the queue shows 20 persons a page")
                 session.audit(page, "file")
+                page.click(".fr-pagination__link--next")
+                page.wait_for_load_state()
+                expect(page.locator("#table-file tbody tr").count() == in_queue - 20 and "page=2" in page.url,
+                       "the next page shows the rest")
+                everything = page.request.get(base + page.locator("#lien-export").get_attribute("href")).body()
+                expect(everything.count(b"\r\n") == in_queue + 1, "the export without filters holds the whole queue")
                 page.fill("#commune", "52448")
                 page.click("#filtres-file button[type=submit]")
                 page.wait_for_load_state()
@@ -229,7 +257,8 @@ def run(base, martin, screenshots):
                 page.fill("#commune", "52121")
                 page.click("#filtres-file button[type=submit]")
                 page.wait_for_load_state()
-                expect(page.locator("#table-file tbody tr").count() == 1, "the person's commune keeps them")
+                rows = page.locator("#table-file tbody tr")
+                expect(rows.count() == 1 and "DURAND" in rows.first.inner_text(), "the person's commune keeps them")
                 export = page.request.get(base + page.locator("#lien-export").get_attribute("href"))
                 body = export.body()
                 expect(export.status == 200 and export.headers["content-type"].startswith("text/csv")
@@ -317,5 +346,7 @@ if __name__ == "__main__":
     parser.add_argument("base")
     parser.add_argument("--martin", required=True, help="the person id of the demo's Paul Martin")
     parser.add_argument("--screenshots")
+    parser.add_argument("--theme", default="etat", choices=["etat", "neutre"])
+    parser.add_argument("--waiting", type=int, default=0, help="persons added to the SDD queue beside the demo's")
     arguments = parser.parse_args()
-    run(arguments.base, arguments.martin, arguments.screenshots)
+    run(arguments.base, arguments.martin, arguments.screenshots, arguments.theme, arguments.waiting)

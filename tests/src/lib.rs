@@ -59,7 +59,21 @@ impl TestHub {
         .await
     }
 
+    /// A hub on the shared test broker whose configuration `adjust` changes before it starts.
+    pub async fn spawn_configured(adjust: impl FnOnce(&mut Config)) -> anyhow::Result<Self> {
+        Self::spawn_adjusted(&env_or("PASSERELLE_TEST_BOOTSTRAP", "127.0.0.1:9092"), passerelle::Services::ALL, adjust)
+            .await
+    }
+
     async fn spawn_with(bootstrap: &str, services: passerelle::Services) -> anyhow::Result<Self> {
+        Self::spawn_adjusted(bootstrap, services, |_| {}).await
+    }
+
+    async fn spawn_adjusted(
+        bootstrap: &str,
+        services: passerelle::Services,
+        adjust: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<Self> {
         logs::capture();
         let unique = uuid::Uuid::new_v4().simple().to_string();
         let database = format!("passerelle_test_{}", &unique[..16]);
@@ -102,6 +116,7 @@ impl TestHub {
         config.kafka.partitions = 3;
         config.secrets.pepper_hex = Some(pepper.to_hex());
         config.secrets.master_key_hex = Some(master.to_hex());
+        adjust(&mut config);
         let running = passerelle::start_services(&config, services).await?;
         Ok(Self { running, config, pepper, master, credentials_dir })
     }

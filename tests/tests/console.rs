@@ -26,11 +26,44 @@ fn python() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(python))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agents_work_in_the_console_exactly_as_the_policy_lets_them() -> anyhow::Result<()> {
-    let python = python()?;
-    let hub = TestHub::spawn().await?;
-    let pushed = passerelle::demo::push(&hub.endpoint(), &hub.credentials_dir).await?;
+/// Persons added to the demo so that a work queue has more than one page: SDD in Haute-Marne
+/// since September, never oriented, living in another commune than the demo's.
+const WAITING: usize = 25;
+
+async fn push_waiting_persons(hub: &TestHub) -> anyhow::Result<usize> {
+    use passerelle_ingest::proto::{
+        AllocataireEvent, Household, Location, SddChanged, allocataire_event::Fact,
+        allocataire_ingest_client::AllocataireIngestClient,
+    };
+    let mut caf = AllocataireIngestClient::new(hub.channel_as("caf-521").await?);
+    for index in 0..WAITING {
+        let matricule = format!("{}", 3_000_000 + index);
+        caf.publish(AllocataireEvent {
+            event_id: format!("console-waiting-{index}"),
+            occurred_at: "2026-09-01T09:00:00+02:00".into(),
+            person: passerelle::demo::person(
+                &format!("1800552060{:03}", 100 + index),
+                "",
+                "ATTENTE",
+                "Camille",
+                "1980-05-01",
+            ),
+            household: Some(Household { organisme: "521".into(), matricule, role: "DEM".into() }),
+            location: Some(Location { receiving_authority: "052".into(), commune: "52060".into() }),
+            corrects_event_id: String::new(),
+            fact: Some(Fact::SddChanged(SddChanged { soumis: true })),
+        })
+        .await?;
+    }
+    Ok(WAITING)
+}
+
+/// A hub holding the demo (and the waiting persons), projected; returns it with Paul Martin's
+/// person id.
+async fn hub_with_the_demo(theme: passerelle_web::Theme) -> anyhow::Result<(TestHub, uuid::Uuid)> {
+    let hub = TestHub::spawn_configured(|config| config.web.theme = theme).await?;
+    let pushed =
+        passerelle::demo::push(&hub.endpoint(), &hub.credentials_dir).await? + push_waiting_persons(&hub).await?;
     let pool = hub.running.pool.clone();
     let key = hub.subject_keys().nir(&passerelle_domain::Nir::parse(NIR_MARTIN)?).as_str().to_owned();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -45,11 +78,24 @@ async fn agents_work_in_the_console_exactly_as_the_policy_lets_them() -> anyhow:
         anyhow::ensure!(Instant::now() < deadline, "the demo was not projected ({count} of {pushed} events)");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    Ok((hub, martin))
+}
 
+/// Runs the browser checks against `hub`; screenshots only when asked and `screenshots`.
+async fn browse(hub: &TestHub, martin: uuid::Uuid, theme: &str, screenshots: bool) -> anyhow::Result<()> {
+    let python = python()?;
     let base = format!("http://{}", hub.running.http_addr);
     let mut command = Command::new(&python);
-    command.arg(repo_root().join("tests/python/console_browser.py")).arg(&base).arg("--martin").arg(martin.to_string());
-    if let Ok(dir) = std::env::var("PASSERELLE_SCREENSHOTS") {
+    command
+        .arg(repo_root().join("tests/python/console_browser.py"))
+        .arg(&base)
+        .arg("--martin")
+        .arg(martin.to_string())
+        .arg("--theme")
+        .arg(theme)
+        .arg("--waiting")
+        .arg(WAITING.to_string());
+    if let (true, Ok(dir)) = (screenshots, std::env::var("PASSERELLE_SCREENSHOTS")) {
         std::fs::create_dir_all(&dir)?;
         command.arg("--screenshots").arg(dir);
     }
@@ -61,6 +107,14 @@ async fn agents_work_in_the_console_exactly_as_the_policy_lets_them() -> anyhow:
         "the browser checks failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_work_in_the_console_exactly_as_the_policy_lets_them() -> anyhow::Result<()> {
+    let (hub, martin) = hub_with_the_demo(passerelle_web::Theme::Etat).await?;
+    let pool = hub.running.pool.clone();
+    browse(&hub, martin, "etat", true).await?;
 
     // The console's reads went through the API's journal, naming the console.
     let (reads,): (i64,) = sqlx::query_as(
@@ -85,7 +139,8 @@ async fn agents_work_in_the_console_exactly_as_the_policy_lets_them() -> anyhow:
     .await?;
     assert!(refused >= 1, "the DPO's refused dossier read is journaled ({refused})");
     let (exports,): (i64,) = sqlx::query_as(
-        "SELECT count(*) FROM journal.entries WHERE channel = 'console' AND action = 'export' AND cardinality(persons_found) = 1",
+        "SELECT count(*) FROM journal.entries WHERE channel = 'console' AND action = 'export' AND cardinality(persons_found) = 1
+           AND persons_found[1] IN (SELECT person_id FROM dossiers WHERE territory = '52')",
     )
     .fetch_one(&pool)
     .await?;
@@ -94,5 +149,13 @@ async fn agents_work_in_the_console_exactly_as_the_policy_lets_them() -> anyhow:
     let (sessions,): (String,) =
         sqlx::query_as("SELECT coalesce(string_agg(record::text, ' '), '') FROM web.sessions").fetch_one(&pool).await?;
     assert!(!sessions.contains(NIR_MARTIN) && !sessions.contains("MARTIN"), "no NIR or name in the stored sessions");
+    hub.running.shutdown().await
+}
+
+/// A département-run deployment: the same pages and checks, without the Marianne block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_neutral_theme_passes_the_same_checks_without_the_state_identity() -> anyhow::Result<()> {
+    let (hub, martin) = hub_with_the_demo(passerelle_web::Theme::Neutre).await?;
+    browse(&hub, martin, "neutre", false).await?;
     hub.running.shutdown().await
 }
