@@ -279,6 +279,15 @@ async fn run(
         );
         levels.push(reads);
     }
+    let console = stages::console_reads(&stack, options.seconds).await?;
+    eprintln!(
+        "  console dossier page, 1 client: {} pages, p50 {:.1} ms, p99 {:.1} ms, statuses {:?}, {} journal rows",
+        console.latencies_ms.len(),
+        percentile(&console.latencies_ms, 50.0),
+        percentile(&console.latencies_ms, 99.0),
+        console.statuses,
+        console.journal_rows
+    );
     hub.stop()?;
     let reads = levels.pop().ok_or_else(|| anyhow::anyhow!("no API figure"))?;
     let reads_rate = rate(reads.latencies_ms.len() as f64, reads.took);
@@ -351,6 +360,13 @@ async fn run(
             "statuses": reads.statuses.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<String, Value>>(),
             "journal_rows": reads.journal_rows, "target_p99_ms": 20,
             "lighter_loads": lighter
+        },
+        "console": {
+            "page": "/console/dossiers/{id}?motif=orientation, signed in as the territory's orientation agent through the development identity provider",
+            "clients": 1, "pages": console.latencies_ms.len(), "seconds": console.took.as_secs_f64(),
+            "p50_ms": percentile(&console.latencies_ms, 50.0), "p99_ms": percentile(&console.latencies_ms, 99.0),
+            "statuses": console.statuses.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<String, Value>>(),
+            "journal_rows": console.journal_rows, "target_p99_ms": 50
         },
         "wall_seconds": clock.elapsed().as_secs_f64(),
     });
@@ -452,6 +468,17 @@ fn print_table(r: &Value) {
         r["api"]["persons"],
         r["api"]["concurrency"],
         r["api"]["journal_rows"],
+    );
+    println!(
+        "{:<12} p50 {:>6.1} ms {:>18} {:>8} {:>12}  p99 {:.1} ms, {} pages, 1 client, {} journal rows",
+        "console page",
+        f(&r["console"]["p50_ms"]),
+        "",
+        "",
+        "p99 <= 50 ms",
+        f(&r["console"]["p99_ms"]),
+        r["console"]["pages"],
+        r["console"]["journal_rows"],
     );
     for level in r["api"]["lighter_loads"].as_array().into_iter().flatten() {
         println!(

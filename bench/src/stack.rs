@@ -119,7 +119,13 @@ client_ca_file = "{pki}/ca.pem"
 [api]
 habilitations_file = "{dir}/habilitations.toml"
 jwks_file = "{pki}/oidc-dev-jwks.json"
+
+[web]
+assets_dir = "{repo}/services/web/node_modules/@gouvfr/dsfr/dist"
+dev_signing_key_file = "{pki}/oidc-dev-key.der"
+dev_jwks_file = "{pki}/oidc-dev-jwks.json"
 "#,
+            repo = concat!(env!("CARGO_MANIFEST_DIR"), "/.."),
             dir = dir.display(),
             pki = pki.display(),
         );

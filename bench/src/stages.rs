@@ -512,6 +512,99 @@ pub async fn reads(stack: &Stack, concurrency: usize, seconds: u64) -> anyhow::R
     Ok(Reads { latencies_ms: latencies, statuses, took, journal_rows, concurrency })
 }
 
+/// A console session of `uid`, signed in through the development identity provider by the
+/// same flow as a browser (sign-in page, CSRF token, authorization, callback): the session
+/// cookie to send.
+async fn console_session(client: &reqwest::Client, http: &str, uid: &str) -> anyhow::Result<String> {
+    fn cookie(response: &reqwest::Response) -> Option<String> {
+        response
+            .headers()
+            .get_all(reqwest::header::SET_COOKIE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .find(|value| value.starts_with("passerelle_console="))
+            .and_then(|value| value.split(';').next())
+            .map(str::to_owned)
+    }
+    fn location(response: &reqwest::Response) -> anyhow::Result<String> {
+        let location = response.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok());
+        location.map(str::to_owned).ok_or_else(|| anyhow::anyhow!("no redirect (status {})", response.status()))
+    }
+    let page = client.get(format!("{http}/console/connexion")).send().await?;
+    let mut session = cookie(&page).ok_or_else(|| anyhow::anyhow!("the sign-in page set no session cookie"))?;
+    let html = page.text().await?;
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .ok_or_else(|| anyhow::anyhow!("no CSRF token on the sign-in page"))?
+        .to_owned();
+    let started = client
+        .post(format!("{http}/console/connexion"))
+        .header(reqwest::header::COOKIE, &session)
+        .form(&[("csrf", csrf)])
+        .send()
+        .await?;
+    let authorize = reqwest::Url::parse(&location(&started)?)?;
+    let mut form: Vec<(String, String)> = authorize.query_pairs().into_owned().collect();
+    form.push(("agent".into(), format!("|{uid}")));
+    let chosen = client.post(format!("{http}/dev-oidc/authorize")).form(&form).send().await?;
+    let callback = location(&chosen)?;
+    let signed = client.get(callback).header(reqwest::header::COOKIE, &session).send().await?;
+    if let Some(renewed) = cookie(&signed) {
+        session = renewed;
+    }
+    anyhow::ensure!(location(&signed)? == "/console", "the sign-in of {uid} did not complete");
+    Ok(session)
+}
+
+/// Reads the console's dossier page of sampled persons back to back with one client, each as
+/// the orientation agent of the person's territory signed in to the console: the page's time
+/// on loopback (policy, journal, identity opening, template), the figure of issue 12.
+pub async fn console_reads(stack: &Stack, seconds: u64) -> anyhow::Result<Reads> {
+    let pool = stack.owner_pool().await?;
+    let sample: Vec<(Uuid, String)> = sqlx::query_as(
+        "SELECT person_id, territory FROM readmodel.dossiers TABLESAMPLE SYSTEM (10) WHERE territory IS NOT NULL LIMIT 100000",
+    )
+    .fetch_all(&pool)
+    .await?;
+    if sample.is_empty() {
+        bail!("no dossiers to read");
+    }
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+    let mut sessions: HashMap<String, String> = HashMap::new();
+    for (_, territory) in &sample {
+        if !sessions.contains_key(territory) {
+            let session = console_session(&client, &stack.http, &orientation_agent(territory)).await?;
+            sessions.insert(territory.clone(), session);
+        }
+    }
+    let journal_before = count(&pool, "SELECT count(*) FROM journal.entries").await?;
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    let mut statuses: HashMap<u16, u64> = HashMap::new();
+    let mut next = 0;
+    while Instant::now() < deadline {
+        let (person, territory) = &sample[next % sample.len()];
+        next += 1;
+        let sent = Instant::now();
+        let response = client
+            .get(format!("{}/console/dossiers/{person}?motif=orientation", stack.http))
+            .header(reqwest::header::COOKIE, sessions.get(territory).map(String::as_str).unwrap_or_default())
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        response.bytes().await?;
+        latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+        *statuses.entry(status).or_default() += 1;
+    }
+    let took = started.elapsed();
+    latencies.sort_by(f64::total_cmp);
+    let journal_rows = count(&pool, "SELECT count(*) FROM journal.entries").await? - journal_before;
+    Ok(Reads { latencies_ms: latencies, statuses, took, journal_rows, concurrency: 1 })
+}
+
 pub struct ApplyOnly {
     pub records: usize,
     /// Reading every record of the topics with a plain librdkafka consumer (the broker's cost).

@@ -91,6 +91,7 @@ class Run:
         page = context.new_page()
         page.goto(f"{self.base}/console")
         expect(page.url.endswith("/console/connexion"), f"{uid}: an anonymous visit lands on the sign-in page")
+        before = {c["name"]: c["value"] for c in context.cookies()}.get("passerelle_console")
         page.click("#bouton-proconnect")
         page.wait_for_url(re.compile(r".*/dev-oidc/authorize.*"))
         query = page.url.split("?", 1)[1]
@@ -103,6 +104,9 @@ class Run:
         name = ROLES.get(uid, (None,))[0]
         page.click(f"button[name=agent][value$='|{uid}']")
         page.wait_for_url(re.compile(r".*/console$"))
+        after = {c["name"]: c["value"] for c in context.cookies()}.get("passerelle_console")
+        expect(before is not None and after is not None and before != after,
+               f"{uid}: the session id is renewed at sign-in")
         header = page.inner_text("#agent-connecte")
         if name:
             expect(name in header, f"{uid}: signed in through the development provider, the header names {name}")

@@ -149,6 +149,13 @@ async fn agents_work_in_the_console_exactly_as_the_policy_lets_them() -> anyhow:
     let (sessions,): (String,) =
         sqlx::query_as("SELECT coalesce(string_agg(record::text, ' '), '') FROM web.sessions").fetch_one(&pool).await?;
     assert!(!sessions.contains(NIR_MARTIN) && !sessions.contains("MARTIN"), "no NIR or name in the stored sessions");
+    // Nor in the logs and spans the hub wrote while the agents worked.
+    let spans: String = passerelle_e2e::logs::spans().iter().map(|span| format!("{span:?}\n")).collect();
+    for (place, text) in [("logs", passerelle_e2e::logs::captured()), ("spans", spans)] {
+        for needle in [NIR_MARTIN, "2870552121004", "MARTIN", "DURAND", "ATTENTE", "1985-07-12", "1987-05-03"] {
+            assert!(!text.contains(needle), "{needle:?} appears in the {place}");
+        }
+    }
     hub.running.shutdown().await
 }
 
