@@ -704,17 +704,31 @@ impl Api {
         }
         if let Some(id) = given(&request.id_departement) {
             let id = DepartementInternalId::parse(&id).map_err(|e| bad("id_departement", e.message))?;
-            let code = match (given(&request.departement), caller.agent.organisation.territory.as_deref()) {
-                (Some(code), _) => code,
-                (None, Some(territory)) => {
-                    territory.chars().take_while(|c| c.is_ascii_alphanumeric()).take(2).collect()
-                }
-                (None, None) => {
-                    return Err(bad("departement", "required with id_departement for this organisation".into()));
+            // The département named; else the caller's authority's départements (a collectivité
+            // can span two, the Métropole de Lyon keys its ids under 69); else, for an
+            // organisation without a territory (a caisse, a structure), every département: the
+            // policy then keeps only the persons the caller may reach.
+            let departements: Vec<DepartementCode> = match given(&request.departement) {
+                Some(code) => vec![DepartementCode::parse(&code).map_err(|e| bad("departement", e.message))?],
+                None => {
+                    let territory = caller.agent.organisation.territory.as_deref();
+                    let own: Vec<DepartementCode> = DepartementCode::all()
+                        .filter(|departement| {
+                            territory.is_some_and(|authority| {
+                                authority.starts_with(departement.as_str())
+                                    || passerelle_domain::territory::Authority::of_departement(departement)
+                                        .is_some_and(|of| of.as_str() == authority)
+                            })
+                        })
+                        .collect();
+                    if own.is_empty() { DepartementCode::all().collect() } else { own }
                 }
             };
-            let departement = DepartementCode::parse(&code).map_err(|e| bad("departement", e.message))?;
-            return by_key(self.keys.departement(&departement, &id)).await;
+            let keys: Vec<String> = departements
+                .iter()
+                .map(|departement| self.keys.departement(departement, &id).as_str().to_owned())
+                .collect();
+            return Ok(passerelle_readmodel::persons_of_subjects(&self.pool, &keys).await?);
         }
         if given(&request.matricule_caf).is_some() || given(&request.organisme).is_some() {
             let matricule =
@@ -946,11 +960,9 @@ impl Api {
                 })
                 .transpose()
             };
-            if query
-                .agent
-                .as_deref()
-                .is_some_and(|agent| agent.is_empty() || agent.len() > 200 || agent.chars().any(char::is_control))
-            {
+            if query.agent.as_deref().is_some_and(|agent| {
+                agent.is_empty() || agent.chars().count() > 200 || agent.chars().any(char::is_control)
+            }) {
                 return Err(Failure::BadRequest {
                     parameter: "agent",
                     reason: "an agent uid of 1 to 200 printable characters".into(),

@@ -63,7 +63,9 @@ redacted_debug!(DepartementInternalId);
 impl DepartementInternalId {
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let trimmed = raw.trim();
-        if trimmed.is_empty() || trimmed.len() > 64 {
+        // Characters (code points), as the OpenAPI document's maxLength and the proto count
+        // them: 64 accented or non-BMP characters are more than 64 bytes.
+        if trimmed.is_empty() || trimmed.chars().count() > 64 {
             return Err(Invalid::new("departement_id.length", "a département id has 1 to 64 characters"));
         }
         if trimmed.chars().any(|c| c.is_control()) {
@@ -256,6 +258,15 @@ impl Email {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_departement_id_is_measured_in_characters_not_bytes() {
+        let astral: String = std::iter::repeat_n('𝔄', 40).chain(std::iter::repeat_n('é', 24)).collect();
+        assert_eq!(astral.chars().count(), 64);
+        assert!(astral.len() > 64);
+        assert!(DepartementInternalId::parse(&astral).is_ok());
+        assert!(DepartementInternalId::parse(&format!("{astral}x")).is_err());
+    }
 
     #[test]
     fn a_seven_character_matricule_is_the_same_dossier_as_its_padded_form() {

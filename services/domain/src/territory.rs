@@ -13,6 +13,15 @@ use crate::Invalid;
 pub struct DepartementCode(String);
 
 impl DepartementCode {
+    /// Every département code: 01-19, 2A, 2B, 21-95, 971-974, 976.
+    pub fn all() -> impl Iterator<Item = DepartementCode> {
+        (1..=95u8)
+            .filter(|n| *n != 20)
+            .map(|n| format!("{n:02}"))
+            .chain(["2A", "2B", "971", "972", "973", "974", "976"].map(str::to_owned))
+            .map(DepartementCode)
+    }
+
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let upper = raw.trim().to_ascii_uppercase();
         let code = match upper.len() {

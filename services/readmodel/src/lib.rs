@@ -131,6 +131,18 @@ pub async fn person_of_subject(pool: &PgPool, subject_key: &str) -> Result<Optio
     Ok(row.map(|(id,)| id))
 }
 
+/// The persons any of `subject_keys` is linked to (following merges).
+pub async fn persons_of_subjects(pool: &PgPool, subject_keys: &[String]) -> Result<Vec<Uuid>, sqlx::Error> {
+    let rows: Vec<(Uuid,)> = sqlx::query_as(
+        "SELECT DISTINCT COALESCE(p.merged_into, p.person_id) FROM subject_links l JOIN persons p USING (person_id)
+         WHERE l.subject_key = ANY($1)",
+    )
+    .bind(subject_keys)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
 /// Where a person id leads now: itself, the person it was merged into, or nobody (unknown or
 /// erased).
 pub async fn current_person(pool: &PgPool, person_id: Uuid) -> Result<Option<Uuid>, sqlx::Error> {
