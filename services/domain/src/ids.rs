@@ -215,7 +215,7 @@ pub struct AgentUid(String);
 impl AgentUid {
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let trimmed = raw.trim();
-        if trimmed.is_empty() || trimmed.len() > 128 {
+        if trimmed.is_empty() || trimmed.chars().count() > 128 {
             return Err(Invalid::new("uid.length", "an agent uid has 1 to 128 characters"));
         }
         if trimmed.contains('@') || trimmed.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -245,7 +245,7 @@ impl Email {
             }
             None => false,
         };
-        if !shape_ok || trimmed.len() > 254 || trimmed.chars().any(char::is_whitespace) {
+        if !shape_ok || trimmed.chars().count() > 254 || trimmed.chars().any(char::is_whitespace) {
             return Err(Invalid::new("email.format", "not an e-mail address"));
         }
         Ok(Self(trimmed.to_ascii_lowercase()))
