@@ -29,7 +29,15 @@ const RUNS: u64 = 10;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_matches_the_server_for_every_role() -> anyhow::Result<()> {
     let schemathesis = schemathesis()?;
-    let hub = TestHub::spawn().await?;
+    // Limits far above schemathesis' pace: the fuzzing explores the API, not its rate limits
+    // (tests/tests/limits.rs does).
+    let hub = TestHub::spawn_configured(|config| {
+        config.api.limits.per_agent_per_second = 10_000;
+        config.api.limits.per_agent_burst = 10_000;
+        config.api.limits.unauthenticated_per_second = 10_000;
+        config.api.limits.unauthenticated_burst = 10_000;
+    })
+    .await?;
     let mut caf_client = AllocataireIngestClient::new(hub.channel_as("caf-521").await?);
     caf_client.publish(caf("o-caf-1", "2026-09-20T09:00:00+02:00", legrand(), "DEM", right_opened())).await?;
     caf_client.publish(caf("o-caf-2", "2026-09-20T09:00:01+02:00", fontaine(), "CJT", sdd(true))).await?;

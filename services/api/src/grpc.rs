@@ -31,7 +31,16 @@ impl DossierGrpc {
 
     async fn caller<T>(&self, request: &Request<T>, request_id: Uuid, action: &'static str) -> Result<Caller, Status> {
         let authorization = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
-        self.api.authenticate(request_id, action, crate::journal::Channel::Grpc, authorization).await.map_err(status)
+        self.api
+            .authenticate(
+                request_id,
+                action,
+                crate::journal::Channel::Grpc,
+                authorization,
+                request.remote_addr().map(|a| a.ip()),
+            )
+            .await
+            .map_err(status)
     }
 }
 
@@ -49,6 +58,7 @@ fn status(failure: Failure) -> Status {
             )
         }
         Failure::NotFound => Status::not_found(failure.to_string()),
+        Failure::RateLimited(_) => Status::resource_exhausted(failure.to_string()),
         Failure::Forbidden(motif) => Status::permission_denied(motif),
         Failure::Internal(detail) => {
             tracing::error!(error = %detail, "API request failed");

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod habilitations;
 pub mod journal;
+pub mod limits;
 pub mod policy;
 
 /// Migrations of the journal and the application's role. Versions from 2001, after the read

@@ -17,6 +17,8 @@ pub struct ApiMetrics {
     pub sections_withheld: IntCounterVec,
     /// `passerelle_api_journal_writes_total{action}`
     pub journal_writes: IntCounterVec,
+    /// `passerelle_api_rate_limited_total{limit}`: per_agent, unauthenticated_per_address.
+    pub rate_limited: IntCounterVec,
 }
 
 pub fn metrics() -> &'static ApiMetrics {
@@ -40,7 +42,16 @@ pub fn metrics() -> &'static ApiMetrics {
                 &["section", "motif"],
             ),
             journal_writes: counter("api_journal_writes_total", "access journal entries written", &["action"]),
+            rate_limited: counter(
+                "api_rate_limited_total",
+                "requests refused over a limit (429), neither read nor journaled",
+                &["limit"],
+            ),
         };
+        // Every series exists from the start, at zero (an increase() alert sees the first one).
+        for limit in ["per_agent", "unauthenticated_per_address"] {
+            metrics.rate_limited.with_label_values(&[limit]);
+        }
         let registry = passerelle_telemetry::registry();
         for collector in [
             Box::new(metrics.requests.clone()) as Box<dyn prometheus::core::Collector>,
@@ -48,6 +59,7 @@ pub fn metrics() -> &'static ApiMetrics {
             Box::new(metrics.refusals.clone()),
             Box::new(metrics.sections_withheld.clone()),
             Box::new(metrics.journal_writes.clone()),
+            Box::new(metrics.rate_limited.clone()),
         ] {
             drop(registry.register(collector));
         }

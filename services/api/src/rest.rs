@@ -35,6 +35,21 @@ pub fn router(api: Arc<Api>) -> Router {
         .with_state(api)
 }
 
+/// The caller's network address, when the server records it (`ConnectInfo`): the per-address
+/// limit of calls without a valid token keys on it.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddress(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PeerAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(PeerAddress(
+            parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|info| info.0.ip()),
+        ))
+    }
+}
+
 /// Counts and times each request by route template (never the concrete path: it holds ids).
 async fn observe(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let route = request
@@ -57,6 +72,7 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 async fn answer(
     api: &Api,
     headers: &HeaderMap,
+    peer: PeerAddress,
     action: &'static str,
     operation: impl AsyncFnOnce(&Caller, Uuid) -> Result<Value, Failure>,
 ) -> Response {
@@ -74,6 +90,7 @@ async fn answer(
                 action,
                 crate::journal::Channel::Rest,
                 header_str(headers, header::AUTHORIZATION.as_str()),
+                peer.0,
             )
             .await
         {
@@ -100,6 +117,7 @@ fn failure_response(failure: Failure) -> Response {
         Failure::BadRequest { parameter, .. } => (StatusCode::BAD_REQUEST, "requete_invalide", Some(*parameter)),
         Failure::NotFound => (StatusCode::NOT_FOUND, "introuvable", None),
         Failure::Forbidden(_) => (StatusCode::FORBIDDEN, "refuse", None),
+        Failure::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "trop_de_requetes", None),
         Failure::Internal(detail) => {
             tracing::error!(error = %detail, "API request failed");
             (StatusCode::INTERNAL_SERVER_ERROR, "erreur_interne", None)
@@ -117,15 +135,29 @@ fn failure_response(failure: Failure) -> Response {
     if status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
+    if let Failure::RateLimited(exceeded) = &failure
+        && let Ok(value) = HeaderValue::from_str(&exceeded.retry_after_seconds().to_string())
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
     response
 }
 
 async fn search(
     State(api): State<Arc<Api>>,
+    peer: PeerAddress,
     headers: HeaderMap,
     body: Result<Json<SearchRequest>, JsonRejection>,
 ) -> Response {
-    answer(&api, &headers, "recherche", async |caller, request_id| {
+    // A body over `api.limits.body_bytes` is refused before anything else (nothing is read).
+    if let Err(rejection) = &body
+        && rejection.status() == StatusCode::PAYLOAD_TOO_LARGE
+    {
+        let message = "the request body is larger than this API accepts (api.limits.body_bytes)";
+        return (StatusCode::PAYLOAD_TOO_LARGE, Json(json!({"erreur": "requete_trop_grande", "message": message})))
+            .into_response();
+    }
+    answer(&api, &headers, peer, "recherche", async |caller, request_id| {
         let Json(request) =
             body.map_err(|rejection| Failure::BadRequest { parameter: "body", reason: rejection.body_text() })?;
         api.search(caller, request_id, &request).await
@@ -133,25 +165,40 @@ async fn search(
     .await
 }
 
-async fn dossier(State(api): State<Arc<Api>>, headers: HeaderMap, Path(person_id): Path<String>) -> Response {
+async fn dossier(
+    State(api): State<Arc<Api>>,
+    peer: PeerAddress,
+    headers: HeaderMap,
+    Path(person_id): Path<String>,
+) -> Response {
     let purpose = header_str(&headers, PURPOSE_HEADER).map(str::to_owned);
-    answer(&api, &headers, "dossier", async |caller, request_id| {
+    answer(&api, &headers, peer, "dossier", async |caller, request_id| {
         api.dossier(caller, request_id, &person_id, purpose.as_deref()).await
     })
     .await
 }
 
-async fn timeline(State(api): State<Arc<Api>>, headers: HeaderMap, Path(person_id): Path<String>) -> Response {
+async fn timeline(
+    State(api): State<Arc<Api>>,
+    peer: PeerAddress,
+    headers: HeaderMap,
+    Path(person_id): Path<String>,
+) -> Response {
     let purpose = header_str(&headers, PURPOSE_HEADER).map(str::to_owned);
-    answer(&api, &headers, "historique", async |caller, request_id| {
+    answer(&api, &headers, peer, "historique", async |caller, request_id| {
         api.timeline(caller, request_id, &person_id, purpose.as_deref()).await
     })
     .await
 }
 
-async fn indicators(State(api): State<Arc<Api>>, headers: HeaderMap, Path(code): Path<String>) -> Response {
+async fn indicators(
+    State(api): State<Arc<Api>>,
+    peer: PeerAddress,
+    headers: HeaderMap,
+    Path(code): Path<String>,
+) -> Response {
     let purpose = header_str(&headers, PURPOSE_HEADER).map(str::to_owned);
-    answer(&api, &headers, "territoire", async |caller, request_id| {
+    answer(&api, &headers, peer, "territoire", async |caller, request_id| {
         api.indicators(caller, request_id, &code, purpose.as_deref()).await
     })
     .await
@@ -159,12 +206,13 @@ async fn indicators(State(api): State<Arc<Api>>, headers: HeaderMap, Path(code):
 
 async fn queue(
     State(api): State<Arc<Api>>,
+    peer: PeerAddress,
     headers: HeaderMap,
     Path((code, file)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let purpose = header_str(&headers, PURPOSE_HEADER).map(str::to_owned);
-    answer(&api, &headers, "territoire", async |caller, request_id| {
+    answer(&api, &headers, peer, "territoire", async |caller, request_id| {
         let page = QueueQuery {
             code: &code,
             file: &file,
@@ -179,6 +227,7 @@ async fn queue(
 
 async fn journal(
     State(api): State<Arc<Api>>,
+    peer: PeerAddress,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
@@ -190,6 +239,8 @@ async fn journal(
         motif: query.get("motif").cloned(),
         resultat: query.get("resultat").cloned(),
     };
-    answer(&api, &headers, "journal", async |caller, request_id| api.journal_read(caller, request_id, &query).await)
-        .await
+    answer(&api, &headers, peer, "journal", async |caller, request_id| {
+        api.journal_read(caller, request_id, &query).await
+    })
+    .await
 }

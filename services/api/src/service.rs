@@ -36,6 +36,8 @@ pub enum Failure {
     NotFound,
     #[error("{0}")]
     Forbidden(&'static str),
+    #[error("too many requests ({}): retry in {} s", .0.limit.code(), .0.retry_after_seconds())]
+    RateLimited(crate::limits::Exceeded),
     #[error("internal error")]
     Internal(String),
 }
@@ -54,6 +56,7 @@ impl Failure {
             Failure::BadRequest { .. } => "invalid".into(),
             Failure::NotFound => "not_found".into(),
             Failure::Forbidden(motif) => format!("refused:{motif}"),
+            Failure::RateLimited(_) => "rate_limited".into(),
             Failure::Internal(_) => "error".into(),
         }
     }
@@ -86,6 +89,7 @@ pub struct Api {
     verifier: Verifier,
     keys: SubjectKeys,
     store: KeyStore,
+    limiters: crate::limits::Limiters,
 }
 
 /// The search criteria of `POST /personnes/recherche`. A field is a string or absent (null is
@@ -198,7 +202,18 @@ impl Api {
         keys: SubjectKeys,
         store: KeyStore,
     ) -> Self {
-        Self { pool, habilitations, verifier, keys, store }
+        Self { pool, habilitations, verifier, keys, store, limiters: crate::limits::Limiters::new(&Default::default()) }
+    }
+
+    /// The same API with these limits (`api.limits`).
+    pub fn with_limits(mut self, limits: &crate::limits::LimitsConfig) -> Self {
+        self.limiters = crate::limits::Limiters::new(limits);
+        self
+    }
+
+    /// Forgets idle rate-limit buckets (the hub calls it every minute).
+    pub fn forget_idle_limits(&self) {
+        self.limiters.forget_idle();
     }
 
     /// Who calls: a valid token of a habilitated agent. A refusal is journaled.
@@ -208,12 +223,25 @@ impl Api {
         action: &'static str,
         channel: Channel,
         authorization: Option<&str>,
+        address: Option<std::net::IpAddr>,
     ) -> Result<Caller, Failure> {
         let result = match self.verifier.verify(authorization) {
-            Err(rejected) => Err(Failure::Unauthenticated(rejected)),
+            // Calls without a valid token are journaled while under the per-address limit;
+            // above it they are only counted (a flood must not become a flood of rows).
+            Err(rejected) => match self.limiters.unauthenticated(address) {
+                Ok(()) => Err(Failure::Unauthenticated(rejected)),
+                Err(exceeded) => return Err(Self::rate_limited(exceeded)),
+            },
             Ok(claims) => self.habilitated(claims, channel),
         };
-        self.journal_refused_caller(request_id, action, channel, result).await
+        let caller = self.journal_refused_caller(request_id, action, channel, result).await?;
+        self.limiters.agent(caller.agent.idp_id.as_deref(), &caller.agent.uid).map_err(Self::rate_limited)?;
+        Ok(caller)
+    }
+
+    fn rate_limited(exceeded: crate::limits::Exceeded) -> Failure {
+        crate::metrics::metrics().rate_limited.with_label_values(&[exceeded.limit.code()]).inc();
+        Failure::RateLimited(exceeded)
     }
 
     /// The caller of a console request: the agent the console signed in (from a verified
@@ -237,7 +265,9 @@ impl Api {
             idp_id: agent.idp_id.clone(),
         };
         let result = self.habilitated(claims, Channel::Console);
-        self.journal_refused_caller(request_id, action, Channel::Console, result).await
+        let caller = self.journal_refused_caller(request_id, action, Channel::Console, result).await?;
+        self.limiters.agent(caller.agent.idp_id.as_deref(), &caller.agent.uid).map_err(Self::rate_limited)?;
+        Ok(caller)
     }
 
     /// The agent of the habilitations file matching verified claims (identity provider, uid and

@@ -69,6 +69,11 @@ pub struct ApiConfig {
     pub jwks_file: PathBuf,
     pub issuer: String,
     pub audience: String,
+    /// Rate limits per agent and per address, body size and request time.
+    pub limits: passerelle_api::limits::LimitsConfig,
+    /// Connections of the API's and the console's own pool (separate from ingestion's and the
+    /// projector's, so that reads cannot starve the writes).
+    pub pool_size: u32,
 }
 
 impl Default for ApiConfig {
@@ -78,6 +83,8 @@ impl Default for ApiConfig {
             jwks_file: PathBuf::from("var/pki/oidc-dev-jwks.json"),
             issuer: DEV_ISSUER.into(),
             audience: "passerelle".into(),
+            limits: passerelle_api::limits::LimitsConfig::default(),
+            pool_size: 8,
         }
     }
 }

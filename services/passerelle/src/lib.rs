@@ -114,8 +114,13 @@ async fn connect_as(owner_url: &str, url: &str) -> anyhow::Result<PgPool> {
 
 /// A pool whose connections see the read models of `schema` first.
 pub async fn connect_with_search_path(url: &str, schema: &'static str) -> anyhow::Result<PgPool> {
+    sized_pool(url, schema, 16).await
+}
+
+/// The same, with `size` connections at most.
+pub async fn sized_pool(url: &str, schema: &'static str, size: u32) -> anyhow::Result<PgPool> {
     PgPoolOptions::new()
-        .max_connections(16)
+        .max_connections(size.max(1))
         .acquire_timeout(Duration::from_secs(5))
         .after_connect(move |connection, _| {
             Box::pin(async move {
@@ -233,16 +238,33 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
     let http_addr = http_listener.local_addr()?;
     let ready_pool = pool.clone();
     let ready_publisher = publisher.clone();
+    // The API and the console read through a pool of their own: a flood of reads waits for
+    // these connections, never for ingestion's or the projector's.
+    let api_pool = sized_pool(&config.database_url, passerelle_readmodel::SCHEMA, config.api.pool_size).await?;
     let api = passerelle_api::service::Api::new(
-        pool.clone(),
+        api_pool.clone(),
         passerelle_api::habilitations::Habilitations::load(&config.api.habilitations_file)
             .map_err(anyhow::Error::msg)?,
         passerelle_api::auth::Verifier::from_file(&config.api.jwks_file, &config.api.issuer, &config.api.audience)
             .map_err(|e| anyhow::anyhow!("{e} (api.jwks_file; infra/dev-pki.sh writes a development key set)"))?,
         SubjectKeys::new(config.secrets.pepper()?),
-        KeyStore::new(pool.clone(), config.secrets.master_key()?),
-    );
+        KeyStore::new(api_pool.clone(), config.secrets.master_key()?),
+    )
+    .with_limits(&config.api.limits);
     let api = Arc::new(api);
+    // The API's series exist from the start (at zero), before its first request.
+    passerelle_api::metrics::metrics();
+    let forgetting = api.clone();
+    let mut forget_shutdown = shutdown_rx.clone();
+    tasks.spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = forget_shutdown.wait_for(|stop| *stop) => return Ok(()),
+                _ = every.tick() => forgetting.forget_idle_limits(),
+            }
+        }
+    });
     let api_grpc_listener = TcpListener::bind(config.api_grpc_listen).await.with_context(|| {
         format!("cannot listen on {} for the API's gRPC face (api_grpc_listen)", config.api_grpc_listen)
     })?;
@@ -276,7 +298,7 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
             .await
             .context("API gRPC server")
     });
-    let console = passerelle_web::router(&config.web, http_addr, api.clone(), pool.clone())
+    let console = passerelle_web::router(&config.web, http_addr, api.clone(), api_pool.clone())
         .map_err(|e| anyhow::anyhow!("web console: {e}"))?;
     let http = passerelle_api::rest::router(api)
         .merge(console)
@@ -289,7 +311,12 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
                 async move { readiness(&pool, &publisher).await }
             }),
         )
-        .route("/metrics", get(|| async { passerelle_telemetry::render() }));
+        .route("/metrics", get(|| async { passerelle_telemetry::render() }))
+        .layer(axum::extract::DefaultBodyLimit::max(config.api.limits.body_bytes))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(config.api.limits.request_seconds.max(1)),
+        ));
     tasks.spawn(serve_http(http_listener, http, shutdown_rx.clone(), "HTTP server"));
 
     let registry_listener = TcpListener::bind(config.registry_listen).await.with_context(|| {
@@ -520,7 +547,8 @@ async fn serve_http(
     mut shutdown: watch::Receiver<bool>,
     name: &'static str,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router)
+    // The peer's address reaches the handlers (per-address limits of anonymous calls).
+    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {
             drop(shutdown.wait_for(|stop| *stop).await);
         })

@@ -415,6 +415,9 @@ async fn run_services(
     demo_credentials: Option<PathBuf>,
     services: passerelle::Services,
 ) -> anyhow::Result<()> {
+    // Listening for SIGTERM before anything starts: a stop asked during the start (an operator,
+    // a supervisor, a test) is then a clean shutdown once started, never the default death.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut running = passerelle::start_services(config, services).await?;
     println!("Passerelle is up.\n{}", running.addresses());
     if let Some(credentials) = demo_credentials {
@@ -423,7 +426,6 @@ async fn run_services(
         println!("demo: {accepted} events pushed through the gRPC API and acknowledged by the broker");
     }
     println!("Stop with Ctrl-C (or SIGTERM): in-flight calls finish first.");
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
