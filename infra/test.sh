@@ -57,6 +57,8 @@ if ! command -v promtool >/dev/null 2>&1; then
 fi
 promtool check config "$REPO_ROOT/infra/prometheus/prometheus.yml"
 promtool check rules "$REPO_ROOT/infra/prometheus/alerts.yml"
+# Each alert fires on the series it is for and stays silent on a healthy one.
+promtool test rules "$REPO_ROOT/infra/prometheus/alerts_test.yml"
 
 # Some tests run the hub as a separate process (to SIGKILL it): build the binary first.
 cargo build --bin passerelle

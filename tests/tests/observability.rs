@@ -159,3 +159,45 @@ async fn counters_move_during_a_run_and_dashboards_use_only_exported_names() -> 
     assert!(undocumented.is_empty(), "exported but not in docs/metrics.md: {undocumented:?}");
     hub.running.shutdown().await
 }
+
+/// Every alert of alerts.yml has its promtool unit test (run by infra/test.sh) firing on the
+/// series it is for and silent on a healthy one; and the series the alerts read exist from the
+/// start, at zero, so that an increase() or a rate sees the first event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_alert_is_tested_and_its_series_exist_from_the_start() -> anyhow::Result<()> {
+    let rules = std::fs::read_to_string(repo_root().join("infra/prometheus/alerts.yml"))?;
+    let tests = std::fs::read_to_string(repo_root().join("infra/prometheus/alerts_test.yml"))?;
+    let alerts: Vec<&str> = rules.lines().filter_map(|line| line.trim().strip_prefix("- alert: ")).collect();
+    assert!(alerts.len() >= 9, "{alerts:?}");
+    for alert in &alerts {
+        let cases: Vec<&str> =
+            tests.split("alertname: ").skip(1).filter(|case| case.starts_with(&format!("{alert}\n"))).collect();
+        assert!(cases.iter().any(|case| case.contains("exp_labels")), "{alert} has no test where it fires");
+        assert!(
+            cases.iter().any(|case| case.lines().nth(1).is_some_and(|line| line.trim() == "exp_alerts: []")),
+            "{alert} has no test where it stays silent"
+        );
+    }
+
+    let hub = TestHub::spawn().await?;
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let metrics = http.get(format!("http://{}/metrics", hub.running.http_addr)).send().await?.text().await?;
+        let present = |series: &str| metrics.lines().any(|line| line.starts_with(series));
+        let wanted = [
+            "passerelle_projector_dead_letters_total{projection=\"dossier\",reason=\"conflict\"} 0",
+            "passerelle_projector_dead_letters_total{projection=\"dossier\",reason=\"undecodable\"} 0",
+            "passerelle_ingest_events_accepted_total{family=\"orientation\"}",
+            "passerelle_ingest_events_refused_total{family=\"allocataire\",reason=\"unavailable\"}",
+            "passerelle_api_rate_limited_total{limit=\"per_agent\"}",
+        ];
+        if wanted.iter().all(|series| present(series)) {
+            break;
+        }
+        let missing: Vec<&&str> = wanted.iter().filter(|series| !present(series)).collect();
+        assert!(Instant::now() < deadline, "series missing at start: {missing:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    hub.running.shutdown().await
+}

@@ -41,6 +41,14 @@ pub fn metrics() -> &'static IngestMetrics {
         ] {
             drop(registry.register(collector));
         }
+        // The series the alerts read exist from the start at zero (a rate or an increase() then
+        // sees the first event, and "no event for 6 hours" fires on a hub that never got one).
+        for family in passerelle_domain::event::Family::ALL {
+            accepted.with_label_values(&[family.label()]);
+            for reason in ["unavailable", "internal", "invalid", "denied"] {
+                refused.with_label_values(&[family.label(), reason]);
+            }
+        }
         IngestMetrics { accepted, refused, publish_seconds }
     })
 }

@@ -252,8 +252,9 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
     )
     .with_limits(&config.api.limits);
     let api = Arc::new(api);
-    // The API's series exist from the start (at zero), before its first request.
+    // The API's and ingestion's series exist from the start (at zero), before their first call.
     passerelle_api::metrics::metrics();
+    passerelle_ingest::metrics::metrics();
     let forgetting = api.clone();
     let mut forget_shutdown = shutdown_rx.clone();
     tasks.spawn(async move {

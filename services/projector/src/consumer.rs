@@ -37,6 +37,11 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), Error> {
     crate::failpoint::init();
+    // The dead-letter series exist from the start at zero: an increase() alert then sees the
+    // first dead letter (0 → 1) instead of a series appearing at 1.
+    for reason in DEAD_LETTER_REASONS {
+        crate::metrics::metrics().dead_letters.with_label_values(&[applier.projection.as_str(), reason]);
+    }
     let consumer: StreamConsumer<WorkerContext> = ClientConfig::new()
         .set("bootstrap.servers", &settings.bootstrap_servers)
         .set("group.id", &settings.group_id)
@@ -112,6 +117,10 @@ pub async fn run(
         );
     }
 }
+
+/// The `reason` label of `passerelle_projector_dead_letters_total` (a dead letter's reason up
+/// to its first colon).
+pub const DEAD_LETTER_REASONS: [&str; 3] = ["undecodable", "undecodable identity decision", "conflict"];
 
 /// Batch size and latency, applied events, dead letters, freshness per territory, and the log
 /// time of the last record applied per partition (the lag task reads it). No I/O: the lag
