@@ -234,6 +234,14 @@ def run(base, martin, screenshots, theme, waiting):
                 page.wait_for_url(re.compile(r".*/historique.*"))
                 ok("Enter opens the timeline: the path works with the keyboard alone")
 
+                # A dossier with an unreadable record is flagged incomplete; Julie Durand opposed
+                # the sharing of her parcours, which the département (its producer) still sees.
+                session.search(page, "orientation", NIR_DURAND)
+                expect(page.locator("#dossier-incomplet").count() == 1, "an incomplete dossier says so")
+                expect(page.locator("#rubrique-parcours").count() == 1
+                       and "Oui" in page.inner_text("#rubrique-parcours"),
+                       "the producer of the parcours sees it, and the opposition recorded")
+
                 # The territory's dashboard, its queues, their filters and the export.
                 page.goto(f"{base}/console/territoire?motif=orientation")
                 expect(page.locator("#compteurs .fr-tile").count() == 4, "the dashboard shows the four queues' counters")

@@ -12,6 +12,7 @@ use std::{
 use passerelle_e2e::{TestHub, repo_root};
 
 const NIR_MARTIN: &str = "1850752121003";
+const NIR_DURAND: &str = "2870552121004";
 
 fn python() -> anyhow::Result<PathBuf> {
     let python = std::env::var("PASSERELLE_TEST_PYTHON").map_err(|_| {
@@ -78,6 +79,22 @@ async fn hub_with_the_demo(theme: passerelle_web::Theme) -> anyhow::Result<(Test
         anyhow::ensure!(Instant::now() < deadline, "the demo was not projected ({count} of {pushed} events)");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    // A record about Julie Durand that cannot be read: her dossier is flagged incomplete.
+    let durand = hub.subject_keys().nir(&passerelle_domain::Nir::parse(NIR_DURAND)?).as_str().to_owned();
+    hub.publish_poison(passerelle_domain::event::Family::Allocataire, &durand).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let person = passerelle_readmodel::person_of_subject(&pool, &durand).await?.expect("Durand is projected");
+        let (incomplete,): (bool,) = sqlx::query_as("SELECT incomplete FROM dossiers WHERE person_id = $1")
+            .bind(person)
+            .fetch_one(&pool)
+            .await?;
+        if incomplete {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the poison record did not flag the dossier incomplete");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     Ok((hub, martin))
 }
 
