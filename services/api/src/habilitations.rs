@@ -37,6 +37,8 @@ pub struct Agent {
 pub struct Habilitations {
     /// Agents by (identity provider, uid).
     agents: HashMap<(Option<String>, String), Agent>,
+    /// Organisations by SIRET.
+    organisations: HashMap<String, Organisation>,
 }
 
 #[derive(Deserialize)]
@@ -152,7 +154,13 @@ impl Habilitations {
             };
             agents.insert(key, Agent { uid: entry.uid, idp_id: entry.idp_id, role, organisation, dev_names });
         }
-        Ok(Self { agents })
+        Ok(Self { agents, organisations })
+    }
+
+    /// The organisation of a SIRET, if this hub knows it (its name, shown to a person who reads
+    /// who consulted their dossier).
+    pub fn organisation(&self, siret: &str) -> Option<&Organisation> {
+        self.organisations.get(siret)
     }
 
     /// Every agent, by uid (the development identity provider lists them).

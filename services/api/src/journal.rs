@@ -15,6 +15,8 @@ pub enum Channel {
     Rest,
     Grpc,
     Console,
+    /// The person's own space (FranceConnect).
+    Person,
 }
 
 impl Channel {
@@ -23,6 +25,7 @@ impl Channel {
             Channel::Rest => "api",
             Channel::Grpc => "api_grpc",
             Channel::Console => "console",
+            Channel::Person => "espace_personne",
         }
     }
 }
@@ -151,6 +154,23 @@ pub async fn read(pool: &PgPool, scope: &DpoScope, search: &Search<'_>, limit: i
     .bind(&scope.territory)
     .bind(purpose)
     .bind(outcome)
+    .fetch_all(pool)
+    .await
+}
+
+/// The reads of a person's dossier by agents (as read or found), most recent first: what the
+/// person sees in their space. Their own reads are left out.
+pub async fn reads_about(pool: &PgPool, person_id: Uuid, limit: i64) -> Result<Vec<Row>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT entry_id, at, request_id, channel, action, agent_uid, agent_siret, agent_role, purpose, person_id,
+                persons_found, sections_shown, sections_withheld, outcome
+         FROM journal.entries
+         WHERE (person_id = $1 OR $1 = ANY(persons_found)) AND channel <> 'espace_personne' AND agent_siret IS NOT NULL
+         ORDER BY at DESC, entry_id DESC
+         LIMIT $2",
+    )
+    .bind(person_id)
+    .bind(limit)
     .fetch_all(pool)
     .await
 }

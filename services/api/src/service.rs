@@ -15,6 +15,10 @@ use serde_json::{Value, json};
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
+mod person;
+
+pub use person::{Identification, OwnData, Pivot};
+
 use crate::{
     auth::{Claims, Rejected, Verifier},
     habilitations::{Agent, Habilitations},
@@ -565,6 +569,17 @@ impl Api {
     /// The identity section: opened from the sealed personal data of the person's events, the
     /// most recent value of each field. Unreadable data (a destroyed key) is left out.
     async fn identity(&self, person_id: Uuid, territory: Option<&str>) -> Result<Value, Failure> {
+        let opened = self.personal(person_id).await?;
+        Ok(json!({
+            "nom": opened.nom, "prenoms": opened.prenoms, "date_naissance": opened.naissance,
+            "nir_masque": opened.nir.as_ref().map(Nir::masked), "commune": opened.commune,
+            "territoire": territory,
+        }))
+    }
+
+    /// A person's personal data, opened from the sealed fields of their events: the most recent
+    /// value of each field; unreadable data (a destroyed key) is left out.
+    async fn personal(&self, person_id: Uuid) -> Result<Opened, Failure> {
         let rows = sqlx::query(
             "SELECT event_id, sealed_key_id, sealed_nonce, sealed_data, commune FROM person_events
              WHERE person_id = $1 AND (sealed_data IS NOT NULL OR commune IS NOT NULL)
@@ -573,11 +588,11 @@ impl Api {
         .bind(person_id)
         .fetch_all(&self.pool)
         .await?;
-        let (mut nom, mut prenoms, mut naissance, mut nir, mut commune) = (None, None, None, None, None);
+        let mut opened = Opened::default();
         let mut keys = std::collections::HashMap::new();
         for row in rows {
-            if commune.is_none() {
-                commune = row.try_get::<Option<String>, _>("commune")?;
+            if opened.commune.is_none() {
+                opened.commune = row.try_get::<Option<String>, _>("commune")?;
             }
             let (Some(key_id), Some(nonce), Some(ciphertext)) = (
                 row.try_get::<Option<Uuid>, _>("sealed_key_id")?,
@@ -594,15 +609,12 @@ impl Api {
             let Some(Some(key)) = keys.get(&key_id) else { continue };
             let Ok(plain) = key.open(&Sealed { key_id, nonce, ciphertext }, event_id.as_bytes()) else { continue };
             let Ok(data) = serde_json::from_slice::<PersonalData>(&plain) else { continue };
-            nom = nom.or(data.nom);
-            prenoms = prenoms.or(data.prenoms);
-            naissance = naissance.or(data.date_naissance);
-            nir = nir.or_else(|| data.nir.as_deref().and_then(|n| Nir::parse(n).ok()).map(|n| n.masked()));
+            opened.nom = opened.nom.or(data.nom);
+            opened.prenoms = opened.prenoms.or(data.prenoms);
+            opened.naissance = opened.naissance.or(data.date_naissance.map(|d| d.to_string()));
+            opened.nir = opened.nir.or_else(|| data.nir.as_deref().and_then(|n| Nir::parse(n).ok()));
         }
-        Ok(json!({
-            "nom": nom, "prenoms": prenoms, "date_naissance": naissance, "nir_masque": nir, "commune": commune,
-            "territoire": territory,
-        }))
+        Ok(opened)
     }
 
     /// `GET /dossiers/{person_id}/historique`: the timeline, each entry only if its section is shown.
@@ -1054,6 +1066,29 @@ impl Api {
 /// Whether a dossier answer shows `section`.
 fn entry_shows(body: &Value, section: Section) -> bool {
     body["sections"].get(section.code()).is_some()
+}
+
+/// A person's personal data as opened from their events (never logged: Debug names the
+/// fields present only).
+#[derive(Clone, Default)]
+pub(crate) struct Opened {
+    pub nom: Option<String>,
+    pub prenoms: Option<String>,
+    pub naissance: Option<String>,
+    pub nir: Option<Nir>,
+    pub commune: Option<String>,
+}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opened")
+            .field("nom", &self.nom.is_some())
+            .field("prenoms", &self.prenoms.is_some())
+            .field("naissance", &self.naissance.is_some())
+            .field("nir", &self.nir.is_some())
+            .field("commune", &self.commune.is_some())
+            .finish()
+    }
 }
 
 /// The section an event of the timeline belongs to.
