@@ -111,6 +111,7 @@ impl TestHub {
         config.web.assets_dir = repo_root().join("services/web/node_modules/@gouvfr/dsfr/dist");
         config.web.dev_signing_key_file = Some(credentials_dir.join("oidc-dev-key.der"));
         config.web.dev_jwks_file = Some(credentials_dir.join("oidc-dev-jwks.json"));
+        config.web.dev_persons_file = Some(repo_root().join("infra/dev/persons.toml"));
         config.kafka.bootstrap_servers = bootstrap.to_owned();
         config.kafka.topic_prefix = format!("t{}.", &unique[..12]);
         config.kafka.partitions = 3;

@@ -37,6 +37,23 @@ async fn push_waiting_persons(hub: &TestHub) -> anyhow::Result<usize> {
         allocataire_ingest_client::AllocataireIngestClient,
     };
     let mut caf = AllocataireIngestClient::new(hub.channel_as("caf-521").await?);
+    // Twins the hub cannot tell apart from their identité pivot (infra/dev/persons.toml).
+    for (index, order) in ["101", "102"].into_iter().enumerate() {
+        caf.publish(AllocataireEvent {
+            event_id: format!("console-twin-{index}"),
+            occurred_at: "2026-09-01T09:00:00+02:00".into(),
+            person: passerelle::demo::person(&format!("1900352121{order}"), "", "JUMEAU", "Alex", "1990-03-15"),
+            household: Some(Household {
+                organisme: "521".into(),
+                matricule: format!("{}", 4_000_000 + index),
+                role: "DEM".into(),
+            }),
+            location: Some(Location { receiving_authority: "052".into(), commune: "52332".into() }),
+            corrects_event_id: String::new(),
+            fact: Some(Fact::SddChanged(SddChanged { soumis: true })),
+        })
+        .await?;
+    }
     for index in 0..WAITING {
         let matricule = format!("{}", 3_000_000 + index);
         caf.publish(AllocataireEvent {
@@ -56,7 +73,7 @@ async fn push_waiting_persons(hub: &TestHub) -> anyhow::Result<usize> {
         })
         .await?;
     }
-    Ok(WAITING)
+    Ok(WAITING + 2)
 }
 
 /// A hub holding the demo (and the waiting persons), projected; returns it with Paul Martin's
@@ -111,7 +128,7 @@ async fn browse(hub: &TestHub, martin: uuid::Uuid, theme: &str, screenshots: boo
         .arg("--theme")
         .arg(theme)
         .arg("--waiting")
-        .arg(WAITING.to_string());
+        .arg((WAITING + 2).to_string());
     if let (true, Ok(dir)) = (screenshots, std::env::var("PASSERELLE_SCREENSHOTS")) {
         std::fs::create_dir_all(&dir)?;
         command.arg("--screenshots").arg(dir);
@@ -132,6 +149,41 @@ async fn agents_work_in_the_console_exactly_as_the_policy_lets_them() -> anyhow:
     let (hub, martin) = hub_with_the_demo(passerelle_web::Theme::Etat).await?;
     let pool = hub.running.pool.clone();
     browse(&hub, martin, "etat", true).await?;
+    // The person's space, on the same hub: the agents above have read Paul Martin's dossier.
+    let durand_key = hub.subject_keys().nir(&passerelle_domain::Nir::parse(NIR_DURAND)?).as_str().to_owned();
+    let durand = passerelle_readmodel::person_of_subject(&pool, &durand_key).await?.expect("Durand is projected");
+    let mut command = Command::new(python()?);
+    command
+        .arg(repo_root().join("tests/python/person_browser.py"))
+        .arg(format!("http://{}", hub.running.http_addr))
+        .arg("--durand")
+        .arg(durand.to_string());
+    if let Ok(dir) = std::env::var("PASSERELLE_SCREENSHOTS") {
+        command.arg("--screenshots").arg(dir);
+    }
+    let output = tokio::task::spawn_blocking(move || command.output()).await??;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    eprintln!("{stdout}");
+    anyhow::ensure!(
+        output.status.success(),
+        "the person's space checks failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (identifications,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM journal.entries WHERE channel = 'espace_personne' AND action = 'identification'
+           AND ((outcome = 'matched' AND person_id = $1) OR (outcome IN ('not_identified', 'ambiguous') AND person_id IS NULL))",
+    )
+    .bind(martin)
+    .fetch_one(&pool)
+    .await?;
+    assert_eq!(identifications, 3, "each identification is journaled with its outcome, a person id only when matched");
+    let (exports,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM journal.entries WHERE channel = 'espace_personne' AND action = 'export_personne' AND person_id = $1",
+    )
+    .bind(martin)
+    .fetch_one(&pool)
+    .await?;
+    assert!(exports >= 1, "the download of one's data is journaled");
 
     // The console's reads went through the API's journal, naming the console.
     let (reads,): (i64,) = sqlx::query_as(

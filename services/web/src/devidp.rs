@@ -27,7 +27,50 @@ use sha2::Digest as _;
 
 use crate::{pages::render, session::random_token, theme::Theme};
 
+/// Where the development ProConnect is served.
 pub const PATH: &str = "/dev-oidc";
+/// Where the development FranceConnect is served.
+pub const PERSONS_PATH: &str = "/dev-franceconnect";
+
+/// Who may sign in at a development provider.
+pub enum Directory {
+    /// ProConnect's: the agents of the habilitations file.
+    Agents(Habilitations),
+    /// FranceConnect's: identités pivots of a development file (the demo's and the tests').
+    Persons(Vec<DevPerson>),
+}
+
+/// A person of the development FranceConnect (`infra/dev/persons.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevPerson {
+    pub given_name: String,
+    pub family_name: String,
+    pub birthdate: String,
+    pub gender: String,
+    #[serde(default)]
+    pub birthplace: Option<String>,
+    pub birthcountry: String,
+    #[serde(default)]
+    pub preferred_username: Option<String>,
+    pub email: String,
+}
+
+impl DevPerson {
+    /// The persons of a development file.
+    pub fn load(path: &std::path::Path) -> Result<Vec<DevPerson>, String> {
+        #[derive(Deserialize)]
+        struct File {
+            persons: Vec<DevPerson>,
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        toml::from_str::<File>(&text).map(|file| file.persons).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    fn key(&self) -> String {
+        format!("{}|{}|{}", self.family_name, self.given_name, self.birthdate)
+    }
+}
 
 /// The one client the development provider knows: the console of this hub.
 #[derive(Clone)]
@@ -39,19 +82,20 @@ pub struct RegisteredClient {
 }
 
 pub struct DevProvider {
+    path: &'static str,
     issuer: String,
     signing_key: EncodingKey,
     jwks: JwkSet,
     client: RegisteredClient,
-    habilitations: Habilitations,
+    directory: Directory,
     theme: Theme,
     grants: Mutex<HashMap<String, Grant>>,
 }
 
 /// A code given out, waiting for the token request (30 s, once).
 struct Grant {
-    uid: String,
-    idp_id: Option<String>,
+    /// Who was chosen: `idp|uid` of an agent, or a person's key.
+    chosen: String,
     nonce: String,
     code_challenge: Option<String>,
     issued: Instant,
@@ -61,32 +105,113 @@ const CODE_LIFETIME: Duration = Duration::from_secs(30);
 
 impl DevProvider {
     pub fn new(
+        path: &'static str,
         issuer: String,
         pkcs8_der: &[u8],
         jwks: JwkSet,
         client: RegisteredClient,
-        habilitations: Habilitations,
+        directory: Directory,
         theme: Theme,
     ) -> Self {
         Self {
+            path,
             issuer,
             signing_key: EncodingKey::from_ec_der(pkcs8_der),
             jwks,
             client,
-            habilitations,
+            directory,
             theme,
             grants: Mutex::default(),
         }
     }
 
     pub fn router(self: Arc<Self>) -> Router {
+        let path = self.path;
         Router::new()
-            .route(&format!("{PATH}/.well-known/openid-configuration"), get(discovery))
-            .route(&format!("{PATH}/authorize"), get(authorize_page).post(authorize))
-            .route(&format!("{PATH}/token"), axum::routing::post(token))
-            .route(&format!("{PATH}/jwks"), get(jwks))
-            .route(&format!("{PATH}/session/end"), get(end_session))
+            .route(&format!("{path}/.well-known/openid-configuration"), get(discovery))
+            .route(&format!("{path}/authorize"), get(authorize_page).post(authorize))
+            .route(&format!("{path}/token"), axum::routing::post(token))
+            .route(&format!("{path}/jwks"), get(jwks))
+            .route(&format!("{path}/session/end"), get(end_session))
             .with_state(self)
+    }
+
+    /// Who can be chosen, for the page.
+    fn choices(&self) -> Vec<Choice> {
+        match &self.directory {
+            Directory::Agents(habilitations) => habilitations
+                .agents()
+                .into_iter()
+                .map(|agent| {
+                    let (given, usual) = agent.dev_names.clone().unwrap_or_else(|| ("Agent".into(), agent.uid.clone()));
+                    Choice {
+                        value: format!("{}|{}", agent.idp_id.as_deref().unwrap_or(""), agent.uid),
+                        label: format!("{given} {usual}"),
+                        detail: format!(
+                            "{} · {} · {}{}",
+                            agent.uid,
+                            agent.role.code(),
+                            agent.organisation.nom,
+                            agent.idp_id.as_deref().map(|idp| format!(" · fournisseur {idp}")).unwrap_or_default()
+                        ),
+                    }
+                })
+                .collect(),
+            Directory::Persons(persons) => persons
+                .iter()
+                .map(|person| Choice {
+                    value: person.key(),
+                    label: format!("{} {}", person.given_name, person.family_name),
+                    detail: format!(
+                        "né(e) le {} · {} · lieu de naissance {} ({})",
+                        person.birthdate,
+                        person.gender,
+                        person.birthplace.as_deref().unwrap_or("—"),
+                        person.birthcountry
+                    ),
+                })
+                .collect(),
+        }
+    }
+
+    /// The claims of the id_token for the one chosen, or None if nobody has that key (any more).
+    fn claims_of(&self, chosen: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+        let mut claims = serde_json::Map::new();
+        match &self.directory {
+            Directory::Agents(habilitations) => {
+                let (idp, uid) = chosen.split_once('|').unwrap_or(("", chosen));
+                let idp_id = (!idp.is_empty()).then(|| idp.to_owned());
+                let agent = habilitations.agent(idp_id.as_deref(), uid)?;
+                let (given, usual) = agent.dev_names.clone().unwrap_or_else(|| ("Agent".into(), agent.uid.clone()));
+                claims.insert("given_name".into(), given.into());
+                claims.insert("usual_name".into(), usual.into());
+                claims.insert("email".into(), format!("{uid}@agents.invalid").into());
+                claims.insert("uid".into(), uid.into());
+                claims.insert("siret".into(), agent.organisation.siret.clone().into());
+                if let Some(idp_id) = idp_id {
+                    claims.insert("idp_id".into(), idp_id.into());
+                }
+            }
+            Directory::Persons(persons) => {
+                let person = persons.iter().find(|person| person.key() == chosen)?;
+                claims.insert("given_name".into(), person.given_name.clone().into());
+                claims.insert("family_name".into(), person.family_name.clone().into());
+                claims.insert("birthdate".into(), person.birthdate.clone().into());
+                claims.insert("gender".into(), person.gender.clone().into());
+                if let Some(place) = &person.birthplace {
+                    claims.insert("birthplace".into(), place.clone().into());
+                }
+                claims.insert("birthcountry".into(), person.birthcountry.clone().into());
+                if let Some(usual) = &person.preferred_username {
+                    claims.insert("preferred_username".into(), usual.clone().into());
+                }
+                claims.insert("email".into(), person.email.clone().into());
+            }
+        }
+        // `sub` differs per (service, identity provider) at ProConnect and FranceConnect; here
+        // derived from the one chosen.
+        claims.insert("sub".into(), hex_digest(chosen).into());
+        Some(claims)
     }
 }
 
@@ -103,8 +228,10 @@ async fn discovery(State(provider): State<Arc<DevProvider>>) -> Response {
         "id_token_signing_alg_values_supported": ["ES256"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "code_challenge_methods_supported": ["S256"],
-        "scopes_supported": ["openid", "given_name", "usual_name", "email", "uid", "siret", "idp_id"],
-        "claims_supported": ["sub", "given_name", "usual_name", "email", "uid", "siret", "idp_id"],
+        "scopes_supported": match provider.directory {
+            Directory::Agents(_) => vec!["openid", "given_name", "usual_name", "email", "uid", "siret", "idp_id"],
+            Directory::Persons(_) => vec!["openid", "given_name", "family_name", "birthdate", "gender", "birthplace", "birthcountry", "preferred_username", "email"],
+        },
     }))
     .into_response()
 }
@@ -170,6 +297,7 @@ struct Choice {
 #[template(path = "devidp_authorize.html")]
 struct AuthorizePage {
     theme: Theme,
+    action: String,
     params: AuthorizeParams,
     choices: Vec<Choice>,
 }
@@ -189,26 +317,9 @@ async fn authorize_page(State(provider): State<Arc<DevProvider>>, Query(params):
     if let Err(message) = params.check(&provider.client) {
         return provider_error(provider.theme, StatusCode::BAD_REQUEST, message);
     }
-    let choices = provider
-        .habilitations
-        .agents()
-        .into_iter()
-        .map(|agent| {
-            let (given, usual) = agent.dev_names.clone().unwrap_or_else(|| ("Agent".into(), agent.uid.clone()));
-            Choice {
-                value: format!("{}|{}", agent.idp_id.as_deref().unwrap_or(""), agent.uid),
-                label: format!("{given} {usual}"),
-                detail: format!(
-                    "{} · {} · {}{}",
-                    agent.uid,
-                    agent.role.code(),
-                    agent.organisation.nom,
-                    agent.idp_id.as_deref().map(|idp| format!(" · fournisseur {idp}")).unwrap_or_default()
-                ),
-            }
-        })
-        .collect();
-    render(&AuthorizePage { theme: provider.theme, params, choices }).into_response()
+    let choices = provider.choices();
+    let action = format!("{}/authorize", provider.path);
+    render(&AuthorizePage { theme: provider.theme, action, params, choices }).into_response()
 }
 
 #[derive(Deserialize)]
@@ -223,10 +334,8 @@ async fn authorize(State(provider): State<Arc<DevProvider>>, Form(chosen): Form<
     if let Err(message) = params.check(&provider.client) {
         return provider_error(provider.theme, StatusCode::BAD_REQUEST, message);
     }
-    let (idp, uid) = chosen.agent.split_once('|').unwrap_or(("", chosen.agent.as_str()));
-    let idp_id = (!idp.is_empty()).then(|| idp.to_owned());
-    if provider.habilitations.agent(idp_id.as_deref(), uid).is_none() {
-        return provider_error(provider.theme, StatusCode::BAD_REQUEST, "agent inconnu".into());
+    if provider.claims_of(&chosen.agent).is_none() {
+        return provider_error(provider.theme, StatusCode::BAD_REQUEST, "inconnu de ce fournisseur".into());
     }
     let code = random_token();
     if let Ok(mut grants) = provider.grants.lock() {
@@ -234,8 +343,7 @@ async fn authorize(State(provider): State<Arc<DevProvider>>, Form(chosen): Form<
         grants.insert(
             code.clone(),
             Grant {
-                uid: uid.to_owned(),
-                idp_id,
+                chosen: chosen.agent.clone(),
                 nonce: params.nonce.clone(),
                 code_challenge: params.code_challenge.clone(),
                 issued: Instant::now(),
@@ -287,24 +395,6 @@ fn client_credentials(headers: &HeaderMap, request: &TokenRequest) -> Option<(St
     Some((request.client_id.clone()?, request.client_secret.clone()?))
 }
 
-#[derive(Serialize)]
-struct IdTokenClaims<'a> {
-    iss: &'a str,
-    aud: &'a str,
-    sub: String,
-    exp: i64,
-    iat: i64,
-    auth_time: i64,
-    nonce: &'a str,
-    given_name: String,
-    usual_name: String,
-    email: String,
-    uid: &'a str,
-    siret: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    idp_id: Option<&'a str>,
-}
-
 async fn token(
     State(provider): State<Arc<DevProvider>>,
     headers: HeaderMap,
@@ -334,28 +424,16 @@ async fn token(
             return token_error(StatusCode::BAD_REQUEST, "invalid_grant", "code_verifier does not match");
         }
     }
-    let Some(agent) = provider.habilitations.agent(grant.idp_id.as_deref(), &grant.uid) else {
-        return token_error(StatusCode::BAD_REQUEST, "invalid_grant", "the agent is no longer listed");
+    let Some(mut claims) = provider.claims_of(&grant.chosen) else {
+        return token_error(StatusCode::BAD_REQUEST, "invalid_grant", "no longer listed by this provider");
     };
     let now = chrono::Utc::now().timestamp();
-    let (given_name, usual_name) = agent.dev_names.clone().unwrap_or_else(|| ("Agent".into(), agent.uid.clone()));
-    // `sub` differs per (service, identity provider) at ProConnect; here derived from both.
-    let sub = hex_digest(&format!("{}|{}", grant.idp_id.as_deref().unwrap_or(""), grant.uid));
-    let claims = IdTokenClaims {
-        iss: &provider.issuer,
-        aud: &client.client_id,
-        sub,
-        exp: now + 60,
-        iat: now,
-        auth_time: now,
-        nonce: &grant.nonce,
-        given_name,
-        usual_name,
-        email: format!("{}@agents.invalid", grant.uid),
-        uid: &grant.uid,
-        siret: &agent.organisation.siret,
-        idp_id: grant.idp_id.as_deref(),
-    };
+    claims.insert("iss".into(), provider.issuer.clone().into());
+    claims.insert("aud".into(), client.client_id.clone().into());
+    claims.insert("exp".into(), (now + 60).into());
+    claims.insert("iat".into(), now.into());
+    claims.insert("auth_time".into(), now.into());
+    claims.insert("nonce".into(), grant.nonce.clone().into());
     let mut header = Header::new(Algorithm::ES256);
     header.kid = Some(passerelle_api::auth::DEV_KEY_ID.into());
     let id_token = match jsonwebtoken::encode(&header, &claims, &provider.signing_key) {

@@ -50,7 +50,11 @@ pub struct WebConfig {
     pub session_idle_minutes: u64,
     /// A session ends this long after sign-in, used or not (ProConnect's own session: 12 h).
     pub session_absolute_hours: u64,
-    pub proconnect: ProConnectConfig,
+    pub proconnect: ProviderConfig,
+    /// The person's space: FranceConnect (`/mon-espace`).
+    pub franceconnect: ProviderConfig,
+    /// The persons the development FranceConnect lists (`infra/dev/persons.toml`).
+    pub dev_persons_file: Option<PathBuf>,
     /// The development signing key (PKCS#8 DER, `passerelle dev pki` writes it). Set, the hub
     /// serves the development identity provider at `/dev-oidc`, and ProConnect defaults to it.
     /// Never in production.
@@ -59,10 +63,11 @@ pub struct WebConfig {
     pub dev_jwks_file: Option<PathBuf>,
 }
 
-/// The console's registration at ProConnect.
+/// The hub's registration at an identity provider (ProConnect for agents, FranceConnect for
+/// persons).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
-pub struct ProConnectConfig {
+pub struct ProviderConfig {
     /// The issuer (discovery at `<issuer>/.well-known/openid-configuration`), e.g.
     /// `https://auth.agentconnect.gouv.fr/api/v2`. Unset: the development provider.
     pub issuer: Option<String>,
@@ -73,8 +78,14 @@ pub struct ProConnectConfig {
     pub scopes: Vec<String>,
 }
 
-impl Default for ProConnectConfig {
+impl Default for ProviderConfig {
     fn default() -> Self {
+        Self::proconnect()
+    }
+}
+
+impl ProviderConfig {
+    fn proconnect() -> Self {
         Self {
             issuer: None,
             client_id: "passerelle-console".into(),
@@ -82,6 +93,28 @@ impl Default for ProConnectConfig {
             scopes: ["openid", "given_name", "usual_name", "email", "uid", "siret", "idp_id"]
                 .map(str::to_owned)
                 .to_vec(),
+        }
+    }
+
+    /// FranceConnect's identité pivot.
+    fn franceconnect() -> Self {
+        Self {
+            issuer: None,
+            client_id: "passerelle-espace".into(),
+            client_secret_file: None,
+            scopes: [
+                "openid",
+                "given_name",
+                "family_name",
+                "birthdate",
+                "gender",
+                "birthplace",
+                "birthcountry",
+                "preferred_username",
+                "email",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
         }
     }
 }
@@ -94,7 +127,9 @@ impl Default for WebConfig {
             assets_dir: PathBuf::from("services/web/node_modules/@gouvfr/dsfr/dist"),
             session_idle_minutes: 30,
             session_absolute_hours: 12,
-            proconnect: ProConnectConfig::default(),
+            proconnect: ProviderConfig::proconnect(),
+            franceconnect: ProviderConfig::franceconnect(),
+            dev_persons_file: None,
             dev_signing_key_file: None,
             dev_jwks_file: None,
         }
@@ -113,6 +148,8 @@ pub enum Error {
 pub struct Console {
     pub(crate) api: Arc<Api>,
     pub(crate) relying_party: oidc::RelyingParty,
+    /// FranceConnect, for the person's space (None: the space is off).
+    pub(crate) person_party: Option<oidc::RelyingParty>,
     pub(crate) theme: Theme,
     pub(crate) session_absolute: chrono::Duration,
 }
@@ -123,9 +160,6 @@ pub fn router(config: &WebConfig, http_addr: SocketAddr, api: Arc<Api>, pool: Pg
     let public_url =
         config.public_url.clone().unwrap_or_else(|| format!("http://{http_addr}")).trim_end_matches('/').to_owned();
     let secure = public_url.starts_with("https://");
-    let dev_issuer = format!("{public_url}{}", devidp::PATH);
-    let redirect_uri = format!("{public_url}/console/connexion/retour");
-    let post_logout_redirect_uri = format!("{public_url}/console/deconnexion/retour");
     let dev_key = match &config.dev_signing_key_file {
         Some(path) => Some(std::fs::read(path).map_err(|e| {
             Error::Configuration(format!(
@@ -135,43 +169,32 @@ pub fn router(config: &WebConfig, http_addr: SocketAddr, api: Arc<Api>, pool: Pg
         })?),
         None => None,
     };
-    let issuer = match (&config.proconnect.issuer, &dev_key) {
-        (Some(issuer), _) => issuer.clone(),
-        (None, Some(_)) => dev_issuer.clone(),
-        (None, None) => {
-            tracing::warn!(
-                "the web console is off: web.proconnect.issuer is not set (name ProConnect's issuer, or for development set web.dev_signing_key_file)"
-            );
-            return Ok(Router::new());
-        }
+    let Some(agents) =
+        Registration::of(&config.proconnect, "proconnect", &public_url, "/console", devidp::PATH, dev_key.is_some())?
+    else {
+        tracing::warn!(
+            "the web console is off: web.proconnect.issuer is not set (name ProConnect's issuer, or for development set web.dev_signing_key_file)"
+        );
+        return Ok(Router::new());
     };
-    let client_secret = match &config.proconnect.client_secret_file {
-        Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| {
-                Error::Configuration(format!(
-                    "cannot read the ProConnect client secret {} (web.proconnect.client_secret_file): {e}",
-                    path.display()
-                ))
-            })?
-            .trim()
-            .to_owned(),
-        None if dev_key.is_some() && config.proconnect.issuer.is_none() => session::random_token(),
-        None => {
-            return Err(Error::Configuration(
-                "web.proconnect.client_secret_file is not set: the console is a confidential client of ProConnect"
-                    .into(),
-            ));
-        }
-    };
-    let relying_party = oidc::RelyingParty::new(
-        &issuer,
-        &config.proconnect.client_id,
-        client_secret.clone(),
-        &redirect_uri,
-        &post_logout_redirect_uri,
-        config.proconnect.scopes.clone(),
+    let persons = Registration::of(
+        &config.franceconnect,
+        "franceconnect",
+        &public_url,
+        "/mon-espace",
+        devidp::PERSONS_PATH,
+        dev_key.is_some(),
     )?;
-    let form_action = url::Url::parse(&issuer).map(|url| url.origin().ascii_serialization()).unwrap_or_default();
+    if persons.is_none() {
+        tracing::info!("the person's space is off: web.franceconnect.issuer is not set");
+    }
+    let form_action = [Some(&agents), persons.as_ref()]
+        .into_iter()
+        .flatten()
+        .filter_map(|registration| url::Url::parse(&registration.issuer).ok())
+        .map(|url| url.origin().ascii_serialization())
+        .collect::<Vec<_>>()
+        .join(" ");
     if !config.assets_dir.join("dsfr.min.css").exists() {
         tracing::warn!(
             assets_dir = %config.assets_dir.display(),
@@ -189,14 +212,18 @@ pub fn router(config: &WebConfig, http_addr: SocketAddr, api: Arc<Api>, pool: Pg
         .with_expiry(Expiry::OnInactivity(time::Duration::minutes(config.session_idle_minutes.max(1) as i64)));
     let console = Arc::new(Console {
         api: api.clone(),
-        relying_party,
+        relying_party: agents.relying_party(&config.proconnect)?,
+        person_party: persons
+            .as_ref()
+            .map(|registration| registration.relying_party(&config.franceconnect))
+            .transpose()?,
         theme: config.theme,
         session_absolute: chrono::Duration::hours(config.session_absolute_hours.max(1) as i64),
     });
     let mut router = pages::router(console).layer(sessions).merge(assets(&config.assets_dir));
     if let Some(der) = dev_key {
         let jwks_path = config.dev_jwks_file.clone().unwrap_or_else(|| PathBuf::from("var/pki/oidc-dev-jwks.json"));
-        let jwks = std::fs::read_to_string(&jwks_path)
+        let jwks: jsonwebtoken::jwk::JwkSet = std::fs::read_to_string(&jwks_path)
             .map_err(|e| e.to_string())
             .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()))
             .map_err(|e| {
@@ -205,21 +232,35 @@ pub fn router(config: &WebConfig, http_addr: SocketAddr, api: Arc<Api>, pool: Pg
                     jwks_path.display()
                 ))
             })?;
-        tracing::warn!(issuer = %dev_issuer, "serving the development identity provider: anyone reaching it signs in as any listed agent; never in production");
-        let provider = devidp::DevProvider::new(
-            dev_issuer,
-            &der,
-            jwks,
-            devidp::RegisteredClient {
-                client_id: config.proconnect.client_id.clone(),
-                client_secret,
-                redirect_uri,
-                post_logout_redirect_uri,
-            },
-            api.habilitations().clone(),
-            config.theme,
-        );
-        router = router.merge(Arc::new(provider).router());
+        if agents.development {
+            tracing::warn!(issuer = %agents.issuer, "serving the development ProConnect: anyone reaching it signs in as any listed agent; never in production");
+            let provider = devidp::DevProvider::new(
+                devidp::PATH,
+                agents.issuer.clone(),
+                &der,
+                jwks.clone(),
+                agents.client(&config.proconnect),
+                devidp::Directory::Agents(api.habilitations().clone()),
+                config.theme,
+            );
+            router = router.merge(Arc::new(provider).router());
+        }
+        if let Some(persons) = persons.as_ref().filter(|registration| registration.development) {
+            let file = config.dev_persons_file.clone().unwrap_or_else(|| PathBuf::from("infra/dev/persons.toml"));
+            let listed = devidp::DevPerson::load(&file)
+                .map_err(|e| Error::Configuration(format!("the development persons (web.dev_persons_file): {e}")))?;
+            tracing::warn!(issuer = %persons.issuer, "serving the development FranceConnect: anyone reaching it signs in as any listed person; never in production");
+            let provider = devidp::DevProvider::new(
+                devidp::PERSONS_PATH,
+                persons.issuer.clone(),
+                &der,
+                jwks,
+                persons.client(&config.franceconnect),
+                devidp::Directory::Persons(listed),
+                config.theme,
+            );
+            router = router.merge(Arc::new(provider).router());
+        }
     }
     let csp = format!(
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; \
@@ -230,6 +271,79 @@ pub fn router(config: &WebConfig, http_addr: SocketAddr, api: Arc<Api>, pool: Pg
         let csp = csp.clone();
         async move { security_headers(request, next, csp, secure).await }
     })))
+}
+
+/// The hub's registration at one provider, resolved: its issuer (the configured one, or the
+/// hub's development provider), its client secret, its redirect URIs.
+struct Registration {
+    issuer: String,
+    development: bool,
+    client_secret: String,
+    redirect_uri: String,
+    post_logout_redirect_uri: String,
+}
+
+impl Registration {
+    /// None when the provider is not configured and there is no development key.
+    fn of(
+        config: &ProviderConfig,
+        name: &str,
+        public_url: &str,
+        space: &str,
+        dev_path: &str,
+        dev_key: bool,
+    ) -> Result<Option<Self>, Error> {
+        let (issuer, development) = match (&config.issuer, dev_key) {
+            (Some(issuer), _) => (issuer.clone(), false),
+            (None, true) => (format!("{public_url}{dev_path}"), true),
+            (None, false) => return Ok(None),
+        };
+        let client_secret = match &config.client_secret_file {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| {
+                    Error::Configuration(format!(
+                        "cannot read the {name} client secret {} (web.{name}.client_secret_file): {e}",
+                        path.display()
+                    ))
+                })?
+                .trim()
+                .to_owned(),
+            // The development provider and the hub share a secret drawn at start.
+            None if development => session::random_token(),
+            None => {
+                return Err(Error::Configuration(format!(
+                    "web.{name}.client_secret_file is not set: the hub is a confidential client of {name}"
+                )));
+            }
+        };
+        Ok(Some(Self {
+            issuer,
+            development,
+            client_secret,
+            redirect_uri: format!("{public_url}{space}/connexion/retour"),
+            post_logout_redirect_uri: format!("{public_url}{space}/deconnexion/retour"),
+        }))
+    }
+
+    fn relying_party(&self, config: &ProviderConfig) -> Result<oidc::RelyingParty, Error> {
+        Ok(oidc::RelyingParty::new(
+            &self.issuer,
+            &config.client_id,
+            self.client_secret.clone(),
+            &self.redirect_uri,
+            &self.post_logout_redirect_uri,
+            config.scopes.clone(),
+        )?)
+    }
+
+    fn client(&self, config: &ProviderConfig) -> devidp::RegisteredClient {
+        devidp::RegisteredClient {
+            client_id: config.client_id.clone(),
+            client_secret: self.client_secret.clone(),
+            redirect_uri: self.redirect_uri.clone(),
+            post_logout_redirect_uri: self.post_logout_redirect_uri.clone(),
+        }
+    }
 }
 
 /// The DSFR's files, from the installed package (no CDN, no font or script from elsewhere).

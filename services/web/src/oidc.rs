@@ -49,6 +49,28 @@ pub type Metadata = ProviderMetadata<
     CoreSubjectIdentifierType,
 >;
 
+/// Any claims beyond the standard ones, kept as they came (to parse an id_token whatever its
+/// provider, for logout).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AnyClaims {
+    #[serde(flatten)]
+    pub claims: std::collections::HashMap<String, serde_json::Value>,
+}
+impl AdditionalClaims for AnyClaims {}
+
+/// FranceConnect's claims of the identité pivot beyond the standard ones (`given_name`,
+/// `family_name`, `birthdate`, `gender` are standard).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PersonClaims {
+    #[serde(default)]
+    pub birthplace: Option<String>,
+    #[serde(default)]
+    pub birthcountry: Option<String>,
+    #[serde(default)]
+    pub preferred_username: Option<String>,
+}
+impl AdditionalClaims for PersonClaims {}
+
 /// ProConnect's claims beyond the standard ones (`given_name`, `email` are standard).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AgentClaims {
@@ -60,9 +82,6 @@ pub struct AgentClaims {
     pub idp_id: Option<String>,
 }
 impl AdditionalClaims for AgentClaims {}
-
-pub type AgentIdToken =
-    IdToken<AgentClaims, CoreGenderClaim, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm>;
 
 type Client =
     CoreClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointMaybeSet, EndpointMaybeSet>;
@@ -83,15 +102,22 @@ pub enum OidcError {
     IdToken(String),
 }
 
-/// A verified sign-in.
+/// A verified sign-in: the standard claims (as JSON: `given_name`, `family_name`, `birthdate`,
+/// `gender`, `email`…), the provider's own, and the id_token for logout.
 #[derive(Debug, Clone)]
-pub struct VerifiedAgent {
+pub struct Verified<C> {
     pub issuer: String,
     pub subject: String,
-    pub email: String,
-    pub given_name: String,
-    pub claims: AgentClaims,
+    pub standard: serde_json::Value,
+    pub claims: C,
     pub id_token: String,
+}
+
+impl<C> Verified<C> {
+    /// A standard claim as text (empty when absent).
+    pub fn text(&self, claim: &str) -> String {
+        self.standard[claim].as_str().unwrap_or_default().to_owned()
+    }
 }
 
 /// The relying party: its registration at the provider and the provider's discovered metadata
@@ -187,12 +213,12 @@ impl RelyingParty {
 
     /// The callback: `state` checked against the session, the code exchanged, the id_token
     /// verified (signature with the provider's keys, issuer, audience, expiry, nonce).
-    pub async fn finish(
+    pub async fn finish<C: AdditionalClaims + Clone>(
         &self,
         in_progress: &SignInInProgress,
         code: &str,
         state: &str,
-    ) -> Result<VerifiedAgent, OidcError> {
+    ) -> Result<Verified<C>, OidcError> {
         if !crate::session::constant_time_eq(in_progress.state.as_bytes(), state.as_bytes()) {
             return Err(OidcError::State);
         }
@@ -209,7 +235,8 @@ impl RelyingParty {
             .id_token()
             .ok_or_else(|| OidcError::IdToken("the token answer has no id_token".into()))?
             .to_string();
-        let id_token: AgentIdToken = raw.parse().map_err(|e: serde_json::Error| OidcError::IdToken(e.to_string()))?;
+        let id_token: IdToken<C, CoreGenderClaim, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm> =
+            raw.parse().map_err(|e: serde_json::Error| OidcError::IdToken(e.to_string()))?;
         let verifier = client.id_token_verifier().set_allowed_algs(vec![
             CoreJwsSigningAlgorithm::EcdsaP256Sha256,
             CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
@@ -217,16 +244,11 @@ impl RelyingParty {
         let claims = id_token
             .claims(&verifier, &Nonce::new(in_progress.nonce.clone()))
             .map_err(|e| OidcError::IdToken(error_chain(&e)))?;
-        let given_name = claims
-            .given_name()
-            .and_then(|name| name.get(None))
-            .map(|name| name.as_str().to_owned())
-            .unwrap_or_default();
-        Ok(VerifiedAgent {
+        let standard = serde_json::to_value(claims).map_err(|e| OidcError::IdToken(e.to_string()))?;
+        Ok(Verified {
             issuer: claims.issuer().as_str().to_owned(),
             subject: claims.subject().as_str().to_owned(),
-            email: claims.email().map(|email| email.as_str().to_owned()).unwrap_or_default(),
-            given_name,
+            standard,
             claims: claims.additional_claims().clone(),
             id_token: raw,
         })
@@ -239,7 +261,7 @@ impl RelyingParty {
         let Some(end_session) = metadata.additional_metadata().end_session_endpoint.clone() else {
             return Ok(None);
         };
-        let id_token: AgentIdToken =
+        let id_token: IdToken<AnyClaims, CoreGenderClaim, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm> =
             id_token.parse().map_err(|e: serde_json::Error| OidcError::IdToken(e.to_string()))?;
         Ok(Some(
             LogoutRequest::from(end_session)

@@ -103,6 +103,8 @@ impl SessionStore for PgStore {
 }
 
 /// The session keys of the console.
+const PERSON: &str = "person";
+const PERSON_SIGN_IN: &str = "person_sign_in";
 const SIGNED_IN: &str = "agent";
 const SIGN_IN: &str = "sign_in";
 const LOGOUT: &str = "logout";
@@ -117,6 +119,44 @@ pub struct SignedIn {
     pub usual_name: String,
     pub at: DateTime<Utc>,
     pub id_token: String,
+}
+
+/// A person signed in to their space: the hub's id of their dossier (found from the identité
+/// pivot at sign-in), their given name for the header, when, and the id_token for logout.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PersonSignedIn {
+    pub person_id: uuid::Uuid,
+    pub given_name: String,
+    pub at: DateTime<Utc>,
+    pub id_token: String,
+}
+
+pub async fn person(session: &Session) -> Result<Option<PersonSignedIn>, SessionError> {
+    Ok(session.get(PERSON).await?)
+}
+
+/// Records the person as signed in, under a new session id.
+pub async fn sign_in_person(session: &Session, person: &PersonSignedIn) -> Result<(), SessionError> {
+    session.remove::<SignInInProgress>(PERSON_SIGN_IN).await?;
+    session.cycle_id().await?;
+    session.insert(PERSON, person).await?;
+    session.insert(CSRF, random_token()).await?;
+    Ok(())
+}
+
+pub async fn start_person_sign_in(session: &Session, in_progress: &SignInInProgress) -> Result<(), SessionError> {
+    Ok(session.insert(PERSON_SIGN_IN, in_progress).await?)
+}
+
+pub async fn take_person_sign_in(session: &Session) -> Result<Option<SignInInProgress>, SessionError> {
+    Ok(session.remove(PERSON_SIGN_IN).await?)
+}
+
+/// Ends the person's sign-in here at once, keeping the logout's `state` to check on return.
+pub async fn start_person_logout(session: &Session, state: &str) -> Result<(), SessionError> {
+    session.remove::<PersonSignedIn>(PERSON).await?;
+    session.insert(LOGOUT, state).await?;
+    Ok(())
 }
 
 /// A sign-in in progress: what the callback must find again.

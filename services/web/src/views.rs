@@ -69,7 +69,7 @@ fn household_role_label(code: &str) -> String {
     }
 }
 
-fn ft_label(code: &str) -> String {
+pub fn ft_label(code: &str) -> String {
     match code {
         "INSCRIT" => "Inscrit(e)".into(),
         "CESSATION" => "Inscription cessée".into(),

@@ -29,6 +29,7 @@ use crate::{
 
 mod info;
 mod journal;
+mod person;
 mod reads;
 mod sign_in;
 mod territory;
@@ -53,6 +54,7 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/console/territoire/files/{file}/export.csv", get(territory::export))
         .route("/console/journal", get(journal::journal))
         .route("/console/journal/export.csv", get(journal::export))
+        .merge(person::router())
         .route("/console/accessibilite", get(accessibility))
         .route("/console/mentions-legales", get(legal_notice))
         .route("/console/donnees-personnelles", get(privacy))
@@ -95,6 +97,8 @@ pub struct Layout {
     pub breadcrumb: Vec<Crumb>,
     /// The menu entry of this page (`accueil`, `recherche`…).
     pub current: &'static str,
+    /// The person signed in to their space (their given name), on its pages.
+    pub person: Option<String>,
 }
 
 impl Layout {
@@ -167,6 +171,7 @@ async fn anonymous_layout(console: &Console, session: &Session, title: &str) -> 
         csrf: session::csrf_token(session).await.unwrap_or_default(),
         breadcrumb: Vec::new(),
         current: "",
+        person: None,
     }
 }
 
@@ -243,6 +248,7 @@ async fn agent_page(
         },
         breadcrumb: Vec::new(),
         current,
+        person: None,
     };
     Ok((caller, layout, request_id))
 }

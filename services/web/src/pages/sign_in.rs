@@ -11,7 +11,7 @@ struct SignInPage {
 
 #[derive(Deserialize)]
 pub(super) struct SignInQuery {
-    raison: Option<String>,
+    pub(super) raison: Option<String>,
 }
 
 pub(super) async fn sign_in_page(
@@ -33,7 +33,7 @@ pub(super) async fn sign_in_page(
 
 #[derive(Deserialize)]
 pub(super) struct CsrfForm {
-    csrf: Option<String>,
+    pub(super) csrf: Option<String>,
 }
 
 pub(super) async fn sign_in_start(
@@ -66,8 +66,8 @@ pub(super) async fn sign_in_start(
 
 #[derive(Deserialize)]
 pub(super) struct CallbackQuery {
-    code: Option<String>,
-    state: Option<String>,
+    pub(super) code: Option<String>,
+    pub(super) state: Option<String>,
     error: Option<String>,
 }
 
@@ -102,7 +102,7 @@ pub(super) async fn sign_in_return(
         }
         return failed("Cette connexion n’a pas été commencée ici, ou elle a expiré. Recommencez.".into()).await;
     };
-    let verified = match console.relying_party.finish(&in_progress, &code, &state).await {
+    let verified = match console.relying_party.finish::<crate::oidc::AgentClaims>(&in_progress, &code, &state).await {
         Ok(verified) => verified,
         Err(error) => {
             tracing::warn!(error = %error, "sign-in refused");
@@ -110,16 +110,17 @@ pub(super) async fn sign_in_return(
                 .await;
         }
     };
+    let (email, given_name) = (verified.text("email"), verified.text("given_name"));
     let signed = SignedIn {
         agent: SignedInAgent {
             issuer: verified.issuer,
             subject: verified.subject,
             uid: verified.claims.uid,
             siret: verified.claims.siret,
-            email: verified.email,
+            email,
             idp_id: verified.claims.idp_id,
         },
-        given_name: verified.given_name,
+        given_name,
         usual_name: verified.claims.usual_name.unwrap_or_default(),
         at: chrono::Utc::now(),
         id_token: verified.id_token,
