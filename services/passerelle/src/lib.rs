@@ -74,7 +74,7 @@ impl Running {
             "gRPC ingestion  https://{}  (mutual TLS; reflection and grpc.health.v1 enabled)\n\
              API (REST)      http://{}/api/v1  (OpenAPI: /api/v1/openapi.json; tokens: passerelle dev token --agent UID)\n\
              API (gRPC)      https://{}  (passerelle.dossier.v1.DossierService; reflection enabled)\n\
-             console         {}  (web console for agents: sign in with ProConnect)\n\
+             console         {}  (web console for agents: sign in with ProConnect; persons: /mon-espace)\n\
              HTTP            http://{}  (/healthz, /readyz, /metrics)\n\
              schema registry http://{}  (Confluent read API: /subjects, /schemas/ids/{{id}})\n\
              projector       dossier read models in PostgreSQL (consumer group passerelle-projector-dossier)",
