@@ -277,6 +277,12 @@ def run(base, martin, screenshots, theme, waiting):
                        and body.startswith("\ufeff".encode()) and b"reference_dossier;nom;prenoms" in body
                        and body.count(b"\r\n") == 2 and "DURAND".encode() in body,
                        "the CSV export holds exactly the rows shown (UTF-8 with BOM, ';')")
+                foreign = page.request.get(base + page.locator("#lien-export").get_attribute("href"),
+                                           headers={"Sec-Fetch-Site": "cross-site"})
+                expect(foreign.status == 403, "an export started from another site's link is refused")
+                page.request.get(f"{base}/console/deconnexion/retour")
+                page.goto(f"{base}/console")
+                expect(page.url.endswith("/console"), "a logout return not started here ends nothing")
                 page.goto(f"{base}/console/territoire/files/sdd-non-orientes?motif=orientation&commune=abc")
                 expect("code INSEE" in page.inner_text("#erreur-filtres"), "a wrong filter is explained")
 

@@ -104,7 +104,16 @@ impl Limiters {
 
     /// One request refused for want of a valid token, from `address` (None: unknown, one bucket).
     pub fn unauthenticated(&self, address: Option<IpAddr>) -> Result<(), Exceeded> {
-        let key = address.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        // An IPv6 client holds a whole /64: one bucket for it, not one per address.
+        let key = match address {
+            Some(IpAddr::V6(v6)) => {
+                let mut segments = v6.segments();
+                segments[4..].fill(0);
+                IpAddr::from(segments)
+            }
+            Some(v4) => v4,
+            None => IpAddr::from([0, 0, 0, 0]),
+        };
         self.unauthenticated.check_key(&key).map_err(|not_until| Exceeded {
             limit: Limit::Unauthenticated,
             retry_after: not_until.wait_time_from(governor::clock::DefaultClock::default().now()),
@@ -148,5 +157,11 @@ mod tests {
         assert!(limiters.unauthenticated(here).is_ok());
         assert!(limiters.unauthenticated(here).is_err());
         assert!(limiters.unauthenticated(Some(IpAddr::from([10, 0, 0, 2]))).is_ok());
+        // Addresses of one IPv6 /64 share a bucket.
+        let a: IpAddr = "2001:db8::1".parse().expect("v6");
+        let b: IpAddr = "2001:db8::ffff:2".parse().expect("v6");
+        assert!(limiters.unauthenticated(Some(a)).is_ok());
+        assert!(limiters.unauthenticated(Some(b)).is_ok());
+        assert!(limiters.unauthenticated(Some(a)).is_err());
     }
 }

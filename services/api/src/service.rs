@@ -825,7 +825,8 @@ impl Api {
         let own = caller.agent.organisation.kind == OrganisationKind::AutoriteRsa
             && caller.agent.organisation.territory.as_deref() == Some(code)
             && matches!(caller.agent.role, Role::ChargeOrientation | Role::GestionnaireRsa)
-            && purpose != Purpose::InstructionRsa;
+            && purpose != Purpose::InstructionRsa
+            && policy::purpose_allowed(caller.agent.role, purpose);
         if !own {
             return self
                 .refuse(
@@ -969,6 +970,8 @@ impl Api {
             });
         }
         entry.persons_found = rows.iter().map(|row| row.person_id).collect();
+        // Names were opened for each row: the identity section was shown of every person listed.
+        entry.sections_shown = vec![Section::Identite.code()];
         entry.outcome = "shown".into();
         self.journal(entry).await?;
         Ok(QueuePage { rows, total })

@@ -209,6 +209,8 @@ pub fn router(config: &WebConfig, http_addr: SocketAddr, api: Arc<Api>, pool: Pg
         .with_same_site(SameSite::Lax)
         .with_secure(secure)
         .with_path("/")
+        // Saved on every request, so the idle timeout counts from the last page, not sign-in.
+        .with_always_save(true)
         .with_expiry(Expiry::OnInactivity(time::Duration::minutes(config.session_idle_minutes.max(1) as i64)));
     let console = Arc::new(Console {
         api: api.clone(),

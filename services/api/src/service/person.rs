@@ -36,9 +36,10 @@ pub enum Identification {
     NotIdentified,
 }
 
-/// The first given name, as the hub compares names.
+/// The first given name, whole (a hyphenated one stays one name: Jean-Pierre is not Jean), as
+/// the hub compares names.
 fn first_given_name(names: &str) -> String {
-    normalise_name(names).split(' ').next().unwrap_or("").to_owned()
+    normalise_name(names.split_whitespace().next().unwrap_or(""))
 }
 
 /// Whether what the hub holds about a person agrees with the pivot identity: birth name, first
@@ -218,6 +219,11 @@ mod tests {
         }
         // An unknown month of birth in the NIR (20 and more) does not contradict.
         assert!(agrees(&pivot(), &opened("1852052121003")));
+        // A hyphenated given name is one name: Jean-Pierre is neither Jean nor Jean-Marc.
+        let jean_pierre = Opened { prenoms: Some("Jean-Pierre".into()), ..opened("1850752121003") };
+        assert!(!agrees(&Pivot { given_name: "Jean-Marc".into(), ..pivot() }, &jean_pierre));
+        assert!(!agrees(&Pivot { given_name: "Jean".into(), ..pivot() }, &jean_pierre));
+        assert!(agrees(&Pivot { given_name: "Jean-Pierre Louis".into(), ..pivot() }, &jean_pierre));
         // Another first given name, or birth name: no.
         assert!(!agrees(&Pivot { given_name: "Louis".into(), ..pivot() }, &opened("1850752121003")));
         assert!(!agrees(&Pivot { family_name: "Martins".into(), ..pivot() }, &opened("1850752121003")));

@@ -57,6 +57,7 @@ fn channel_label(code: &str) -> &'static str {
     match code {
         "console" => "Console",
         "api_grpc" => "API (gRPC)",
+        "espace_personne" => "Espace de la personne",
         _ => "API (REST)",
     }
 }
@@ -72,6 +73,9 @@ fn outcome_label(code: &str) -> String {
         "unauthenticated" => "Non authentifié".into(),
         "not_habilitated" => "Non habilité".into(),
         "error" => "Erreur".into(),
+        "matched" => "Personne identifiée".into(),
+        "not_identified" => "Personne non identifiée".into(),
+        "ambiguous" => "Identification ambiguë".into(),
         other => match other.strip_prefix("refused:") {
             Some(motif) => format!("Refusé ({motif})"),
             None => other.to_owned(),
@@ -256,8 +260,12 @@ pub(super) async fn journal(
 pub(super) async fn export(
     State(console): State<Arc<Console>>,
     session: Session,
+    headers: axum::http::HeaderMap,
     Query(form): Query<JournalForm>,
 ) -> Response {
+    if super::cross_site(&headers) {
+        return super::cross_site_refused(&console, &session).await;
+    }
     let (caller, _, request_id) = match agent_page(&console, &session, "journal", "Journal des accès", "journal").await
     {
         Ok(page) => page,
@@ -285,17 +293,17 @@ pub(super) async fn export(
     let mut written = writer.write_record(header);
     for line in lines(&answer) {
         written = written.and(writer.write_record([
-            &line.at,
-            line.channel,
-            &line.action,
-            &line.agent,
-            &line.organisation,
-            &line.role,
-            &line.purpose,
-            &line.person,
-            &line.sections,
-            &line.withheld,
-            &line.outcome,
+            line.at,
+            line.channel.to_owned(),
+            line.action,
+            super::spreadsheet_safe(&line.agent),
+            line.organisation,
+            line.role,
+            line.purpose,
+            line.person,
+            line.sections,
+            line.withheld,
+            line.outcome,
         ]));
     }
     let bytes = match (written, writer.into_inner()) {

@@ -364,6 +364,36 @@ async fn failure_page_without_caller(console: &Console, session: &Session, failu
     }
 }
 
+/// A CSV cell a spreadsheet will not run as a formula (`=`, `+`, `-`, `@`, tab, carriage return
+/// at the start get a leading apostrophe).
+pub(crate) fn spreadsheet_safe(value: &str) -> String {
+    match value.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{value}"),
+        _ => value.to_owned(),
+    }
+}
+
+/// Whether a GET that reads personal data was started from another site (a link or a form
+/// elsewhere, which the SameSite=Lax cookie follows): such reads and exports are refused, as a
+/// POST without the CSRF token is.
+pub(crate) fn cross_site(headers: &axum::http::HeaderMap) -> bool {
+    headers.get("sec-fetch-site").and_then(|value| value.to_str().ok()) == Some("cross-site")
+}
+
+/// The answer to a read started from another site.
+async fn cross_site_refused(console: &Console, session: &Session) -> Response {
+    error_page(
+        console,
+        session,
+        StatusCode::FORBIDDEN,
+        "Lien extérieur refusé",
+        "Cette page montre des données personnelles : ouvrez-la depuis Passerelle, pas depuis un lien d’un autre site."
+            .into(),
+        Some(("/console", "Retour à l’accueil")),
+    )
+    .await
+}
+
 async fn csrf_refused(console: &Console, session: &Session) -> Response {
     error_page(
         console,

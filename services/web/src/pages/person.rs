@@ -216,7 +216,20 @@ pub(super) async fn logout(
     }
 }
 
-pub(super) async fn logout_return(State(console): State<Arc<Console>>, session: Session) -> Response {
+pub(super) async fn logout_return(
+    State(console): State<Arc<Console>>,
+    session: Session,
+    Query(query): Query<super::sign_in::LogoutQuery>,
+) -> Response {
+    let expected = session::take_logout(&session).await.ok().flatten();
+    let matches = match (&expected, &query.state) {
+        (Some(expected), Some(state)) => session::constant_time_eq(expected.as_bytes(), state.as_bytes()),
+        _ => false,
+    };
+    // Only the return of a logout started here ends the session: a link from elsewhere does not.
+    if !matches {
+        return Redirect::to("/mon-espace").into_response();
+    }
     if let Err(error) = session.flush().await {
         return internal_error(&console, &session, &error).await;
     }
@@ -288,6 +301,35 @@ fn source_label(source: &str) -> String {
     }
 }
 
+/// What a journaled read showed of the dossier, in the person's words.
+fn what_was_read(read: &passerelle_api::journal::Row) -> String {
+    if read.outcome == "not_found" || read.outcome.starts_with("refused") || read.outcome == "invalid" {
+        return "tentative refusée : rien ne lui a été montré".into();
+    }
+    match read.action.as_str() {
+        "recherche" => "recherche : votre dossier figurait dans les résultats".into(),
+        "territoire" => "liste de travail du territoire : votre nom y figurait".into(),
+        "export" => "export d’une liste de travail : votre nom y figurait".into(),
+        "journal" => "contrôle du journal des accès par le délégué à la protection des données".into(),
+        _ if read.outcome == "moved_out" => "votre départ du territoire, sans autre information".into(),
+        _ => {
+            let labels: Vec<&str> = read
+                .sections_shown
+                .iter()
+                .map(|code| match code.as_str() {
+                    "identite" => "identité",
+                    "droits_rsa" => "droits RSA",
+                    "emploi" => "emploi",
+                    "parcours" => "parcours",
+                    "diagnostic" => "diagnostic",
+                    _ => "autre rubrique",
+                })
+                .collect();
+            format!("{} : {}", if read.action == "historique" { "historique" } else { "dossier" }, labels.join(", "))
+        }
+    }
+}
+
 fn read_lines(console: &Console, data: &OwnData) -> Vec<ReadLine> {
     data.reads
         .iter()
@@ -300,11 +342,7 @@ fn read_lines(console: &Console, data: &OwnData) -> Vec<ReadLine> {
                 .unwrap_or_default(),
             role: read.agent_role.as_deref().and_then(Role::parse).map(views::role_label).unwrap_or("—"),
             purpose: read.purpose.as_deref().and_then(Purpose::parse).map(views::purpose_label).unwrap_or("—"),
-            sections: if read.sections_shown.is_empty() {
-                "recherche (aucune rubrique affichée)".into()
-            } else {
-                read.sections_shown.join(", ")
-            },
+            sections: what_was_read(read),
         })
         .collect()
 }
@@ -441,7 +479,14 @@ pub(super) async fn reads(State(console): State<Arc<Console>>, session: Session)
 
 /// Everything the hub holds about the person (RGPD articles 15 and 20), as a JSON file with a
 /// readable summary; journaled.
-pub(super) async fn download(State(console): State<Arc<Console>>, session: Session) -> Response {
+pub(super) async fn download(
+    State(console): State<Arc<Console>>,
+    session: Session,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if super::cross_site(&headers) {
+        return super::cross_site_refused(&console, &session).await;
+    }
     let (_, data) = match own_data(&console, &session, "export_personne").await {
         Ok(found) => found,
         Err(answer) => return answer,

@@ -213,9 +213,13 @@ fn chosen_purpose(raw: Option<&str>) -> Option<Purpose> {
 pub(super) async fn dossier(
     State(console): State<Arc<Console>>,
     session: Session,
+    headers: axum::http::HeaderMap,
     Path(person_id): Path<String>,
     Query(query): Query<PurposeQuery>,
 ) -> Response {
+    if super::cross_site(&headers) {
+        return super::cross_site_refused(&console, &session).await;
+    }
     let (caller, layout, request_id) = match agent_page(&console, &session, "dossier", "Dossier", "recherche").await {
         Ok(page) => page,
         Err(answer) => return answer,
@@ -291,9 +295,13 @@ const TIMELINE_PAGE: usize = 20;
 pub(super) async fn timeline(
     State(console): State<Arc<Console>>,
     session: Session,
+    headers: axum::http::HeaderMap,
     Path(person_id): Path<String>,
     Query(query): Query<TimelineQuery>,
 ) -> Response {
+    if super::cross_site(&headers) {
+        return super::cross_site_refused(&console, &session).await;
+    }
     let (caller, layout, request_id) =
         match agent_page(&console, &session, "historique", "Historique du dossier", "recherche").await {
             Ok(page) => page,

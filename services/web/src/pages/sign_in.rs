@@ -183,7 +183,7 @@ pub(super) async fn logout(
 
 #[derive(Deserialize)]
 pub(super) struct LogoutQuery {
-    state: Option<String>,
+    pub(super) state: Option<String>,
 }
 
 pub(super) async fn logout_return(
@@ -196,11 +196,13 @@ pub(super) async fn logout_return(
         (Some(expected), Some(state)) => session::constant_time_eq(expected.as_bytes(), state.as_bytes()),
         _ => false,
     };
-    if let Err(error) = session.flush().await {
-        return internal_error(&console, &session, &error).await;
-    }
+    // Only the return of a logout started here ends the session: a link from elsewhere does not.
     if !matches {
         tracing::info!("a logout return without the state of a logout started here");
+        return Redirect::to("/console").into_response();
+    }
+    if let Err(error) = session.flush().await {
+        return internal_error(&console, &session, &error).await;
     }
     Redirect::to("/console/connexion?raison=deconnecte").into_response()
 }

@@ -280,9 +280,13 @@ const QUEUE_PAGE: i64 = 20;
 pub(super) async fn queue(
     State(console): State<Arc<Console>>,
     session: Session,
+    headers: axum::http::HeaderMap,
     Path(file): Path<String>,
     Query(query): Query<QueueQuery>,
 ) -> Response {
+    if super::cross_site(&headers) {
+        return super::cross_site_refused(&console, &session).await;
+    }
     let (caller, layout, request_id) =
         match agent_page(&console, &session, "territoire", "File de travail", "territoire").await {
             Ok(page) => page,
@@ -365,9 +369,13 @@ pub(super) async fn queue(
 pub(super) async fn export(
     State(console): State<Arc<Console>>,
     session: Session,
+    headers: axum::http::HeaderMap,
     Path(file): Path<String>,
     Query(query): Query<QueueQuery>,
 ) -> Response {
+    if super::cross_site(&headers) {
+        return super::cross_site_refused(&console, &session).await;
+    }
     let (caller, _, request_id) = match agent_page(&console, &session, "export", "Export", "territoire").await {
         Ok(page) => page,
         Err(answer) => return answer,
@@ -408,9 +416,9 @@ pub(super) async fn export(
     .chain(rows.rows.iter().map(|row| {
         vec![
             row.person_id.to_string(),
-            row.nom.clone().unwrap_or_default(),
-            row.prenoms.clone().unwrap_or_default(),
-            row.commune.clone().unwrap_or_default(),
+            super::spreadsheet_safe(row.nom.as_deref().unwrap_or_default()),
+            super::spreadsheet_safe(row.prenoms.as_deref().unwrap_or_default()),
+            super::spreadsheet_safe(row.commune.as_deref().unwrap_or_default()),
             row.since.map(|at| at.date_naive().to_string()).unwrap_or_default(),
         ]
     })) {
