@@ -317,24 +317,7 @@ async fn failure_page(console: &Console, session: &Session, caller: &Caller, fai
             .await
         }
         Failure::Unauthenticated(_) | Failure::NotHabilitated(_) => Redirect::to("/console/connexion").into_response(),
-        Failure::RateLimited(exceeded) => {
-            let mut page = error_page(
-                console,
-                session,
-                StatusCode::TOO_MANY_REQUESTS,
-                "Trop de demandes",
-                format!(
-                    "Vous avez fait beaucoup de demandes en peu de temps. Patientez {} seconde(s), puis recommencez.",
-                    exceeded.retry_after_seconds()
-                ),
-                None,
-            )
-            .await;
-            if let Ok(value) = axum::http::HeaderValue::from_str(&exceeded.retry_after_seconds().to_string()) {
-                page.headers_mut().insert(axum::http::header::RETRY_AFTER, value);
-            }
-            page
-        }
+        failure @ Failure::RateLimited(_) => failure_page_without_caller(console, session, failure).await,
         Failure::Internal(detail) => internal_error(console, session, &detail).await,
     }
 }
