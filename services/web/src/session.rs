@@ -137,11 +137,7 @@ pub async fn person(session: &Session) -> Result<Option<PersonSignedIn>, Session
 
 /// Records the person as signed in, under a new session id.
 pub async fn sign_in_person(session: &Session, person: &PersonSignedIn) -> Result<(), SessionError> {
-    session.remove::<SignInInProgress>(PERSON_SIGN_IN).await?;
-    session.cycle_id().await?;
-    session.insert(PERSON, person).await?;
-    session.insert(CSRF, random_token()).await?;
-    Ok(())
+    record_sign_in(session, PERSON_SIGN_IN, PERSON, person).await
 }
 
 pub async fn start_person_sign_in(session: &Session, in_progress: &SignInInProgress) -> Result<(), SessionError> {
@@ -154,9 +150,7 @@ pub async fn take_person_sign_in(session: &Session) -> Result<Option<SignInInPro
 
 /// Ends the person's sign-in here at once, keeping the logout's `state` to check on return.
 pub async fn start_person_logout(session: &Session, state: &str) -> Result<(), SessionError> {
-    session.remove::<PersonSignedIn>(PERSON).await?;
-    session.insert(LOGOUT, state).await?;
-    Ok(())
+    record_logout(session, PERSON, state).await
 }
 
 /// A sign-in in progress: what the callback must find again.
@@ -184,11 +178,29 @@ pub async fn signed_in(session: &Session) -> Result<Option<SignedIn>, SessionErr
 
 /// Records the agent as signed in, under a new session id (no fixation of an id set before).
 pub async fn sign_in(session: &Session, signed_in: &SignedIn) -> Result<(), SessionError> {
-    session.remove::<SignInInProgress>(SIGN_IN).await?;
+    record_sign_in(session, SIGN_IN, SIGNED_IN, signed_in).await
+}
+
+/// A sign-in completed: the one in progress forgotten, a new session id (no fixation of an id
+/// set before), who signed in under `key`, a new CSRF token.
+async fn record_sign_in(
+    session: &Session,
+    in_progress: &str,
+    key: &str,
+    who: &impl Serialize,
+) -> Result<(), SessionError> {
+    session.remove::<SignInInProgress>(in_progress).await?;
     session.cycle_id().await?;
-    session.insert(SIGNED_IN, signed_in).await?;
-    // A new CSRF token for the signed-in session.
+    session.insert(key, who).await?;
     session.insert(CSRF, random_token()).await?;
+    Ok(())
+}
+
+/// A logout started: who signed in under `key` forgotten at once, the `state` kept to check
+/// on return.
+async fn record_logout(session: &Session, key: &str, state: &str) -> Result<(), SessionError> {
+    session.remove_value(key).await?;
+    session.insert(LOGOUT, state).await?;
     Ok(())
 }
 
@@ -203,13 +215,16 @@ pub async fn take_sign_in(session: &Session) -> Result<Option<SignInInProgress>,
 /// Ends the local sign-in at once (the provider's session is ended by the redirect that
 /// follows), keeping the logout's `state` to check on return.
 pub async fn start_logout(session: &Session, state: &str) -> Result<(), SessionError> {
-    session.remove::<SignedIn>(SIGNED_IN).await?;
-    session.insert(LOGOUT, state).await?;
-    Ok(())
+    record_logout(session, SIGNED_IN, state).await
 }
 
-pub async fn take_logout(session: &Session) -> Result<Option<String>, SessionError> {
-    Ok(session.remove(LOGOUT).await?)
+/// Whether `state` is the one of a logout started in this session (consumed either way).
+pub async fn logout_started_here(session: &Session, state: Option<&str>) -> bool {
+    let expected: Option<String> = session.remove(LOGOUT).await.ok().flatten();
+    match (expected, state) {
+        (Some(expected), Some(state)) => constant_time_eq(expected.as_bytes(), state.as_bytes()),
+        _ => false,
+    }
 }
 
 /// The session's CSRF token, created on first use.

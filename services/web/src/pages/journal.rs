@@ -275,8 +275,6 @@ pub(super) async fn export(
         Ok(answer) => answer,
         Err(failure) => return failure_page(&console, &session, &caller, failure).await,
     };
-    let mut writer =
-        csv::WriterBuilder::new().delimiter(b';').terminator(csv::Terminator::CRLF).from_writer(Vec::new());
     let header = [
         "date",
         "canal",
@@ -289,10 +287,11 @@ pub(super) async fn export(
         "rubriques_montrees",
         "rubriques_masquees",
         "resultat",
-    ];
-    let mut written = writer.write_record(header);
-    for line in lines(&answer) {
-        written = written.and(writer.write_record([
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let records = std::iter::once(header).chain(lines(&answer).into_iter().map(|line| {
+        vec![
             line.at,
             line.channel.to_owned(),
             line.action,
@@ -304,23 +303,8 @@ pub(super) async fn export(
             line.sections,
             line.withheld,
             line.outcome,
-        ]));
-    }
-    let bytes = match (written, writer.into_inner()) {
-        (Ok(()), Ok(bytes)) => bytes,
-        _ => return internal_error(&console, &session, &"the journal export could not be written").await,
-    };
-    let mut content = "\u{feff}".as_bytes().to_vec();
-    content.extend(bytes);
-    (
-        [
-            (axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
-            (
-                axum::http::header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"journal-{}.csv\"", chrono::Utc::now().date_naive()),
-            ),
-        ],
-        content,
-    )
-        .into_response()
+        ]
+    }));
+    let filename = format!("journal-{}.csv", chrono::Utc::now().date_naive());
+    super::csv_file(&console, &session, &filename, records).await
 }

@@ -356,6 +356,36 @@ pub(crate) fn spreadsheet_safe(value: &str) -> String {
     }
 }
 
+/// A CSV file as French spreadsheets expect it (UTF-8 with BOM, `;`, CRLF), offered for download
+/// as `filename`; a 500 page if it cannot be written.
+async fn csv_file(
+    console: &Console,
+    session: &Session,
+    filename: &str,
+    records: impl IntoIterator<Item = Vec<String>>,
+) -> Response {
+    let mut writer =
+        csv::WriterBuilder::new().delimiter(b';').terminator(csv::Terminator::CRLF).from_writer(Vec::new());
+    let mut written = Ok(());
+    for record in records {
+        written = written.and(writer.write_record(&record));
+    }
+    let bytes = match (written, writer.into_inner()) {
+        (Ok(()), Ok(bytes)) => bytes,
+        _ => return internal_error(console, session, &"a CSV export could not be written").await,
+    };
+    let mut content = "\u{feff}".as_bytes().to_vec();
+    content.extend(bytes);
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (axum::http::header::CONTENT_DISPOSITION, format!("attachment; filename=\"{filename}\"")),
+        ],
+        content,
+    )
+        .into_response()
+}
+
 /// Whether a GET that reads personal data was started from another site (a link or a form
 /// elsewhere, which the SameSite=Lax cookie follows): such reads and exports are refused, as a
 /// POST without the CSRF token is.

@@ -205,6 +205,17 @@ struct DossierPage {
     dossier: DossierView,
 }
 
+/// The page that asks for the purpose of a read before it happens (`suffix`: the page of the
+/// dossier, empty, or `/historique`).
+fn purpose_page(layout: Layout, role: Role, person_id: &str, suffix: &str) -> Response {
+    let id = person_id.parse::<Uuid>().map(|id| id.to_string()).unwrap_or_default();
+    render(&PurposePage {
+        layout: layout.crumbs(&[("Motif de la consultation", None)]),
+        action: format!("/console/dossiers/{id}{suffix}"),
+        purposes: purpose_choices(role, None),
+    })
+}
+
 /// The purpose of a read, or the page that asks for it.
 fn chosen_purpose(raw: Option<&str>) -> Option<Purpose> {
     raw.and_then(Purpose::parse)
@@ -225,15 +236,7 @@ pub(super) async fn dossier(
         Err(answer) => return answer,
     };
     let Some(purpose) = chosen_purpose(query.motif.as_deref()) else {
-        let layout = layout.crumbs(&[("Motif de la consultation", None)]);
-        return render(&PurposePage {
-            layout,
-            action: format!(
-                "/console/dossiers/{}",
-                person_id.parse::<Uuid>().map(|id| id.to_string()).unwrap_or_default()
-            ),
-            purposes: purpose_choices(caller.agent.role, None),
-        });
+        return purpose_page(layout, caller.agent.role, &person_id, "");
     };
     let answer = match console.api.dossier(&caller, request_id, &person_id, Some(purpose.code())).await {
         Ok(answer) => answer,
@@ -308,15 +311,7 @@ pub(super) async fn timeline(
             Err(answer) => return answer,
         };
     let Some(purpose) = chosen_purpose(query.motif.as_deref()) else {
-        let layout = layout.crumbs(&[("Motif de la consultation", None)]);
-        return render(&PurposePage {
-            layout,
-            action: format!(
-                "/console/dossiers/{}/historique",
-                person_id.parse::<Uuid>().map(|id| id.to_string()).unwrap_or_default()
-            ),
-            purposes: purpose_choices(caller.agent.role, None),
-        });
+        return purpose_page(layout, caller.agent.role, &person_id, "/historique");
     };
     let answer = match console.api.timeline(&caller, request_id, &person_id, Some(purpose.code())).await {
         Ok(answer) => answer,

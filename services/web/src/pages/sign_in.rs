@@ -191,11 +191,7 @@ pub(super) async fn logout_return(
     session: Session,
     Query(query): Query<LogoutQuery>,
 ) -> Response {
-    let expected = session::take_logout(&session).await.ok().flatten();
-    let matches = match (&expected, &query.state) {
-        (Some(expected), Some(state)) => session::constant_time_eq(expected.as_bytes(), state.as_bytes()),
-        _ => false,
-    };
+    let matches = session::logout_started_here(&session, query.state.as_deref()).await;
     // Only the return of a logout started here ends the session: a link from elsewhere does not.
     if !matches {
         tracing::info!("a logout return without the state of a logout started here");

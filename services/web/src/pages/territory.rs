@@ -403,17 +403,9 @@ pub(super) async fn export(
         Ok(rows) => rows,
         Err(failure) => return failure_page(&console, &session, &caller, failure).await,
     };
-    let mut writer =
-        csv::WriterBuilder::new().delimiter(b';').terminator(csv::Terminator::CRLF).from_writer(Vec::new());
-    let mut body = Ok(());
-    for record in std::iter::once(vec![
-        "reference_dossier".to_owned(),
-        "nom".to_owned(),
-        "prenoms".to_owned(),
-        "commune_insee".to_owned(),
-        "en_file_depuis".to_owned(),
-    ])
-    .chain(rows.rows.iter().map(|row| {
+    let filename = format!("file-{}-{territory}-{}.csv", queue.name(), chrono::Utc::now().date_naive());
+    let header = ["reference_dossier", "nom", "prenoms", "commune_insee", "en_file_depuis"].map(str::to_owned).to_vec();
+    let records = std::iter::once(header).chain(rows.rows.iter().map(|row| {
         vec![
             row.person_id.to_string(),
             super::spreadsheet_safe(row.nom.as_deref().unwrap_or_default()),
@@ -421,22 +413,6 @@ pub(super) async fn export(
             super::spreadsheet_safe(row.commune.as_deref().unwrap_or_default()),
             row.since.map(|at| at.date_naive().to_string()).unwrap_or_default(),
         ]
-    })) {
-        body = body.and(writer.write_record(&record));
-    }
-    let bytes = match (body, writer.into_inner()) {
-        (Ok(()), Ok(bytes)) => bytes,
-        _ => return internal_error(&console, &session, &"the CSV export could not be written").await,
-    };
-    let mut content = "\u{feff}".as_bytes().to_vec();
-    content.extend(bytes);
-    let filename = format!("file-{}-{territory}-{}.csv", queue.name(), chrono::Utc::now().date_naive());
-    (
-        [
-            (axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
-            (axum::http::header::CONTENT_DISPOSITION, format!("attachment; filename=\"{filename}\"")),
-        ],
-        content,
-    )
-        .into_response()
+    }));
+    super::csv_file(&console, &session, &filename, records).await
 }
