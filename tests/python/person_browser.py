@@ -6,7 +6,11 @@ Checks: sign-in through the development FranceConnect provider by the same code 
 production; Paul Martin sees his RSA state and référent; he sees the agents' reads of his dossier
 (organisation, role, purpose, date); his download holds his facts and nobody else's; a pivot
 identity matching nobody and one matching two persons get the same page; no id in a URL or a
-form changes whose data is shown; axe-core on every page; no NIR in any URL requested.
+form changes whose data is shown; he records an opposition and the next read by a France Travail
+conseiller withholds his parcours with the opposition's reason, he withdraws it and it is shown
+again; his consent to share his diagnostic opens it to the conseiller, its withdrawal closes it;
+each choice appears in his dossier's facts as his own; axe-core on every page; no NIR in any URL
+requested.
 Prints one line per check; exits 1 on the first failure.
 """
 
@@ -35,7 +39,7 @@ def expect(condition, message):
     ok(message)
 
 
-def run(base, durand, screenshots):
+def run(base, martin, durand, screenshots):
     axe = Axe()
     requested = []
 
@@ -102,6 +106,72 @@ def run(base, durand, screenshots):
         expect("DURAND" not in dumped and "Julie" not in dumped and NIRS[1] not in dumped,
                "and nothing of his spouse's or anyone else's")
 
+        def conseiller_reads():
+            """The sections a France Travail conseiller of his territory is shown of his dossier
+            (purpose orientation), and the reasons given for the others."""
+            agent = browser.new_context(locale="fr-FR", viewport={"width": 1280, "height": 900})
+            reader = agent.new_page()
+            reader.goto(f"{base}/console/connexion")
+            reader.click("#bouton-proconnect")
+            reader.wait_for_url(re.compile(r".*/dev-oidc/authorize.*"))
+            reader.click("button[name=agent][value$='|ft52.conseiller']")
+            reader.wait_for_url(re.compile(r".*/console$"))
+            reader.goto(f"{base}/console/dossiers/{martin}?motif=orientation")
+            shown = sorted(s.get_attribute("id").removeprefix("rubrique-")
+                           for s in reader.query_selector_all("section.pl-section"))
+            reasons = " ".join(reader.locator(".pl-withheld").all_inner_texts())
+            agent.close()
+            return shown, reasons
+
+        def choose(button, outcome_id, expected):
+            page.goto(f"{base}/mon-espace/mes-choix")
+            page.click(button)
+            page.wait_for_url(re.compile(r".*/mon-espace/mes-choix\?enregistre=applique$"))
+            expect(expected in page.inner_text(outcome_id) and page.locator("#avis-choix").count() == 1,
+                   f"the choice is recorded and already applies: '{expected}'")
+
+        shown, _ = conseiller_reads()
+        expect(shown == ["droits_rsa", "emploi", "identite", "parcours"],
+               f"before any choice, the France Travail conseiller sees his parcours ({shown})")
+        page.goto(f"{base}/mon-espace/mes-choix")
+        expect("Votre accompagnement est partagé" in page.inner_text("#etat-opposition")
+               and "n’est montré qu’à votre référent" in page.inner_text("#etat-consentement"),
+               "his choices page says what is shared today, in plain words")
+        audit(page, "espace-choix")
+        choose("#bouton-opposition", "#etat-opposition", "Vous vous êtes opposé(e)")
+        shown, reasons = conseiller_reads()
+        expect("parcours" not in shown and "diagnostic" not in shown and "droits_rsa" in shown
+               and "opposée au partage" in reasons,
+               f"after his opposition the conseiller's next read withholds the parcours, saying why ({shown})")
+        page.goto(f"{base}/mon-espace")
+        facts = page.inner_text("#table-faits")
+        expect("Opposition au partage enregistrée" in facts and "vous-même, depuis votre espace" in facts,
+               "his opposition is a fact of his dossier, sent by himself")
+        choose("#bouton-opposition", "#etat-opposition", "Votre accompagnement est partagé")
+        shown, _ = conseiller_reads()
+        expect(shown == ["droits_rsa", "emploi", "identite", "parcours"],
+               f"once he withdraws it, the parcours is shown again ({shown})")
+        choose("#bouton-consentement", "#etat-consentement", "Vous avez accepté")
+        shown, _ = conseiller_reads()
+        expect("diagnostic" in shown, f"his consent opens his diagnostic to the conseiller ({shown})")
+        choose("#bouton-consentement", "#etat-consentement", "n’est montré qu’à votre référent")
+        shown, reasons = conseiller_reads()
+        expect("diagnostic" not in shown and "consentement de la personne" in reasons,
+               f"its withdrawal closes it again ({shown})")
+        # A forged form: another person's id, an unknown choice, no CSRF token.
+        token = page.locator("#choix-opposition input[name=csrf]").get_attribute("value")
+        forged = page.request.post(f"{base}/mon-espace/mes-choix", form={
+            "csrf": token, "choix": "opposition", "valeur": "oui", "person_id": durand}, max_redirects=0)
+        expect(forged.status == 303, "a choice posted with another person's id is recorded, for himself only")
+        page.goto(f"{base}/mon-espace/mes-choix")
+        choose("#bouton-opposition", "#etat-opposition", "Votre accompagnement est partagé")
+        unknown = page.request.post(f"{base}/mon-espace/mes-choix", form={
+            "csrf": token, "choix": "referent", "valeur": "oui"}, max_redirects=0)
+        expect(unknown.status == 400, "a choice that is none of his gets a clear refusal")
+        no_token = page.request.post(f"{base}/mon-espace/mes-choix", form={
+            "choix": "opposition", "valeur": "oui"}, max_redirects=0)
+        expect(no_token.status == 403, "a choice posted without the form's token is refused")
+
         # Ids in URLs or forms change nothing: the person comes from the session.
         for url in (f"{base}/mon-espace?person_id={durand}", f"{base}/mon-espace/consultations?person_id={durand}",
                     f"{base}/mon-espace/mes-donnees.json?person_id={durand}"):
@@ -137,7 +207,8 @@ def run(base, durand, screenshots):
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("base")
+    parser.add_argument("--martin", required=True, help="the person id of the demo's Paul Martin")
     parser.add_argument("--durand", required=True, help="the person id of the demo's Julie Durand")
     parser.add_argument("--screenshots")
     arguments = parser.parse_args()
-    run(arguments.base, arguments.durand, arguments.screenshots)
+    run(arguments.base, arguments.martin, arguments.durand, arguments.screenshots)

@@ -156,6 +156,8 @@ async fn agents_work_in_the_console_exactly_as_the_policy_lets_them() -> anyhow:
     command
         .arg(repo_root().join("tests/python/person_browser.py"))
         .arg(format!("http://{}", hub.running.http_addr))
+        .arg("--martin")
+        .arg(martin.to_string())
         .arg("--durand")
         .arg(durand.to_string());
     if let Ok(dir) = std::env::var("PASSERELLE_SCREENSHOTS") {
@@ -184,6 +186,23 @@ async fn agents_work_in_the_console_exactly_as_the_policy_lets_them() -> anyhow:
     .fetch_one(&pool)
     .await?;
     assert!(exports >= 1, "the download of one's data is journaled");
+    // The person's choices are facts on the log whose source is the person, each about him
+    // only (a form naming another person changed nothing of hers).
+    let choices: Vec<(uuid::Uuid, String)> = sqlx::query_as(
+        "SELECT person_id, event_type FROM person_events WHERE source = 'espace-personne' ORDER BY occurred_at",
+    )
+    .fetch_all(&pool)
+    .await?;
+    assert!(choices.len() >= 6, "each choice is one fact ({choices:?})");
+    assert!(choices.iter().all(|(person, _)| *person == martin), "every choice is about the signed-in person only");
+    let (durand_opposition, durand_choices): (bool, i64) = sqlx::query_as(
+        "SELECT d.opposition, (SELECT count(*) FROM person_events e WHERE e.person_id = d.person_id AND e.source = 'espace-personne')
+         FROM dossiers d WHERE d.person_id = $1",
+    )
+    .bind(durand)
+    .fetch_one(&pool)
+    .await?;
+    assert!(!durand_opposition && durand_choices == 0, "nothing was recorded about his spouse");
 
     // The console's reads went through the API's journal, naming the console.
     let (reads,): (i64,) = sqlx::query_as(

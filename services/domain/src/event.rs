@@ -49,6 +49,9 @@ pub enum InstitutionKind {
     Msa,
     FranceTravail,
     Departement,
+    /// The person the facts are about, recording their own choices (opposition, consent) in
+    /// their space: never an institution of the institutions file.
+    Personne,
 }
 
 impl InstitutionKind {
@@ -58,7 +61,25 @@ impl InstitutionKind {
             InstitutionKind::Msa => "MSA",
             InstitutionKind::FranceTravail => "FRANCE_TRAVAIL",
             InstitutionKind::Departement => "DEPARTEMENT",
+            InstitutionKind::Personne => "PERSONNE",
         }
+    }
+}
+
+/// The source of the facts a person records in their own space. No institution may take this
+/// id (the institutions file refuses it), so a fact of this source was recorded by the person.
+pub const PERSON_SOURCE: &str = "espace-personne";
+
+impl Payload {
+    /// Whether the person may record this fact about themselves: their own choices only.
+    pub fn is_person_choice(&self) -> bool {
+        matches!(
+            self,
+            Payload::OppositionRecorded
+                | Payload::OppositionWithdrawn
+                | Payload::ConsentGiven
+                | Payload::ConsentWithdrawn
+        )
     }
 }
 

@@ -307,6 +307,7 @@ pub fn decode(family: Family, datum: &[u8], writer: &Schema) -> Result<LoggedEve
                 "MSA" => InstitutionKind::Msa,
                 "FRANCE_TRAVAIL" => InstitutionKind::FranceTravail,
                 "DEPARTEMENT" => InstitutionKind::Departement,
+                "PERSONNE" => InstitutionKind::Personne,
                 other => return Err(Error::Decode(format!("unknown institution kind {other:?}"))),
             },
             relayed_by: source.opt_string("relayed_by")?,

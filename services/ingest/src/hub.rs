@@ -3,7 +3,12 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use passerelle_domain::event::{CanonicalEvent, Family};
+use passerelle_domain::{
+    EventId,
+    event::{
+        CanonicalEvent, Envelope, Family, InstitutionKind, PERSON_SOURCE, Payload, PersonalData, Source, SubjectKey,
+    },
+};
 use passerelle_eventlog::{
     codec::{self, LoggedEvent},
     framing,
@@ -184,4 +189,55 @@ impl IngestHub {
     pub async fn publish(&self, prepared: &Prepared) -> Result<Delivered, PublishError> {
         self.enqueue(prepared)?.wait().await
     }
+
+    /// Records a choice the person made in their own space (opposition, consent) as a fact on
+    /// the orientation topic, whose source is the person ([`PERSON_SOURCE`]), keyed by one of
+    /// their subject keys (`subject`, which the hub's state holds for them: the caller takes it
+    /// from the signed-in person, never from a request). Returns the event id once the broker
+    /// acknowledged it.
+    pub async fn record_person_choice(&self, subject: SubjectKey, choice: Payload) -> Result<EventId, ChoiceError> {
+        if !choice.is_person_choice() {
+            return Err(ChoiceError::NotAChoice);
+        }
+        let now = chrono::Utc::now();
+        let event_id =
+            EventId::parse(&format!("choix-{}", uuid::Uuid::now_v7())).map_err(|_| ChoiceError::NotAChoice)?;
+        let event = CanonicalEvent {
+            family: Family::Orientation,
+            envelope: Envelope {
+                event_id: event_id.clone(),
+                occurred_at: now,
+                recorded_at: now,
+                source: Source {
+                    institution: PERSON_SOURCE.to_owned(),
+                    kind: InstitutionKind::Personne,
+                    relayed_by: None,
+                    relay_file: None,
+                },
+                linked_keys: vec![subject.clone()],
+                subject,
+                household: None,
+                territory: None,
+                commune: None,
+                corrects_event_id: None,
+            },
+            payload: choice,
+            personal: PersonalData::default(),
+        };
+        let prepared = self.prepare(event).await.map_err(ChoiceError::Prepare)?;
+        self.publish(&prepared).await.map_err(ChoiceError::Publish)?;
+        crate::metrics::metrics().person_choices.inc();
+        Ok(event_id)
+    }
+}
+
+/// Why a person's choice was not recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum ChoiceError {
+    #[error("only opposition and consent are a person's own choices")]
+    NotAChoice,
+    #[error("the choice could not be prepared: {0}")]
+    Prepare(Error),
+    #[error("the broker did not acknowledge the choice: {0}")]
+    Publish(PublishError),
 }

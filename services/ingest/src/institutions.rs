@@ -27,6 +27,9 @@ pub struct Institution {
 
 impl Institution {
     fn check(&self) -> Result<(), String> {
+        if self.id == passerelle_domain::event::PERSON_SOURCE {
+            return Err(format!("institution {:?}: this id names the persons' own space, choose another", self.id));
+        }
         match self.kind {
             InstitutionKind::Caf | InstitutionKind::Msa => {
                 for (index, served) in self.serves.iter().enumerate() {
@@ -64,6 +67,10 @@ impl Institution {
                 None => Err(format!("institution {:?}: an RSA authority needs its territory", self.id)),
             },
             InstitutionKind::FranceTravail => Ok(()),
+            InstitutionKind::Personne => Err(format!(
+                "institution {:?}: PERSONNE is the kind of the facts persons record in their space, not of an institution",
+                self.id
+            )),
         }?;
         if !self.serves.is_empty() && !matches!(self.kind, InstitutionKind::Caf | InstitutionKind::Msa) {
             return Err(format!("institution {:?}: serves is for a CAF or MSA caisse", self.id));
@@ -121,4 +128,20 @@ impl Institutions {
 
 fn toml_parse<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
     toml::from_str(text).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// No institution can pose as the persons' own space: neither its source id nor its kind.
+    #[test]
+    fn the_persons_space_is_no_institution() {
+        let by_id = "[[institution]]\nid = \"espace-personne\"\nkind = \"DEPARTEMENT\"\nterritory = \"52\"\n";
+        assert!(Institutions::from_toml(by_id).expect_err("the id is reserved").contains("persons' own space"));
+        let by_kind = "[[institution]]\nid = \"cd-52\"\nkind = \"PERSONNE\"\n";
+        assert!(Institutions::from_toml(by_kind).expect_err("the kind is reserved").contains("PERSONNE"));
+        let fine = "[[institution]]\nid = \"cd-52\"\nkind = \"DEPARTEMENT\"\nterritory = \"52\"\n";
+        assert!(Institutions::from_toml(fine).is_ok());
+    }
 }

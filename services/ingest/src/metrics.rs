@@ -2,7 +2,7 @@
 
 use std::sync::OnceLock;
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
 
 pub struct IngestMetrics {
     /// `passerelle_ingest_events_accepted_total{family}`
@@ -12,6 +12,9 @@ pub struct IngestMetrics {
     pub refused: IntCounterVec,
     /// `passerelle_ingest_publish_seconds{family}`: from request to broker acknowledgement.
     pub publish_seconds: HistogramVec,
+    /// `passerelle_ingest_person_choices_total`: choices persons recorded in their space
+    /// (opposition, consent), acknowledged by the broker.
+    pub person_choices: IntCounter,
 }
 
 pub fn metrics() -> &'static IngestMetrics {
@@ -33,9 +36,15 @@ pub fn metrics() -> &'static IngestMetrics {
             &["family"],
         )
         .expect("valid metric");
+        let person_choices = IntCounter::new(
+            "ingest_person_choices_total",
+            "choices persons recorded in their space (opposition, consent), acknowledged by the broker",
+        )
+        .expect("valid metric");
         let registry = passerelle_telemetry::registry();
         for collector in [
-            Box::new(accepted.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(person_choices.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(accepted.clone()),
             Box::new(refused.clone()),
             Box::new(publish_seconds.clone()),
         ] {
@@ -49,6 +58,6 @@ pub fn metrics() -> &'static IngestMetrics {
                 refused.with_label_values(&[family.label(), reason]);
             }
         }
-        IngestMetrics { accepted, refused, publish_seconds }
+        IngestMetrics { accepted, refused, publish_seconds, person_choices }
     })
 }

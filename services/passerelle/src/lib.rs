@@ -299,7 +299,7 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
             .await
             .context("API gRPC server")
     });
-    let console = passerelle_web::router(&config.web, http_addr, api.clone(), api_pool.clone())
+    let console = passerelle_web::router(&config.web, http_addr, api.clone(), api_pool.clone(), Some(hub.clone()))
         .map_err(|e| anyhow::anyhow!("web console: {e}"))?;
     let http = passerelle_api::rest::router(api)
         .merge(console)

@@ -945,7 +945,9 @@ pub(crate) fn facts_of(rows: Vec<sqlx::postgres::PgRow>) -> Result<Vec<Fact>, Er
             let superseded: Option<String> = row.try_get("superseded_by")?;
             let retracted: Option<String> = row.try_get("retracted_by")?;
             let role: Option<String> = row.try_get("role")?;
+            let source: &str = row.try_get("source")?;
             Ok(Fact {
+                by_person: source == passerelle_domain::event::PERSON_SOURCE,
                 event_id: row.try_get("event_id")?,
                 family: row.try_get("family")?,
                 occurred_at: row.try_get("occurred_at")?,
@@ -966,4 +968,4 @@ pub(crate) const INCOMPLETE: &str = "UPDATE dossiers SET incomplete = EXISTS (
             SELECT subject_key FROM subject_links WHERE person_id = $1)))
     WHERE person_id = $1";
 
-pub(crate) const FACT_COLUMNS: &str = "event_id, family, occurred_at, recorded_at, territory, household_key, role, fact::text AS fact, superseded_by, retracted_by";
+pub(crate) const FACT_COLUMNS: &str = "source, event_id, family, occurred_at, recorded_at, territory, household_key, role, fact::text AS fact, superseded_by, retracted_by";

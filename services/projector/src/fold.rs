@@ -8,7 +8,8 @@
 //! mutation), never from the location a département or France Travail writes in a fact. A
 //! département's fact (orientation, référent, contract, opposition, consent) counts only if the
 //! authority that pushed it is the person's authority when it happened; a move to another
-//! authority ends the référent of the former one.
+//! authority ends the référent of the former one. The person's own choices, recorded in their
+//! space, count whoever their authority is; nothing else the person records decides anything.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use passerelle_domain::{RightState, event::Payload};
@@ -28,6 +29,10 @@ pub struct Fact {
     pub role: Option<String>,
     pub payload: Payload,
     pub active: bool,
+    /// Recorded by the person in their own space ([`passerelle_domain::event::PERSON_SOURCE`]):
+    /// it may only state their choices (opposition, consent), and those count whatever the
+    /// person's authority.
+    pub by_person: bool,
 }
 
 /// The state of a dossier's sections.
@@ -92,6 +97,17 @@ pub fn dossier(facts: &[Fact]) -> State {
         .filter_map(|fact| fact.territory.as_deref().map(|territory| (fact.occurred_at, territory)))
         .collect();
     for fact in ordered {
+        if fact.by_person {
+            // The person's own choice: the latest, from them or from their département, holds.
+            match &fact.payload {
+                Payload::OppositionRecorded => state.opposition = true,
+                Payload::OppositionWithdrawn => state.opposition = false,
+                Payload::ConsentGiven => state.consent_diagnostic = true,
+                Payload::ConsentWithdrawn => state.consent_diagnostic = false,
+                _ => {}
+            }
+            continue;
+        }
         if fact.family == "orientation" {
             let pushed_by = fact.territory.as_deref();
             if pushed_by.is_none() || pushed_by != authority_at(&territories, fact.occurred_at) {
@@ -235,6 +251,7 @@ mod tests {
             role: None,
             payload,
             active: true,
+            by_person: false,
         }
     }
 
@@ -328,5 +345,34 @@ mod tests {
         moved_again.territory = Some("51".into());
         let state = dossier(&[fact("1", 2, Payload::SddChanged { soumis: true }), moved_again, late_from_former]);
         assert!(!state.opposition, "the former authority acts no more after the move");
+    }
+
+    /// The person's own choices count wherever they live and whoever pushed the last one;
+    /// anything else recorded as theirs decides nothing (no référent, no orientation).
+    #[test]
+    fn the_persons_choices_count_and_nothing_else_they_record_does() {
+        let lives_in_52 = fact("1", 2, Payload::SddChanged { soumis: true });
+        let mut opposes = fact("2", 4, Payload::OppositionRecorded);
+        opposes.by_person = true;
+        opposes.territory = None;
+        let state = dossier(&[lives_in_52.clone(), opposes.clone()]);
+        assert!(state.opposition);
+        assert_eq!(state.last_contact_at, Some(at(2)), "a choice is not a contact with an accompanying body");
+        // The département withdraws it later on the person's word: the latest choice holds.
+        let withdrawn_by_department = fact("3", 6, Payload::OppositionWithdrawn);
+        assert!(!dossier(&[lives_in_52.clone(), opposes.clone(), withdrawn_by_department.clone()]).opposition);
+        let mut opposes_again = fact("4", 8, Payload::OppositionRecorded);
+        opposes_again.by_person = true;
+        assert!(dossier(&[lives_in_52.clone(), opposes, withdrawn_by_department, opposes_again]).opposition);
+        let mut consents = fact("5", 5, Payload::ConsentGiven);
+        consents.by_person = true;
+        assert!(dossier(&[lives_in_52.clone(), consents]).consent_diagnostic);
+        let mut referent_claimed = fact(
+            "6",
+            5,
+            Payload::ReferentAssigned { referent: AgentRef { uid: "someone".into(), siret: "73282932000074".into() } },
+        );
+        referent_claimed.by_person = true;
+        assert_eq!(dossier(&[lives_in_52, referent_claimed]).referent_uid, None);
     }
 }

@@ -169,6 +169,29 @@ pub async fn timeline(pool: &PgPool, person_id: Uuid) -> Result<Vec<TimelineEntr
     .await
 }
 
+/// The subject key under which a person's own choices go on the log: the strongest of the keys
+/// linked to them (NIR, then France Travail, then département id), the oldest link first.
+pub async fn strongest_subject_key(pool: &PgPool, person_id: Uuid) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT subject_key FROM subject_links WHERE person_id = $1 AND subject_key NOT LIKE 'foyer:%'
+         ORDER BY CASE split_part(subject_key, ':', 1) WHEN 'nir' THEN 0 WHEN 'ft' THEN 1 WHEN 'dep' THEN 2 ELSE 3 END,
+                  linked_at, subject_key
+         LIMIT 1",
+    )
+    .bind(person_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Whether the projection has folded one event (`source`, `event_id`) into a person's dossier.
+pub async fn event_projected(pool: &PgPool, source: &str, event_id: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM person_events WHERE source = $1 AND event_id = $2)")
+        .bind(source)
+        .bind(event_id)
+        .fetch_one(pool)
+        .await
+}
+
 /// When the hub last received a fact of each family about a person (how fresh each source is).
 pub async fn last_received_by_family(
     pool: &PgPool,

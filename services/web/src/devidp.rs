@@ -2,7 +2,7 @@
 //! signing key, under `/dev-oidc`, with ProConnect's endpoints and claims. It lists the agents of
 //! the habilitations file; choosing one completes an ordinary authorization code flow, so the
 //! console signs in by the same code as in production (discovery, code, token, signed id_token,
-//! nonce, PKCE, logout with `id_token_hint`). Never configure it in production: anyone reaching
+//! nonce, PKCE, claims from a signed userinfo answer, logout with `id_token_hint`). Never configure it in production: anyone reaching
 //! it signs in as any agent.
 
 use std::{
@@ -90,6 +90,8 @@ pub struct DevProvider {
     directory: Directory,
     theme: Theme,
     grants: Mutex<HashMap<String, Grant>>,
+    /// Access tokens given out, for the userinfo endpoint: who was chosen, and when (60 s).
+    access: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 /// A code given out, waiting for the token request (30 s, once).
@@ -102,6 +104,7 @@ struct Grant {
 }
 
 const CODE_LIFETIME: Duration = Duration::from_secs(30);
+const ACCESS_LIFETIME: Duration = Duration::from_secs(60);
 
 impl DevProvider {
     pub fn new(
@@ -122,6 +125,7 @@ impl DevProvider {
             directory,
             theme,
             grants: Mutex::default(),
+            access: Mutex::default(),
         }
     }
 
@@ -132,6 +136,7 @@ impl DevProvider {
             .route(&format!("{path}/authorize"), get(authorize_page).post(authorize))
             .route(&format!("{path}/token"), axum::routing::post(token))
             .route(&format!("{path}/jwks"), get(jwks))
+            .route(&format!("{path}/userinfo"), get(userinfo))
             .route(&format!("{path}/session/end"), get(end_session))
             .with_state(self)
     }
@@ -223,6 +228,8 @@ async fn discovery(State(provider): State<Arc<DevProvider>>) -> Response {
         "token_endpoint": format!("{issuer}/token"),
         "jwks_uri": format!("{issuer}/jwks"),
         "end_session_endpoint": format!("{issuer}/session/end"),
+        "userinfo_endpoint": format!("{issuer}/userinfo"),
+        "userinfo_signing_alg_values_supported": ["ES256"],
         "response_types_supported": ["code"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["ES256"],
@@ -424,35 +431,80 @@ async fn token(
             return token_error(StatusCode::BAD_REQUEST, "invalid_grant", "code_verifier does not match");
         }
     }
-    let Some(mut claims) = provider.claims_of(&grant.chosen) else {
+    let Some(claims) = provider.claims_of(&grant.chosen) else {
         return token_error(StatusCode::BAD_REQUEST, "invalid_grant", "no longer listed by this provider");
     };
+    // As ProConnect and FranceConnect do, the id_token says who (sub) and for whom; the claims
+    // (uid, siret, the identité pivot) are at the userinfo endpoint.
     let now = chrono::Utc::now().timestamp();
-    claims.insert("iss".into(), provider.issuer.clone().into());
-    claims.insert("aud".into(), client.client_id.clone().into());
-    claims.insert("exp".into(), (now + 60).into());
-    claims.insert("iat".into(), now.into());
-    claims.insert("auth_time".into(), now.into());
-    claims.insert("nonce".into(), grant.nonce.clone().into());
-    let mut header = Header::new(Algorithm::ES256);
-    header.kid = Some(passerelle_api::auth::DEV_KEY_ID.into());
-    let id_token = match jsonwebtoken::encode(&header, &claims, &provider.signing_key) {
-        Ok(token) => token,
-        Err(error) => {
-            tracing::error!(error = %error, "development provider could not sign an id_token");
-            return token_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "signing failed");
-        }
+    let mut id_claims = serde_json::Map::new();
+    id_claims.insert("sub".into(), claims["sub"].clone());
+    id_claims.insert("iss".into(), provider.issuer.clone().into());
+    id_claims.insert("aud".into(), client.client_id.clone().into());
+    id_claims.insert("exp".into(), (now + 60).into());
+    id_claims.insert("iat".into(), now.into());
+    id_claims.insert("auth_time".into(), now.into());
+    id_claims.insert("nonce".into(), grant.nonce.clone().into());
+    let Some(id_token) = provider.sign(&id_claims) else {
+        return token_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "signing failed");
     };
+    let access_token = random_token();
+    if let Ok(mut access) = provider.access.lock() {
+        access.retain(|_, (_, issued)| issued.elapsed() < ACCESS_LIFETIME);
+        access.insert(access_token.clone(), (grant.chosen.clone(), Instant::now()));
+    }
     (
         [(header::CACHE_CONTROL, "no-store")],
         Json(serde_json::json!({
-            "access_token": random_token(),
+            "access_token": access_token,
             "token_type": "Bearer",
             "expires_in": 60,
             "id_token": id_token,
         })),
     )
         .into_response()
+}
+
+impl DevProvider {
+    fn sign(&self, claims: &serde_json::Map<String, serde_json::Value>) -> Option<String> {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(passerelle_api::auth::DEV_KEY_ID.into());
+        jsonwebtoken::encode(&header, claims, &self.signing_key)
+            .inspect_err(|error| tracing::error!(error = %error, "development provider could not sign a token"))
+            .ok()
+    }
+}
+
+/// The claims of the access token's holder, as a signed JWT (`application/jwt`), as ProConnect
+/// and FranceConnect answer.
+async fn userinfo(State(provider): State<Arc<DevProvider>>, headers: HeaderMap) -> Response {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let chosen = provider
+        .access
+        .lock()
+        .ok()
+        .and_then(|access| access.get(token).filter(|(_, issued)| issued.elapsed() < ACCESS_LIFETIME).cloned());
+    let Some(mut claims) = chosen.and_then(|(chosen, _)| provider.claims_of(&chosen)) else {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer error=\"invalid_token\"")],
+            "unknown or expired access token",
+        )
+            .into_response();
+    };
+    claims.insert("iss".into(), provider.issuer.clone().into());
+    claims.insert("aud".into(), provider.client.client_id.clone().into());
+    claims.insert("iat".into(), chrono::Utc::now().timestamp().into());
+    match provider.sign(&claims) {
+        Some(jwt) => {
+            ([(header::CONTENT_TYPE, "application/jwt"), (header::CACHE_CONTROL, "no-store")], jwt).into_response()
+        }
+        None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
 }
 
 fn hex_digest(text: &str) -> String {

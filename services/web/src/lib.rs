@@ -150,13 +150,22 @@ pub struct Console {
     pub(crate) relying_party: oidc::RelyingParty,
     /// FranceConnect, for the person's space (None: the space is off).
     pub(crate) person_party: Option<oidc::RelyingParty>,
+    /// Where the person's choices go on the log (None: the space shows them, cannot change them).
+    pub(crate) choices: Option<Arc<passerelle_ingest::hub::IngestHub>>,
     pub(crate) theme: Theme,
     pub(crate) session_absolute: chrono::Duration,
 }
 
 /// The console's routes (`/console`, `/dsfr`, and `/dev-oidc` with the development key), with
-/// their sessions and security headers. `http_addr`: where the hub's HTTP listener is bound.
-pub fn router(config: &WebConfig, http_addr: SocketAddr, api: Arc<Api>, pool: PgPool) -> Result<Router, Error> {
+/// their sessions and security headers. `http_addr`: where the hub's HTTP listener is bound;
+/// `choices`: the ingestion hub, through which persons record their choices on the log.
+pub fn router(
+    config: &WebConfig,
+    http_addr: SocketAddr,
+    api: Arc<Api>,
+    pool: PgPool,
+    choices: Option<Arc<passerelle_ingest::hub::IngestHub>>,
+) -> Result<Router, Error> {
     let public_url =
         config.public_url.clone().unwrap_or_else(|| format!("http://{http_addr}")).trim_end_matches('/').to_owned();
     let secure = public_url.starts_with("https://");
@@ -219,6 +228,7 @@ pub fn router(config: &WebConfig, http_addr: SocketAddr, api: Arc<Api>, pool: Pg
             .as_ref()
             .map(|registration| registration.relying_party(&config.franceconnect))
             .transpose()?,
+        choices,
         theme: config.theme,
         session_absolute: chrono::Duration::hours(config.session_absolute_hours.max(1) as i64),
     });

@@ -1,7 +1,8 @@
 //! The console as an OpenID Connect relying party of ProConnect (authorization code flow,
 //! confidential client), with the `openidconnect` crate: discovery, `state` and `nonce` of 43
 //! characters kept in the server-side session, PKCE where the provider announces it, the
-//! id_token's signature, issuer, audience and nonce checked, and logout at the provider with
+//! id_token's signature, issuer, audience and nonce checked, the claims read from the signed
+//! userinfo answer (its signature, issuer, audience and subject checked), and logout at the provider with
 //! `id_token_hint`. In development the provider is the hub's own (`devidp.rs`), reached by this
 //! same code.
 
@@ -9,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use openidconnect::{
     AdditionalClaims, AdditionalProviderMetadata, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndSessionUrl,
-    EndpointMaybeSet, EndpointNotSet, EndpointSet, IdToken, IssuerUrl, LogoutRequest, Nonce, PkceCodeChallenge,
-    PkceCodeVerifier, PostLogoutRedirectUrl, ProviderMetadata, RedirectUrl, Scope,
+    EndpointMaybeSet, EndpointNotSet, EndpointSet, IdToken, IssuerUrl, LogoutRequest, Nonce, OAuth2TokenResponse as _,
+    PkceCodeChallenge, PkceCodeVerifier, PostLogoutRedirectUrl, ProviderMetadata, RedirectUrl, Scope,
     core::{
         CoreAuthDisplay, CoreAuthenticationFlow, CoreClaimName, CoreClaimType, CoreClient, CoreClientAuthMethod,
         CoreGenderClaim, CoreGrantType, CoreJsonWebKey, CoreJweContentEncryptionAlgorithm,
@@ -100,7 +101,14 @@ pub enum OidcError {
     Token(String),
     #[error("the id_token is not valid: {0}")]
     IdToken(String),
+    #[error("the userinfo answer is not usable: {0}")]
+    UserInfo(String),
 }
+
+/// The signature algorithms accepted from a provider (those ProConnect registers clients with,
+/// but HS256, which would make the client secret a signing key).
+const SIGNING_ALGORITHMS: [CoreJwsSigningAlgorithm; 2] =
+    [CoreJwsSigningAlgorithm::EcdsaP256Sha256, CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256];
 
 /// A verified sign-in: the standard claims (as JSON: `given_name`, `family_name`, `birthdate`,
 /// `gender`, `email`…), the provider's own, and the id_token for logout.
@@ -212,7 +220,10 @@ impl RelyingParty {
     }
 
     /// The callback: `state` checked against the session, the code exchanged, the id_token
-    /// verified (signature with the provider's keys, issuer, audience, expiry, nonce).
+    /// verified (signature with the provider's keys, issuer, audience, expiry, nonce), then the
+    /// claims fetched from the userinfo endpoint when the provider has one (ProConnect and
+    /// FranceConnect put `uid`, `siret` and the identité pivot there, not in the id_token): a
+    /// signed answer is verified like the id_token, and its `sub` must be the id_token's.
     pub async fn finish<C: AdditionalClaims + Clone>(
         &self,
         in_progress: &SignInInProgress,
@@ -222,7 +233,8 @@ impl RelyingParty {
         if !crate::session::constant_time_eq(in_progress.state.as_bytes(), state.as_bytes()) {
             return Err(OidcError::State);
         }
-        let client = self.client(self.metadata().await?);
+        let metadata = self.metadata().await?;
+        let client = self.client(metadata.clone());
         let mut exchange = client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
             .map_err(|e| OidcError::Configuration(e.to_string()))?;
@@ -235,23 +247,95 @@ impl RelyingParty {
             .id_token()
             .ok_or_else(|| OidcError::IdToken("the token answer has no id_token".into()))?
             .to_string();
-        let id_token: IdToken<C, CoreGenderClaim, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm> =
+        let id_token: IdToken<AnyClaims, CoreGenderClaim, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm> =
             raw.parse().map_err(|e: serde_json::Error| OidcError::IdToken(e.to_string()))?;
-        let verifier = client.id_token_verifier().set_allowed_algs(vec![
-            CoreJwsSigningAlgorithm::EcdsaP256Sha256,
-            CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
-        ]);
+        let verifier = client.id_token_verifier().set_allowed_algs(SIGNING_ALGORITHMS);
         let claims = id_token
             .claims(&verifier, &Nonce::new(in_progress.nonce.clone()))
             .map_err(|e| OidcError::IdToken(error_chain(&e)))?;
-        let standard = serde_json::to_value(claims).map_err(|e| OidcError::IdToken(e.to_string()))?;
+        let subject = claims.subject().as_str().to_owned();
+        let mut merged = serde_json::to_value(claims).map_err(|e| OidcError::IdToken(e.to_string()))?;
+        if let Some(url) = client.user_info_url() {
+            let fetched = self.user_info(&metadata, url.url(), response.access_token().secret(), &subject).await?;
+            if let (Some(merged), serde_json::Value::Object(fetched)) = (merged.as_object_mut(), fetched) {
+                merged.extend(fetched);
+            }
+        }
+        let provider_claims: C = serde_json::from_value(merged.clone())
+            .map_err(|e| OidcError::UserInfo(format!("a claim the hub needs is missing or malformed: {e}")))?;
         Ok(Verified {
             issuer: claims.issuer().as_str().to_owned(),
-            subject: claims.subject().as_str().to_owned(),
-            standard,
-            claims: claims.additional_claims().clone(),
+            subject,
+            standard: merged,
+            claims: provider_claims,
             id_token: raw,
         })
+    }
+
+    /// The userinfo answer: a JWT (`application/jwt`) signed with one of the provider's keys,
+    /// for this client, from this issuer, about `subject`; or plain JSON about `subject`.
+    async fn user_info(
+        &self,
+        metadata: &Metadata,
+        url: &url::Url,
+        access_token: &str,
+        subject: &str,
+    ) -> Result<serde_json::Value, OidcError> {
+        let answer = self
+            .http
+            .get(url.clone())
+            .bearer_auth(access_token)
+            .header(openidconnect::reqwest::header::ACCEPT, "application/jwt, application/json;q=0.9")
+            .send()
+            .await
+            .map_err(|e| OidcError::UserInfo(error_chain(&e)))?;
+        if !answer.status().is_success() {
+            return Err(OidcError::UserInfo(format!("the userinfo endpoint answered {}", answer.status())));
+        }
+        let content_type = answer
+            .headers()
+            .get(openidconnect::reqwest::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let body = answer.text().await.map_err(|e| OidcError::UserInfo(error_chain(&e)))?;
+        let claims: serde_json::Value = if content_type.starts_with("application/jwt") {
+            let header = jsonwebtoken::decode_header(body.trim())
+                .map_err(|e| OidcError::UserInfo(format!("the signed answer is not a JWT: {e}")))?;
+            if !matches!(header.alg, jsonwebtoken::Algorithm::ES256 | jsonwebtoken::Algorithm::RS256) {
+                return Err(OidcError::UserInfo(format!(
+                    "the answer is signed with {:?}, not ES256 or RS256",
+                    header.alg
+                )));
+            }
+            let keys: jsonwebtoken::jwk::JwkSet = serde_json::to_value(metadata.jwks())
+                .and_then(serde_json::from_value)
+                .map_err(|e| OidcError::UserInfo(format!("the provider's keys: {e}")))?;
+            let key = match &header.kid {
+                Some(kid) => keys.find(kid),
+                None if keys.keys.len() == 1 => keys.keys.first(),
+                None => None,
+            }
+            .ok_or_else(|| OidcError::UserInfo("the answer names no key of the provider".into()))?;
+            let key = jsonwebtoken::DecodingKey::from_jwk(key)
+                .map_err(|e| OidcError::UserInfo(format!("the provider's key: {e}")))?;
+            let mut validation = jsonwebtoken::Validation::new(header.alg);
+            validation.set_issuer(&[self.issuer.as_str()]);
+            validation.set_audience(&[self.client_id.as_str()]);
+            validation.set_required_spec_claims(&["iss", "aud", "sub"]);
+            jsonwebtoken::decode::<serde_json::Value>(body.trim(), &key, &validation)
+                .map_err(|e| OidcError::UserInfo(format!("the signed answer is not valid: {e}")))?
+                .claims
+        } else if content_type.starts_with("application/json") {
+            serde_json::from_str(&body).map_err(|e| OidcError::UserInfo(format!("the answer is not JSON: {e}")))?
+        } else {
+            return Err(OidcError::UserInfo(format!("unexpected content type {content_type:?}")));
+        };
+        if claims["sub"].as_str() != Some(subject) {
+            // Another person's claims (a substituted token): never merged with this sign-in.
+            return Err(OidcError::UserInfo("the answer is about another subject than the id_token".into()));
+        }
+        Ok(claims)
     }
 
     /// Where to send the browser to end the session at the provider too, with the `state` to

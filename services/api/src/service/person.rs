@@ -145,9 +145,24 @@ impl Api {
         Ok(identification)
     }
 
+    /// The subject key under which the signed-in person's own choices go on the log: the
+    /// strongest key linked to them (None when erased since sign-in).
+    pub async fn own_subject_key(&self, person_id: Uuid) -> Result<Option<String>, Failure> {
+        let Some(current) = passerelle_readmodel::current_person(&self.pool, person_id).await? else {
+            return Ok(None);
+        };
+        Ok(passerelle_readmodel::strongest_subject_key(&self.pool, current).await?)
+    }
+
+    /// Whether a choice the person recorded (`event_id`) is folded into their dossier, so that
+    /// the next read by any agent follows it.
+    pub async fn own_choice_applied(&self, event_id: &str) -> Result<bool, Failure> {
+        Ok(passerelle_readmodel::event_projected(&self.pool, passerelle_domain::event::PERSON_SOURCE, event_id).await?)
+    }
+
     /// Everything the hub holds about the signed-in person: their dossier, identity, facts and
     /// the reads of their dossier by agents. `action` names the page in the journal
-    /// (`dossier_personne`, `consultations_personne`, `export_personne`).
+    /// (`dossier_personne`, `consultations_personne`, `choix_personne`, `export_personne`).
     pub async fn own_data(&self, request_id: Uuid, person_id: Uuid, action: &'static str) -> Result<OwnData, Failure> {
         let mut entry =
             Entry { request_id, channel: Channel::Person, action, person_id: Some(person_id), ..Entry::default() };

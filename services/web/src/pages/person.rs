@@ -3,6 +3,7 @@
 //! person from the session, never from a URL or a form: there is no person id to change.
 
 use passerelle_api::service::{Identification, OwnData, Pivot};
+use passerelle_domain::event::{Payload, SubjectKey};
 
 use super::*;
 use crate::session::PersonSignedIn;
@@ -16,6 +17,7 @@ pub(super) fn router() -> Router<Arc<Console>> {
         .route("/mon-espace/deconnexion", axum::routing::post(logout))
         .route("/mon-espace/deconnexion/retour", get(logout_return))
         .route("/mon-espace/consultations", get(reads))
+        .route("/mon-espace/mes-choix", get(choices_page).post(record_choice))
         .route("/mon-espace/mes-donnees.json", get(download))
 }
 
@@ -289,6 +291,7 @@ fn organisation_name(console: &Console, siret: &str) -> String {
 
 fn source_label(source: &str) -> String {
     match source {
+        passerelle_domain::event::PERSON_SOURCE => "vous-même, depuis votre espace".into(),
         s if s.starts_with("caf") => "la CAF".into(),
         s if s.starts_with("msa") => "la MSA".into(),
         "france-travail" => "France Travail".into(),
@@ -532,4 +535,149 @@ pub(super) async fn download(
         serde_json::to_string_pretty(&body).unwrap_or_default(),
     )
         .into_response()
+}
+
+#[derive(Template)]
+#[template(path = "espace_choix.html")]
+struct ChoicesPage {
+    layout: Layout,
+    opposition: bool,
+    consent: bool,
+    /// Whether choices can be recorded here (the space is connected to the log).
+    open: bool,
+    notice: Option<(&'static str, &'static str)>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct ChoicesQuery {
+    enregistre: Option<String>,
+}
+
+pub(super) async fn choices_page(
+    State(console): State<Arc<Console>>,
+    session: Session,
+    Query(query): Query<ChoicesQuery>,
+) -> Response {
+    let (person, data) = match own_data(&console, &session, "choix_personne").await {
+        Ok(found) => found,
+        Err(answer) => return answer,
+    };
+    let notice = match query.enregistre.as_deref() {
+        Some("applique") => Some((
+            "success",
+            "Votre choix est enregistré. Il s’applique dès maintenant à toute consultation de votre dossier.",
+        )),
+        Some("en-cours") => Some((
+            "info",
+            "Votre choix est enregistré. Il sera pris en compte dans quelques instants : rechargez cette page pour le voir.",
+        )),
+        _ => None,
+    };
+    let layout = person_layout(
+        &console,
+        "Mes choix",
+        session::csrf_token(&session).await.unwrap_or_default(),
+        Some(&person),
+        "choix",
+    );
+    render(&ChoicesPage {
+        layout,
+        opposition: data.dossier.opposition,
+        consent: data.dossier.consent_diagnostic,
+        open: console.choices.is_some(),
+        notice,
+    })
+}
+
+#[derive(Deserialize)]
+pub(super) struct ChoiceForm {
+    csrf: Option<String>,
+    /// `opposition` or `consentement`.
+    choix: Option<String>,
+    /// `oui` or `non`.
+    valeur: Option<String>,
+}
+
+/// How long a choice's page waits for the projection to fold it in, so that the answer can say
+/// it already applies.
+const CHOICE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Records the person's choice as a fact on the log (its source is the person), then waits a
+/// little for the projection so the next read by any agent follows it. The person is the one
+/// of the session: the form names a choice, never a person.
+pub(super) async fn record_choice(
+    State(console): State<Arc<Console>>,
+    session: Session,
+    Form(form): Form<ChoiceForm>,
+) -> Response {
+    if let Err(refused) = check_csrf(&console, &session, form.csrf.as_deref()).await {
+        return refused;
+    }
+    let person = match person_page(&console, &session).await {
+        Ok(person) => person,
+        Err(answer) => return answer,
+    };
+    let choice = match (form.choix.as_deref(), form.valeur.as_deref()) {
+        (Some("opposition"), Some("oui")) => Payload::OppositionRecorded,
+        (Some("opposition"), Some("non")) => Payload::OppositionWithdrawn,
+        (Some("consentement"), Some("oui")) => Payload::ConsentGiven,
+        (Some("consentement"), Some("non")) => Payload::ConsentWithdrawn,
+        _ => {
+            return error_page(
+                &console,
+                &session,
+                StatusCode::BAD_REQUEST,
+                "Choix non reconnu",
+                "Le formulaire envoyé ne correspond à aucun choix de cette page. Revenez à « Mes choix » et utilisez l’un de ses boutons."
+                    .into(),
+                Some(("/mon-espace/mes-choix", "Retour à mes choix")),
+            )
+            .await;
+        }
+    };
+    let Some(hub) = &console.choices else {
+        return error_page(
+            &console,
+            &session,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Vos choix ne peuvent pas être enregistrés ici",
+            "Ce service n’enregistre pas de choix pour le moment. Adressez-vous à votre département.".into(),
+            Some(("/mon-espace/mes-choix", "Retour à mes choix")),
+        )
+        .await;
+    };
+    let subject = match console.api.own_subject_key(person.person_id).await {
+        Ok(Some(subject)) => subject,
+        Ok(None) => {
+            drop(session.flush().await);
+            return Redirect::to("/mon-espace/non-identifie").into_response();
+        }
+        Err(failure) => return internal_error(&console, &session, &failure).await,
+    };
+    let event_id = match hub.record_person_choice(SubjectKey(subject), choice).await {
+        Ok(event_id) => event_id,
+        Err(error) => {
+            tracing::warn!(error = %error, "a person's choice was not recorded");
+            return error_page(
+                &console,
+                &session,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Votre choix n’a pas pu être enregistré",
+                "Rien n’a été modifié. Réessayez dans quelques minutes.".into(),
+                Some(("/mon-espace/mes-choix", "Retour à mes choix")),
+            )
+            .await;
+        }
+    };
+    let started = tokio::time::Instant::now();
+    loop {
+        match console.api.own_choice_applied(event_id.as_str()).await {
+            Ok(true) => return Redirect::to("/mon-espace/mes-choix?enregistre=applique").into_response(),
+            Ok(false) if started.elapsed() < CHOICE_WAIT => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Ok(false) => return Redirect::to("/mon-espace/mes-choix?enregistre=en-cours").into_response(),
+            Err(failure) => return internal_error(&console, &session, &failure).await,
+        }
+    }
 }

@@ -378,7 +378,11 @@ pub(super) async fn timeline(
             TimelineRow {
                 date: item["date"].as_str().map(views::date).unwrap_or_default(),
                 received: item["recu_le"].as_str().map(views::date_time).unwrap_or_default(),
-                source: views::family_label(family_of(item)),
+                source: if item["source"] == passerelle_domain::event::PERSON_SOURCE {
+                    "La personne, depuis son espace"
+                } else {
+                    views::family_label(family_of(item))
+                },
                 event: item["evenement"].as_str().map(views::event_label).unwrap_or_default(),
                 note: notes.join(", "),
             }
