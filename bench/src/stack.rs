@@ -116,6 +116,11 @@ cert_file = "{pki}/server.pem"
 key_file = "{pki}/server.key"
 client_ca_file = "{pki}/ca.pem"
 
+# The benchmark measures the hub's capacity: no institution is held back by its rate limit.
+[ingest.limits]
+events_per_second = 1000000
+events_burst = 1000000
+
 [api]
 habilitations_file = "{dir}/habilitations.toml"
 jwks_file = "{pki}/oidc-dev-jwks.json"

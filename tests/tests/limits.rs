@@ -97,3 +97,139 @@ async fn floods_get_429_with_retry_after_and_the_journal_stays_bounded() -> anyh
     );
     hub.running.shutdown().await
 }
+
+/// The gRPC ingestion API, per institution: a unary flood over the rate gets RESOURCE_EXHAUSTED
+/// naming the limit, while another institution is served; a batch stream past its allowance
+/// ends with RESOURCE_EXHAUSTED after answering the events before; a stream beyond the
+/// institution's open streams is refused; a message over the size limit, and an address of too
+/// many lines, are refused before anything is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn institutions_over_their_limits_get_resource_exhausted_naming_the_limit() -> anyhow::Result<()> {
+    use passerelle_ingest::proto::{
+        Address, AddressChanged, AllocataireEvent, BatchReply, Household, Location, SddChanged,
+        allocataire_event::Fact, allocataire_ingest_client::AllocataireIngestClient, batch_reply,
+    };
+    let hub = TestHub::spawn_configured(|config| {
+        config.ingest.limits.events_per_second = 1;
+        config.ingest.limits.events_burst = 1; // raised to one chunk (64)
+        config.ingest.limits.events_per_stream = 10;
+        config.ingest.limits.streams_per_institution = 2;
+        config.ingest.limits.message_bytes = 4096;
+    })
+    .await?;
+    let event = |index: usize, fact: Fact| AllocataireEvent {
+        event_id: format!("limits-{index}"),
+        occurred_at: "2026-09-01T09:00:00+02:00".into(),
+        person: passerelle::demo::person(&format!("1800552060{:03}", index % 1000), "", "LIMITE", "Alex", "1980-05-01"),
+        household: Some(Household {
+            organisme: "521".into(),
+            matricule: format!("{}", 5_000_000 + index),
+            role: "DEM".into(),
+        }),
+        location: Some(Location { receiving_authority: "052".into(), commune: "52060".into() }),
+        corrects_event_id: String::new(),
+        fact: Some(fact),
+    };
+    let sdd = || Fact::SddChanged(SddChanged { soumis: true });
+    let mut caf = AllocataireIngestClient::new(hub.channel_as("caf-521").await?);
+
+    // A message over the size limit, and an address of eight lines: refused, nothing published.
+    let mut huge = event(900, sdd());
+    if let Some(person) = huge.person.as_mut() {
+        person.nom = "X".repeat(8_000);
+    }
+    let refused = caf.publish(huge).await.expect_err("over the message size");
+    assert!(
+        matches!(refused.code(), tonic::Code::OutOfRange | tonic::Code::ResourceExhausted)
+            && refused.message().contains("4096"),
+        "the refusal names the limit: {refused:?}"
+    );
+    let eight_lines = event(
+        901,
+        Fact::AddressChanged(AddressChanged {
+            address: Some(Address {
+                lines: (1..=8).map(|n| format!("ligne {n}")).collect(),
+                code_postal: "52000".into(),
+                commune: "52121".into(),
+            }),
+            ..AddressChanged::default()
+        }),
+    );
+    let refused = caf.publish(eight_lines).await.expect_err("too many address lines");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(refused.message().contains("address_changed.address.lines"), "the field is named: {}", refused.message());
+
+    // A stream past its allowance: ten events answered, then RESOURCE_EXHAUSTED.
+    let events: Vec<AllocataireEvent> = (0..15).map(|index| event(index, sdd())).collect();
+    let mut replies = caf.publish_batch(futures::stream::iter(events)).await?.into_inner();
+    let mut answered: Vec<BatchReply> = Vec::new();
+    let ended = loop {
+        match replies.message().await {
+            Ok(Some(reply)) => answered.push(reply),
+            Ok(None) => break None,
+            Err(status) => break Some(status),
+        }
+    };
+    assert_eq!(answered.len(), 10, "the events within the allowance are answered");
+    assert!(answered.iter().all(|reply| reply.status == batch_reply::Status::Accepted as i32));
+    let ended = ended.expect("the stream ends with a status");
+    assert_eq!(ended.code(), tonic::Code::ResourceExhausted);
+    assert!(ended.message().contains("limit events_per_stream"), "{}", ended.message());
+
+    // Two streams held open, a third refused.
+    let (hold_a, rx_a) = tokio::sync::mpsc::channel::<AllocataireEvent>(1);
+    let (hold_b, rx_b) = tokio::sync::mpsc::channel::<AllocataireEvent>(1);
+    let mut first = caf.clone();
+    let mut second = caf.clone();
+    let open_a = tokio::spawn(async move {
+        first.publish_batch(tokio_stream::wrappers::ReceiverStream::new(rx_a)).await.map(|r| r.into_inner())
+    });
+    let open_b = tokio::spawn(async move {
+        second.publish_batch(tokio_stream::wrappers::ReceiverStream::new(rx_b)).await.map(|r| r.into_inner())
+    });
+    let (stream_a, stream_b) = (open_a.await??, open_b.await??);
+    let third = caf.publish_batch(futures::stream::iter(vec![event(50, sdd())])).await;
+    let refused = match third {
+        Err(status) => status,
+        Ok(response) => {
+            let mut replies = response.into_inner();
+            replies.message().await.expect_err("a third stream is refused")
+        }
+    };
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+    assert!(refused.message().contains("limit streams_per_institution"), "{}", refused.message());
+    drop((hold_a, hold_b, stream_a, stream_b));
+
+    // A unary flood: the burst (one chunk, 64) passes, then RESOURCE_EXHAUSTED with when to retry;
+    // another institution is served meanwhile.
+    let mut limited = None;
+    for index in 100..200 {
+        if let Err(status) = caf.publish(event(index, sdd())).await {
+            limited = Some(status);
+            break;
+        }
+    }
+    let limited = limited.expect("the flood is limited");
+    assert_eq!(limited.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        limited.message().contains("limit events_per_second") && limited.message().contains("retry in"),
+        "{}",
+        limited.message()
+    );
+    let mut msa = AllocataireIngestClient::new(hub.channel_as("msa-052").await?);
+    let other = msa
+        .publish(AllocataireEvent {
+            household: Some(Household { organisme: "052".into(), matricule: "7000001".into(), role: "DEM".into() }),
+            ..event(300, sdd())
+        })
+        .await;
+    assert!(other.is_ok(), "another institution is not held back: {other:?}");
+    let metrics = reqwest::get(format!("http://{}/metrics", hub.running.http_addr)).await?.text().await?;
+    for limit in ["events_per_second", "streams_per_institution", "events_per_stream"] {
+        assert!(
+            metric(&metrics, &format!("passerelle_ingest_limited_total{{limit=\"{limit}\"}}")) >= 1.0,
+            "{limit} refusals are counted"
+        );
+    }
+    hub.running.shutdown().await
+}

@@ -32,6 +32,8 @@ pub struct IngestHub {
     topics: Topics,
     /// The hub's state (read models) that decides a département's reach.
     state: sqlx::PgPool,
+    /// Per-institution limits of the gRPC API.
+    pub limits: crate::limits::IngestLimits,
 }
 
 /// An event ready for the producer.
@@ -59,7 +61,22 @@ impl IngestHub {
         for family in Family::ALL {
             writers.insert(family, registry.writer(family).await?);
         }
-        Ok(Self { keys, institutions, store, writers, publisher, topics, state })
+        Ok(Self {
+            keys,
+            institutions,
+            store,
+            writers,
+            publisher,
+            topics,
+            state,
+            limits: crate::limits::IngestLimits::new(Default::default()),
+        })
+    }
+
+    /// The same hub with these limits instead of the defaults.
+    pub fn with_limits(mut self, config: crate::limits::IngestLimitsConfig) -> Self {
+        self.limits = crate::limits::IngestLimits::new(config);
+        self
     }
 
     /// Decides each event against what the hub holds about its person ([`crate::reach`]): one

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod client;
 pub mod hub;
 pub mod institutions;
+pub mod limits;
 pub mod metrics;
 pub mod normalise;
 pub mod reach;

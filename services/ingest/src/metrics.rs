@@ -15,6 +15,9 @@ pub struct IngestMetrics {
     /// `passerelle_ingest_person_choices_total`: choices persons recorded in their space
     /// (opposition, consent), acknowledged by the broker.
     pub person_choices: IntCounter,
+    /// `passerelle_ingest_limited_total{limit}`: calls or events refused over a limit
+    /// (`events_per_second`, `streams_per_institution`, `events_per_stream`).
+    pub limited: IntCounterVec,
 }
 
 pub fn metrics() -> &'static IngestMetrics {
@@ -41,9 +44,18 @@ pub fn metrics() -> &'static IngestMetrics {
             "choices persons recorded in their space (opposition, consent), acknowledged by the broker",
         )
         .expect("valid metric");
+        let limited = IntCounterVec::new(
+            Opts::new("ingest_limited_total", "calls or events refused over a per-institution limit"),
+            &["limit"],
+        )
+        .expect("valid metric");
+        for limit in ["events_per_second", "streams_per_institution", "events_per_stream"] {
+            limited.with_label_values(&[limit]);
+        }
         let registry = passerelle_telemetry::registry();
         for collector in [
             Box::new(person_choices.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(limited.clone()),
             Box::new(accepted.clone()),
             Box::new(refused.clone()),
             Box::new(publish_seconds.clone()),
@@ -54,10 +66,10 @@ pub fn metrics() -> &'static IngestMetrics {
         // sees the first event, and "no event for 6 hours" fires on a hub that never got one).
         for family in passerelle_domain::event::Family::ALL {
             accepted.with_label_values(&[family.label()]);
-            for reason in ["unavailable", "internal", "invalid", "denied"] {
+            for reason in ["unavailable", "internal", "invalid", "denied", "limited"] {
                 refused.with_label_values(&[family.label(), reason]);
             }
         }
-        IngestMetrics { accepted, refused, publish_seconds, person_choices }
+        IngestMetrics { accepted, refused, publish_seconds, person_choices, limited }
     })
 }

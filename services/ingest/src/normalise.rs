@@ -308,7 +308,17 @@ pub fn allocataire(ctx: &Context<'_>, e: &proto::AllocataireEvent) -> Result<Can
         },
         Some(Fact::AddressChanged(f)) => {
             if let Some(address) = &f.address {
-                for (index, line) in address.lines.iter().enumerate() {
+                if address.lines.len() > MAX_ADDRESS_LINES {
+                    v.push(
+                        "address_changed.address.lines",
+                        "max_items",
+                        format!(
+                            "an address has at most {MAX_ADDRESS_LINES} lines (NF Z10-011: six lines and the country), got {}",
+                            address.lines.len()
+                        ),
+                    );
+                }
+                for (index, line) in address.lines.iter().take(MAX_ADDRESS_LINES).enumerate() {
                     if let Some(line) = v.text(&format!("address_changed.address.lines[{index}]"), line, 200) {
                         personal.address_lines.push(line);
                     }
@@ -444,6 +454,9 @@ pub fn demandeur_emploi(ctx: &Context<'_>, e: &proto::DemandeurEmploiEvent) -> R
         },
     )
 }
+
+/// Lines of a postal address, at most (NF Z10-011: six lines, and the country).
+const MAX_ADDRESS_LINES: usize = 7;
 
 /// A département fact: orientation, référent, contract, opposition, consent.
 pub fn orientation(ctx: &Context<'_>, e: &proto::OrientationEvent) -> Result<CanonicalEvent, Violations> {

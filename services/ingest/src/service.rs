@@ -24,7 +24,7 @@ use crate::{
 
 /// How many events of one batch stream are sealed or awaiting acknowledgement at once.
 /// Events prepared together (at most), and chunks prepared at once, per batch stream.
-const PREPARE_CHUNK: usize = 64;
+const PREPARE_CHUNK: usize = crate::limits::CHUNK as usize;
 const BATCH_PREPARE_CONCURRENCY: usize = 4;
 const BATCH_IN_FLIGHT: usize = 2048;
 
@@ -190,6 +190,9 @@ async fn publish_unary<T>(
     let span = call_span(family, &request);
     let caller = authenticate(&hub, &request, family)?;
     span.record("institution", caller.institution.id.as_str());
+    hub.limits.event(&caller.institution.id).inspect_err(|_| {
+        metrics().refused.with_label_values(&[family.label(), "limited"]).inc();
+    })?;
     let event = request.into_inner();
     let outcome = async {
         let prepared = prepare_one(&hub, &caller, family, normaliser, &event).await?;
@@ -266,10 +269,23 @@ fn publish_stream<T: Send + Sync + 'static>(
     event_id_of: fn(&T) -> String,
 ) -> ReplyStream {
     let prepare_hub = hub.clone();
-    // Events are taken as they arrive, up to PREPARE_CHUNK at a time, and prepared together
-    // (one read of the data keys, one write of the search index per chunk).
+    let capped_hub = hub.clone();
+    let allowance = hub.limits.config.events_per_stream;
+    // Events are taken as they arrive, up to PREPARE_CHUNK at a time, paced to the institution's
+    // rate, and prepared together (one read of the data keys, one write of the search index per
+    // chunk). The event past the stream's allowance ends the stream with RESOURCE_EXHAUSTED.
     let prepared = input
         .enumerate()
+        .scan(false, move |ended, (index, message)| {
+            if *ended {
+                return futures::future::ready(None);
+            }
+            if index as u64 >= allowance {
+                *ended = true;
+                return futures::future::ready(Some((index, Err(capped_hub.limits.stream_full()))));
+            }
+            futures::future::ready(Some((index, message)))
+        })
         .ready_chunks(PREPARE_CHUNK)
         .map(move |chunk| {
             let hub = prepare_hub.clone();
@@ -282,6 +298,7 @@ fn publish_stream<T: Send + Sync + 'static>(
                 events = chunk.len()
             );
             async move {
+                hub.limits.pace(&caller.institution.id, chunk.len()).await;
                 let mut items = Vec::with_capacity(chunk.len());
                 let mut valid = Vec::new();
                 for (index, message) in chunk {
@@ -432,6 +449,9 @@ macro_rules! ingest_service {
                 let span = call_span($family, &request);
                 let caller = authenticate(&self.hub, &request, $family)?;
                 span.record("institution", caller.institution.id.as_str());
+                let place = self.hub.limits.open_stream(&caller.institution.id).inspect_err(|_| {
+                    metrics().refused.with_label_values(&[$family.label(), "limited"]).inc();
+                })?;
                 let stream = publish_stream(
                     self.hub.clone(),
                     $family,
@@ -441,6 +461,11 @@ macro_rules! ingest_service {
                     $normaliser,
                     |event: &$event| event.event_id.clone(),
                 );
+                // The place is given back when the stream ends (or the caller goes away).
+                let stream: ReplyStream = Box::pin(stream.map(move |reply| {
+                    let _held = &place;
+                    reply
+                }));
                 Ok(Response::new(stream))
             }
         }

@@ -53,10 +53,20 @@ pub struct Config {
     /// Persons without contact for this many days are erased by the daily retention job
     /// (accompaniment data is kept 2 years after the last contact).
     pub retention_days: i64,
+    /// The gRPC ingestion API's limits per institution.
+    pub ingest: IngestConfig,
     /// The API feuille de route.
     pub api: ApiConfig,
     /// The web console (served on `http_listen`).
     pub web: passerelle_web::WebConfig,
+}
+
+/// The gRPC ingestion API.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IngestConfig {
+    /// Message size, events per stream, streams at once and events per second, per institution.
+    pub limits: passerelle_ingest::limits::IngestLimitsConfig,
 }
 
 /// Who may call the API feuille de route, and how their tokens are checked.
@@ -171,6 +181,7 @@ impl Default for Config {
             projector_group: "passerelle-projector-dossier".into(),
             retention_days: 730,
             projector_max_batch: 500,
+            ingest: IngestConfig::default(),
             api: ApiConfig::default(),
             web: passerelle_web::WebConfig::default(),
         }

@@ -183,7 +183,8 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
             topics.clone(),
             pool.clone(),
         )
-        .await?,
+        .await?
+        .with_limits(config.ingest.limits),
     );
 
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -215,14 +216,24 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
             read(&config.tls.key_file, "server key")?,
         ))
         .client_ca_root(tonic::transport::Certificate::from_pem(read(&config.tls.client_ca_file, "institutions' CA")?));
+    // One event per message: a larger one is refused before it is read (OUT_OF_RANGE, naming
+    // the size and the limit).
+    let message_bytes = config.ingest.limits.message_bytes;
     let grpc = tonic::transport::Server::builder()
         .tls_config(tls)
         .context("TLS configuration of the gRPC server")?
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(AllocataireIngestServer::new(AllocataireService::new(hub.clone())))
-        .add_service(DemandeurEmploiIngestServer::new(DemandeurEmploiService::new(hub.clone())))
-        .add_service(OrientationIngestServer::new(OrientationService::new(hub.clone())));
+        .add_service(
+            AllocataireIngestServer::new(AllocataireService::new(hub.clone())).max_decoding_message_size(message_bytes),
+        )
+        .add_service(
+            DemandeurEmploiIngestServer::new(DemandeurEmploiService::new(hub.clone()))
+                .max_decoding_message_size(message_bytes),
+        )
+        .add_service(
+            OrientationIngestServer::new(OrientationService::new(hub.clone())).max_decoding_message_size(message_bytes),
+        );
     let mut grpc_shutdown = shutdown_rx.clone();
     tasks.spawn(async move {
         grpc.serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
@@ -256,13 +267,17 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
     passerelle_api::metrics::metrics();
     passerelle_ingest::metrics::metrics();
     let forgetting = api.clone();
+    let forgetting_ingest = hub.clone();
     let mut forget_shutdown = shutdown_rx.clone();
     tasks.spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(60));
         loop {
             tokio::select! {
                 _ = forget_shutdown.wait_for(|stop| *stop) => return Ok(()),
-                _ = every.tick() => forgetting.forget_idle_limits(),
+                _ = every.tick() => {
+                    forgetting.forget_idle_limits();
+                    forgetting_ingest.limits.forget_idle();
+                }
             }
         }
     });
