@@ -288,6 +288,25 @@ async fn each_agent_sees_exactly_what_the_law_lets_them_and_every_read_is_journa
         .filter_map(|e| e["event_id"].as_str())
         .collect();
     assert_eq!(events, ["a-caf-1", "a-caf-2"], "no France Travail nor orientation events for the CAF");
+    // A page at a time: the cursor carries on where the page ended, and says when it is over.
+    let path = format!("/api/v1/dossiers/{legrand_id}/historique");
+    let first = client.get(Some("caf521.agent"), &format!("{path}?limite=1"), Some("instruction_rsa")).await?;
+    assert_eq!(first.body["evenements"].as_array().map(Vec::len), Some(1), "{}", first.body);
+    let cursor = first.body["suivant"].as_str().expect("a next page").to_owned();
+    assert!(!cursor.contains("a-caf"), "a cursor carries no event id");
+    let second =
+        client.get(Some("caf521.agent"), &format!("{path}?limite=1&curseur={cursor}"), Some("instruction_rsa")).await?;
+    let paged: Vec<&str> = [&first, &second]
+        .iter()
+        .flat_map(|page| page.body["evenements"].as_array().into_iter().flatten())
+        .filter_map(|e| e["event_id"].as_str())
+        .collect();
+    assert_eq!(paged, ["a-caf-1", "a-caf-2"], "two pages of one give the whole timeline, in order");
+    assert!(second.body["suivant"].is_null(), "the last page says it is the last");
+    for (query, parameter) in [("limite=0", "limite"), ("limite=501", "limite"), ("curseur=bm9wZQ", "curseur")] {
+        let bad = client.get(Some("caf521.agent"), &format!("{path}?{query}"), Some("instruction_rsa")).await?;
+        assert_eq!((bad.status, bad.body["parametre"].as_str()), (400, Some(parameter)), "{query}");
+    }
 
     // Search: a NIR in the body, never in a URL; only within reach.
     let found = client.search("cd52.orientation", json!({"motif": "orientation", "nir": nir15(NIR_LEGRAND)})).await?;
@@ -361,7 +380,9 @@ async fn each_agent_sees_exactly_what_the_law_lets_them_and_every_read_is_journa
 
     // The gRPC face: same rules, same journal.
     {
-        use passerelle_api::grpc::proto::{DossierRequest, dossier_service_client::DossierServiceClient};
+        use passerelle_api::grpc::proto::{
+            DossierRequest, HistoriqueRequest, dossier_service_client::DossierServiceClient,
+        };
         let mut grpc = DossierServiceClient::new(hub.api_channel()?);
         let ask = |agent: Option<&str>, person: Uuid, motif: &str| {
             let mut request =
@@ -391,6 +412,17 @@ async fn each_agent_sees_exactly_what_the_law_lets_them_and_every_read_is_journa
         let status = grpc.lire_dossier(ask(Some("cd52.orientation"), legrand_id, "")).await.expect_err("no purpose");
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
         assert!(status.message().starts_with("motif:"), "{}", status.message());
+        let mut page = tonic::Request::new(HistoriqueRequest {
+            person_id: legrand_id.to_string(),
+            motif: "instruction_rsa".into(),
+            limite: Some(1),
+            curseur: None,
+        });
+        let bearer = format!("Bearer {}", client.token("caf521.agent"));
+        page.metadata_mut().insert("authorization", bearer.parse().expect("ascii"));
+        let page = grpc.lire_historique(page).await?.into_inner();
+        assert_eq!(page.evenements.len(), 1);
+        assert!(page.suivant.is_some(), "the gRPC timeline pages too");
     }
 
     // The DPO reads the journal, not dossiers; nobody else reads the journal.
@@ -401,6 +433,26 @@ async fn each_agent_sees_exactly_what_the_law_lets_them_and_every_read_is_journa
     assert!(
         entries.iter().any(|e| e["agent_uid"] == json!("agent-cd52-0042") && e["purpose"] == json!("accompagnement"))
     );
+    // The journal pages with a cursor too: pages of two give the same rows, in order.
+    let mut paged = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let query = match &cursor {
+            Some(cursor) => format!("/api/v1/journal?person_id={legrand_id}&limite=2&curseur={cursor}"),
+            None => format!("/api/v1/journal?person_id={legrand_id}&limite=2"),
+        };
+        let page = client.get(Some("cd52.dpo"), &query, None).await?;
+        assert_eq!(page.status, 200, "{}", page.body);
+        let rows = page.body["entrees"].as_array().expect("entries").clone();
+        assert!(rows.len() <= 2);
+        paged.extend(rows.into_iter().map(|row| row["entry_id"].clone()));
+        match page.body["suivant"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    let whole: Vec<serde_json::Value> = entries.iter().map(|row| row["entry_id"].clone()).collect();
+    assert!(whole.len() >= 3 && paged.starts_with(&whole), "paged {paged:?}, whole {whole:?}");
     assert!(entries.iter().any(|e| e["action"] == json!("recherche") && e["agent_uid"] == json!("cd52.orientation")));
     assert_eq!(
         client.get(Some("cd52.orientation"), &format!("/api/v1/journal?person_id={legrand_id}"), None).await?.status,

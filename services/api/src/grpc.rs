@@ -16,8 +16,8 @@ pub mod proto {
 }
 
 use proto::{
-    DossierReply, DossierRequest, HistoriqueReply, RechercheReply, RechercheRequest, Resultat, SectionMasquee,
-    dossier_service_server::DossierService,
+    DossierReply, DossierRequest, HistoriqueReply, HistoriqueRequest, RechercheReply, RechercheRequest, Resultat,
+    SectionMasquee, dossier_service_server::DossierService,
 };
 
 pub struct DossierGrpc {
@@ -166,18 +166,20 @@ impl DossierService for DossierGrpc {
         Ok(with_request_id(reply, request_id))
     }
 
-    async fn lire_historique(&self, request: Request<DossierRequest>) -> Result<Response<HistoriqueReply>, Status> {
+    async fn lire_historique(&self, request: Request<HistoriqueRequest>) -> Result<Response<HistoriqueReply>, Status> {
         let request_id = Uuid::now_v7();
         let caller = self.caller(&request, request_id, "historique").await?;
         let body = request.into_inner();
         let motif = Some(body.motif.as_str()).filter(|m| !m.is_empty());
-        let timeline = self.api.timeline(&caller, request_id, &body.person_id, motif).await.map_err(status)?;
+        let page = crate::service::PageQuery { limite: body.limite.map(|l| l.to_string()), curseur: body.curseur };
+        let timeline = self.api.timeline(&caller, request_id, &body.person_id, motif, &page).await.map_err(status)?;
         let reply = HistoriqueReply {
             person_id: text(&timeline["person_id"]).unwrap_or_default(),
             evenements: timeline["evenements"]
                 .as_array()
                 .map(|items| items.iter().map(to_struct).collect())
                 .unwrap_or_default(),
+            suivant: text(&timeline["suivant"]),
         };
         Ok(with_request_id(reply, request_id))
     }

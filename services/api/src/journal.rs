@@ -124,11 +124,13 @@ pub struct Search<'a> {
     pub purpose: Option<&'a str>,
     /// The outcome's start (`refused` matches every `refused:<motif>`).
     pub outcome: Option<&'a str>,
+    /// Rows after this position (`at`, `entry_id`) only: the next page.
+    pub after: Option<(DateTime<Utc>, i64)>,
 }
 
 /// Rows matching `search`, oldest first, within the DPO's scope.
 pub async fn read(pool: &PgPool, scope: &DpoScope, search: &Search<'_>, limit: i64) -> Result<Vec<Row>, sqlx::Error> {
-    let Search { person_id, agent, since, until, purpose, outcome } = *search;
+    let Search { person_id, agent, since, until, purpose, outcome, after } = *search;
     sqlx::query_as(
         "SELECT entry_id, at, request_id, channel, action, agent_uid, agent_siret, agent_role, purpose, person_id,
                 persons_found, sections_shown, sections_withheld, outcome
@@ -139,6 +141,7 @@ pub async fn read(pool: &PgPool, scope: &DpoScope, search: &Search<'_>, limit: i
            AND ($4::timestamptz IS NULL OR at < $4)
            AND ($8::text IS NULL OR purpose = $8)
            AND ($9::text IS NULL OR outcome = $9 OR outcome LIKE $9 || ':%')
+           AND ($10::timestamptz IS NULL OR (at, entry_id) > ($10, $11))
            AND (agent_siret = $6 OR ($7::text IS NOT NULL AND (
                 person_id IN (SELECT d.person_id FROM dossiers d WHERE d.territory = $7)
                 OR persons_found && ARRAY(SELECT d.person_id FROM dossiers d WHERE d.territory = $7))))
@@ -154,6 +157,8 @@ pub async fn read(pool: &PgPool, scope: &DpoScope, search: &Search<'_>, limit: i
     .bind(&scope.territory)
     .bind(purpose)
     .bind(outcome)
+    .bind(after.map(|(at, _)| at))
+    .bind(after.map(|(_, id)| id).unwrap_or_default())
     .fetch_all(pool)
     .await
 }

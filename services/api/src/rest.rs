@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use crate::service::{Api, Caller, Failure, JournalQuery, QueueQuery, SearchRequest};
+use crate::service::{Api, Caller, Failure, JournalQuery, PageQuery, QueueQuery, SearchRequest};
 
 /// The OpenAPI 3 description of this API.
 pub const OPENAPI: &str = include_str!("../openapi.json");
@@ -183,10 +183,12 @@ async fn timeline(
     peer: PeerAddress,
     headers: HeaderMap,
     Path(person_id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let purpose = header_str(&headers, PURPOSE_HEADER).map(str::to_owned);
+    let page = PageQuery { limite: query.get("limite").cloned(), curseur: query.get("curseur").cloned() };
     answer(&api, &headers, peer, "historique", async |caller, request_id| {
-        api.timeline(caller, request_id, &person_id, purpose.as_deref()).await
+        api.timeline(caller, request_id, &person_id, purpose.as_deref(), &page).await
     })
     .await
 }
@@ -238,6 +240,7 @@ async fn journal(
         jusqu_a: query.get("jusqu_a").cloned(),
         motif: query.get("motif").cloned(),
         resultat: query.get("resultat").cloned(),
+        page: PageQuery { limite: query.get("limite").cloned(), curseur: query.get("curseur").cloned() },
     };
     answer(&api, &headers, peer, "journal", async |caller, request_id| {
         api.journal_read(caller, request_id, &query).await

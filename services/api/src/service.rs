@@ -15,7 +15,10 @@ use serde_json::{Value, json};
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
+mod page;
 mod person;
+pub use page::PageQuery;
+use page::{JournalPosition, Position as _, TimelinePosition};
 
 pub use person::{Identification, OwnData, Pivot};
 
@@ -165,6 +168,11 @@ pub struct QueuePage {
 
 /// Journal rows one search returns, at most (narrow the search for more).
 pub const JOURNAL_MAX_ROWS: i64 = 1000;
+/// Journal rows per page by default (`limite`); at most [`JOURNAL_MAX_ROWS`].
+const JOURNAL_PAGE: usize = 100;
+/// Timeline items per page by default (`limite`), and at most.
+const TIMELINE_PAGE: usize = 100;
+const TIMELINE_MAX_PAGE: usize = 500;
 
 /// Rows of an export, at most (a larger queue is narrowed with the filters first).
 pub const EXPORT_MAX_ROWS: i64 = 5000;
@@ -188,6 +196,8 @@ pub struct JournalQuery {
     pub motif: Option<String>,
     /// The outcome (shown, found, none, not_found, refused…).
     pub resultat: Option<String>,
+    /// `limite` (100 by default, at most 1,000) and `curseur`.
+    pub page: PageQuery,
 }
 
 /// Whether the caller is the person's active référent: the référent fact names an agent of a
@@ -617,13 +627,44 @@ impl Api {
         Ok(opened)
     }
 
-    /// `GET /dossiers/{person_id}/historique`: the timeline, each entry only if its section is shown.
+    /// `GET /dossiers/{person_id}/historique`: the timeline, each entry only if its section is
+    /// shown, a page at a time (`limite` items, 100 by default, at most 500; `suivant` asks for
+    /// the next page).
     pub async fn timeline(
         &self,
         caller: &Caller,
         request_id: Uuid,
         person_id: &str,
         purpose: Option<&str>,
+        page: &PageQuery,
+    ) -> Result<Value, Failure> {
+        let page = match page.checked::<TimelinePosition>(TIMELINE_PAGE, TIMELINE_MAX_PAGE) {
+            Ok(page) => page,
+            Err(failure) => return self.refuse(Self::entry(caller, request_id, "historique", None), failure).await,
+        };
+        self.timeline_page(caller, request_id, person_id, purpose, page.limit, page.after).await
+    }
+
+    /// The whole visible timeline at once, for the console, which shows it 20 rows a page with
+    /// its own filters. Same policy, same journal row as [`Api::timeline`].
+    pub async fn timeline_whole(
+        &self,
+        caller: &Caller,
+        request_id: Uuid,
+        person_id: &str,
+        purpose: Option<&str>,
+    ) -> Result<Value, Failure> {
+        self.timeline_page(caller, request_id, person_id, purpose, usize::MAX, None).await
+    }
+
+    async fn timeline_page(
+        &self,
+        caller: &Caller,
+        request_id: Uuid,
+        person_id: &str,
+        purpose: Option<&str>,
+        limit: usize,
+        after: Option<TimelinePosition>,
     ) -> Result<Value, Failure> {
         let (mut entry, purpose, dossier, situation) =
             self.open(caller, request_id, "historique", person_id, purpose).await?;
@@ -647,10 +688,18 @@ impl Api {
                         || item.event_type == "rsa.sdd_changed")
             })
         };
-        let items: Vec<Value> = timeline
+        let mut ordered: Vec<(TimelinePosition, &TimelineEntry)> = timeline
             .iter()
             .filter(|item| visible(item))
-            .map(|item| {
+            .map(|item| (TimelinePosition::of(item), item))
+            .filter(|(position, _)| after.as_ref().is_none_or(|after| position > after))
+            .collect();
+        ordered.sort_by(|a, b| a.0.cmp(&b.0));
+        let next = (ordered.len() > limit).then(|| ordered[limit - 1].0.encode());
+        let items: Vec<Value> = ordered
+            .into_iter()
+            .take(limit)
+            .map(|(_, item)| {
                 json!({
                     "source": item.source, "event_id": item.event_id, "section": section_of(item).code(),
                     "evenement": item.event_type, "date": item.occurred_at, "recu_le": item.recorded_at,
@@ -660,7 +709,7 @@ impl Api {
             .collect();
         entry.outcome = "shown".into();
         self.journal(entry).await?;
-        Ok(json!({"person_id": dossier.person_id, "evenements": items}))
+        Ok(json!({"person_id": dossier.person_id, "evenements": items, "suivant": next}))
     }
 
     /// `POST /personnes/recherche`: the persons matching one criterion that the caller may reach.
@@ -1040,9 +1089,15 @@ impl Api {
                     reason: format!("{outcome:?} is not one of {}", OUTCOMES.join(", ")),
                 });
             }
-            Ok((person_id, instant(query.depuis.as_deref(), "depuis")?, instant(query.jusqu_a.as_deref(), "jusqu_a")?))
+            let page = query.page.checked::<JournalPosition>(JOURNAL_PAGE, JOURNAL_MAX_ROWS as usize)?;
+            Ok((
+                person_id,
+                instant(query.depuis.as_deref(), "depuis")?,
+                instant(query.jusqu_a.as_deref(), "jusqu_a")?,
+                page,
+            ))
         })();
-        let (person_id, since, until) = match parsed {
+        let (person_id, since, until, page) = match parsed {
             Ok(parsed) => parsed,
             Err(failure) => return self.refuse(entry, failure).await,
         };
@@ -1057,12 +1112,17 @@ impl Api {
             until,
             purpose: query.motif.as_deref(),
             outcome: query.resultat.as_deref(),
+            after: page.after.map(|after| (after.at, after.entry_id)),
         };
-        let rows = journal::read(&self.pool, &scope, &search, JOURNAL_MAX_ROWS).await?;
+        let mut rows = journal::read(&self.pool, &scope, &search, page.limit as i64 + 1).await?;
+        let next = (rows.len() > page.limit).then(|| {
+            rows.truncate(page.limit);
+            rows.last().map(|row| JournalPosition { at: row.at, entry_id: row.entry_id }.encode())
+        });
         entry.person_id = person_id;
         entry.outcome = "shown".into();
         self.journal(entry).await?;
-        Ok(json!({"entrees": rows}))
+        Ok(json!({"entrees": rows, "suivant": next.flatten()}))
     }
 }
 

@@ -29,6 +29,8 @@ impl JournalForm {
             jusqu_a: given(&self.jusqu_a),
             motif: given(&self.motif),
             resultat: given(&self.resultat),
+            // The console pages the rows itself (the most recent first): up to the API's maximum.
+            page: passerelle_api::service::PageQuery { limite: Some(JOURNAL_MAX_ROWS.to_string()), curseur: None },
         }
     }
 

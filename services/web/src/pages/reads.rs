@@ -313,7 +313,7 @@ pub(super) async fn timeline(
     let Some(purpose) = chosen_purpose(query.motif.as_deref()) else {
         return purpose_page(layout, caller.agent.role, &person_id, "/historique");
     };
-    let answer = match console.api.timeline(&caller, request_id, &person_id, Some(purpose.code())).await {
+    let answer = match console.api.timeline_whole(&caller, request_id, &person_id, Some(purpose.code())).await {
         Ok(answer) => answer,
         Err(failure) => return failure_page(&console, &session, &caller, failure).await,
     };
