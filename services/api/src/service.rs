@@ -100,8 +100,8 @@ pub struct Api {
 }
 
 /// The search criteria of `POST /personnes/recherche`. A field is a string or absent (null is
-/// refused, as the OpenAPI document says).
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+/// refused, as the OpenAPI document says). `Debug` names the criteria given, never their values.
+#[derive(Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SearchRequest {
     #[serde(default, deserialize_with = "string_if_present")]
@@ -122,6 +122,23 @@ pub struct SearchRequest {
     pub id_departement: Option<String>,
     #[serde(default, deserialize_with = "string_if_present")]
     pub departement: Option<String>,
+}
+
+impl std::fmt::Debug for SearchRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let given = [
+            ("nir", self.nir.is_some()),
+            ("nom", self.nom.is_some()),
+            ("date_naissance", self.date_naissance.is_some()),
+            ("matricule_caf", self.matricule_caf.is_some()),
+            ("organisme", self.organisme.is_some()),
+            ("id_france_travail", self.id_france_travail.is_some()),
+            ("id_departement", self.id_departement.is_some()),
+            ("departement", self.departement.is_some()),
+        ];
+        let given: Vec<&str> = given.iter().filter(|(_, set)| *set).map(|(name, _)| *name).collect();
+        f.debug_struct("SearchRequest").field("motif", &self.motif).field("criteria", &given).finish()
+    }
 }
 
 fn string_if_present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
@@ -844,8 +861,9 @@ impl Api {
             return Err(bad("nom", "a name: letters, spaces, hyphens and apostrophes, at most 100".into()));
         }
         let date = given(&request.date_naissance).ok_or_else(|| bad("date_naissance", "required with nom".into()))?;
-        let date = NaiveDate::parse_from_str(&date, "%Y-%m-%d")
-            .map_err(|_| bad("date_naissance", format!("{date:?} is not a date YYYY-MM-DD")))?;
+        let date = NaiveDate::parse_from_str(&date, "%Y-%m-%d").map_err(|_| {
+            bad("date_naissance", "not a date YYYY-MM-DD (the value is not repeated: it is personal)".into())
+        })?;
         let key = self.keys.name_and_birth_date(&nom, date);
         let rows: Vec<(Uuid,)> = sqlx::query_as(
             "SELECT DISTINCT COALESCE(p.merged_into, p.person_id)

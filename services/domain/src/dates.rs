@@ -4,10 +4,11 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::Invalid;
 
-/// Parses a calendar date `YYYY-MM-DD`, between 1900 and the year 2100.
+/// Parses a calendar date `YYYY-MM-DD`, between 1900 and the year 2100. The error does not repeat
+/// the value: it may be a birth date (the field it names is enough to find it).
 pub fn parse_date(raw: &str) -> Result<NaiveDate, Invalid> {
     let date = NaiveDate::parse_from_str(raw.trim(), "%Y-%m-%d")
-        .map_err(|_| Invalid::new("date.format", format!("{raw:?} is not a date of the form YYYY-MM-DD")))?;
+        .map_err(|_| Invalid::new("date.format", "not a date of the form YYYY-MM-DD"))?;
     check_plausible(date)?;
     Ok(date)
 }

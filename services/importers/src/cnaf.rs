@@ -18,7 +18,8 @@ pub struct FluxHeader {
     pub dtref: String,
 }
 
-#[derive(Debug, Clone, Default)]
+/// A person of a foyer. `Debug` shows the role and the flag, never an identifier, name or date.
+#[derive(Clone, Default)]
 pub struct FluxPerson {
     pub nir: String,
     pub nom: String,
@@ -31,7 +32,9 @@ pub struct FluxPerson {
     pub sdd: String,
 }
 
-#[derive(Debug, Clone, Default)]
+/// A foyer of the flux. `Debug` shows its line, caisse, state and number of persons, never a
+/// matricule, name, address or date of birth.
+#[derive(Clone, Default)]
 pub struct Foyer {
     /// Line of `<InfosFoyerRSA>` in the file.
     pub line: u64,
@@ -53,6 +56,27 @@ pub struct Foyer {
     pub suspension_versement: (String, String),
     pub fin_droit: (String, String),
     pub fin_droit_anterieur: (String, String),
+}
+
+impl std::fmt::Debug for FluxPerson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FluxPerson")
+            .field("role_rsa", &self.role_rsa)
+            .field("sdd", &self.sdd)
+            .field("nir", &(!self.nir.is_empty()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Foyer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Foyer")
+            .field("line", &self.line)
+            .field("numorg", &self.numorg)
+            .field("etatdosrsa", &self.etatdosrsa)
+            .field("persons", &self.persons)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Counts lines as the XML reader consumes the stream, to say where a file is wrong.

@@ -15,7 +15,8 @@ pub fn normalise(raw: &str) -> Result<Option<String>, String> {
             return Ok(Some(date.format("%Y-%m-%d").to_string()));
         }
     }
-    Err(format!("{trimmed:?} is not a date (YYYY-MM-DD, DD/MM/YYYY or YYYYMMDD)"))
+    // The value is not repeated: it may be a birth date; the column and line name it.
+    Err("not a date (YYYY-MM-DD, DD/MM/YYYY or YYYYMMDD)".into())
 }
 
 /// Removes quotes that wrap a whole value or stand alone at one end (a stray quote); quotes
