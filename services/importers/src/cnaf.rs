@@ -79,22 +79,48 @@ impl std::fmt::Debug for Foyer {
     }
 }
 
-/// Counts lines as the XML reader consumes the stream, to say where a file is wrong.
+/// The longest text of one element, in characters: the XSD's longest field is 38 (an address
+/// line); anything far longer is not a flux.
+pub const MAX_TEXT: usize = 4096;
+/// The deepest nesting of elements: a flux nests about eight deep.
+pub const MAX_DEPTH: usize = 32;
+/// The most bytes the reader takes for one XML event (a tag, a text, a comment): a file whose
+/// tag never closes is refused at this size instead of filling memory.
+pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+
+/// Counts lines as the XML reader consumes the stream, to say where a file is wrong, and the
+/// bytes since the last XML event, to refuse one that never ends.
 struct LineCounting<R> {
     inner: R,
     line: u64,
+    since_event: usize,
+}
+
+impl<R: BufRead> LineCounting<R> {
+    fn over(&self) -> std::io::Result<()> {
+        if self.since_event > MAX_EVENT_BYTES {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("one tag or text runs over {MAX_EVENT_BYTES} bytes: this is not a CNAF flux"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl<R: BufRead> Read for LineCounting<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.over()?;
         let read = self.inner.read(buf)?;
         self.line += buf[..read].iter().filter(|b| **b == b'\n').count() as u64;
+        self.since_event += read;
         Ok(read)
     }
 }
 
 impl<R: BufRead> BufRead for LineCounting<R> {
     fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        self.over()?;
         self.inner.fill_buf()
     }
     fn consume(&mut self, amount: usize) {
@@ -102,6 +128,7 @@ impl<R: BufRead> BufRead for LineCounting<R> {
             let consumed = &buffer[..amount.min(buffer.len())];
             self.line += consumed.iter().filter(|b| **b == b'\n').count() as u64;
         }
+        self.since_event += amount;
         self.inner.consume(amount);
     }
 }
@@ -117,7 +144,8 @@ pub fn read_flux<R: Read>(
 ) -> Result<u64, anyhow::Error> {
     let decoded =
         encoding_rs_io::DecodeReaderBytesBuilder::new().encoding(Some(encoding_rs::WINDOWS_1252)).build(input);
-    let counting = LineCounting { inner: std::io::BufReader::with_capacity(64 * 1024, decoded), line: 0 };
+    let counting =
+        LineCounting { inner: std::io::BufReader::with_capacity(64 * 1024, decoded), line: 0, since_event: 0 };
     let mut reader = Reader::from_reader(counting);
     reader.config_mut().trim_text(true);
     let invalid = |line: u64, reason: String| InvalidFile { file: file_name.to_owned(), line: line + 1, reason };
@@ -135,6 +163,7 @@ pub fn read_flux<R: Read>(
     let mut finished = false;
     let mut buffer = Vec::new();
     loop {
+        reader.get_mut().since_event = 0;
         let event = reader.read_event_into(&mut buffer);
         // Newlines consumed so far: the event ends on the next line (reported 1-based).
         let line = reader.get_ref().line;
@@ -171,6 +200,13 @@ pub fn read_flux<R: Read>(
                     _ => {}
                 }
                 path.push(name);
+                if path.len() > MAX_DEPTH {
+                    return Err(invalid(
+                        line,
+                        format!("elements nest more than {MAX_DEPTH} deep: this is not a CNAF flux"),
+                    )
+                    .into());
+                }
                 text.clear();
             }
             Event::Text(content) => {
@@ -178,15 +214,32 @@ pub fn read_flux<R: Read>(
                 text.push_str(&decoded);
             }
             Event::GeneralRef(reference) => {
-                let name = reference.decode().map_err(|e| invalid(line, format!("entity: {e}")))?;
-                text.push_str(match name.as_ref() {
-                    "amp" => "&",
-                    "lt" => "<",
-                    "gt" => ">",
-                    "quot" => "\"",
-                    "apos" => "'",
-                    other => return Err(invalid(line, format!("unknown entity &{other};")).into()),
-                });
+                // A character reference (`&#233;`, `&#xE9;`) is the character; the five
+                // predefined entities are theirs; no other entity is declared in a flux.
+                match reference.resolve_char_ref() {
+                    Ok(Some(character)) if !character.is_control() || matches!(character, '\t' | '\n' | '\r') => {
+                        text.push(character);
+                    }
+                    Ok(Some(character)) => {
+                        return Err(invalid(
+                            line,
+                            format!("the character reference to U+{:04X} is a control character", character as u32),
+                        )
+                        .into());
+                    }
+                    Err(error) => return Err(invalid(line, format!("character reference: {error}")).into()),
+                    Ok(None) => {
+                        let name = reference.decode().map_err(|e| invalid(line, format!("entity: {e}")))?;
+                        text.push_str(match name.as_ref() {
+                            "amp" => "&",
+                            "lt" => "<",
+                            "gt" => ">",
+                            "quot" => "\"",
+                            "apos" => "'",
+                            other => return Err(invalid(line, format!("unknown entity &{other};")).into()),
+                        });
+                    }
+                }
             }
             Event::End(end) => {
                 let name = String::from_utf8_lossy(end.local_name().as_ref()).into_owned();
@@ -290,6 +343,16 @@ pub fn read_flux<R: Read>(
                 return Ok(foyers);
             }
             _ => {}
+        }
+        if text.len() > MAX_TEXT {
+            return Err(invalid(
+                line,
+                format!(
+                    "the text of <{}> runs over {MAX_TEXT} bytes: this is not a CNAF flux",
+                    path.last().cloned().unwrap_or_default()
+                ),
+            )
+            .into());
         }
         buffer.clear();
     }
@@ -537,4 +600,51 @@ pub fn events_of(header: &FluxHeader, foyer: &Foyer) -> (Vec<AllocataireEvent>, 
         ));
     }
     (events, refusals)
+}
+
+#[cfg(test)]
+mod bounds_tests {
+    use super::*;
+
+    const SAMPLE: &str = include_str!("../../../tests/fixtures/cnaf/RSABEM.xml");
+
+    fn read(text: &str) -> Result<Vec<Foyer>, String> {
+        let mut foyers = Vec::new();
+        read_flux(
+            "f.xml",
+            text.as_bytes(),
+            |_| {},
+            |_| {},
+            |_, foyer| {
+                foyers.push(foyer);
+                Ok(())
+            },
+        )
+        .map(|_| foyers)
+        .map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn character_references_are_the_characters_they_name() {
+        let first = SAMPLE.find("<NOM>").expect("a NOM") + "<NOM>".len();
+        let end = first + SAMPLE[first..].find("</NOM>").expect("closed");
+        let flux = format!("{}H&#201;L&#xC8;NE{}", &SAMPLE[..first], &SAMPLE[end..]);
+        let foyers = read(&flux).expect("a valid flux");
+        assert!(foyers.iter().flat_map(|f| &f.persons).any(|p| p.nom == "HÉLÈNE"));
+        let control = format!("{}A&#1;B{}", &SAMPLE[..first], &SAMPLE[end..]);
+        assert!(read(&control).expect_err("a control character").contains("control character"));
+    }
+
+    #[test]
+    fn a_text_too_long_a_nesting_too_deep_or_a_tag_that_never_ends_is_refused_naming_the_line() {
+        let first = SAMPLE.find("<NOM>").expect("a NOM") + "<NOM>".len();
+        let line = SAMPLE[..first].lines().count();
+        let long = format!("{}{}{}", &SAMPLE[..first], "A".repeat(MAX_TEXT + 1), &SAMPLE[first..]);
+        let error = read(&long).expect_err("too long");
+        assert!(error.contains(&format!("f.xml:{line}:")) && error.contains("runs over"), "{error}");
+        let deep = format!("{}{}", &SAMPLE[..first], "<X>".repeat(MAX_DEPTH + 1));
+        assert!(read(&deep).expect_err("too deep").contains("nest more than"));
+        let endless = format!("{}<X {}", &SAMPLE[..first], "a".repeat(MAX_EVENT_BYTES * 2));
+        assert!(read(&endless).expect_err("endless tag").contains("runs over"));
+    }
 }

@@ -42,6 +42,43 @@ fn column_name(raw: &str) -> String {
         .replace([' ', '-'], "_")
 }
 
+/// The longest line of an extract, in bytes: a row is a few hundred; one far longer (a field
+/// whose quote never closes, a file that is not CSV) is refused at this size, naming its line,
+/// instead of filling memory.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// Refuses a line longer than [`MAX_LINE_BYTES`] as the bytes stream in.
+struct BoundedLines<R> {
+    inner: R,
+    /// Bytes since the last newline, and the lines seen.
+    run: usize,
+    line: u64,
+}
+
+impl<R: Read> Read for BoundedLines<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        for byte in &buf[..read] {
+            if *byte == b'\n' {
+                self.run = 0;
+                self.line += 1;
+            } else {
+                self.run += 1;
+                if self.run > MAX_LINE_BYTES {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!(
+                            "line {} runs over {MAX_LINE_BYTES} bytes: not a France Travail extract (or a quote never closes)",
+                            self.line + 1
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(read)
+    }
+}
+
 /// Reads the extract row by row, calling `on_row`. Fails on a file that is not a CSV extract
 /// (no identifiant_ft column), saying where.
 pub fn read_extract<R: Read>(
@@ -55,7 +92,7 @@ pub fn read_extract<R: Read>(
         .quoting(true)
         .double_quote(true)
         .trim(csv::Trim::All)
-        .from_reader(input);
+        .from_reader(BoundedLines { inner: input, run: 0, line: 0 });
     let headers: Vec<String> = reader
         .headers()
         .map_err(|e| InvalidFile { file: file_name.into(), line: 1, reason: format!("no header: {e}") })?
@@ -194,4 +231,23 @@ pub fn events_of(row: &Row) -> Result<Vec<DemandeurEmploiEvent>, String> {
         ));
     }
     Ok(events)
+}
+
+#[cfg(test)]
+mod bounds_tests {
+    use super::*;
+
+    #[test]
+    fn a_line_too_long_is_refused_naming_it() {
+        let text =
+            format!("identifiant_ft;nom\n12345678901;MARTIN\n12345678902;\"{}\n", "A".repeat(MAX_LINE_BYTES + 10));
+        let mut rows = 0;
+        let error = read_extract("x.csv", text.as_bytes(), |_| {
+            rows += 1;
+            Ok(())
+        })
+        .expect_err("a line too long");
+        assert!(error.to_string().contains("line 3 runs over"), "{error}");
+        assert_eq!(rows, 1, "the rows before were read");
+    }
 }
