@@ -20,6 +20,8 @@ pub struct Stack {
     pub owner_url: String,
     pub grpc: String,
     pub http: String,
+    /// The operators' listener (`/metrics`, `/readyz`).
+    pub ops: String,
 }
 
 /// A free TCP port on 127.0.0.1 (bound then released).
@@ -89,6 +91,7 @@ impl Stack {
         std::fs::write(dir.join("institutions.toml"), population::institutions_toml())?;
         std::fs::write(dir.join("habilitations.toml"), habilitations_toml())?;
         let (grpc, http, api_grpc, registry) = (free_port()?, free_port()?, free_port()?, free_port()?);
+        let ops = free_port()?;
         let pki = dir.join("pki");
         let config_text = format!(
             r#"# Written by passerelle-bench for one run.
@@ -96,6 +99,7 @@ database_url = "postgres://passerelle_app@127.0.0.1:5432/{database}"
 database_owner_url = "{owner_base}/{database}"
 grpc_listen = "127.0.0.1:{grpc}"
 http_listen = "127.0.0.1:{http}"
+ops_listen = "127.0.0.1:{ops}"
 api_grpc_listen = "127.0.0.1:{api_grpc}"
 registry_listen = "127.0.0.1:{registry}"
 institutions_file = "{dir}/institutions.toml"
@@ -156,6 +160,7 @@ dev_jwks_file = "{pki}/oidc-dev-jwks.json"
             owner_url: format!("{owner_base}/{database}"),
             grpc: format!("https://localhost:{grpc}"),
             http: format!("http://127.0.0.1:{http}"),
+            ops: format!("http://127.0.0.1:{ops}"),
         })
     }
 
@@ -174,7 +179,7 @@ dev_jwks_file = "{pki}/oidc-dev-jwks.json"
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            if let Ok(response) = client.get(format!("{}/readyz", self.http)).send().await
+            if let Ok(response) = client.get(format!("{}/readyz", self.ops)).send().await
                 && response.status().is_success()
             {
                 return Ok(hub);

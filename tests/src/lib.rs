@@ -98,6 +98,7 @@ impl TestHub {
             database_owner_url: Some(format!("{base}/{database}")),
             grpc_listen: "127.0.0.1:0".parse()?,
             http_listen: "127.0.0.1:0".parse()?,
+            ops_listen: "127.0.0.1:0".parse()?,
             api_grpc_listen: "127.0.0.1:0".parse()?,
             registry_listen: "127.0.0.1:0".parse()?,
             institutions_file,

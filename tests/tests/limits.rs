@@ -27,7 +27,7 @@ async fn floods_get_429_with_retry_after_and_the_journal_stays_bounded() -> anyh
     let base = format!("http://{}", hub.running.http_addr);
     let http = reqwest::Client::new();
     let pool = hub.running.pool.clone();
-    let metrics_before = http.get(format!("{base}/metrics")).send().await?.text().await?;
+    let metrics_before = http.get(format!("http://{}/metrics", hub.running.ops_addr)).send().await?.text().await?;
     assert_eq!(
         metric(&metrics_before, "passerelle_api_rate_limited_total{limit=\"unauthenticated_per_address\"}"),
         0.0,
@@ -90,7 +90,7 @@ async fn floods_get_429_with_retry_after_and_the_journal_stays_bounded() -> anyh
         http.post(format!("{base}/api/v1/personnes/recherche")).bearer_auth(token).json(&large).send().await?;
     assert_eq!(response.status(), 413, "a body over api.limits.body_bytes is refused");
 
-    let metrics_after = http.get(format!("{base}/metrics")).send().await?.text().await?;
+    let metrics_after = http.get(format!("http://{}/metrics", hub.running.ops_addr)).send().await?.text().await?;
     assert!(metric(&metrics_after, "passerelle_api_rate_limited_total{limit=\"per_agent\"}") >= 15.0);
     assert!(
         metric(&metrics_after, "passerelle_api_rate_limited_total{limit=\"unauthenticated_per_address\"}") >= 150.0
@@ -224,7 +224,7 @@ async fn institutions_over_their_limits_get_resource_exhausted_naming_the_limit(
         })
         .await;
     assert!(other.is_ok(), "another institution is not held back: {other:?}");
-    let metrics = reqwest::get(format!("http://{}/metrics", hub.running.http_addr)).await?.text().await?;
+    let metrics = reqwest::get(format!("http://{}/metrics", hub.running.ops_addr)).await?.text().await?;
     for limit in ["events_per_second", "streams_per_institution", "events_per_stream"] {
         assert!(
             metric(&metrics, &format!("passerelle_ingest_limited_total{{limit=\"{limit}\"}}")) >= 1.0,

@@ -48,13 +48,18 @@ async fn counters_move_during_a_run_and_dashboards_use_only_exported_names() -> 
     let hub = TestHub::spawn().await?;
     let http = reqwest::Client::new();
     let scrape = async || -> anyhow::Result<String> {
-        Ok(http.get(format!("http://{}/metrics", hub.running.http_addr)).send().await?.text().await?)
+        Ok(http.get(format!("http://{}/metrics", hub.running.ops_addr)).send().await?.text().await?)
     };
     let before = scrape().await?;
-    let ready = http.get(format!("http://{}/readyz", hub.running.http_addr)).send().await?;
+    let ready = http.get(format!("http://{}/readyz", hub.running.ops_addr)).send().await?;
     assert_eq!(ready.status(), 200);
     assert_eq!(ready.text().await?, "ready", "database reachable, migrations applied, broker reachable");
     assert_eq!(http.get(format!("http://{}/healthz", hub.running.http_addr)).send().await?.text().await?, "ok");
+    // Metrics and readiness are the operators': not on the public listener.
+    for path in ["/metrics", "/readyz"] {
+        let public = http.get(format!("http://{}{path}", hub.running.http_addr)).send().await?;
+        assert_eq!(public.status(), 404, "{path} is not served on the public listener");
+    }
     // The gRPC health service of the API's face (ingestion's is tested with it).
     let mut health = tonic_health::pb::health_client::HealthClient::new(hub.api_channel()?);
     let serving = health
@@ -183,7 +188,7 @@ async fn every_alert_is_tested_and_its_series_exist_from_the_start() -> anyhow::
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let metrics = http.get(format!("http://{}/metrics", hub.running.http_addr)).send().await?.text().await?;
+        let metrics = http.get(format!("http://{}/metrics", hub.running.ops_addr)).send().await?.text().await?;
         let present = |series: &str| metrics.lines().any(|line| line.starts_with(series));
         let wanted = [
             "passerelle_projector_dead_letters_total{projection=\"dossier\",reason=\"conflict\"} 0",

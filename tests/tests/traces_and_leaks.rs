@@ -117,7 +117,7 @@ async fn one_trace_from_call_to_projection_and_no_personal_data_anywhere() -> an
     );
 
     // The leak scan.
-    let metrics = http.get(format!("http://{}/metrics", hub.running.http_addr)).send().await?.text().await?;
+    let metrics = http.get(format!("http://{}/metrics", hub.running.ops_addr)).send().await?.text().await?;
     let dlq = std::process::Command::new(repo_root().join("target/debug/passerelle"))
         .arg("--config")
         .arg(hub.config_file()?)

@@ -28,8 +28,11 @@ pub struct Config {
     pub kafka: KafkaSettings,
     /// gRPC ingestion API.
     pub grpc_listen: SocketAddr,
-    /// HTTP: the API feuille de route (`/api/v1`), `/healthz`, `/readyz`, `/metrics`.
+    /// HTTP: the API feuille de route (`/api/v1`), the console, the person's space, `/healthz`.
     pub http_listen: SocketAddr,
+    /// The operators' listener: `/metrics`, `/readyz`, `/healthz`. Keep it off the public
+    /// network (it answers anyone who reaches it; it shows no personal data nor error text).
+    pub ops_listen: SocketAddr,
     /// gRPC face of the API feuille de route (TLS with the hub's server certificate; agents
     /// authenticate with their access token, not a client certificate).
     pub api_grpc_listen: SocketAddr,
@@ -171,6 +174,7 @@ impl Default for Config {
             kafka: KafkaSettings::default(),
             grpc_listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            ops_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             api_grpc_listen: SocketAddr::from(([127, 0, 0, 1], 50052)),
             registry_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             institutions_file: PathBuf::from("infra/dev/institutions.toml"),

@@ -38,6 +38,8 @@ pub struct Running {
     pub grpc_addr: SocketAddr,
     pub api_grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// The operators' listener: `/metrics`, `/readyz`, `/healthz`.
+    pub ops_addr: SocketAddr,
     /// Where agents open the web console.
     pub console_url: String,
     pub registry_addr: SocketAddr,
@@ -75,10 +77,10 @@ impl Running {
              API (REST)      http://{}/api/v1  (OpenAPI: /api/v1/openapi.json; tokens: passerelle dev token --agent UID)\n\
              API (gRPC)      https://{}  (passerelle.dossier.v1.DossierService; reflection enabled)\n\
              console         {}  (web console for agents: sign in with ProConnect; persons: /mon-espace)\n\
-             HTTP            http://{}  (/healthz, /readyz, /metrics)\n\
+             ops             http://{}  (/metrics, /readyz, /healthz: keep it off the public network)\n\
              schema registry http://{}  (Confluent read API: /subjects, /schemas/ids/{{id}})\n\
              projector       dossier read models in PostgreSQL (consumer group passerelle-projector-dossier)",
-            self.grpc_addr, self.http_addr, self.api_grpc_addr, self.console_url, self.http_addr, self.registry_addr
+            self.grpc_addr, self.http_addr, self.api_grpc_addr, self.console_url, self.ops_addr, self.registry_addr
         )
     }
 }
@@ -319,6 +321,20 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
     let http = passerelle_api::rest::router(api)
         .merge(console)
         .route("/healthz", get(|| async { "ok" }))
+        .layer(axum::extract::DefaultBodyLimit::max(config.api.limits.body_bytes))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(config.api.limits.request_seconds.max(1)),
+        ));
+    tasks.spawn(serve_http(http_listener, http, shutdown_rx.clone(), "HTTP server"));
+
+    // The operators' listener, apart from the public one: metrics and readiness.
+    let ops_listener = TcpListener::bind(config.ops_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} for the operators' endpoints (ops_listen)", config.ops_listen))?;
+    let ops_addr = ops_listener.local_addr()?;
+    let ops = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
             get(move || {
@@ -327,13 +343,8 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
                 async move { readiness(&pool, &publisher).await }
             }),
         )
-        .route("/metrics", get(|| async { passerelle_telemetry::render() }))
-        .layer(axum::extract::DefaultBodyLimit::max(config.api.limits.body_bytes))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(config.api.limits.request_seconds.max(1)),
-        ));
-    tasks.spawn(serve_http(http_listener, http, shutdown_rx.clone(), "HTTP server"));
+        .route("/metrics", get(|| async { passerelle_telemetry::render() }));
+    tasks.spawn(serve_http(ops_listener, ops, shutdown_rx.clone(), "operators' listener"));
 
     let registry_listener = TcpListener::bind(config.registry_listen).await.with_context(|| {
         format!("cannot listen on {} for the schema registry (registry_listen)", config.registry_listen)
@@ -407,6 +418,7 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
         grpc_addr,
         api_grpc_addr,
         http_addr,
+        ops_addr,
         console_url,
         registry_addr,
         pool,
@@ -575,11 +587,17 @@ async fn serve_http(
 /// Ready when the database answers and the broker's metadata can be fetched.
 /// Ready: the database answers with every migration of this build applied, and the broker
 /// answers a metadata request.
-async fn readiness(pool: &PgPool, publisher: &Arc<Publisher>) -> (StatusCode, String) {
+async fn readiness(pool: &PgPool, publisher: &Arc<Publisher>) -> (StatusCode, &'static str) {
+    // The answer names the part that is not ready, never an error's text (which may carry a
+    // host, a user or a query); the log line has the detail.
+    let not_ready = |part: &'static str, detail: String| {
+        tracing::warn!(part, detail = %detail, "not ready");
+        (StatusCode::SERVICE_UNAVAILABLE, part)
+    };
     let applied: Vec<(i64,)> =
         match sqlx::query_as("SELECT version FROM public._sqlx_migrations WHERE success").fetch_all(pool).await {
             Ok(applied) => applied,
-            Err(error) => return (StatusCode::SERVICE_UNAVAILABLE, format!("database unreachable: {error}")),
+            Err(error) => return not_ready("not ready: database unreachable", error.to_string()),
         };
     // The versions this build expects, computed once (readiness is polled).
     static EXPECTED: std::sync::OnceLock<Vec<i64>> = std::sync::OnceLock::new();
@@ -597,13 +615,13 @@ async fn readiness(pool: &PgPool, publisher: &Arc<Publisher>) -> (StatusCode, St
     let missing: Vec<i64> =
         expected.iter().copied().filter(|version| !applied.iter().any(|(v,)| v == version)).collect();
     if !missing.is_empty() {
-        return (StatusCode::SERVICE_UNAVAILABLE, format!("migrations not applied: {missing:?}"));
+        return not_ready("not ready: migrations not applied", format!("{missing:?}"));
     }
     let publisher = publisher.clone();
     let broker = tokio::task::spawn_blocking(move || publisher.broker_reachable(Duration::from_secs(2))).await;
     match broker {
-        Ok(Ok(())) => (StatusCode::OK, "ready".into()),
-        Ok(Err(error)) => (StatusCode::SERVICE_UNAVAILABLE, format!("broker unreachable: {error}")),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "broker check failed".into()),
+        Ok(Ok(())) => (StatusCode::OK, "ready"),
+        Ok(Err(error)) => not_ready("not ready: broker unreachable", error.to_string()),
+        Err(error) => not_ready("not ready: broker check failed", error.to_string()),
     }
 }
