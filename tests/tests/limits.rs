@@ -233,3 +233,36 @@ async fn institutions_over_their_limits_get_resource_exhausted_naming_the_limit(
     }
     hub.running.shutdown().await
 }
+
+/// The public listener over TLS (`http_tls`): the API and the console answer over HTTPS only,
+/// the session cookie is Secure and the pages say HSTS; the operators' listener stays apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_public_listener_serves_https_with_secure_cookies() -> anyhow::Result<()> {
+    let hub = TestHub::spawn_configured(|config| {
+        config.http_tls = Some(passerelle::config::HttpTlsConfig {
+            cert_file: config.tls.cert_file.clone(),
+            key_file: config.tls.key_file.clone(),
+        });
+    })
+    .await?;
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(hub.credentials_dir.join("ca.pem"))?)?;
+    let https =
+        reqwest::Client::builder().add_root_certificate(ca).redirect(reqwest::redirect::Policy::none()).build()?;
+    let port = hub.running.http_addr.port();
+    let health = https.get(format!("https://localhost:{port}/healthz")).send().await?;
+    assert_eq!((health.status().as_u16(), health.text().await?), (200, "ok".to_owned()));
+    let sign_in = https.get(format!("https://localhost:{port}/console/connexion")).send().await?;
+    assert_eq!(sign_in.status(), 200);
+    assert!(sign_in.headers().get("strict-transport-security").is_some(), "HSTS over HTTPS: {:?}", sign_in.headers());
+    let cookie = sign_in.headers().get("set-cookie").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    assert!(cookie.contains("passerelle_console=") && cookie.contains("Secure"), "a Secure session cookie: {cookie}");
+    let api = https.get(format!("https://localhost:{port}/api/v1/openapi.json")).send().await?;
+    assert_eq!(api.status(), 200);
+    // Plain HTTP on the same port gets no page.
+    let plain = reqwest::Client::new().get(format!("http://127.0.0.1:{port}/healthz")).send().await;
+    assert!(plain.is_err() || plain.is_ok_and(|answer| answer.status() != 200), "no plain HTTP on the TLS port");
+    // The operators' listener is plain HTTP, apart.
+    let ready = reqwest::get(format!("http://{}/readyz", hub.running.ops_addr)).await?;
+    assert_eq!(ready.status(), 200);
+    hub.running.shutdown().await
+}

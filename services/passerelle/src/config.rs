@@ -30,6 +30,9 @@ pub struct Config {
     pub grpc_listen: SocketAddr,
     /// HTTP: the API feuille de route (`/api/v1`), the console, the person's space, `/healthz`.
     pub http_listen: SocketAddr,
+    /// TLS of `http_listen` (HTTPS for the API, the console and the person's space). Unset:
+    /// plain HTTP, for a hub behind a reverse proxy that terminates TLS (docs/console.md).
+    pub http_tls: Option<HttpTlsConfig>,
     /// The operators' listener: `/metrics`, `/readyz`, `/healthz`. Keep it off the public
     /// network (it answers anyone who reaches it; it shows no personal data nor error text).
     pub ops_listen: SocketAddr,
@@ -62,6 +65,14 @@ pub struct Config {
     pub api: ApiConfig,
     /// The web console (served on `http_listen`).
     pub web: passerelle_web::WebConfig,
+}
+
+/// The certificate (PEM, the chain from the leaf) and key (PEM, PKCS#8, SEC1 or PKCS#1) of the
+/// HTTPS listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HttpTlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 /// The gRPC ingestion API.
@@ -174,6 +185,7 @@ impl Default for Config {
             kafka: KafkaSettings::default(),
             grpc_listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            http_tls: None,
             ops_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             api_grpc_listen: SocketAddr::from(([127, 0, 0, 1], 50052)),
             registry_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),

@@ -316,7 +316,12 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
             .await
             .context("API gRPC server")
     });
-    let console = passerelle_web::router(&config.web, http_addr, api.clone(), api_pool.clone(), Some(hub.clone()))
+    // Served over TLS, the console's own address is https (redirect URIs, Secure cookies, HSTS).
+    let mut web = config.web.clone();
+    if config.http_tls.is_some() && web.public_url.is_none() {
+        web.public_url = Some(format!("https://{http_addr}"));
+    }
+    let console = passerelle_web::router(&web, http_addr, api.clone(), api_pool.clone(), Some(hub.clone()))
         .map_err(|e| anyhow::anyhow!("web console: {e}"))?;
     let http = passerelle_api::rest::router(api)
         .merge(console)
@@ -326,7 +331,10 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(config.api.limits.request_seconds.max(1)),
         ));
-    tasks.spawn(serve_http(http_listener, http, shutdown_rx.clone(), "HTTP server"));
+    match &config.http_tls {
+        None => tasks.spawn(serve_http(http_listener, http, shutdown_rx.clone(), "HTTP server")),
+        Some(tls) => tasks.spawn(serve_https(http_listener, http, https_config(tls)?, shutdown_rx.clone())),
+    };
 
     // The operators' listener, apart from the public one: metrics and readiness.
     let ops_listener = TcpListener::bind(config.ops_listen)
@@ -412,7 +420,12 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
 
     let console_url = format!(
         "{}/console",
-        config.web.public_url.clone().unwrap_or_else(|| format!("http://{http_addr}")).trim_end_matches('/')
+        config
+            .web
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("{}://{http_addr}", if config.http_tls.is_some() { "https" } else { "http" }))
+            .trim_end_matches('/')
     );
     Ok(Running {
         grpc_addr,
@@ -582,6 +595,49 @@ async fn serve_http(
         })
         .await
         .context(name)
+}
+
+/// The HTTPS listener's TLS: the certificate chain and key of `http_tls`, TLS 1.2 and 1.3 with
+/// rustls' safe defaults (ring), HTTP/2 and HTTP/1.1 by ALPN.
+fn https_config(tls: &config::HttpTlsConfig) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let certificates = CertificateDer::pem_file_iter(&tls.cert_file)
+        .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
+        .with_context(|| {
+            format!("cannot read the HTTPS certificate chain {} (http_tls.cert_file)", tls.cert_file.display())
+        })?;
+    anyhow::ensure!(!certificates.is_empty(), "no certificate in {} (http_tls.cert_file)", tls.cert_file.display());
+    let key = PrivateKeyDer::from_pem_file(&tls.key_file)
+        .with_context(|| format!("cannot read the HTTPS key {} (http_tls.key_file)", tls.key_file.display()))?;
+    let mut server = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .context("TLS versions of the HTTPS listener")?
+        .with_no_client_auth()
+        .with_single_cert(certificates, key)
+        .context("the HTTPS certificate and key do not go together (http_tls)")?;
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(server))
+}
+
+/// Serves `router` over TLS on `listener` until the shutdown, then lets requests in flight end
+/// (10 s at most).
+async fn serve_https(
+    listener: TcpListener,
+    router: Router,
+    tls: Arc<rustls::ServerConfig>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let handle = axum_server::Handle::new();
+    let stopping = handle.clone();
+    tokio::spawn(async move {
+        drop(shutdown.wait_for(|stop| *stop).await);
+        stopping.graceful_shutdown(Some(Duration::from_secs(10)));
+    });
+    axum_server::from_tcp_rustls(listener.into_std()?, axum_server::tls_rustls::RustlsConfig::from_config(tls))?
+        .handle(handle)
+        .serve(router.into_make_service_with_connect_info::<SocketAddr>())
+        .await
+        .context("HTTPS server")
 }
 
 /// Ready when the database answers and the broker's metadata can be fetched.
