@@ -266,3 +266,60 @@ async fn the_public_listener_serves_https_with_secure_cookies() -> anyhow::Resul
     assert_eq!(ready.status(), 200);
     hub.running.shutdown().await
 }
+
+/// Behind a reverse proxy the hub trusts (`api.trusted_proxies`), each client has its own bucket
+/// of anonymous calls, read from `X-Forwarded-For`; from an untrusted peer the header changes
+/// nothing (a flooder cannot pose as many clients).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_behind_a_trusted_proxy_are_limited_one_by_one() -> anyhow::Result<()> {
+    let hub = TestHub::spawn_configured(|config| {
+        config.api.limits.unauthenticated_per_second = 1;
+        config.api.limits.unauthenticated_burst = 3;
+        config.api.trusted_proxies = vec!["127.0.0.1".parse().expect("ip")];
+    })
+    .await?;
+    let base = format!("http://{}", hub.running.http_addr);
+    let http = reqwest::Client::new();
+    let call = async |client: &str| -> anyhow::Result<u16> {
+        Ok(http
+            .get(format!("{base}/api/v1/dossiers/{}", uuid::Uuid::new_v4()))
+            .header("X-Forwarded-For", format!("198.51.100.250, {client}"))
+            .header("X-Motif-Acces", "orientation")
+            .send()
+            .await?
+            .status()
+            .as_u16())
+    };
+    let mut first = Vec::new();
+    for _ in 0..6 {
+        first.push(call("203.0.113.1").await?);
+    }
+    assert_eq!(first.iter().filter(|s| **s == 429).count(), 3, "one client over its burst: {first:?}");
+    assert_eq!(call("203.0.113.2").await?, 401, "another client behind the same proxy has its own bucket");
+    hub.running.shutdown().await?;
+
+    // Nothing trusted: the header is the caller's own words, one bucket for the peer.
+    let hub = TestHub::spawn_configured(|config| {
+        config.api.limits.unauthenticated_per_second = 1;
+        config.api.limits.unauthenticated_burst = 3;
+    })
+    .await?;
+    let base = format!("http://{}", hub.running.http_addr);
+    let mut statuses = Vec::new();
+    for index in 0..6 {
+        statuses.push(
+            http.get(format!("{base}/api/v1/dossiers/{}", uuid::Uuid::new_v4()))
+                .header("X-Forwarded-For", format!("203.0.113.{index}"))
+                .send()
+                .await?
+                .status()
+                .as_u16(),
+        );
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        3,
+        "forged addresses share the peer's bucket: {statuses:?}"
+    );
+    hub.running.shutdown().await
+}

@@ -127,6 +127,51 @@ impl Limiters {
     }
 }
 
+/// The client's address when the hub sits behind reverse proxies it trusts: a request from one
+/// of `trusted` names, in `X-Forwarded-For`, the addresses it went through, each proxy appending
+/// the one it received it from; the client is the rightmost that is not itself a trusted proxy.
+/// From any other peer the header is ignored (anyone can write it), as it is when nothing is
+/// trusted.
+pub fn client_address(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpAddr]) -> IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let Some(header) = forwarded_for else { return peer };
+    let mut client = peer;
+    for hop in header.rsplit(',') {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(address) => {
+                client = address;
+                if !trusted.contains(&address) {
+                    break;
+                }
+            }
+            // A hop that is not an address: the chain cannot be followed further.
+            Err(_) => break,
+        }
+    }
+    client
+}
+
+/// Replaces the connection's address (`ConnectInfo`) with the client's behind trusted proxies
+/// ([`client_address`]), for every handler after it.
+pub async fn behind_proxies(
+    axum::extract::State(trusted): axum::extract::State<Arc<[IpAddr]>>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if let Some(axum::extract::ConnectInfo(peer)) =
+        request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().copied()
+    {
+        let forwarded = request.headers().get("x-forwarded-for").and_then(|value| value.to_str().ok());
+        let client = client_address(peer.ip(), forwarded, &trusted);
+        if client != peer.ip() {
+            request.extensions_mut().insert(axum::extract::ConnectInfo(std::net::SocketAddr::new(client, 0)));
+        }
+    }
+    next.run(request).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,5 +208,20 @@ mod tests {
         assert!(limiters.unauthenticated(Some(a)).is_ok());
         assert!(limiters.unauthenticated(Some(b)).is_ok());
         assert!(limiters.unauthenticated(Some(a)).is_err());
+    }
+
+    #[test]
+    fn the_client_behind_trusted_proxies_is_the_rightmost_untrusted_hop() {
+        let proxy: IpAddr = "10.0.0.1".parse().expect("ip");
+        let inner: IpAddr = "10.0.0.2".parse().expect("ip");
+        let client: IpAddr = "203.0.113.7".parse().expect("ip");
+        let trusted = [proxy, inner];
+        assert_eq!(client_address(proxy, Some("198.51.100.9, 203.0.113.7, 10.0.0.2"), &trusted), client);
+        assert_eq!(client_address(proxy, Some("203.0.113.7"), &trusted), client);
+        assert_eq!(client_address(proxy, None, &trusted), proxy, "no header: the proxy is the client");
+        assert_eq!(client_address(proxy, Some("garbage"), &trusted), proxy);
+        // From anyone else the header is the caller's own words: ignored.
+        assert_eq!(client_address(client, Some("198.51.100.9"), &trusted), client);
+        assert_eq!(client_address(proxy, Some("198.51.100.9"), &[]), proxy, "nothing trusted: ignored");
     }
 }

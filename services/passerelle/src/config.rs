@@ -95,6 +95,9 @@ pub struct ApiConfig {
     pub audience: String,
     /// Rate limits per agent and per address, body size and request time.
     pub limits: passerelle_api::limits::LimitsConfig,
+    /// Reverse proxies in front of `http_listen` (their addresses): from them only, the client's
+    /// address is read from `X-Forwarded-For` for the per-address limit of anonymous calls.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Connections of the API's and the console's own pool (separate from ingestion's and the
     /// projector's, so that reads cannot starve the writes).
     pub pool_size: u32,
@@ -108,6 +111,7 @@ impl Default for ApiConfig {
             issuer: DEV_ISSUER.into(),
             audience: "passerelle".into(),
             limits: passerelle_api::limits::LimitsConfig::default(),
+            trusted_proxies: Vec::new(),
             pool_size: 8,
         }
     }

@@ -326,6 +326,10 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
     let http = passerelle_api::rest::router(api)
         .merge(console)
         .route("/healthz", get(|| async { "ok" }))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::<[std::net::IpAddr]>::from(config.api.trusted_proxies.as_slice()),
+            passerelle_api::limits::behind_proxies,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(config.api.limits.body_bytes))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
