@@ -116,7 +116,10 @@ class Run:
         page.goto(f"{self.base}/console/recherche")
         page.click(f"label[for=motif-{purpose}]")
         page.fill("#nir", nir)
-        page.click("#bouton-rechercher")
+        # Wait for the answer's page itself: right after the click, the search page is still
+        # the loaded one, and reading it then would compare the form with itself.
+        with page.expect_navigation():
+            page.click("#bouton-rechercher")
         page.wait_for_load_state()
 
     def main_html(self, page):
@@ -195,13 +198,13 @@ def run(base, martin, screenshots, theme, waiting):
                 expect(total >= 4, f"the timeline lists the dossier's events ({total})")
                 session.audit(page, "historique")
                 page.select_option("#source", "allocataire")
-                page.click("#filtres-historique button[type=submit]")
-                page.wait_for_load_state()
+                with page.expect_navigation():
+                    page.click("#filtres-historique button[type=submit]")
                 sources = set(page.locator("#table-historique tbody tr td:nth-child(2)").all_inner_texts())
                 expect(sources == {"CAF / MSA"}, f"the source filter keeps only CAF facts ({sources})")
                 page.fill("#depuis", "2030-01-01")
-                page.click("#filtres-historique button[type=submit]")
-                page.wait_for_load_state()
+                with page.expect_navigation():
+                    page.click("#filtres-historique button[type=submit]")
                 expect(page.locator("#table-historique tbody tr").count() == 0, "the period filter applies")
 
                 # A form without, or with a forged, CSRF token is refused.
@@ -255,20 +258,20 @@ def run(base, martin, screenshots, theme, waiting):
                        f"the counter opens its queue: the {in_queue} SDD persons not oriented for 30 days")
                 expect(page.locator("#table-file tbody tr").count() == 20, "the queue shows 20 persons a page")
                 session.audit(page, "file")
-                page.click(".fr-pagination__link--next")
-                page.wait_for_load_state()
+                with page.expect_navigation():
+                    page.click(".fr-pagination__link--next")
                 expect(page.locator("#table-file tbody tr").count() == in_queue - 20 and "page=2" in page.url,
                        "the next page shows the rest")
                 everything = page.request.get(base + page.locator("#lien-export").get_attribute("href")).body()
                 expect(everything.count(b"\r\n") == in_queue + 1, "the export without filters holds the whole queue")
                 page.fill("#commune", "52448")
-                page.click("#filtres-file button[type=submit]")
-                page.wait_for_load_state()
+                with page.expect_navigation():
+                    page.click("#filtres-file button[type=submit]")
                 expect(page.locator("#table-file tbody tr").count() == 0 and "commune=52448" in page.url,
                        "the commune filter narrows the queue, and stays in the URL")
                 page.fill("#commune", "52121")
-                page.click("#filtres-file button[type=submit]")
-                page.wait_for_load_state()
+                with page.expect_navigation():
+                    page.click("#filtres-file button[type=submit]")
                 rows = page.locator("#table-file tbody tr")
                 expect(rows.count() == 1 and "DURAND" in rows.first.inner_text(), "the person's commune keeps them")
                 export = page.request.get(base + page.locator("#lien-export").get_attribute("href"))
@@ -303,6 +306,9 @@ def run(base, martin, screenshots, theme, waiting):
         session.search(page, "orientation", NIR_UNKNOWN)
         missing = session.main_html(page)
         expect("Aucun dossier accessible" in existing, "an agent of another territory finds no dossier")
+        if existing != missing:
+            import difflib
+            print("\n".join(difflib.unified_diff(existing.splitlines(), missing.splitlines(), "out of reach", "unknown", lineterm="")))
         expect(existing == missing, "the page for a person out of reach is the page for a person who does not exist")
         session.audit(page, "recherche-sans-resultat")
         page.goto(f"{base}/console/dossiers/{martin}?motif=orientation")
@@ -327,8 +333,8 @@ def run(base, martin, screenshots, theme, waiting):
                "the DPO cannot open a dossier")
         page.goto(f"{base}/console/journal")
         page.fill("#personne", martin)
-        page.click("#bouton-journal")
-        page.wait_for_load_state()
+        with page.expect_navigation():
+            page.click("#bouton-journal")
         journal = page.inner_text("#table-journal")
         expect("cd52.orientation" in journal and "Console" in journal and "Orientation" in journal,
                "the DPO finds the orientation agent's console reads of the dossier, with their purpose")
@@ -336,8 +342,8 @@ def run(base, martin, screenshots, theme, waiting):
         session.audit(page, "journal")
         page.select_option("#resultat", "refused")
         page.fill("#personne", "")
-        page.click("#bouton-journal")
-        page.wait_for_load_state()
+        with page.expect_navigation():
+            page.click("#bouton-journal")
         expect("Refusé" in page.inner_text("#table-journal"), "the outcome filter finds the refusals")
         export = page.request.get(base + page.locator("#export-journal").get_attribute("href"))
         expect(export.status == 200 and export.body().startswith("\ufeff".encode()) and b"date;canal;action" in export.body(),

@@ -72,8 +72,8 @@ def run(base, martin, durand, screenshots):
                 audit(page, "espace-connexion")
             page.click("button.fr-connect")
             page.wait_for_url(re.compile(r".*/dev-franceconnect/authorize.*"))
-            page.click(f"button[name=agent][value^='{family}|{given}|']")
-            page.wait_for_load_state()
+            with page.expect_navigation():
+                page.click(f"button[name=agent][value^='{family}|{given}|']")
             return context, page
 
         # Paul Martin signs in and reads his dossier.

