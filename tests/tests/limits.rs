@@ -120,7 +120,13 @@ async fn institutions_over_their_limits_get_resource_exhausted_naming_the_limit(
     let event = |index: usize, fact: Fact| AllocataireEvent {
         event_id: format!("limits-{index}"),
         occurred_at: "2026-09-01T09:00:00+02:00".into(),
-        person: passerelle::demo::person(&format!("1800552060{:03}", index % 1000), "", "LIMITE", "Alex", "1980-05-01"),
+        person: passerelle::demo::person(
+            &format!("1800552060{:03}", 100 + index % 800),
+            "",
+            "LIMITE",
+            "Alex",
+            "1980-05-01",
+        ),
         household: Some(Household {
             organisme: "521".into(),
             matricule: format!("{}", 5_000_000 + index),
@@ -171,7 +177,11 @@ async fn institutions_over_their_limits_get_resource_exhausted_naming_the_limit(
         }
     };
     assert_eq!(answered.len(), 10, "the events within the allowance are answered");
-    assert!(answered.iter().all(|reply| reply.status == batch_reply::Status::Accepted as i32));
+    assert!(
+        answered.iter().all(|reply| reply.status == batch_reply::Status::Accepted as i32),
+        "{:?}",
+        answered.iter().map(|reply| (&reply.event_id, reply.status, &reply.message)).collect::<Vec<_>>()
+    );
     let ended = ended.expect("the stream ends with a status");
     assert_eq!(ended.code(), tonic::Code::ResourceExhausted);
     assert!(ended.message().contains("limit events_per_stream"), "{}", ended.message());

@@ -438,3 +438,88 @@ async fn a_dead_letter_is_replayed_once_its_cause_is_fixed_and_the_dossier_is_co
     assert!(passerelle_projector::dlq::list(&pool, false).await?.is_empty());
     hub.running.shutdown().await
 }
+
+/// Two workers refold one household at once: its members' keys sit in different partitions, so
+/// each worker holds one member's event. Worker A applies Legrand's right opening and holds its
+/// transaction open, refolds done; worker B applies his spouse's suspension meanwhile. Without
+/// locks, B folds the household without A's uncommitted event, A without B's, and the last to
+/// commit wins: the household ends "opened" though it was suspended after. With them, B waits
+/// for A and folds both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_refolding_one_household_at_once_lose_neither_event() -> anyhow::Result<()> {
+    let hub = TestHub::spawn_without_projector().await?;
+    let mut client = AllocataireIngestClient::new(hub.channel_as("caf-521").await?);
+    client.publish(caf("race-1", "2026-09-01T09:00:00+02:00", legrand(), "DEM", right_opened())).await?;
+    let suspended = proto::allocataire_event::Fact::RightSuspended(proto::RsaRightSuspended {
+        scope: "PAYMENT".into(),
+        motif: "06".into(),
+        date_suspension: "2026-09-02".into(),
+    });
+    client.publish(caf("race-2", "2026-09-02T09:00:00+02:00", fontaine(), "CJT", suspended)).await?;
+    let topic = hub.running.topics.topic(passerelle_domain::event::Family::Allocataire);
+    let records: Vec<passerelle_projector::apply::Record> =
+        passerelle_e2e::topics::read_all(&hub.config.kafka.bootstrap_servers, &topic)?
+            .into_iter()
+            .map(|record| passerelle_projector::apply::Record {
+                topic: topic.clone(),
+                partition: record.partition,
+                offset: record.offset,
+                key: Some(record.key),
+                value: Some(record.value),
+                timestamp_ms: None,
+                traceparent: None,
+            })
+            .collect();
+    let of = |event_id: &str| {
+        records
+            .iter()
+            .find(|record| {
+                record.value.as_deref().and_then(passerelle_e2e::topics::event_id_of).as_deref() == Some(event_id)
+            })
+            .cloned()
+            .expect("the record is on the log")
+    };
+    let (opening, suspension) = (of("race-1"), of("race-2"));
+    let pool = hub.running.pool.clone();
+    let registry = || passerelle_eventlog::registry::Registry::new(pool.clone(), hub.running.topics.clone());
+
+    // Worker A stops right before its commit until told to go on.
+    let (held_tx, held_rx) = tokio::sync::oneshot::channel::<()>();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Some((held_tx, go_rx))));
+    let worker_a = passerelle::dossier_applier(registry(), &hub.running.topics).holding_before_commit(
+        std::sync::Arc::new(move || {
+            let pair = held.lock().ok().and_then(|mut slot| slot.take());
+            Box::pin(async move {
+                if let Some((held_tx, go_rx)) = pair {
+                    drop(held_tx.send(()));
+                    drop(go_rx.await);
+                }
+            })
+        }),
+    );
+    let a_pool = pool.clone();
+    let a = tokio::spawn(async move { worker_a.replay(&a_pool, &[opening]).await });
+    held_rx.await?;
+    let worker_b = passerelle::dossier_applier(registry(), &hub.running.topics);
+    let b_pool = pool.clone();
+    let mut b = tokio::spawn(async move { worker_b.replay(&b_pool, &[suspension]).await });
+    let early = tokio::time::timeout(Duration::from_secs(2), &mut b).await;
+    let b_waited = early.is_err();
+    drop(go_tx.send(()));
+    a.await??;
+    match early {
+        Ok(finished) => drop(finished??),
+        Err(_) => drop(b.await??),
+    }
+    let key = hub.subject_keys().nir(&Nir::parse(NIR_LEGRAND)?).as_str().to_owned();
+    let person = passerelle_readmodel::person_of_subject(&pool, &key).await?.expect("projected");
+    let dossier = passerelle_readmodel::dossier(&pool, person).await?.expect("a dossier");
+    assert_eq!(
+        dossier.right_state.as_deref(),
+        Some("4"),
+        "the household folds both events: opened on the 1st, payment suspended on the 2nd"
+    );
+    assert!(b_waited, "worker B waited for worker A's refold of the same household");
+    hub.running.shutdown().await
+}

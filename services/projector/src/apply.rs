@@ -82,17 +82,30 @@ pub struct Outcome {
     pub last_timestamps: BTreeMap<(String, i32), i64>,
 }
 
+/// What a test runs right before a batch commits (to hold a transaction open).
+pub type Hold =
+    std::sync::Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
+
 /// Applies batches for one projection.
 pub struct Applier {
     pub projection: String,
     registry: Registry,
     families: HashMap<String, Family>,
     identity_topic: Option<String>,
+    hold_before_commit: Option<Hold>,
 }
 
 impl Applier {
     pub fn new(projection: impl Into<String>, registry: Registry, families: HashMap<String, Family>) -> Self {
-        Self { projection: projection.into(), registry, families, identity_topic: None }
+        Self { projection: projection.into(), registry, families, identity_topic: None, hold_before_commit: None }
+    }
+
+    /// For the concurrency tests only: runs `hold` with each batch's transaction open, its
+    /// refolds done, right before it commits.
+    #[doc(hidden)]
+    pub fn holding_before_commit(mut self, hold: Hold) -> Self {
+        self.hold_before_commit = Some(hold);
+        self
     }
 
     /// Also applies the human identity decisions published on `topic`.
@@ -378,6 +391,9 @@ impl Applier {
         }
         touched_persons.sort();
         touched_persons.dedup();
+        touched_households.sort();
+        touched_households.dedup();
+        batch::lock_for_refold(&mut tx, &touched_persons, &touched_households).await?;
         // Persons first (a household refold updates their dossiers), then each household once.
         touched_households.extend(batch::refold_persons(&mut tx, &touched_persons).await?);
         touched_households.sort();
@@ -394,6 +410,9 @@ impl Applier {
             .bind(offset)
             .execute(&mut *tx)
             .await?;
+        }
+        if let Some(hold) = &self.hold_before_commit {
+            hold().await;
         }
         tx.commit().await?;
         for record in records {
@@ -655,7 +674,7 @@ async fn resolve_identity(
     }
     names.sort_by(|a, b| passerelle_readmodel::key_strength(a).cmp(&passerelle_readmodel::key_strength(b)));
     names.dedup();
-    let links = links_of(tx, &names).await?;
+    let mut links = links_of(tx, &names).await?;
     let mut pins: HashMap<String, Uuid> = HashMap::new();
     for (key, owner_key) in sqlx::query_as::<_, (String, String)>(
         "SELECT subject_key, owner_key FROM identity_pins WHERE subject_key = ANY($1)",
@@ -675,12 +694,25 @@ async fn resolve_identity(
     for key in &names {
         if !links.contains_key(*key) {
             let owner = pins.get(*key).copied().unwrap_or(target);
-            sqlx::query("INSERT INTO subject_links (subject_key, person_id, via_event) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-                .bind(key)
-                .bind(owner)
-                .bind(&via)
-                .execute(&mut **tx)
-                .await?;
+            let inserted: Option<String> = sqlx::query_scalar(
+                "INSERT INTO subject_links (subject_key, person_id, via_event) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING RETURNING subject_key",
+            )
+            .bind(key)
+            .bind(owner)
+            .bind(&via)
+            .fetch_optional(&mut **tx)
+            .await?;
+            if inserted.is_none() {
+                // Another worker linked the key meanwhile (its event sits in another partition):
+                // its link counts as one read before, and becomes a merge or a contest below,
+                // never a silent split of one person in two.
+                let holder: Uuid = sqlx::query_scalar("SELECT person_id FROM subject_links WHERE subject_key = $1")
+                    .bind(key)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                links.insert((*key).to_owned(), holder);
+            }
         }
     }
     let mut touched = Vec::new();

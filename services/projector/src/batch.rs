@@ -139,15 +139,20 @@ impl Pending {
                 persons.push(person);
                 vias.push(via);
             }
-            sqlx::query(
+            let wanted = keys.len();
+            let inserted: Vec<String> = sqlx::query_scalar(
                 "INSERT INTO subject_links (subject_key, person_id, via_event)
-                 SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[]) ON CONFLICT DO NOTHING",
+                 SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[]) ON CONFLICT DO NOTHING RETURNING subject_key",
             )
             .bind(keys)
             .bind(persons)
             .bind(vias)
-            .execute(&mut **tx)
+            .fetch_all(&mut **tx)
             .await?;
+            if inserted.len() != wanted {
+                // A key this batch saw unlinked was linked by another worker meanwhile.
+                return Err(Error::LinkedMeanwhile);
+            }
         }
         if !self.events.is_empty() {
             let rows: Vec<EventRow> = self.events.drain(..).collect();
@@ -278,6 +283,47 @@ pub async fn record_applied(
 
 /// Folds the dossiers of `persons` again in bulk; returns their households, whose right state
 /// the caller folds next.
+/// Serialises the refolds of the same persons and households by concurrent workers: a
+/// household's members (and a person's keys) may sit in different partitions, so two workers
+/// can refold one household at once, each without the other's uncommitted event, and the later
+/// write would win. Before refolding, a batch takes a transaction-scoped advisory lock on every
+/// household it may refold (those of its events and of its persons' events), then on every
+/// person, each set in sorted order: one global order, so two batches never wait on each other
+/// in a cycle; and every dossier or household row is written only under these locks. A worker
+/// that waits reads, once it has the locks, what the other committed.
+pub async fn lock_for_refold(
+    tx: &mut Transaction<'_, Postgres>,
+    persons: &[Uuid],
+    households: &[String],
+) -> Result<(), Error> {
+    let mut all_households: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT household_key FROM person_events WHERE person_id = ANY($1) AND household_key IS NOT NULL",
+    )
+    .bind(persons)
+    .fetch_all(&mut **tx)
+    .await?;
+    all_households.extend(households.iter().cloned());
+    all_households.sort();
+    all_households.dedup();
+    let mut persons: Vec<Uuid> = persons.to_vec();
+    persons.sort();
+    persons.dedup();
+    let keys: Vec<String> =
+        all_households.into_iter().chain(persons.iter().map(|person| format!("person:{person}"))).collect();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    // Volatile functions of the select list run after the ORDER BY: the locks are taken in
+    // the array's order.
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtextextended(key, 7301)) FROM unnest($1::text[]) WITH ORDINALITY AS k(key, n) ORDER BY n",
+    )
+    .bind(&keys)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 pub async fn refold_persons(tx: &mut Transaction<'_, Postgres>, persons: &[Uuid]) -> Result<Vec<String>, Error> {
     if persons.is_empty() {
         return Ok(Vec::new());

@@ -238,6 +238,13 @@ async fn apply_with_retry(
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
+            Err(Error::LinkedMeanwhile) => {
+                tracing::info!("a key was linked by another worker meanwhile: the batch is applied again");
+                if *shutdown.borrow() {
+                    return Err(Error::LinkedMeanwhile);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             Err(other) => return Err(other),
         }
     }

@@ -25,4 +25,9 @@ pub enum Error {
     /// the consumer must seek back to these (topic, partition, next offset) positions.
     #[error("records between the stored offsets and the batch are missing from the read models")]
     Gap(Vec<(String, i32, i64)>),
+    /// Another worker linked a key this batch was linking, between the batch's read and its
+    /// insert: nothing was applied; applied again, the batch sees that link and resolves the
+    /// identity in full (a merge or a contest, never a silent split).
+    #[error("a subject key was linked by another worker meanwhile; the batch is applied again")]
+    LinkedMeanwhile,
 }

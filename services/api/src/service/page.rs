@@ -1,10 +1,11 @@
 //! Pages of the long answers (a dossier's timeline, the journal): at most `limite` items, then a
-//! `suivant` cursor to ask for the next ones. A cursor is an opaque position (instants and a
-//! short digest, URL-safe base64), never an event id or a personal datum; one that does not
-//! decode is a 400 naming `curseur`. Positions are keys, not offsets: an item arriving between
-//! two pages shifts nothing.
+//! `suivant` cursor to ask for the next ones. A cursor is a position (instants in microseconds,
+//! and a journal row's number or a short digest of a timeline event), never an event id or a
+//! personal datum; callers pass it back as it came. Its form is a pattern of the OpenAPI
+//! document, and any value of that form is a position (a page that starts there); anything else
+//! is a 400 naming `curseur`. Positions are keys, not offsets: an item arriving between two
+//! pages shifts nothing.
 
-use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
 use sha2::Digest as _;
 
@@ -58,14 +59,12 @@ pub(crate) trait Position: Sized + Ord {
     fn decode(raw: &str) -> Option<Self>;
 }
 
-fn text_of(raw: &str) -> Option<String> {
-    if raw.len() > 200 {
+/// Microseconds since 1970 (negative before), at most 15 digits: within chrono's range.
+fn instant(micros: &str) -> Option<DateTime<Utc>> {
+    let digits = micros.strip_prefix('-').unwrap_or(micros);
+    if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    String::from_utf8(URL_SAFE_NO_PAD.decode(raw).ok()?).ok()
-}
-
-fn instant(micros: &str) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp_micros(micros.parse().ok()?)
 }
 
@@ -77,16 +76,17 @@ pub(crate) struct JournalPosition {
 }
 
 impl Position for JournalPosition {
+    /// `j<at>.<entry_id>` (OpenAPI: `^j-?[0-9]{1,15}\.[0-9]{1,18}$`).
     fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!("j:{}:{}", self.at.timestamp_micros(), self.entry_id))
+        format!("j{}.{}", self.at.timestamp_micros(), self.entry_id)
     }
 
     fn decode(raw: &str) -> Option<Self> {
-        let text = text_of(raw)?;
-        let mut parts = text.strip_prefix("j:")?.split(':');
-        let at = instant(parts.next()?)?;
-        let entry_id = parts.next()?.parse().ok()?;
-        parts.next().is_none().then_some(Self { at, entry_id })
+        let (at, entry_id) = raw.strip_prefix('j')?.split_once('.')?;
+        if entry_id.is_empty() || entry_id.len() > 18 || !entry_id.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(Self { at: instant(at)?, entry_id: entry_id.parse().ok()? })
     }
 }
 
@@ -115,22 +115,17 @@ impl TimelinePosition {
 }
 
 impl Position for TimelinePosition {
+    /// `h<occurred>.<recorded>.<digest>` (OpenAPI: `^h-?[0-9]{1,15}\.-?[0-9]{1,15}\.[0-9a-f]{16}$`).
     fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!(
-            "h:{}:{}:{}",
-            self.occurred_at.timestamp_micros(),
-            self.recorded_at.timestamp_micros(),
-            self.digest
-        ))
+        format!("h{}.{}.{}", self.occurred_at.timestamp_micros(), self.recorded_at.timestamp_micros(), self.digest)
     }
 
     fn decode(raw: &str) -> Option<Self> {
-        let text = text_of(raw)?;
-        let mut parts = text.strip_prefix("h:")?.split(':');
+        let mut parts = raw.strip_prefix('h')?.split('.');
         let occurred_at = instant(parts.next()?)?;
         let recorded_at = instant(parts.next()?)?;
         let digest = parts.next()?.to_owned();
-        let valid = digest.len() == 16 && digest.bytes().all(|b| b.is_ascii_hexdigit());
+        let valid = digest.len() == 16 && digest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
         (valid && parts.next().is_none()).then_some(Self { occurred_at, recorded_at, digest })
     }
 }
@@ -147,7 +142,7 @@ mod tests {
         };
         let query = PageQuery { limite: Some("10".into()), curseur: Some(position.encode()) };
         assert_eq!(query.checked::<JournalPosition>(100, 500).ok(), Some(Page { limit: 10, after: Some(position) }));
-        for bad in ["", "x", "bm90IGEgY3Vyc29y", &URL_SAFE_NO_PAD.encode("j:1:2:3")] {
+        for bad in ["", "x", "bm90IGEgY3Vyc29y", "j1.2.3", "j1", "j1234567890123456.1", "jx.1"] {
             let query = PageQuery { limite: None, curseur: Some(bad.into()) };
             assert!(
                 matches!(
