@@ -492,7 +492,7 @@ async fn two_workers_refolding_one_household_at_once_lose_neither_event() -> any
             let pair = held.lock().ok().and_then(|mut slot| slot.take());
             Box::pin(async move {
                 if let Some((held_tx, go_rx)) = pair {
-                    drop(held_tx.send(()));
+                    held_tx.send(()).ok();
                     drop(go_rx.await);
                 }
             })
@@ -506,7 +506,7 @@ async fn two_workers_refolding_one_household_at_once_lose_neither_event() -> any
     let mut b = tokio::spawn(async move { worker_b.replay(&b_pool, &[suspension]).await });
     let early = tokio::time::timeout(Duration::from_secs(2), &mut b).await;
     let b_waited = early.is_err();
-    drop(go_tx.send(()));
+    go_tx.send(()).ok();
     a.await??;
     match early {
         Ok(finished) => drop(finished??),
