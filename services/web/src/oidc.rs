@@ -61,7 +61,7 @@ impl AdditionalClaims for AnyClaims {}
 
 /// FranceConnect's claims of the identité pivot beyond the standard ones (`given_name`,
 /// `family_name`, `birthdate`, `gender` are standard).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct PersonClaims {
     #[serde(default)]
     pub birthplace: Option<String>,
@@ -71,6 +71,17 @@ pub struct PersonClaims {
     pub preferred_username: Option<String>,
 }
 impl AdditionalClaims for PersonClaims {}
+
+/// Names the claims present, never their values (a place of birth is personal).
+impl std::fmt::Debug for PersonClaims {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PersonClaims")
+            .field("birthplace", &self.birthplace.is_some())
+            .field("birthcountry", &self.birthcountry.is_some())
+            .field("preferred_username", &self.preferred_username.is_some())
+            .finish()
+    }
+}
 
 /// ProConnect's claims beyond the standard ones (`given_name`, `email` are standard).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -112,13 +123,20 @@ const SIGNING_ALGORITHMS: [CoreJwsSigningAlgorithm; 2] =
 
 /// A verified sign-in: the standard claims (as JSON: `given_name`, `family_name`, `birthdate`,
 /// `gender`, `email`…), the provider's own, and the id_token for logout.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Verified<C> {
     pub issuer: String,
     pub subject: String,
     pub standard: serde_json::Value,
     pub claims: C,
     pub id_token: String,
+}
+
+/// The issuer and subject only: the claims are personal, the id_token a credential.
+impl<C> std::fmt::Debug for Verified<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verified").field("issuer", &self.issuer).field("subject", &self.subject).finish_non_exhaustive()
+    }
 }
 
 impl<C> Verified<C> {

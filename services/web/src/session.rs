@@ -111,8 +111,9 @@ const LOGOUT: &str = "logout";
 const CSRF: &str = "csrf";
 
 /// An agent signed in: who (verified claims), their names for the header, when (for the
-/// absolute lifetime), and the id_token to end the session at the provider.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// absolute lifetime), and the id_token to end the session at the provider. `Debug` leaves out
+/// the names and the token.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct SignedIn {
     pub agent: SignedInAgent,
     pub given_name: String,
@@ -123,12 +124,25 @@ pub struct SignedIn {
 
 /// A person signed in to their space: the hub's id of their dossier (found from the identité
 /// pivot at sign-in), their given name for the header, when, and the id_token for logout.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `Debug` leaves out the name and the token.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct PersonSignedIn {
     pub person_id: uuid::Uuid,
     pub given_name: String,
     pub at: DateTime<Utc>,
     pub id_token: String,
+}
+
+impl std::fmt::Debug for SignedIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedIn").field("agent", &self.agent).field("at", &self.at).finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for PersonSignedIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PersonSignedIn").field("person_id", &self.person_id).field("at", &self.at).finish_non_exhaustive()
+    }
 }
 
 pub async fn person(session: &Session) -> Result<Option<PersonSignedIn>, SessionError> {
