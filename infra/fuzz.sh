@@ -2,8 +2,8 @@
 # Fuzzes the hub's entry points with cargo-fuzz (libFuzzer, nightly), outside CI:
 #   infra/fuzz.sh [RUNS] [TARGET...]      RUNS per target (default 1,000,000); all targets by default
 # Targets (fuzz/fuzz_targets/): cnaf_flux, ft_csv, normalise, avro_envelope, jwt_habilitations.
-# Each starts from the committed seeds (fuzz/corpus/<target>) and, for the file readers, the test
-# fixtures; what it learns stays in var/fuzz/<target>. A crash stops the target, leaves its input
+# Each starts from the committed seeds (fuzz/corpus/<target>: the CNAF reader's is the test
+# fixture, tests/fixtures/cnaf/RSABEM.xml); what it learns stays in var/fuzz/<target>. A crash stops the target, leaves its input
 # in fuzz/artifacts/<target>/ and fails the script: make it a regression test (docs/fuzzing.md).
 source "$(dirname "$0")/lib.sh"
 cd "$REPO_ROOT"
@@ -31,8 +31,7 @@ summary=()
 for target in "${targets[@]}"; do
   work="$VAR_DIR/fuzz/$target"
   mkdir -p "$work"
-  seeds=("fuzz/corpus/$target")
-  [ "$target" = cnaf_flux ] && seeds+=(tests/fixtures/cnaf)
+  seeds=("$REPO_ROOT/fuzz/corpus/$target")
   say "fuzzing $target: $runs runs"
   log="$VAR_DIR/fuzz/$target.log"
   # -rss_limit_mb: a reader that let a file fill memory is a crash; -timeout: so is a hang.

@@ -92,13 +92,79 @@ pub struct Source {
 }
 
 /// A pseudonymous key for a subject: a keyed hash of one identifier, prefixed by its kind
-/// (`nir:`, `ft:`, `dep:`), or of a household (`foyer:`). Safe to log and to use as a Kafka key.
+/// (`nir:`, `ft:`, `dep:`, `civ:`), or of a household (`foyer:`). Safe to log and to use as a
+/// Kafka key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct SubjectKey(pub String);
 
 impl SubjectKey {
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The kind of identifier the key was derived from (None for a key of no known kind).
+    pub fn kind(&self) -> Option<SubjectKind> {
+        SubjectKind::of(&self.0)
+    }
+}
+
+/// The kinds of subject key, strongest identification first (DOMAIN.md §2). The prefix is the
+/// key's text up to its first `:`; SQL that must tell kinds apart compares that prefix
+/// (`split_part(subject_key, ':', 1)`) with [`SubjectKind::prefix`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SubjectKind {
+    Nir,
+    FranceTravail,
+    Departement,
+    /// A household member known by civil identity only: never merged automatically.
+    Civil,
+    /// A CAF/MSA household, not a person.
+    Household,
+}
+
+impl SubjectKind {
+    pub const PERSONS: [SubjectKind; 4] =
+        [SubjectKind::Nir, SubjectKind::FranceTravail, SubjectKind::Departement, SubjectKind::Civil];
+
+    pub fn prefix(self) -> &'static str {
+        match self {
+            SubjectKind::Nir => "nir",
+            SubjectKind::FranceTravail => "ft",
+            SubjectKind::Departement => "dep",
+            SubjectKind::Civil => "civ",
+            SubjectKind::Household => "foyer",
+        }
+    }
+
+    /// The kind of a key's text, from its prefix.
+    pub fn of(key: &str) -> Option<SubjectKind> {
+        let prefix = key.split_once(':')?.0;
+        [
+            SubjectKind::Nir,
+            SubjectKind::FranceTravail,
+            SubjectKind::Departement,
+            SubjectKind::Civil,
+            SubjectKind::Household,
+        ]
+        .into_iter()
+        .find(|kind| kind.prefix() == prefix)
+    }
+
+    /// Kinds a person has at most one of: two persons holding different keys of one of these
+    /// kinds are two persons until a human decides otherwise.
+    pub fn exclusive(self) -> bool {
+        matches!(self, SubjectKind::Nir | SubjectKind::FranceTravail)
+    }
+
+    /// How strongly a key of this kind identifies a person: 0 is the strongest.
+    pub fn strength(self) -> u8 {
+        match self {
+            SubjectKind::Nir => 0,
+            SubjectKind::FranceTravail => 1,
+            SubjectKind::Departement => 2,
+            SubjectKind::Civil => 3,
+            SubjectKind::Household => 4,
+        }
     }
 }
 
@@ -384,5 +450,24 @@ mod redaction_tests {
             assert!(!printed.contains(secret), "{printed}");
         }
         assert!(printed.contains("nom"), "{printed}");
+    }
+}
+
+#[cfg(test)]
+mod subject_kind_tests {
+    use super::*;
+
+    #[test]
+    fn a_keys_kind_is_its_prefix_and_kinds_rank_by_strength() {
+        assert_eq!(SubjectKey("nir:ab".into()).kind(), Some(SubjectKind::Nir));
+        assert_eq!(SubjectKind::of("foyer:01"), Some(SubjectKind::Household));
+        assert_eq!(SubjectKind::of("nn:01"), None, "a search index key is no subject");
+        assert_eq!(SubjectKind::of("nir"), None);
+        let mut kinds = SubjectKind::PERSONS.to_vec();
+        kinds.reverse();
+        kinds.sort_by_key(|kind| kind.strength());
+        assert_eq!(kinds, SubjectKind::PERSONS);
+        assert!(SubjectKind::Nir.exclusive() && SubjectKind::FranceTravail.exclusive());
+        assert!(!SubjectKind::Departement.exclusive() && !SubjectKind::Civil.exclusive());
     }
 }

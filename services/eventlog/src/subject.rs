@@ -2,7 +2,8 @@
 
 use hmac::{Hmac, Mac};
 use passerelle_domain::{
-    DepartementCode, DepartementInternalId, FranceTravailId, Matricule, Nir, Organisme, event::SubjectKey,
+    DepartementCode, DepartementInternalId, FranceTravailId, Matricule, Nir, Organisme,
+    event::{SubjectKey, SubjectKind},
 };
 use sha2::Sha256;
 
@@ -32,16 +33,16 @@ impl SubjectKeys {
 
     /// From the 13 characters persons are matched on, so both forms of a NIR give one key.
     pub fn nir(&self, nir: &Nir) -> SubjectKey {
-        self.derive("nir", nir.core())
+        self.derive(SubjectKind::Nir.prefix(), nir.core())
     }
 
     pub fn france_travail(&self, id: &FranceTravailId) -> SubjectKey {
-        self.derive("ft", id.as_str())
+        self.derive(SubjectKind::FranceTravail.prefix(), id.as_str())
     }
 
     /// A département id is unique within its département only.
     pub fn departement(&self, departement: &DepartementCode, id: &DepartementInternalId) -> SubjectKey {
-        self.derive("dep", &format!("{}/{}", departement.as_str(), id.as_str()))
+        self.derive(SubjectKind::Departement.prefix(), &format!("{}/{}", departement.as_str(), id.as_str()))
     }
 
     /// A member of a CAF/MSA household known by civil identity only (the flux carries persons
@@ -57,7 +58,7 @@ impl SubjectKeys {
     ) -> SubjectKey {
         let normalise = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ").to_uppercase();
         self.derive(
-            "civ",
+            SubjectKind::Civil.prefix(),
             &format!(
                 "{}/{}/{}/{}/{date_naissance}",
                 organisme.as_str(),
@@ -76,7 +77,7 @@ impl SubjectKeys {
 
     /// A household: the CAF/MSA dossier (organisme + normalised matricule).
     pub fn household(&self, organisme: &Organisme, matricule: &Matricule) -> SubjectKey {
-        self.derive("foyer", &format!("{}/{}", organisme.as_str(), matricule.as_str()))
+        self.derive(SubjectKind::Household.prefix(), &format!("{}/{}", organisme.as_str(), matricule.as_str()))
     }
 }
 

@@ -824,7 +824,7 @@ async fn compatible(tx: &mut Transaction<'_, Postgres>, a: Uuid, b: Uuid) -> Res
     )
     .bind(a)
     .bind(b)
-    .bind(passerelle_readmodel::EXCLUSIVE_KINDS)
+    .bind(passerelle_readmodel::exclusive_prefixes())
     .fetch_one(&mut **tx)
     .await?;
     Ok(!clash)

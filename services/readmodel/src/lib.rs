@@ -4,6 +4,7 @@
 pub mod territory;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use passerelle_domain::event::SubjectKind;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -57,19 +58,15 @@ pub fn person_id_for(identity_key: &str) -> Uuid {
 /// How strongly a subject key identifies a person (DOMAIN.md §2): NIR, then France Travail id,
 /// then département id, then civil identity; ties by the key itself, so the order is total.
 pub fn key_strength(key: &str) -> (u8, &str) {
-    let rank = match key.split(':').next() {
-        Some("nir") => 0,
-        Some("ft") => 1,
-        Some("dep") => 2,
-        Some("civ") => 3,
-        _ => 4,
-    };
+    let rank = SubjectKind::of(key).map_or(u8::MAX, SubjectKind::strength);
     (rank, key)
 }
 
-/// Kinds of key a person has at most one of: two persons holding different keys of one of these
-/// kinds are two persons until a human decides otherwise.
-pub const EXCLUSIVE_KINDS: &[&str] = &["nir", "ft"];
+/// The prefixes of the kinds of key a person has at most one of ([`SubjectKind::exclusive`]),
+/// for the SQL that compares them.
+pub fn exclusive_prefixes() -> Vec<&'static str> {
+    SubjectKind::PERSONS.into_iter().filter(|kind| kind.exclusive()).map(SubjectKind::prefix).collect()
+}
 
 /// The current state of one dossier.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -172,15 +169,16 @@ pub async fn timeline(pool: &PgPool, person_id: Uuid) -> Result<Vec<TimelineEntr
 /// The subject key under which a person's own choices go on the log: the strongest of the keys
 /// linked to them (NIR, then France Travail, then département id), the oldest link first.
 pub async fn strongest_subject_key(pool: &PgPool, person_id: Uuid) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT subject_key FROM subject_links WHERE person_id = $1 AND subject_key NOT LIKE 'foyer:%'
-         ORDER BY CASE split_part(subject_key, ':', 1) WHEN 'nir' THEN 0 WHEN 'ft' THEN 1 WHEN 'dep' THEN 2 ELSE 3 END,
-                  linked_at, subject_key
-         LIMIT 1",
-    )
-    .bind(person_id)
-    .fetch_optional(pool)
-    .await
+    let keys: Vec<(String, DateTime<Utc>)> =
+        sqlx::query_as("SELECT subject_key, linked_at FROM subject_links WHERE person_id = $1")
+            .bind(person_id)
+            .fetch_all(pool)
+            .await?;
+    Ok(keys
+        .into_iter()
+        .filter(|(key, _)| SubjectKind::of(key).is_some_and(|kind| kind != SubjectKind::Household))
+        .min_by(|(a, a_at), (b, b_at)| (key_strength(a).0, a_at, a).cmp(&(key_strength(b).0, b_at, b)))
+        .map(|(key, _)| key))
 }
 
 /// Whether the projection has folded one event (`source`, `event_id`) into a person's dossier.

@@ -141,7 +141,10 @@ impl std::fmt::Debug for SignedIn {
 
 impl std::fmt::Debug for PersonSignedIn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PersonSignedIn").field("person_id", &self.person_id).field("at", &self.at).finish_non_exhaustive()
+        f.debug_struct("PersonSignedIn")
+            .field("person_id", &self.person_id)
+            .field("at", &self.at)
+            .finish_non_exhaustive()
     }
 }
 
