@@ -59,6 +59,23 @@ async fn person_of(hub: &TestHub, key: &str) -> anyhow::Result<Option<Uuid>> {
 }
 
 /// Everything a reader of the read models can see, in a comparable form.
+/// The read models' tables, columns (type, nullability, default) and indexes, as PostgreSQL
+/// describes them.
+async fn shape(hub: &TestHub) -> anyhow::Result<Vec<String>> {
+    let columns: Vec<(String,)> = sqlx::query_as(
+        "SELECT table_name || '.' || column_name || ' ' || data_type || ' ' || is_nullable || ' ' || coalesce(column_default, '')
+         FROM information_schema.columns WHERE table_schema = 'readmodel' ORDER BY 1",
+    )
+    .fetch_all(&hub.running.pool)
+    .await?;
+    let indexes: Vec<(String,)> = sqlx::query_as(
+        "SELECT replace(indexdef, 'readmodel.', '') FROM pg_indexes WHERE schemaname = 'readmodel' ORDER BY 1",
+    )
+    .fetch_all(&hub.running.pool)
+    .await?;
+    Ok(columns.into_iter().chain(indexes).map(|(line,)| line).collect())
+}
+
 async fn snapshot(hub: &TestHub) -> anyhow::Result<Vec<String>> {
     let mut lines = Vec::new();
     for sql in [
@@ -185,7 +202,9 @@ async fn decisions_travel_on_the_identity_topic_and_a_rebuild_under_a_live_hub_r
     assert_eq!(timeline.len(), 2, "both inscriptions in the merged timeline");
     assert!(run(&hub, &["identite", "conflicts"])?.contains("no identity conflicts awaiting a decision"));
 
-    // Rebuild while the hub serves and projects: same read models, decisions included.
+    // Rebuild while the hub serves and projects: same read models, decisions included, in
+    // tables of the same shape (the rebuild creates them from the migration files).
+    let shape_before = shape(&hub).await?;
     let before = snapshot(&hub).await?;
     let output = run(&hub, &["projections", "rebuild", "dossier"])?;
     assert!(output.contains("rebuilt and swapped in"), "{output}");
@@ -197,6 +216,7 @@ async fn decisions_travel_on_the_identity_topic_and_a_rebuild_under_a_live_hub_r
         "before only: {only_before:#?}\nafter only: {only_after:#?}"
     );
     assert_eq!(before, after);
+    assert_eq!(shape_before, shape(&hub).await?, "the rebuilt tables have the migrations' columns and indexes");
     let (schemas,): (i64,) =
         sqlx::query_as("SELECT count(*) FROM pg_namespace WHERE nspname IN ('readmodel_rebuild', 'readmodel_retired')")
             .fetch_one(&hub.running.pool)

@@ -45,8 +45,8 @@ pub async fn prepare(admin: &PgPool, live_schema: &str) -> Result<(), Error> {
         .await?;
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {REBUILD_SCHEMA}"))).execute(&mut *tx).await?;
     sqlx::query(sqlx::AssertSqlSafe(format!("SET LOCAL search_path TO {REBUILD_SCHEMA}"))).execute(&mut *tx).await?;
-    for ddl in passerelle_readmodel::TABLES_DDL {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(*ddl)).execute(&mut *tx).await?;
+    for ddl in passerelle_readmodel::rebuild_ddl() {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(ddl)).execute(&mut *tx).await?;
     }
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO {REBUILD_SCHEMA}.erased_subjects SELECT * FROM {live_schema}.erased_subjects"
