@@ -133,14 +133,15 @@ async fn browse(hub: &TestHub, martin: uuid::Uuid, theme: &str, screenshots: boo
         std::fs::create_dir_all(&dir)?;
         command.arg("--screenshots").arg(dir);
     }
+    run_script(command, "the browser checks").await
+}
+
+/// Runs a browser script, printing its checks; fails with its output when it fails.
+async fn run_script(mut command: Command, what: &str) -> anyhow::Result<()> {
     let output = tokio::task::spawn_blocking(move || command.output()).await??;
     let stdout = String::from_utf8_lossy(&output.stdout);
     eprintln!("{stdout}");
-    anyhow::ensure!(
-        output.status.success(),
-        "the browser checks failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    anyhow::ensure!(output.status.success(), "{what} failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     Ok(())
 }
 
@@ -163,14 +164,7 @@ async fn agents_work_in_the_console_exactly_as_the_policy_lets_them() -> anyhow:
     if let Ok(dir) = std::env::var("PASSERELLE_SCREENSHOTS") {
         command.arg("--screenshots").arg(dir);
     }
-    let output = tokio::task::spawn_blocking(move || command.output()).await??;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    eprintln!("{stdout}");
-    anyhow::ensure!(
-        output.status.success(),
-        "the person's space checks failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_script(command, "the person's space checks").await?;
     let (identifications,): (i64,) = sqlx::query_as(
         "SELECT count(*) FROM journal.entries WHERE channel = 'espace_personne' AND action = 'identification'
            AND ((outcome = 'matched' AND person_id = $1) OR (outcome IN ('not_identified', 'ambiguous') AND person_id IS NULL))",

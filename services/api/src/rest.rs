@@ -64,6 +64,11 @@ async fn observe(request: axum::extract::Request, next: axum::middleware::Next) 
     response
 }
 
+/// The page a query asks for (`limite`, `curseur`).
+fn page_of(query: &HashMap<String, String>) -> PageQuery {
+    PageQuery { limite: query.get("limite").cloned(), curseur: query.get("curseur").cloned() }
+}
+
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|value| value.to_str().ok())
 }
@@ -186,7 +191,7 @@ async fn timeline(
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let purpose = header_str(&headers, PURPOSE_HEADER).map(str::to_owned);
-    let page = PageQuery { limite: query.get("limite").cloned(), curseur: query.get("curseur").cloned() };
+    let page = page_of(&query);
     answer(&api, &headers, peer, "historique", async |caller, request_id| {
         api.timeline(caller, request_id, &person_id, purpose.as_deref(), &page).await
     })
@@ -240,7 +245,7 @@ async fn journal(
         jusqu_a: query.get("jusqu_a").cloned(),
         motif: query.get("motif").cloned(),
         resultat: query.get("resultat").cloned(),
-        page: PageQuery { limite: query.get("limite").cloned(), curseur: query.get("curseur").cloned() },
+        page: page_of(&query),
     };
     answer(&api, &headers, peer, "journal", async |caller, request_id| {
         api.journal_read(caller, request_id, &query).await

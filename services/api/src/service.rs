@@ -865,15 +865,7 @@ impl Api {
             bad("date_naissance", "not a date YYYY-MM-DD (the value is not repeated: it is personal)".into())
         })?;
         let key = self.keys.name_and_birth_date(&nom, date);
-        let rows: Vec<(Uuid,)> = sqlx::query_as(
-            "SELECT DISTINCT COALESCE(p.merged_into, p.person_id)
-             FROM public.search_index s JOIN subject_links l ON l.subject_key = s.subject_key JOIN persons p USING (person_id)
-             WHERE s.search_key = $1",
-        )
-        .bind(key.as_str())
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(|(id,)| id).collect())
+        Ok(passerelle_readmodel::persons_by_search_key(&self.pool, key.as_str()).await?)
     }
 
     /// Territory views are for the RSA authority's own staff.

@@ -217,8 +217,8 @@ impl IngestHub {
             return Err(ChoiceError::NotAChoice);
         }
         let now = chrono::Utc::now();
-        let event_id =
-            EventId::parse(&format!("choix-{}", uuid::Uuid::now_v7())).map_err(|_| ChoiceError::NotAChoice)?;
+        let event_id = EventId::parse(&format!("choix-{}", uuid::Uuid::now_v7()))
+            .map_err(|_| ChoiceError::Prepare(Error::Internal("a choice's event id")))?;
         let event = CanonicalEvent {
             family: Family::Orientation,
             envelope: Envelope {

@@ -99,13 +99,7 @@ pub fn dossier(facts: &[Fact]) -> State {
     for fact in ordered {
         if fact.by_person {
             // The person's own choice: the latest, from them or from their département, holds.
-            match &fact.payload {
-                Payload::OppositionRecorded => state.opposition = true,
-                Payload::OppositionWithdrawn => state.opposition = false,
-                Payload::ConsentGiven => state.consent_diagnostic = true,
-                Payload::ConsentWithdrawn => state.consent_diagnostic = false,
-                _ => {}
-            }
+            apply_choice(&mut state, &fact.payload);
             continue;
         }
         if fact.family == "orientation" {
@@ -194,14 +188,22 @@ pub fn dossier(facts: &[Fact]) -> State {
             Payload::ContractEnded { kind, date_fin } if state.contract_kind.as_deref() == Some(kind.code()) => {
                 state.contract_end = Some(*date_fin);
             }
-            Payload::OppositionRecorded => state.opposition = true,
-            Payload::OppositionWithdrawn => state.opposition = false,
-            Payload::ConsentGiven => state.consent_diagnostic = true,
-            Payload::ConsentWithdrawn => state.consent_diagnostic = false,
+            choice if choice.is_person_choice() => apply_choice(&mut state, choice),
             _ => {}
         }
     }
     state
+}
+
+/// An opposition or a consent, recorded by the person or by their département.
+fn apply_choice(state: &mut State, choice: &Payload) {
+    match choice {
+        Payload::OppositionRecorded => state.opposition = true,
+        Payload::OppositionWithdrawn => state.opposition = false,
+        Payload::ConsentGiven => state.consent_diagnostic = true,
+        Payload::ConsentWithdrawn => state.consent_diagnostic = false,
+        _ => {}
+    }
 }
 
 /// The RSA right state of a household, folded from the right facts of all its members.

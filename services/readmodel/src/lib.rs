@@ -159,6 +159,20 @@ pub async fn timeline(pool: &PgPool, person_id: Uuid) -> Result<Vec<TimelineEntr
     .await
 }
 
+/// The persons (following merges) whose subjects the search index holds under `search_key`
+/// (the blind index of a birth name and date): the API's search by name and the person's
+/// identification from FranceConnect.
+pub async fn persons_by_search_key(pool: &PgPool, search_key: &str) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT COALESCE(p.merged_into, p.person_id)
+         FROM public.search_index s JOIN subject_links l ON l.subject_key = s.subject_key JOIN persons p USING (person_id)
+         WHERE s.search_key = $1",
+    )
+    .bind(search_key)
+    .fetch_all(pool)
+    .await
+}
+
 /// The subject key under which a person's own choices go on the log: the strongest of the keys
 /// linked to them (NIR, then France Travail, then département id), the oldest link first.
 pub async fn strongest_subject_key(pool: &PgPool, person_id: Uuid) -> Result<Option<String>, sqlx::Error> {

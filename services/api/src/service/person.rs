@@ -111,16 +111,9 @@ impl Api {
     /// matched, the person id (no name, no date).
     pub async fn identify_person(&self, request_id: Uuid, pivot: &Pivot) -> Result<Identification, Failure> {
         let key = self.keys.name_and_birth_date(&pivot.family_name, pivot.birthdate);
-        let candidates: Vec<(Uuid,)> = sqlx::query_as(
-            "SELECT DISTINCT COALESCE(p.merged_into, p.person_id)
-             FROM public.search_index s JOIN subject_links l ON l.subject_key = s.subject_key JOIN persons p USING (person_id)
-             WHERE s.search_key = $1",
-        )
-        .bind(key.as_str())
-        .fetch_all(&self.pool)
-        .await?;
+        let candidates = passerelle_readmodel::persons_by_search_key(&self.pool, key.as_str()).await?;
         let mut matched = Vec::new();
-        for (person_id,) in candidates {
+        for person_id in candidates {
             if agrees(pivot, &self.personal(person_id).await?) {
                 matched.push(person_id);
             }
@@ -164,25 +157,10 @@ impl Api {
     /// the reads of their dossier by agents. `action` names the page in the journal
     /// (`dossier_personne`, `consultations_personne`, `choix_personne`, `export_personne`).
     pub async fn own_data(&self, request_id: Uuid, person_id: Uuid, action: &'static str) -> Result<OwnData, Failure> {
-        let mut entry =
-            Entry { request_id, channel: Channel::Person, action, person_id: Some(person_id), ..Entry::default() };
-        let current = passerelle_readmodel::current_person(&self.pool, person_id).await?;
-        let dossier = match current {
-            Some(current) => passerelle_readmodel::dossier(&self.pool, current).await?,
-            None => None,
-        };
-        let Some(dossier) = dossier else {
-            // Erased since sign-in: nothing left to show.
-            entry.outcome = "not_found".into();
-            self.journal(entry).await?;
-            return Err(Failure::NotFound);
-        };
+        let (dossier, entry) = self.own(request_id, person_id, action).await?;
         let opened = self.personal(dossier.person_id).await?;
         let events = passerelle_readmodel::timeline(&self.pool, dossier.person_id).await?;
         let reads = journal::reads_about(&self.pool, dossier.person_id, READS_SHOWN).await?;
-        entry.person_id = Some(dossier.person_id);
-        entry.sections_shown = Section::ALL.iter().map(|section| section.code()).collect();
-        entry.outcome = "shown".into();
         self.journal(entry).await?;
         Ok(OwnData {
             person_id: dossier.person_id,
@@ -197,6 +175,41 @@ impl Api {
             events,
             reads,
         })
+    }
+
+    /// The signed-in person's dossier alone (their choices page needs neither their sealed
+    /// identity, nor their facts, nor who read them), journaled as [`Api::own_data`] is.
+    pub async fn own_dossier(
+        &self,
+        request_id: Uuid,
+        person_id: Uuid,
+        action: &'static str,
+    ) -> Result<Dossier, Failure> {
+        let (dossier, entry) = self.own(request_id, person_id, action).await?;
+        self.journal(entry).await?;
+        Ok(dossier)
+    }
+
+    /// The person's current dossier (following a merge), and the journal row of the page that
+    /// shows it; an erased person's read is journaled as `not_found` here.
+    async fn own(&self, request_id: Uuid, person_id: Uuid, action: &'static str) -> Result<(Dossier, Entry), Failure> {
+        let mut entry =
+            Entry { request_id, channel: Channel::Person, action, person_id: Some(person_id), ..Entry::default() };
+        let current = passerelle_readmodel::current_person(&self.pool, person_id).await?;
+        let dossier = match current {
+            Some(current) => passerelle_readmodel::dossier(&self.pool, current).await?,
+            None => None,
+        };
+        let Some(dossier) = dossier else {
+            // Erased since sign-in: nothing left to show.
+            entry.outcome = "not_found".into();
+            self.journal(entry).await?;
+            return Err(Failure::NotFound);
+        };
+        entry.person_id = Some(dossier.person_id);
+        entry.sections_shown = Section::ALL.iter().map(|section| section.code()).collect();
+        entry.outcome = "shown".into();
+        Ok((dossier, entry))
     }
 }
 

@@ -558,9 +558,17 @@ pub(super) async fn choices_page(
     session: Session,
     Query(query): Query<ChoicesQuery>,
 ) -> Response {
-    let (person, data) = match own_data(&console, &session, "choix_personne").await {
-        Ok(found) => found,
+    let person = match person_page(&console, &session).await {
+        Ok(person) => person,
         Err(answer) => return answer,
+    };
+    let dossier = match console.api.own_dossier(Uuid::now_v7(), person.person_id, "choix_personne").await {
+        Ok(dossier) => dossier,
+        Err(Failure::NotFound) => {
+            drop(session.flush().await);
+            return Redirect::to("/mon-espace/non-identifie").into_response();
+        }
+        Err(failure) => return internal_error(&console, &session, &failure).await,
     };
     let notice = match query.enregistre.as_deref() {
         Some("applique") => Some((
@@ -582,8 +590,8 @@ pub(super) async fn choices_page(
     );
     render(&ChoicesPage {
         layout,
-        opposition: data.dossier.opposition,
-        consent: data.dossier.consent_diagnostic,
+        opposition: dossier.opposition,
+        consent: dossier.consent_diagnostic,
         open: console.choices.is_some(),
         notice,
     })
