@@ -17,7 +17,6 @@ use passerelle_eventlog::{
     kafka::{self, Publisher},
     registry::Registry,
     schemas::Topics,
-    shredding::KeyStore,
     subject::SubjectKeys,
 };
 use passerelle_ingest::{
@@ -227,7 +226,7 @@ pub async fn baseline(stack: &Stack, pushes: &[Timed]) -> anyhow::Result<Baselin
     let hub = IngestHub::new(
         SubjectKeys::new(config.secrets.pepper()?),
         institutions,
-        KeyStore::new(pool.clone(), config.secrets.master_key()?),
+        passerelle::key_store(config, &pool).await?,
         &registry,
         publisher.clone(),
         baseline_topics,
@@ -245,7 +244,7 @@ pub async fn baseline(stack: &Stack, pushes: &[Timed]) -> anyhow::Result<Baselin
         .collect()
         .await;
     let prepared: Vec<Prepared> = prepared.into_iter().collect::<anyhow::Result<_>>()?;
-    let bytes: usize = prepared.iter().map(|p| p.value.len() + p.subject_key.len()).sum();
+    let bytes: usize = prepared.iter().map(|p| p.value.len() + p.log_key.len()).sum();
     eprintln!("  baseline: producing {} records straight to the broker", prepared.len());
     let cpu_before = crate::stack::Cpu::read(None);
     let started = Instant::now();

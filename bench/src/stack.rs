@@ -87,7 +87,6 @@ impl Stack {
         let secrets = dir.join("secrets");
         std::fs::create_dir_all(&secrets)?;
         std::fs::write(secrets.join("pepper"), random_hex()?)?;
-        std::fs::write(secrets.join("master.key"), random_hex()?)?;
         std::fs::write(dir.join("institutions.toml"), population::institutions_toml())?;
         std::fs::write(dir.join("habilitations.toml"), habilitations_toml())?;
         let (grpc, http, api_grpc, registry) = (free_port()?, free_port()?, free_port()?, free_port()?);
@@ -113,7 +112,7 @@ delivery_timeout_ms = 4000
 
 [secrets]
 pepper_file = "{dir}/secrets/pepper"
-master_key_file = "{dir}/secrets/master.key"
+root_keys_dir = "{dir}/secrets/root-keys"
 
 [tls]
 cert_file = "{pki}/server.pem"

@@ -655,11 +655,12 @@ pub async fn apply_only(stack: &Stack, batch: usize) -> anyhow::Result<ApplyOnly
     let fetch = started.elapsed();
     drop(consumer);
     let admin = stack.owner_pool().await?;
-    passerelle_projector::rebuild::prepare(&admin, passerelle_readmodel::SCHEMA).await?;
+    passerelle_projector::rebuild::prepare(&admin).await?;
     let pool =
         passerelle::connect_with_search_path(&stack.owner_url, passerelle_projector::rebuild::REBUILD_SCHEMA).await?;
-    let registry = Registry::new(passerelle::connect(config).await?, topics.clone());
-    let applier = passerelle::dossier_applier(registry, &topics);
+    let live = passerelle::connect(config).await?;
+    let registry = Registry::new(live.clone(), topics.clone());
+    let applier = passerelle::dossier_applier(registry, passerelle::key_store(config, &live).await?, &topics);
     let started = Instant::now();
     for chunk in records.chunks(batch) {
         applier.apply(&pool, chunk).await?;

@@ -7,7 +7,7 @@ use passerelle_importers::cnaf;
 
 fuzz_target!(|data: &[u8]| {
     let _ = cnaf::read_flux("fuzz.xml", data, |_| {}, |_| {}, |header, foyer| {
-        let _ = cnaf::events_of(header, &foyer);
+        let _ = cnaf::events_of(&passerelle_importers::IdKey::from_bytes([7; 32]), header, &foyer);
         Ok(())
     });
 });

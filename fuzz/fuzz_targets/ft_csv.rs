@@ -6,7 +6,7 @@ use passerelle_importers::ft_csv;
 
 fuzz_target!(|data: &[u8]| {
     let _ = ft_csv::read_extract("fuzz.csv", data, |row| {
-        let _ = ft_csv::events_of(&row);
+        let _ = ft_csv::events_of(&passerelle_importers::IdKey::from_bytes([7; 32]), &row);
         Ok(())
     });
 });

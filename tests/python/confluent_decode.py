@@ -1,10 +1,13 @@
 """Reads Passerelle topics with Confluent's own Python client and Avro deserializer.
 
-Proves that standard Kafka/Avro tooling decodes the hub's events with no code of ours: the
-schema is fetched from the hub's registry by the id in each record's Confluent framing.
+Proves that standard Kafka/Avro tooling decodes the hub's records with no code of ours: the
+schema is fetched from the hub's registry by the id in each record's Confluent framing. A record
+is sealed whole (docs/decisions/0007-erasure-that-forgets.md): what a consumer without the
+subject's data key reads is the key's id, the content version, a nonce and a ciphertext.
 
 usage: confluent_decode.py BOOTSTRAP REGISTRY_URL TOPIC EXPECTED_COUNT
-prints one JSON object per record: {"key", "event_id", "event_type", "subject_key", "payload"}
+prints one JSON object per record: {"key", "key_id", "content_version", "nonce", "ciphertext"}
+(bytes in hex)
 """
 import json
 import sys
@@ -40,15 +43,14 @@ def main() -> int:
                 idle += 1
                 continue
             value = deserialize(message.value(), SerializationContext(topic, MessageField.VALUE))
-            payload = value["payload"]
             print(json.dumps({
                 "key": message.key().decode(),
-                "event_id": value["event_id"],
-                "event_type": value["event_type"],
-                "subject_key": value["subject"]["key"],
-                "territory": value["territory"],
-                "payload": payload,
-            }, default=str), flush=True)
+                "fields": sorted(value.keys()),
+                "key_id": value["key_id"],
+                "content_version": value["content_version"],
+                "nonce": value["nonce"].hex(),
+                "ciphertext": value["ciphertext"].hex(),
+            }), flush=True)
             seen += 1
     finally:
         consumer.close()

@@ -33,7 +33,8 @@ pub struct TestHub {
     pub running: Running,
     pub config: Config,
     pub pepper: SecretKey,
-    pub master: SecretKey,
+    /// The hub's root keys directory (an erasure rotates the files in it).
+    pub root_keys_dir: PathBuf,
     /// Development credentials of every institution of `infra/dev/institutions.toml`, plus
     /// `caf-999`, a certificate of the right CA for an institution the hub does not list.
     pub credentials_dir: PathBuf,
@@ -92,7 +93,7 @@ impl TestHub {
         passerelle::pki::issue_dev_pki(&credentials_dir, &institutions)?;
 
         let pepper = SecretKey::generate();
-        let master = SecretKey::generate();
+        let root_keys_dir = credentials_dir.join("root-keys");
         let mut config = Config {
             database_url: format!("{}/{database}", base.replacen("//postgres@", "//passerelle_app@", 1)),
             database_owner_url: Some(format!("{base}/{database}")),
@@ -117,10 +118,10 @@ impl TestHub {
         config.kafka.topic_prefix = format!("t{}.", &unique[..12]);
         config.kafka.partitions = 3;
         config.secrets.pepper_hex = Some(pepper.to_hex());
-        config.secrets.master_key_hex = Some(master.to_hex());
+        config.secrets.root_keys_dir = Some(root_keys_dir.clone());
         adjust(&mut config);
         let running = passerelle::start_services(&config, services).await?;
-        Ok(Self { running, config, pepper, master, credentials_dir })
+        Ok(Self { running, config, pepper, root_keys_dir, credentials_dir })
     }
 
     /// The hub's gRPC endpoint, as institutions reach it.
@@ -188,7 +189,69 @@ impl TestHub {
     }
 
     pub fn key_store(&self) -> KeyStore {
-        KeyStore::new(self.running.pool.clone(), self.master.clone())
+        KeyStore::new(
+            self.running.pool.clone(),
+            std::sync::Arc::new(
+                passerelle_eventlog::shredding::RootKeys::open(&self.root_keys_dir).expect("the test hub's root keys"),
+            ),
+        )
+    }
+
+    /// Opens a record of a family's topic as a consumer holding the hub's key store would: the
+    /// writer schema by the id in its framing, the record opened with its subject's data key,
+    /// its content decoded with the version it names.
+    pub async fn open_record(
+        &self,
+        family: passerelle_domain::event::Family,
+        value: &[u8],
+    ) -> anyhow::Result<passerelle_eventlog::codec::LoggedEvent> {
+        use passerelle_eventlog::{framing, registry::Registry, schemas, sealed};
+        let (id, datum) = framing::unframe(value)?;
+        let topics = schemas::Topics::new(self.config.kafka.topic_prefix.clone());
+        let writer = Registry::new(self.running.pool.clone(), topics).schema_by_id(id).await?;
+        anyhow::ensure!(sealed::is_sealed(&writer), "the hub writes sealed records");
+        let record = sealed::read(datum, &writer)?;
+        let key = self.key_store().key_by_id(record.sealed.key_id).await?;
+        let (content, schema) = sealed::open(schemas::Stream::Facts(family), &record, &key)?;
+        Ok(passerelle_eventlog::codec::decode(family, &content, &schema)?)
+    }
+
+    /// The key of the fact ids of an institution's files (development credentials).
+    pub fn id_key(&self, institution: &str) -> anyhow::Result<passerelle_importers::IdKey> {
+        passerelle_importers::IdKey::from_file(&self.credentials_dir.join(format!("{institution}.idkey")))
+    }
+
+    /// The event id of a record of a family's topic (opened with its subject's key).
+    pub async fn event_id_of(&self, family: passerelle_domain::event::Family, value: &[u8]) -> Option<String> {
+        self.open_record(family, value).await.ok().map(|event| event.envelope.event_id.to_string())
+    }
+
+    /// The event ids on a family's topic, in partition and offset order.
+    pub async fn event_ids_on(&self, family: passerelle_domain::event::Family) -> anyhow::Result<Vec<String>> {
+        let records = tokio::task::block_in_place(|| {
+            topics::read_all(&self.config.kafka.bootstrap_servers, &self.topic(family))
+        })?;
+        let mut ids = Vec::with_capacity(records.len());
+        for record in records {
+            ids.push(self.event_id_of(family, &record.value).await.unwrap_or_default());
+        }
+        Ok(ids)
+    }
+
+    /// The personal data sealed in an event, opened with its subject's data key.
+    pub async fn open_personal(
+        &self,
+        event: &passerelle_eventlog::codec::LoggedEvent,
+    ) -> anyhow::Result<passerelle_domain::event::PersonalData> {
+        let Some(sealed) = &event.personal else { return Ok(Default::default()) };
+        let associated = passerelle_eventlog::shredding::associated_data(
+            "personal",
+            event.family.label(),
+            &event.envelope.source.institution,
+            sealed.key_id,
+            event.envelope.event_id.as_str(),
+        );
+        Ok(serde_json::from_slice(&self.key_store().key_by_id(sealed.key_id).await?.open(sealed, &associated)?)?)
     }
 
     pub fn registry_url(&self) -> String {

@@ -63,22 +63,3 @@ pub fn read_all(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<Record>> {
     Ok(records)
 }
 
-/// The `event_id` of a framed event: the envelope's first field, an Avro string (zigzag varint
-/// length, then UTF-8), right after the 5-byte Confluent framing.
-pub fn event_id_of(value: &[u8]) -> Option<String> {
-    let mut shift = 0;
-    let mut raw: u64 = 0;
-    let mut position = 5;
-    loop {
-        let byte = *value.get(position)?;
-        raw |= u64::from(byte & 0x7f) << shift;
-        position += 1;
-        if byte & 0x80 == 0 {
-            break;
-        }
-        shift += 7;
-    }
-    let length = usize::try_from((raw >> 1) as i64 ^ -((raw & 1) as i64)).ok()?;
-    let bytes = value.get(position..position + length)?;
-    String::from_utf8(bytes.to_vec()).ok()
-}

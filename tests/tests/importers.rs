@@ -9,7 +9,7 @@ use passerelle_domain::{
     event::{Family, Payload, PersonalData},
 };
 use passerelle_e2e::{TestHub, repo_root, topics};
-use passerelle_eventlog::{codec, framing, schemas};
+use passerelle_eventlog::codec;
 
 fn sample_flux() -> PathBuf {
     repo_root().join("tests/fixtures/cnaf/RSABEM.xml")
@@ -31,18 +31,10 @@ fn write_temp(name: &str, bytes: &[u8]) -> PathBuf {
 async fn events_on(hub: &TestHub, family: Family) -> anyhow::Result<Vec<(codec::LoggedEvent, PersonalData)>> {
     let records =
         tokio::task::block_in_place(|| topics::read_all(&hub.config.kafka.bootstrap_servers, &hub.topic(family)))?;
-    let schema = schemas::parse(&schemas::latest(family))?;
-    let store = hub.key_store();
     let mut events = Vec::new();
     for record in records {
-        let (_, datum) = framing::unframe(&record.value)?;
-        let event = codec::decode(family, datum, &schema)?;
-        let personal = match &event.personal {
-            Some(sealed) => serde_json::from_slice(
-                &store.key_by_id(sealed.key_id).await?.open(sealed, event.envelope.event_id.as_str().as_bytes())?,
-            )?,
-            None => PersonalData::default(),
-        };
+        let event = hub.open_record(family, &record.value).await?;
+        let personal = hub.open_personal(&event).await?;
         events.push((event, personal));
     }
     Ok(events)
@@ -53,7 +45,7 @@ async fn the_reference_cnaf_flux_imports_into_the_expected_events_and_a_second_i
 -> anyhow::Result<()> {
     let hub = TestHub::spawn().await?;
     let summary =
-        passerelle_importers::import_cnaf_flux(&sample_flux(), hub.channel_as("caf-521").await?, false, true).await?;
+        passerelle_importers::import_cnaf_flux(&sample_flux(), hub.channel_as("caf-521").await?, &hub.id_key("caf-521")?, false, true).await?;
     assert_eq!((summary.records, summary.persons, summary.sent, summary.accepted, summary.refused), (2, 3, 12, 12, 0));
     assert_eq!(summary.warnings, ["TransmissionFlux declares 1 dossiers, the file holds 2"]);
 
@@ -118,7 +110,7 @@ async fn the_reference_cnaf_flux_imports_into_the_expected_events_and_a_second_i
 
     // A second import of the same month publishes exactly the same ids.
     let again =
-        passerelle_importers::import_cnaf_flux(&sample_flux(), hub.channel_as("caf-521").await?, false, true).await?;
+        passerelle_importers::import_cnaf_flux(&sample_flux(), hub.channel_as("caf-521").await?, &hub.id_key("caf-521")?, false, true).await?;
     assert_eq!(again.accepted, 12);
     let twice = events_on(&hub, Family::Allocataire).await?;
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
@@ -131,7 +123,7 @@ async fn the_reference_cnaf_flux_imports_into_the_expected_events_and_a_second_i
 
     // A relaying département: the facts are the CAF's, relayed from that file.
     let relayed =
-        passerelle_importers::import_cnaf_flux(&sample_flux(), hub.channel_as("cd-52").await?, true, true).await?;
+        passerelle_importers::import_cnaf_flux(&sample_flux(), hub.channel_as("cd-52").await?, &hub.id_key("caf-521")?, true, true).await?;
     assert_eq!(relayed.accepted, 12);
     let all = events_on(&hub, Family::Allocataire).await?;
     let relayed_events: Vec<_> = all.iter().filter(|(e, _)| e.envelope.source.relayed_by.is_some()).collect();
@@ -150,7 +142,7 @@ async fn broken_flux_files_fail_with_the_line_and_the_reason() -> anyhow::Result
     let hub = TestHub::spawn().await?;
     let sample = sample_bytes();
     let truncated = write_temp("truncated.xml", &sample[..sample.len() / 2]);
-    let error = passerelle_importers::import_cnaf_flux(&truncated, hub.channel_as("caf-521").await?, false, true)
+    let error = passerelle_importers::import_cnaf_flux(&truncated, hub.channel_as("caf-521").await?, &hub.id_key("caf-521")?, false, true)
         .await
         .expect_err("truncated");
     let message = format!("{error:#}");
@@ -162,7 +154,7 @@ async fn broken_flux_files_fail_with_the_line_and_the_reason() -> anyhow::Result
     let path = write_temp("root.xml", &encoding_rs::WINDOWS_1252.encode(&wrong_root).0);
     let message = format!(
         "{:#}",
-        passerelle_importers::import_cnaf_flux(&path, hub.channel_as("caf-521").await?, false, true)
+        passerelle_importers::import_cnaf_flux(&path, hub.channel_as("caf-521").await?, &hub.id_key("caf-521")?, false, true)
             .await
             .expect_err("root")
     );
@@ -172,7 +164,7 @@ async fn broken_flux_files_fail_with_the_line_and_the_reason() -> anyhow::Result
     let path = write_temp("numorg.xml", &encoding_rs::WINDOWS_1252.encode(&no_organisme).0);
     let message = format!(
         "{:#}",
-        passerelle_importers::import_cnaf_flux(&path, hub.channel_as("caf-521").await?, false, true)
+        passerelle_importers::import_cnaf_flux(&path, hub.channel_as("caf-521").await?, &hub.id_key("caf-521")?, false, true)
             .await
             .expect_err("numorg")
     );
@@ -182,7 +174,7 @@ async fn broken_flux_files_fail_with_the_line_and_the_reason() -> anyhow::Result
     let path = write_temp("tags.xml", &encoding_rs::WINDOWS_1252.encode(&mismatched).0);
     let message = format!(
         "{:#}",
-        passerelle_importers::import_cnaf_flux(&path, hub.channel_as("caf-521").await?, false, true)
+        passerelle_importers::import_cnaf_flux(&path, hub.channel_as("caf-521").await?, &hub.id_key("caf-521")?, false, true)
             .await
             .expect_err("tags")
     );
@@ -202,7 +194,7 @@ async fn a_flux_with_unknown_codes_imports_its_good_facts_and_reports_the_rest()
         .replace("<ROLEPERS>CJT</ROLEPERS>\n\t\t\t\t<TOPCHAPERS>1", "<ROLEPERS>XXX</ROLEPERS>\n\t\t\t\t<TOPCHAPERS>1");
     edited = format!("{head}{tail}");
     let path = write_temp("codes.xml", &encoding_rs::WINDOWS_1252.encode(&edited).0);
-    let summary = passerelle_importers::import_cnaf_flux(&path, hub.channel_as("caf-521").await?, false, true).await?;
+    let summary = passerelle_importers::import_cnaf_flux(&path, hub.channel_as("caf-521").await?, &hub.id_key("caf-521")?, false, true).await?;
     assert!(summary.refused >= 2, "{}", summary.render("foyers"));
     assert!(summary.reasons.keys().any(|r| r.contains("ETATDOSRSA \"9\"")), "{:?}", summary.reasons);
     assert!(summary.reasons.keys().any(|r| r.contains("household.role")), "{:?}", summary.reasons);
@@ -224,7 +216,7 @@ async fn a_france_travail_extract_survives_what_real_files_contain() -> anyhow::
         ;2870552121004;DURAND;Julie;;52121;2026-10-05;1;;;;;;;;;;\n\
         55566677788;;;;;52121;pas une date;1;;;;;;;;;;\n";
     let path = write_temp("extract.csv", csv.as_bytes());
-    let summary = passerelle_importers::import_ft_csv(&path, hub.channel_as("france-travail").await?, true).await?;
+    let summary = passerelle_importers::import_ft_csv(&path, hub.channel_as("france-travail").await?, &hub.id_key("france-travail")?, true).await?;
     assert_eq!(summary.records, 5);
     // Row 1: inscription, accompaniment, référent, PPAE; row 2: inscription (unknown catégorie 9,
     // refused by the hub) and accompaniment; row 3: inscription and cessation; rows 4 and 5
@@ -253,7 +245,7 @@ async fn members_without_nir_are_imported_under_a_civil_identity_key() -> anyhow
     let text = encoding_rs::WINDOWS_1252.decode(&sample_bytes()).0.into_owned();
     let without_nir = text.replacen("<NIR>1770393050005</NIR>", "", 1);
     let path = write_temp("sans-nir.xml", &encoding_rs::WINDOWS_1252.encode(&without_nir).0);
-    let summary = passerelle_importers::import_cnaf_flux(&path, hub.channel_as("caf-521").await?, false, true).await?;
+    let summary = passerelle_importers::import_cnaf_flux(&path, hub.channel_as("caf-521").await?, &hub.id_key("caf-521")?, false, true).await?;
     assert_eq!((summary.sent, summary.accepted, summary.refused), (12, 12, 0), "{}", summary.render("foyers"));
     let events = events_on(&hub, Family::Allocataire).await?;
     let keller: Vec<_> = events.iter().filter(|(_, p)| p.nom.as_deref() == Some("KELLER")).collect();

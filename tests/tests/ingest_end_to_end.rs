@@ -10,12 +10,12 @@ use fixtures::*;
 use futures::StreamExt;
 use passerelle_domain::{
     Nir, OrientationType, Role,
-    event::{Family, Payload, PersonalData},
+    event::{Family, Payload},
 };
 use passerelle_e2e::{TestHub, logs, topics};
 use passerelle_eventlog::{
     Error as EventLogError,
-    codec::{self, LoggedEvent},
+    codec::LoggedEvent,
     framing,
 };
 use passerelle_ingest::proto::{
@@ -25,13 +25,15 @@ use passerelle_ingest::proto::{
     orientation_ingest_client::OrientationIngestClient,
 };
 
-/// Decodes a record through the hub's registry, as any Confluent-style consumer would.
+/// Decodes a record through the hub's registry, as any Confluent-style consumer would (the
+/// writer schema is the sealed record's), then opens it with its subject's data key.
 async fn decode(hub: &TestHub, family: Family, value: &[u8]) -> anyhow::Result<LoggedEvent> {
-    let (id, datum) = framing::unframe(value)?;
+    let (id, _) = framing::unframe(value)?;
     let body: serde_json::Value =
         reqwest::get(format!("{}/schemas/ids/{id}", hub.registry_url())).await?.error_for_status()?.json().await?;
     let writer = apache_avro::Schema::parse_str(body["schema"].as_str().unwrap_or_default())?;
-    Ok(codec::decode(family, datum, &writer)?)
+    anyhow::ensure!(passerelle_eventlog::sealed::is_sealed(&writer), "the registry names the sealed schema");
+    hub.open_record(family, value).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,7 +160,8 @@ async fn events_of_every_family_reach_their_topics_keyed_by_subject_with_persona
         .await??;
         for record in records {
             let event = decode(&hub, family, &record.value).await?;
-            assert_eq!(record.key, event.envelope.subject.as_str().as_bytes(), "the Kafka key is the subject key");
+            let data_key = hub.key_store().key_for_subject(&event.envelope.subject).await?;
+            assert_eq!(record.key, data_key.key_id.to_string().as_bytes(), "the Kafka key is the subject's key id");
             decoded.insert(event.envelope.event_id.to_string(), (family, record.clone(), event));
             raw_records.push(record);
         }
@@ -253,23 +256,28 @@ async fn events_of_every_family_reach_their_topics_keyed_by_subject_with_persona
 
     // The sealed personal fields open with the subject's key, until the key is destroyed.
     let store = hub.key_store();
-    let sealed = decoded["e2e-caf-1"].2.personal.clone().expect("personal data sealed");
-    let opened_personal: PersonalData =
-        serde_json::from_slice(&store.key_by_id(sealed.key_id).await?.open(&sealed, b"e2e-caf-1")?)?;
+    let opened_personal = hub.open_personal(&decoded["e2e-caf-1"].2).await?;
     assert_eq!(opened_personal.nir.as_deref(), Some(nir15(NIR_LEGRAND).as_str()));
     assert_eq!(opened_personal.nom.as_deref(), Some("LEGRAND"));
     assert_eq!(opened_personal.numero_demande.as_deref(), Some("01024041052"));
-    assert!(
-        store.key_by_id(sealed.key_id).await?.open(&sealed, b"another-event").is_err(),
-        "a sealed blob is bound to its event"
-    );
-    let msa_sealed = decoded["e2e-msa-1"].2.personal.clone().expect("sealed");
-    let msa_personal: PersonalData =
-        serde_json::from_slice(&store.key_by_id(msa_sealed.key_id).await?.open(&msa_sealed, b"e2e-msa-1")?)?;
+    let sealed = decoded["e2e-caf-1"].2.personal.clone().expect("personal data sealed");
+    for (family, source, event_id) in
+        [("allocataire", "caf-521", "another-event"), ("allocataire", "caf-999", "e2e-caf-1"), ("orientation", "caf-521", "e2e-caf-1")]
+    {
+        let elsewhere = passerelle_eventlog::shredding::associated_data("personal", family, source, sealed.key_id, event_id);
+        assert!(
+            store.key_by_id(sealed.key_id).await?.open(&sealed, &elsewhere).is_err(),
+            "a sealed blob is bound to its family, source and event ({family}, {source}, {event_id})"
+        );
+    }
+    let msa_personal = hub.open_personal(&decoded["e2e-msa-1"].2).await?;
     assert_eq!(msa_personal.matricule.as_deref(), Some("179035212100500"));
 
-    let destroyed = store.destroy_subjects(std::slice::from_ref(&legrand_key)).await?;
-    assert_eq!(destroyed, 1);
+    let mut tx = hub.running.pool.begin().await?;
+    let forgotten = store.forget(&mut tx, &[legrand_key.as_str().to_owned()]).await?;
+    tx.commit().await?;
+    store.retire_old_roots(forgotten.root_generation)?;
+    assert_eq!(forgotten.data_keys_destroyed, 1);
     for id in ["e2e-caf-1", "e2e-caf-3", "e2e-cd-1", "e2e-ft-1"] {
         let sealed = decoded[id].2.personal.clone().expect("sealed");
         assert!(
@@ -279,6 +287,11 @@ async fn events_of_every_family_reach_their_topics_keyed_by_subject_with_persona
     }
     let other = decoded["e2e-caf-5"].2.personal.clone().expect("sealed");
     assert!(store.key_by_id(other.key_id).await.is_ok(), "erasing one person leaves the others readable");
+    assert_eq!(hub.open_record(Family::Allocataire, &decoded["e2e-caf-5"].1.value).await?.envelope.subject, fontaine_key);
+    assert!(
+        hub.open_record(Family::Allocataire, &decoded["e2e-caf-1"].1.value).await.is_err(),
+        "an erased person's record no longer opens"
+    );
     hub.running.shutdown().await
 }
 
@@ -303,12 +316,39 @@ async fn confluents_own_python_client_decodes_the_topics_through_the_registry() 
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "python client failed: {}\n{stdout}", String::from_utf8_lossy(&output.stderr));
     let lines: Vec<serde_json::Value> = stdout.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
-    let mut ids: Vec<String> = lines.iter().map(|l| l["event_id"].as_str().unwrap_or_default().to_owned()).collect();
+    // Without the key, a record is its key id, a version and a ciphertext: nothing else.
+    let store = hub.key_store();
+    let subject = hub.running.topics.subject_of(passerelle_eventlog::schemas::Stream::Facts(Family::Orientation));
+    let mut ids = Vec::new();
+    for line in &lines {
+        assert_eq!(line["fields"], serde_json::json!(["ciphertext", "content_version", "key_id", "nonce"]));
+        assert_eq!(line["key"], line["key_id"], "the Kafka key is the data key's id");
+        // With the key, the content opens, and the registry gives the schema of its version.
+        let key_id: uuid::Uuid = line["key_id"].as_str().unwrap_or_default().parse()?;
+        let sealed = passerelle_eventlog::shredding::Sealed {
+            key_id,
+            nonce: hex::decode(line["nonce"].as_str().unwrap_or_default())?,
+            ciphertext: hex::decode(line["ciphertext"].as_str().unwrap_or_default())?,
+        };
+        let version = line["content_version"].as_i64().unwrap_or_default();
+        let body: serde_json::Value = reqwest::get(format!("{}/subjects/{subject}/versions/{version}", hub.registry_url()))
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let content_schema = apache_avro::Schema::parse_str(body["schema"].as_str().unwrap_or_default())?;
+        let record = passerelle_eventlog::sealed::SealedRecord { content_version: version as i32, sealed };
+        let key = store.key_by_id(key_id).await?;
+        let (content, _) =
+            passerelle_eventlog::sealed::open(passerelle_eventlog::schemas::Stream::Facts(Family::Orientation), &record, &key)?;
+        let event = passerelle_eventlog::codec::decode(Family::Orientation, &content, &content_schema)?;
+        ids.push(event.envelope.event_id.to_string());
+        if event.payload.event_type() == "orientation.decided" {
+            assert!(matches!(event.payload, Payload::OrientationDecided { orientation_type: OrientationType::SocioPro, .. }));
+            assert_eq!(event.envelope.territory.as_deref(), Some("52"));
+        }
+    }
     ids.sort();
     assert_eq!(ids, expected);
-    let decided = lines.iter().find(|l| l["event_type"] == "orientation.decided").expect("decided");
-    assert_eq!(decided["payload"]["orientation_type"], "SOCIO_PRO");
-    assert_eq!(decided["territory"], "52");
-    assert_eq!(decided["key"], decided["subject_key"]);
     hub.running.shutdown().await
 }

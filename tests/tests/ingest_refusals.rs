@@ -50,9 +50,8 @@ fn violated_fields(status: &tonic::Status) -> Vec<String> {
     bad_request.field_violations.iter().map(|v| v.field.clone()).collect()
 }
 
-fn ids_on(hub: &TestHub, family: Family) -> anyhow::Result<Vec<String>> {
-    let records = topics::read_all(&hub.config.kafka.bootstrap_servers, &hub.topic(family))?;
-    Ok(records.iter().map(|r| topics::event_id_of(&r.value).unwrap_or_default()).collect())
+async fn ids_on(hub: &TestHub, family: Family) -> anyhow::Result<Vec<String>> {
+    hub.event_ids_on(family).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -392,7 +391,7 @@ async fn each_invalid_field_is_refused_with_its_path_and_nothing_is_published() 
     ft_client.publish(good_ft("good-ft")).await?;
     cd_client.publish(good_cd("good-cd")).await?;
     for family in Family::ALL {
-        let values = tokio::task::block_in_place(|| ids_on(&hub, family))?;
+        let values = ids_on(&hub, family).await?;
         assert_eq!(values.len(), 1, "{family:?}: only the valid event is on the topic");
         assert!(values[0].starts_with("good-"), "{family:?}");
     }
@@ -425,7 +424,7 @@ async fn a_mixed_batch_publishes_the_good_events_and_reports_each_bad_one() -> a
     );
     assert_eq!(replies[1].violations[0].field, "person.nir");
     assert_eq!(replies[3].violations[0].field, "household.role");
-    let values = tokio::task::block_in_place(|| ids_on(&hub, Family::Allocataire))?;
+    let values = ids_on(&hub, Family::Allocataire).await?;
     assert_eq!(values, ["batch-1", "batch-3", "batch-5"], "the good events, in order, nothing else");
     hub.running.shutdown().await
 }
@@ -476,7 +475,7 @@ async fn institutions_publish_only_within_their_scope_over_mutual_tls() -> anyho
     let anonymous = AllocataireIngestClient::new(hub.anonymous_channel().await?).publish(good_caf("denied-8")).await;
     assert!(anonymous.is_err(), "a call without a client certificate is refused");
     for family in Family::ALL {
-        assert!(tokio::task::block_in_place(|| ids_on(&hub, family))?.is_empty(), "{family:?}: nothing published");
+        assert!(ids_on(&hub, family).await?.is_empty(), "{family:?}: nothing published");
     }
 
     // A relayed flux is the caisse's fact, recorded as relayed by the authority from that file.
@@ -487,10 +486,7 @@ async fn institutions_publish_only_within_their_scope_over_mutual_tls() -> anyho
         topics::read_all(&hub.config.kafka.bootstrap_servers, &hub.topic(Family::Allocataire))
     })?;
     assert_eq!(records.len(), 1);
-    let (id, datum) = passerelle_eventlog::framing::unframe(&records[0].value)?;
-    let schema = passerelle_eventlog::schemas::parse(&passerelle_eventlog::schemas::latest(Family::Allocataire))?;
-    assert!(id > 0);
-    let event = passerelle_eventlog::codec::decode(Family::Allocataire, datum, &schema)?;
+    let event = hub.open_record(Family::Allocataire, &records[0].value).await?;
     assert_eq!(event.envelope.source.institution, "caf-521");
     assert_eq!(event.envelope.source.relayed_by.as_deref(), Some("cd-52"));
     assert_eq!(event.envelope.source.relay_file.as_deref(), Some("RSABEM-2026-10.xml"));

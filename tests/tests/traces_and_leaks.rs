@@ -80,7 +80,13 @@ async fn one_trace_from_call_to_projection_and_no_personal_data_anywhere() -> an
         &hub.config.kafka.bootstrap_servers,
         &hub.topic(passerelle_domain::event::Family::Allocataire),
     )?;
-    let record = records.iter().find(|r| topics::event_id_of(&r.value).as_deref() == Some("t-1")).expect("t-1");
+    let mut record = None;
+    for candidate in &records {
+        if hub.event_id_of(passerelle_domain::event::Family::Allocataire, &candidate.value).await.as_deref() == Some("t-1") {
+            record = Some(candidate);
+        }
+    }
+    let record = record.expect("t-1");
     let traceparent = record
         .headers
         .iter()

@@ -7,7 +7,7 @@ use passerelle_domain::{
     event::{PersonalData, SubjectKey},
 };
 use passerelle_eventlog::{
-    shredding::{KeyStore, Sealed},
+    shredding::{KeyStore, Sealed, associated_data},
     subject::SubjectKeys,
 };
 use passerelle_readmodel::{Dossier, TimelineEntry, territory};
@@ -608,7 +608,7 @@ impl Api {
     /// value of each field; unreadable data (a destroyed key) is left out.
     async fn personal(&self, person_id: Uuid) -> Result<Opened, Failure> {
         let rows = sqlx::query(
-            "SELECT event_id, sealed_key_id, sealed_nonce, sealed_data, commune FROM person_events
+            "SELECT source, family, event_id, sealed_key_id, sealed_nonce, sealed_data, commune FROM person_events
              WHERE person_id = $1 AND (sealed_data IS NOT NULL OR commune IS NOT NULL)
              ORDER BY occurred_at DESC, recorded_at DESC LIMIT 50",
         )
@@ -628,13 +628,15 @@ impl Api {
             ) else {
                 continue;
             };
-            let event_id: String = row.try_get("event_id")?;
+            let (source, family, event_id): (String, String, String) =
+                (row.try_get("source")?, row.try_get("family")?, row.try_get("event_id")?);
             // One lookup per data key (a subject's events share it), not one per event.
             if let std::collections::hash_map::Entry::Vacant(slot) = keys.entry(key_id) {
                 slot.insert(self.store.key_by_id(key_id).await.ok());
             }
             let Some(Some(key)) = keys.get(&key_id) else { continue };
-            let Ok(plain) = key.open(&Sealed { key_id, nonce, ciphertext }, event_id.as_bytes()) else { continue };
+            let associated = associated_data("personal", &family, &source, key_id, &event_id);
+            let Ok(plain) = key.open(&Sealed { key_id, nonce, ciphertext }, &associated) else { continue };
             let Ok(data) = serde_json::from_slice::<PersonalData>(&plain) else { continue };
             opened.nom = opened.nom.or(data.nom);
             opened.prenoms = opened.prenoms.or(data.prenoms);

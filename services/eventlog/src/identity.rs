@@ -114,7 +114,7 @@ mod tests {
 
     #[test]
     fn a_decision_round_trips_through_the_committed_schema() {
-        let schema = schemas::parse(&schemas::latest_of(Stream::Identity)).expect("schema");
+        let schema = schemas::committed(Stream::Identity, schemas::CONTENT_VERSION).expect("schema");
         for decision in Decision::SYMBOLS {
             let original = IdentityDecision {
                 decision_id: Uuid::now_v7(),

@@ -1,12 +1,15 @@
 //! The event log: canonical Avro events with Confluent framing, the schema registry that lets
 //! standard clients decode them, crypto-shredding of personal fields, and Kafka plumbing.
 
+pub use apache_avro::Schema;
+
 pub mod codec;
 pub mod framing;
 pub mod identity;
 pub mod kafka;
 pub mod registry;
 pub mod schemas;
+pub mod sealed;
 pub mod secrets;
 pub mod shredding;
 pub mod subject;

@@ -66,6 +66,27 @@ pub const COMMITTED: &[SchemaVersion] = &[
         version: 1,
         text: include_str!("../../../schemas/passerelle.identite.v1/v1.avsc"),
     },
+    // Version 2 of every stream: the record sealed whole (crate::sealed); version 1 is its content.
+    SchemaVersion {
+        stream: Stream::Facts(Family::Allocataire),
+        version: 2,
+        text: include_str!("../../../schemas/passerelle.allocataire.v1/v2.avsc"),
+    },
+    SchemaVersion {
+        stream: Stream::Facts(Family::DemandeurEmploi),
+        version: 2,
+        text: include_str!("../../../schemas/passerelle.demandeur-emploi.v1/v2.avsc"),
+    },
+    SchemaVersion {
+        stream: Stream::Facts(Family::Orientation),
+        version: 2,
+        text: include_str!("../../../schemas/passerelle.orientation.v1/v2.avsc"),
+    },
+    SchemaVersion {
+        stream: Stream::Identity,
+        version: 2,
+        text: include_str!("../../../schemas/passerelle.identite.v1/v2.avsc"),
+    },
 ];
 
 /// The latest committed version of a family's schema: the one the hub writes with.
@@ -76,6 +97,29 @@ pub fn latest(family: Family) -> SchemaVersion {
 pub fn parse(version: &SchemaVersion) -> Result<Schema, Error> {
     Ok(Schema::parse_str(version.text)?)
 }
+
+/// A committed version of a stream's schema, parsed once per process.
+pub fn committed(stream: Stream, version: i32) -> Result<std::sync::Arc<Schema>, Error> {
+    use std::{
+        collections::HashMap,
+        sync::{Arc, Mutex, OnceLock},
+    };
+    static PARSED: OnceLock<Mutex<HashMap<(&'static str, i32), Arc<Schema>>>> = OnceLock::new();
+    let parsed = PARSED.get_or_init(Mutex::default);
+    if let Some(schema) = parsed.lock().expect("schemas lock").get(&(stream.topic(), version)) {
+        return Ok(schema.clone());
+    }
+    let text = COMMITTED
+        .iter()
+        .find(|v| v.stream == stream && v.version == version)
+        .ok_or_else(|| Error::Registry(format!("{} has no committed version {version}", stream.topic())))?;
+    let schema = Arc::new(parse(text)?);
+    parsed.lock().expect("schemas lock").insert((stream.topic(), version), schema.clone());
+    Ok(schema)
+}
+
+/// The version whose schema a sealed record's content follows (version 1: the clear event).
+pub const CONTENT_VERSION: i32 = 1;
 
 /// Topic names, with an optional prefix (tests and side-by-side deployments share a broker).
 #[derive(Debug, Clone, Default)]

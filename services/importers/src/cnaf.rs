@@ -425,7 +425,7 @@ fn date_or_raw(raw: &str) -> String {
 /// are published about the demandeur (or the first member when the flux has no DEM); facts of
 /// persons (role, SDD) about each member. Unknown codes are sent as they are: the hub refuses
 /// them with a reason, or keeps an unknown motif flagged.
-pub fn events_of(header: &FluxHeader, foyer: &Foyer) -> (Vec<AllocataireEvent>, Vec<LocalRefusal>) {
+pub fn events_of(id_key: &crate::IdKey, header: &FluxHeader, foyer: &Foyer) -> (Vec<AllocataireEvent>, Vec<LocalRefusal>) {
     let mut events = Vec::new();
     let mut refusals = Vec::new();
     let dtref = date_or_raw(&header.dtref);
@@ -466,7 +466,7 @@ pub fn events_of(header: &FluxHeader, foyer: &Foyer) -> (Vec<AllocataireEvent>, 
     let id = |fact: &str, parts: &[&str]| {
         let mut all: Vec<&str> = base.to_vec();
         all.extend_from_slice(parts);
-        fact_id(&format!("cnaf.{fact}"), &all)
+        fact_id(id_key, &format!("cnaf.{fact}"), &all)
     };
 
     if !foyer.dtdemrsa.is_empty() {

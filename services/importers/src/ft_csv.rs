@@ -136,7 +136,7 @@ fn decode(bytes: &[u8]) -> String {
 }
 
 /// The demandeur d'emploi events a row implies, or the reasons it cannot be imported.
-pub fn events_of(row: &Row) -> Result<Vec<DemandeurEmploiEvent>, String> {
+pub fn events_of(id_key: &crate::IdKey, row: &Row) -> Result<Vec<DemandeurEmploiEvent>, String> {
     let Some(ft_id) = row.get("identifiant_ft") else {
         return Err("identifiant_ft is empty".into());
     };
@@ -156,7 +156,7 @@ pub fn events_of(row: &Row) -> Result<Vec<DemandeurEmploiEvent>, String> {
         let mut all = vec![ft_id.as_str()];
         all.extend_from_slice(parts);
         DemandeurEmploiEvent {
-            event_id: fact_id(&format!("ft.{fact_name}"), &all),
+            event_id: fact_id(id_key, &format!("ft.{fact_name}"), &all),
             occurred_at: format!("{when}T00:00:00Z"),
             person: person.clone(),
             location: location.clone(),

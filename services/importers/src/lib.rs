@@ -5,7 +5,9 @@
 //!
 //! Event ids are derived from the content of each fact (source, household, person, fact,
 //! values), never from the file: importing a month twice, or the next month's unchanged facts,
-//! yields the same ids. Ids are hashes, so they carry no personal data.
+//! yields the same ids. Ids are keyed hashes (HMAC-SHA-256 under the id key of the source, an
+//! [`IdKey`]): they carry no personal data, and nobody without that key (the hub's operators
+//! included) can recompute one from a NIR and a matricule.
 
 pub mod cnaf;
 pub mod dates;
@@ -13,7 +15,8 @@ pub mod driver;
 pub mod ft_csv;
 pub mod generate;
 
-use sha2::{Digest, Sha256};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
 /// Where a file is wrong: line and reason.
 #[derive(Debug, thiserror::Error)]
@@ -24,14 +27,49 @@ pub struct InvalidFile {
     pub reason: String,
 }
 
-/// A fact id: a readable prefix (`cnaf.sdd`), then 32 hex characters of SHA-256 over the parts.
-pub fn fact_id(prefix: &str, parts: &[&str]) -> String {
-    let mut hasher = Sha256::new();
-    for part in parts {
-        hasher.update(part.as_bytes());
-        hasher.update([0x1f]);
+/// The key of a source's fact ids: 32 bytes, held by the institution that owns the facts (a
+/// caisse, France Travail) and by whoever imports its files for it (a relaying département gets
+/// the caisse's). The same key gives the same ids, so a re-import is recognised.
+#[derive(Clone)]
+pub struct IdKey([u8; 32]);
+
+impl std::fmt::Debug for IdKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdKey(<redacted>)")
     }
-    format!("{prefix}.{}", &hex::encode(hasher.finalize())[..32])
+}
+
+impl IdKey {
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// Reads a key file of 64 hexadecimal characters.
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read the id key {}: {e} (the source's key of fact ids; create one with: openssl rand -hex 32 > {}, and keep it: another key gives other ids)",
+                path.display(),
+                path.display()
+            )
+        })?;
+        let bytes = hex::decode(text.trim())
+            .ok()
+            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+            .ok_or_else(|| anyhow::anyhow!("{}: an id key is 64 hexadecimal characters", path.display()))?;
+        Ok(Self(bytes))
+    }
+}
+
+/// A fact id: a readable prefix (`cnaf.sdd`), then 32 hex characters of HMAC-SHA-256 over the
+/// parts, under the source's id key.
+pub fn fact_id(key: &IdKey, prefix: &str, parts: &[&str]) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key.0).expect("HMAC takes keys of any length");
+    for part in parts {
+        mac.update(part.as_bytes());
+        mac.update(&[0x1f]);
+    }
+    format!("{prefix}.{}", &hex::encode(mac.finalize().into_bytes())[..32])
 }
 
 use std::{path::Path, sync::Arc, sync::atomic::Ordering};
@@ -53,7 +91,14 @@ fn file_name(path: &Path) -> String {
 /// Imports a CNAF RSA flux through the hub at `channel` (opened with the caller's
 /// credentials). With `relay`, the call says the flux is relayed from this file, as a
 /// département does for its territory.
-pub async fn import_cnaf_flux(path: &Path, channel: Channel, relay: bool, quiet: bool) -> anyhow::Result<Summary> {
+pub async fn import_cnaf_flux(
+    path: &Path,
+    channel: Channel,
+    id_key: &IdKey,
+    relay: bool,
+    quiet: bool,
+) -> anyhow::Result<Summary> {
+    let id_key = id_key.clone();
     let name = file_name(path);
     let file = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
     let progress = Arc::new(Progress::default());
@@ -69,7 +114,7 @@ pub async fn import_cnaf_flux(path: &Path, channel: Channel, relay: bool, quiet:
             |header, foyer| {
                 parse_progress.records.fetch_add(1, Ordering::Relaxed);
                 parse_progress.persons.fetch_add(foyer.persons.len() as u64, Ordering::Relaxed);
-                let (events, refusals) = cnaf::events_of(header, &foyer);
+                let (events, refusals) = cnaf::events_of(&id_key, header, &foyer);
                 for refusal in refusals {
                     sender
                         .blocking_send(Item::Refused { line: refusal.line, reason: refusal.reason })
@@ -103,7 +148,8 @@ pub async fn import_cnaf_flux(path: &Path, channel: Channel, relay: bool, quiet:
 }
 
 /// Imports a France Travail CSV extract through the hub at `channel`.
-pub async fn import_ft_csv(path: &Path, channel: Channel, quiet: bool) -> anyhow::Result<Summary> {
+pub async fn import_ft_csv(path: &Path, channel: Channel, id_key: &IdKey, quiet: bool) -> anyhow::Result<Summary> {
+    let id_key = id_key.clone();
     let name = file_name(path);
     let file = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
     let progress = Arc::new(Progress::default());
@@ -112,7 +158,7 @@ pub async fn import_ft_csv(path: &Path, channel: Channel, quiet: bool) -> anyhow
         ft_csv::read_extract(&name, std::io::BufReader::new(file), |row| {
             parse_progress.records.fetch_add(1, Ordering::Relaxed);
             parse_progress.persons.fetch_add(1, Ordering::Relaxed);
-            let items: Vec<_> = match ft_csv::events_of(&row) {
+            let items: Vec<_> = match ft_csv::events_of(&id_key, &row) {
                 Ok(events) => events.into_iter().map(|event| Item::Event { line: row.line, event }).collect(),
                 Err(reason) => vec![Item::Refused { line: row.line, reason }],
             };

@@ -1,5 +1,7 @@
-//! Publishing canonical events: seal the personal fields with the subject's data key, encode to
-//! Avro with the family's registered schema, frame, and hand to the producer.
+//! Publishing canonical events: seal the personal fields with the subject's data key, encode the
+//! event (version 1 of the family's schema), seal it whole under the same key (version 2, the
+//! writer schema: docs/decisions/0007-erasure-that-forgets.md), frame, and hand to the producer
+//! keyed by the data key's random id.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -14,8 +16,9 @@ use passerelle_eventlog::{
     framing,
     kafka::{Delivered, Pending, PublishError, Publisher},
     registry::{Registry, WriterSchema},
-    schemas::Topics,
-    shredding::KeyStore,
+    schemas::{self, Stream, Topics},
+    sealed,
+    shredding::{self, KeyStore},
     subject::SubjectKeys,
 };
 use rdkafka::message::OwnedHeaders;
@@ -40,7 +43,8 @@ pub struct IngestHub {
 pub struct Prepared {
     pub family: Family,
     pub event_id: String,
-    pub subject_key: String,
+    /// The Kafka key: the random id of the subject's data key (its pseudonym on the log).
+    pub log_key: String,
     pub topic: String,
     pub value: Vec<u8>,
     /// The W3C trace context of the call, carried in the `traceparent` header.
@@ -123,9 +127,8 @@ impl IngestHub {
     /// Seals, encodes and frames events, in order: the subjects' data keys are read (or
     /// created) and the search index written in one statement each, whatever their number.
     pub async fn prepare_many(&self, events: Vec<CanonicalEvent>) -> Result<Vec<Prepared>, Error> {
-        let sealing: Vec<&passerelle_domain::event::SubjectKey> =
-            events.iter().filter(|e| !e.personal.is_empty()).map(|e| &e.envelope.subject).collect();
-        let keys = if sealing.is_empty() { Default::default() } else { self.keys_of(&sealing).await? };
+        let subjects: Vec<&passerelle_domain::event::SubjectKey> = events.iter().map(|e| &e.envelope.subject).collect();
+        let keys = if subjects.is_empty() { Default::default() } else { self.keys_of(&subjects).await? };
         // The blind index of the name and birth date, for the API's search (hub state, not on
         // the log: see the migration 0002_search_index.sql).
         let search: Vec<(String, String)> = events
@@ -142,22 +145,30 @@ impl IngestHub {
         let mut prepared = Vec::with_capacity(events.len());
         for event in events {
             let writer = self.writers.get(&event.family).ok_or(Error::Internal("no writer schema for a family"))?;
+            let key = keys.get(event.envelope.subject.as_str()).ok_or(Error::Internal("no data key for a subject"))?;
             let personal = if event.personal.is_empty() {
                 None
             } else {
-                let key =
-                    keys.get(event.envelope.subject.as_str()).ok_or(Error::Internal("no data key for a subject"))?;
                 let plaintext =
                     serde_json::to_vec(&event.personal).map_err(|_| Error::Internal("personal data serialisation"))?;
-                Some(key.seal(&plaintext, event.envelope.event_id.as_str().as_bytes())?)
+                let associated = shredding::associated_data(
+                    "personal",
+                    event.family.label(),
+                    &event.envelope.source.institution,
+                    key.key_id,
+                    event.envelope.event_id.as_str(),
+                );
+                Some(key.seal(&plaintext, &associated)?)
             };
+            let stream = Stream::Facts(event.family);
             let logged =
                 LoggedEvent { family: event.family, envelope: event.envelope, payload: event.payload, personal };
-            let datum = codec::encode(&logged, &writer.schema)?;
+            let content = codec::encode(&logged, &*schemas::committed(stream, schemas::CONTENT_VERSION)?)?;
+            let datum = sealed::seal(stream, key, &content, &writer.schema)?;
             prepared.push(Prepared {
                 family: logged.family,
                 event_id: logged.envelope.event_id.as_str().to_owned(),
-                subject_key: logged.envelope.subject.as_str().to_owned(),
+                log_key: key.key_id.to_string(),
                 topic: self.topics.topic(logged.family),
                 value: framing::frame(writer.id, &datum),
                 traceparent: passerelle_telemetry::traceparent(),
@@ -200,7 +211,7 @@ impl IngestHub {
         if let Some(traceparent) = &prepared.traceparent {
             headers = headers.insert(rdkafka::message::Header { key: "traceparent", value: Some(traceparent) });
         }
-        self.publisher.enqueue(&prepared.topic, &prepared.subject_key, &prepared.value, headers)
+        self.publisher.enqueue(&prepared.topic, &prepared.log_key, &prepared.value, headers)
     }
 
     pub async fn publish(&self, prepared: &Prepared) -> Result<Delivered, PublishError> {

@@ -207,10 +207,10 @@ async fn publish_unary<T>(
         Ok((prepared, delivered)) => {
             metrics().accepted.with_label_values(&[family.label()]).inc();
             metrics().publish_seconds.with_label_values(&[family.label()]).observe(started.elapsed().as_secs_f64());
-            tracing::debug!(event_id = %prepared.event_id, subject = %prepared.subject_key, "event published");
+            tracing::debug!(event_id = %prepared.event_id, log_key = %prepared.log_key, "event published");
             Ok(Response::new(PublishReply {
                 event_id: prepared.event_id,
-                subject_key: prepared.subject_key,
+                subject_key: prepared.log_key,
                 topic: prepared.topic,
                 partition: delivered.partition,
                 offset: delivered.offset,
@@ -397,7 +397,7 @@ fn publish_stream<T: Send + Sync + 'static>(
                                     status: batch_reply::Status::Accepted as i32,
                                     published: Some(PublishReply {
                                         event_id: String::new(),
-                                        subject_key: prepared.subject_key,
+                                        subject_key: prepared.log_key,
                                         topic: prepared.topic,
                                         partition: delivered.partition,
                                         offset: delivered.offset,

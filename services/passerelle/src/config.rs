@@ -5,7 +5,7 @@
 //!      (`PASSERELLE__KAFKA__BOOTSTRAP_SERVERS=broker:9092`);
 //!   4. command-line flags.
 //!
-//! Secrets (pepper, master key) are read from files or the environment and never printed.
+//! Secrets (pepper, root keys) are read from files or the environment and never printed.
 
 use std::{net::SocketAddr, path::PathBuf};
 
@@ -145,8 +145,10 @@ impl Default for TlsConfig {
 pub struct SecretsConfig {
     pub pepper_file: Option<PathBuf>,
     pub pepper_hex: Option<String>,
-    pub master_key_file: Option<PathBuf>,
-    pub master_key_hex: Option<String>,
+    /// The directory of the root keys (one file per generation; docs/decisions/0007): outside
+    /// the database and its backups, shared by every hub process, writable (an erasure writes
+    /// the next generation and deletes the older ones).
+    pub root_keys_dir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for SecretsConfig {
@@ -154,8 +156,7 @@ impl std::fmt::Debug for SecretsConfig {
         f.debug_struct("SecretsConfig")
             .field("pepper_file", &self.pepper_file)
             .field("pepper_hex", &self.pepper_hex.as_ref().map(|_| "<redacted>"))
-            .field("master_key_file", &self.master_key_file)
-            .field("master_key_hex", &self.master_key_hex.as_ref().map(|_| "<redacted>"))
+            .field("root_keys_dir", &self.root_keys_dir)
             .finish()
     }
 }
@@ -176,8 +177,14 @@ impl SecretsConfig {
         Self::load("pepper", self.pepper_hex.as_ref(), self.pepper_file.as_ref())
     }
 
-    pub fn master_key(&self) -> anyhow::Result<SecretKey> {
-        Self::load("master_key", self.master_key_hex.as_ref(), self.master_key_file.as_ref())
+    /// The root keys of the key hierarchy.
+    pub fn root_keys(&self) -> anyhow::Result<std::sync::Arc<passerelle_eventlog::shredding::RootKeys>> {
+        let dir = self.root_keys_dir.as_ref().ok_or_else(|| {
+            anyhow::anyhow!(
+                "the root keys are not configured: set secrets.root_keys_dir in the configuration (or PASSERELLE__SECRETS__ROOT_KEYS_DIR); for development run infra/dev-secrets.sh"
+            )
+        })?;
+        Ok(std::sync::Arc::new(passerelle_eventlog::shredding::RootKeys::open(dir)?))
     }
 }
 
@@ -255,7 +262,7 @@ mod tests {
     fn secrets_are_never_printed() {
         let secrets = SecretsConfig { pepper_hex: Some("ab".repeat(32)), ..SecretsConfig::default() };
         assert!(!format!("{secrets:?}").contains("abab"));
-        let missing = SecretsConfig::default().master_key().expect_err("not configured").to_string();
+        let missing = SecretsConfig::default().root_keys().expect_err("not configured").to_string();
         assert!(missing.contains("infra/dev-secrets.sh"), "{missing}");
     }
 }

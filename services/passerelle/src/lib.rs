@@ -157,12 +157,14 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
 /// Starts ingestion, the schema registry and the HTTP endpoints, and the projector if asked.
 pub async fn start_services(config: &Config, services: Services) -> anyhow::Result<Running> {
     let pepper = config.secrets.pepper()?;
-    let master = config.secrets.master_key()?;
+    let roots = config.secrets.root_keys()?;
     let institutions = Institutions::load(&config.institutions_file).map_err(anyhow::Error::msg)?;
     let pool = connect(config).await?;
     let topics = Topics::new(config.kafka.topic_prefix.clone());
     let registry = Registry::new(pool.clone(), topics.clone());
     registry.register_committed().await.context("registering the committed schemas")?;
+    let key_store = KeyStore::new(pool.clone(), roots.clone());
+    key_store.prepare().await.context("preparing the key hierarchy")?;
 
     let mut all_topics: Vec<String> = Family::ALL.iter().map(|family| topics.topic(*family)).collect();
     all_topics.push(topics.identity());
@@ -179,7 +181,7 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
         IngestHub::new(
             SubjectKeys::new(pepper),
             institutions,
-            KeyStore::new(pool.clone(), master),
+            key_store.clone(),
             &registry,
             publisher.clone(),
             topics.clone(),
@@ -261,7 +263,7 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
         passerelle_api::auth::Verifier::from_file(&config.api.jwks_file, &config.api.issuer, &config.api.audience)
             .map_err(|e| anyhow::anyhow!("{e} (api.jwks_file; infra/dev-pki.sh writes a development key set)"))?,
         SubjectKeys::new(config.secrets.pepper()?),
-        KeyStore::new(api_pool.clone(), config.secrets.master_key()?),
+        KeyStore::new(api_pool.clone(), roots.clone()),
     )
     .with_limits(&config.api.limits);
     let api = Arc::new(api);
@@ -366,7 +368,7 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
     tasks.spawn(serve_http(registry_listener, registry.router(), shutdown_rx, "schema registry"));
 
     if services.projector {
-        let applier = Arc::new(dossier_applier(registry.clone(), &topics));
+        let applier = Arc::new(dossier_applier(registry.clone(), key_store.clone(), &topics));
         let settings = passerelle_projector::consumer::WorkerSettings {
             bootstrap_servers: config.kafka.bootstrap_servers.clone(),
             group_id: format!("{}{}", config.kafka.topic_prefix, config.projector_group),
@@ -419,7 +421,7 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
                 ticks += 1;
             }
         });
-        tasks.spawn(retention_schedule(pool.clone(), config.retention_days, shutdown_rx_projector));
+        tasks.spawn(retention_schedule(pool.clone(), key_store.clone(), config.retention_days, shutdown_rx_projector));
     }
 
     let console_url = format!(
@@ -447,9 +449,9 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
 }
 
 /// The applier of the dossier projection.
-pub fn dossier_applier(registry: Registry, topics: &Topics) -> passerelle_projector::apply::Applier {
+pub fn dossier_applier(registry: Registry, keys: KeyStore, topics: &Topics) -> passerelle_projector::apply::Applier {
     let families = Family::ALL.iter().map(|family| (topics.topic(*family), *family)).collect();
-    passerelle_projector::apply::Applier::new("dossier", registry, families).with_identity_topic(topics.identity())
+    passerelle_projector::apply::Applier::new("dossier", registry, keys, families).with_identity_topic(topics.identity())
 }
 
 /// The topics the dossier projection consumes: every family's facts and the identity decisions.
@@ -506,12 +508,12 @@ pub async fn rebuild_projection(
         .connect(owner_url)
         .await
         .context("cannot reach PostgreSQL with database_url")?;
-    passerelle_projector::rebuild::prepare(&admin, passerelle_readmodel::SCHEMA).await?;
+    passerelle_projector::rebuild::prepare(&admin).await?;
     let pool = connect_with_search_path(owner_url, passerelle_projector::rebuild::REBUILD_SCHEMA).await?;
     let topics = Topics::new(config.kafka.topic_prefix.clone());
     let registry = Registry::new(live.clone(), topics.clone());
     registry.register_committed().await?;
-    let applier = dossier_applier(registry, &topics);
+    let applier = dossier_applier(registry, key_store(config, &live).await?, &topics);
     let rebuilt = passerelle_projector::rebuild::run(
         &admin,
         &pool,
@@ -535,14 +537,22 @@ pub async fn publish_identity_decision(
 ) -> anyhow::Result<()> {
     let pool = connect(config).await?;
     let topics = Topics::new(config.kafka.topic_prefix.clone());
-    let registry = Registry::new(pool, topics.clone());
+    let registry = Registry::new(pool.clone(), topics.clone());
     registry.register_committed().await?;
-    let writer = registry.writer_of(passerelle_eventlog::schemas::Stream::Identity).await?;
-    let datum = passerelle_eventlog::identity::encode(decision, &writer.schema)?;
+    // Sealed whole under the data key of the subject it decides, like any fact about them.
+    let stream = passerelle_eventlog::schemas::Stream::Identity;
+    let writer = registry.writer_of(stream).await?;
+    let keys = key_store(config, &pool).await?;
+    let key = keys.key_for_subject(&passerelle_domain::event::SubjectKey(decision.subject_key.clone())).await?;
+    let content = passerelle_eventlog::identity::encode(
+        decision,
+        &*passerelle_eventlog::schemas::committed(stream, passerelle_eventlog::schemas::CONTENT_VERSION)?,
+    )?;
+    let datum = passerelle_eventlog::sealed::seal(stream, &key, &content, &writer.schema)?;
     let value = passerelle_eventlog::framing::frame(writer.id, &datum);
     let publisher = Arc::new(Publisher::new(config.kafka.clone())?);
     publisher
-        .publish(&topics.identity(), &decision.subject_key, &value, passerelle_eventlog::kafka::Headers::new())
+        .publish(&topics.identity(), &key.key_id.to_string(), &value, passerelle_eventlog::kafka::Headers::new())
         .await
         .map_err(|error| {
             anyhow::anyhow!(
@@ -553,6 +563,13 @@ pub async fn publish_identity_decision(
     Ok(())
 }
 
+/// The key store of the hub's database, its hierarchy prepared.
+pub async fn key_store(config: &Config, pool: &PgPool) -> anyhow::Result<KeyStore> {
+    let keys = KeyStore::new(pool.clone(), config.secrets.root_keys()?);
+    keys.prepare().await.context("preparing the key hierarchy")?;
+    Ok(keys)
+}
+
 /// Replays a dead letter of the dossier projection (`passerelle dlq replay`).
 pub async fn replay_dead_letter(
     config: &Config,
@@ -560,13 +577,18 @@ pub async fn replay_dead_letter(
 ) -> anyhow::Result<passerelle_projector::dlq::Replayed> {
     let pool = connect(config).await?;
     let topics = Topics::new(config.kafka.topic_prefix.clone());
-    let applier = dossier_applier(Registry::new(pool.clone(), topics.clone()), &topics);
+    let applier = dossier_applier(Registry::new(pool.clone(), topics.clone()), key_store(config, &pool).await?, &topics);
     Ok(passerelle_projector::dlq::replay(&pool, &applier, &config.kafka.bootstrap_servers, dead_letter_id).await?)
 }
 
 /// Runs the retention job every day: persons without contact for `days` are erased, and access
 /// journal entries older than one year are purged.
-async fn retention_schedule(pool: PgPool, days: i64, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+async fn retention_schedule(
+    pool: PgPool,
+    keys: KeyStore,
+    days: i64,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let mut daily = tokio::time::interval(Duration::from_secs(24 * 3600));
     loop {
         tokio::select! {
@@ -574,7 +596,7 @@ async fn retention_schedule(pool: PgPool, days: i64, mut shutdown: watch::Receiv
             _ = daily.tick() => {}
         }
         let cutoff = chrono::Utc::now() - chrono::Duration::days(days);
-        match passerelle_projector::erase::retention(&pool, cutoff).await {
+        match passerelle_projector::erase::retention(&pool, &keys, cutoff).await {
             Ok(erased) => tracing::info!(erased, days, "retention job done"),
             Err(error) => tracing::error!(error = %error, "retention job failed; it runs again tomorrow"),
         }

@@ -97,6 +97,11 @@ struct Connection {
     /// The institution to act as (its certificate's name).
     #[arg(long = "as")]
     institution: String,
+    /// The key of the fact ids (64 hex characters): the source's, so that a re-import gives the
+    /// same ids. Defaults to <credentials>/<institution>.idkey; a relaying département gives the
+    /// caisse's.
+    #[arg(long)]
+    id_key: Option<PathBuf>,
     /// No progress lines, only the summary.
     #[arg(long)]
     quiet: bool,
@@ -258,12 +263,23 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
                 println!("no such person in the hub: nothing erased");
                 return Ok(());
             };
-            let erased =
-                passerelle_projector::erase::erase_person(&pool, person, passerelle_projector::erase::Reason::Request)
-                    .await?;
+            let keys = passerelle::key_store(&config, &pool).await?;
+            let erased = passerelle_projector::erase::erase_person(
+                &pool,
+                &keys,
+                person,
+                passerelle_projector::erase::Reason::Request,
+            )
+            .await?;
             println!(
-                "person {person} erased: {} subject keys, {} data keys destroyed, {} events removed from the read models",
-                erased.subject_keys, erased.data_keys_destroyed, erased.events_removed
+                "person {person} erased: {} subject keys, {} data keys destroyed, {} events removed from the read models, {} journal rows moved to a new random id; {} bucket keys replaced ({} live keys wrapped again), root keys now at generation {}",
+                erased.subject_keys,
+                erased.data_keys_destroyed,
+                erased.events_removed,
+                erased.journal_rows,
+                erased.buckets_rotated,
+                erased.keys_rewrapped,
+                erased.root_generation
             );
             Ok(())
         }
@@ -355,7 +371,8 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Retention => {
             let pool = passerelle::connect(&config).await?;
             let cutoff = chrono::Utc::now() - chrono::Duration::days(config.retention_days);
-            let erased = passerelle_projector::erase::retention(&pool, cutoff).await?;
+            let keys = passerelle::key_store(&config, &pool).await?;
+            let erased = passerelle_projector::erase::retention(&pool, &keys, cutoff).await?;
             println!("retention: {erased} persons without contact since {} erased", cutoff.date_naive());
             Ok(())
         }
@@ -388,11 +405,21 @@ async fn import(file: ImportFile) -> anyhow::Result<i32> {
         format!("cannot reach the hub at {} (is it running? infra/up.sh starts one)", connection.hub)
     })?;
     let quiet = connection.quiet;
+    let relaying = matches!(file, ImportFile::CnafFlux { relay: true, .. });
+    let id_key_path = match (&connection.id_key, relaying) {
+        (Some(path), _) => path.clone(),
+        (None, true) => anyhow::bail!(
+            "a relayed flux keeps the caisse's fact ids: give the caisse's id key with --id-key (e.g. {}/caf-521.idkey)",
+            connection.credentials.display()
+        ),
+        (None, false) => connection.credentials.join(format!("{}.idkey", connection.institution)),
+    };
+    let id_key = passerelle_importers::IdKey::from_file(&id_key_path)?;
     let outcome = match file {
         ImportFile::CnafFlux { relay, .. } => {
-            passerelle_importers::import_cnaf_flux(&path, channel, relay, quiet).await
+            passerelle_importers::import_cnaf_flux(&path, channel, &id_key, relay, quiet).await
         }
-        ImportFile::FtCsv { .. } => passerelle_importers::import_ft_csv(&path, channel, quiet).await,
+        ImportFile::FtCsv { .. } => passerelle_importers::import_ft_csv(&path, channel, &id_key, quiet).await,
     };
     match outcome {
         Ok(summary) => {

@@ -20,7 +20,7 @@ fn write(dir: &Path, name: &str, content: &str) -> anyhow::Result<()> {
     let path = dir.join(name);
     std::fs::write(&path, content).with_context(|| format!("writing {}", path.display()))?;
     #[cfg(unix)]
-    if name.ends_with(".key") {
+    if name.ends_with(".key") || name.ends_with(".idkey") {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     }
@@ -61,6 +61,12 @@ pub fn issue_dev_pki(out: &Path, institutions: &Institutions) -> anyhow::Result<
         let certificate = params.signed_by(&key, &ca)?;
         write(out, &format!("{}.pem", institution.id), &certificate.pem())?;
         write(out, &format!("{}.key", institution.id), &key.serialize_pem())?;
+        // The key of the fact ids its files' importer derives (kept across reissues: another
+        // key gives other ids, and a re-import would no longer be recognised).
+        let id_key = out.join(format!("{}.idkey", institution.id));
+        if !id_key.exists() {
+            write(out, &format!("{}.idkey", institution.id), &passerelle_eventlog::secrets::SecretKey::generate().to_hex())?;
+        }
         issued.push(institution.id.clone());
     }
     issued.sort();

@@ -11,6 +11,9 @@ use passerelle_eventlog::{
     framing,
     identity::{self, Decision, IdentityDecision},
     registry::Registry,
+    schemas::Stream,
+    sealed,
+    shredding::{DataKey, KeyStore},
 };
 use sha2::{Digest, Sha256};
 use sqlx::{Postgres, Row, Transaction};
@@ -71,7 +74,7 @@ pub struct Outcome {
     pub applied: u64,
     pub duplicates: u64,
     pub already_past: u64,
-    /// Facts about erased subjects, skipped.
+    /// Records of erased persons (their subject's key destroyed), skipped.
     pub erased: u64,
     pub dead_letters: Vec<DeadLetter>,
     /// Next offset per (topic, partition) after the batch.
@@ -90,14 +93,28 @@ pub type Hold =
 pub struct Applier {
     pub projection: String,
     registry: Registry,
+    /// The data keys that open sealed records.
+    keys: KeyStore,
     families: HashMap<String, Family>,
     identity_topic: Option<String>,
     hold_before_commit: Option<Hold>,
 }
 
 impl Applier {
-    pub fn new(projection: impl Into<String>, registry: Registry, families: HashMap<String, Family>) -> Self {
-        Self { projection: projection.into(), registry, families, identity_topic: None, hold_before_commit: None }
+    pub fn new(
+        projection: impl Into<String>,
+        registry: Registry,
+        keys: KeyStore,
+        families: HashMap<String, Family>,
+    ) -> Self {
+        Self {
+            projection: projection.into(),
+            registry,
+            keys,
+            families,
+            identity_topic: None,
+            hold_before_commit: None,
+        }
     }
 
     /// For the concurrency tests only: runs `hold` with each batch's transaction open, its
@@ -114,11 +131,57 @@ impl Applier {
         self
     }
 
-    async fn decode_decision(&self, record: &Record) -> Result<IdentityDecision, String> {
-        let value = record.value.as_deref().ok_or("a record without value")?;
-        let (schema_id, datum) = framing::unframe(value).map_err(|e| e.to_string())?;
-        let schema = self.registry.schema_by_id(schema_id).await.map_err(|e| e.to_string())?;
-        identity::decode(datum, &schema).map_err(|e| e.to_string())
+    /// The data key a sealed record names, if it is one (records written before sealing, with
+    /// version 1 of their schema, are in clear).
+    async fn sealed_key_of(&self, record: &Record) -> Option<Uuid> {
+        let (schema_id, datum) = framing::unframe(record.value.as_deref()?).ok()?;
+        let schema = self.registry.schema_by_id(schema_id).await.ok()?;
+        if !sealed::is_sealed(&schema) {
+            return None;
+        }
+        sealed::read(datum, &schema).ok().map(|record| record.sealed.key_id)
+    }
+
+    /// The content of a record and the schema it follows: opened with its subject's key when
+    /// sealed. `Opened::Shredded` when that key was destroyed (an erased person).
+    async fn content(&self, record: &Record, stream: Stream, keys: &HashMap<Uuid, DataKey>) -> Opened {
+        let Some(value) = record.value.as_deref() else { return Opened::Undecodable("a record without value".into()) };
+        let (schema_id, datum) = match framing::unframe(value) {
+            Ok(unframed) => unframed,
+            Err(error) => return Opened::Undecodable(error.to_string()),
+        };
+        let schema = match self.registry.schema_by_id(schema_id).await {
+            Ok(schema) => schema,
+            Err(error) => return Opened::Undecodable(error.to_string()),
+        };
+        if !sealed::is_sealed(&schema) {
+            return Opened::Content(datum.to_vec(), schema);
+        }
+        let sealed_record = match sealed::read(datum, &schema) {
+            Ok(sealed_record) => sealed_record,
+            Err(error) => return Opened::Undecodable(error.to_string()),
+        };
+        let Some(key) = keys.get(&sealed_record.sealed.key_id) else { return Opened::Shredded };
+        match sealed::open(stream, &sealed_record, key) {
+            Ok((content, schema)) => Opened::Content(content, schema),
+            Err(error) => Opened::Undecodable(error.to_string()),
+        }
+    }
+
+    /// The subject key of a record: from its data key when sealed, else its Kafka key.
+    async fn subject_of(&self, record: &Record) -> Result<Option<String>, Error> {
+        match self.sealed_key_of(record).await {
+            Some(key_id) => Ok(self.keys.subject_of(key_id).await?),
+            None => Ok(record.key.as_deref().map(|key| String::from_utf8_lossy(key).into_owned())),
+        }
+    }
+
+    async fn decode_decision(&self, record: &Record, keys: &HashMap<Uuid, DataKey>) -> Item {
+        match self.content(record, Stream::Identity, keys).await {
+            Opened::Content(datum, schema) => Item::Decision(identity::decode(&datum, &schema).map_err(|e| e.to_string())),
+            Opened::Shredded => Item::Shredded,
+            Opened::Undecodable(reason) => Item::Decision(Err(reason)),
+        }
     }
 
     /// Records (source, event_id) as applied by this projection; false when it already was.
@@ -172,13 +235,17 @@ impl Applier {
         Ok(Applied::New { persons, households: Vec::new() })
     }
 
-    async fn decode(&self, record: &Record) -> Result<LoggedEvent, String> {
-        let family =
-            *self.families.get(&record.topic).ok_or_else(|| format!("no family for topic {}", record.topic))?;
-        let value = record.value.as_deref().ok_or("a record without value")?;
-        let (schema_id, datum) = framing::unframe(value).map_err(|e| e.to_string())?;
-        let schema = self.registry.schema_by_id(schema_id).await.map_err(|e| e.to_string())?;
-        passerelle_eventlog::codec::decode(family, datum, &schema).map_err(|e| e.to_string())
+    async fn decode(&self, record: &Record, keys: &HashMap<Uuid, DataKey>) -> Item {
+        let Some(family) = self.families.get(&record.topic).copied() else {
+            return Item::Event(Err(format!("no family for topic {}", record.topic)));
+        };
+        match self.content(record, Stream::Facts(family), keys).await {
+            Opened::Content(datum, schema) => Item::Event(
+                passerelle_eventlog::codec::decode(family, &datum, &schema).map(Box::new).map_err(|e| e.to_string()),
+            ),
+            Opened::Shredded => Item::Shredded,
+            Opened::Undecodable(reason) => Item::Event(Err(reason)),
+        }
     }
 
     /// Applies `records` (in offset order per partition) in one transaction.
@@ -237,7 +304,7 @@ impl Applier {
         }
         // Decode first (no I/O once the schemas are cached), then read what the batch needs
         // to know and record its (source, event_id) pairs, each in one statement.
-        let mut items = Vec::with_capacity(records.len());
+        let mut fresh = Vec::with_capacity(records.len());
         for record in records {
             if mode == Mode::Stream {
                 let slot = (record.topic.clone(), record.partition);
@@ -248,10 +315,22 @@ impl Applier {
                 }
                 next.insert(slot, record.offset + 1);
             }
+            fresh.push(record);
+        }
+        // The data keys of the batch's sealed records, in one read; a destroyed key is absent.
+        let mut key_ids = Vec::new();
+        for record in &fresh {
+            key_ids.extend(self.sealed_key_of(record).await);
+        }
+        key_ids.sort_unstable();
+        key_ids.dedup();
+        let data_keys = if key_ids.is_empty() { HashMap::new() } else { self.keys.keys_by_id(&key_ids).await? };
+        let mut items = Vec::with_capacity(fresh.len());
+        for record in fresh {
             let item = if self.identity_topic.as_deref() == Some(record.topic.as_str()) {
-                Item::Decision(self.decode_decision(record).await)
+                self.decode_decision(record, &data_keys).await
             } else {
-                Item::Event(self.decode(record).await.map(Box::new))
+                self.decode(record, &data_keys).await
             };
             items.push((record, item));
         }
@@ -298,6 +377,7 @@ impl Applier {
                     }
                     known.refresh(&mut tx).await?;
                 }
+                Item::Shredded => outcome.erased += 1,
                 Item::Decision(Err(reason)) => outcome.dead_letters.push(DeadLetter {
                     record: (*record).clone(),
                     reason: format!("undecodable identity decision: {reason}"),
@@ -305,8 +385,8 @@ impl Applier {
                 }),
                 Item::Event(Err(reason)) => {
                     pending.flush(&mut tx).await?;
-                    let person_id = match &record.key {
-                        Some(key) => person_of(&mut tx, &String::from_utf8_lossy(key)).await?,
+                    let person_id = match self.subject_of(record).await? {
+                        Some(subject) => person_of(&mut tx, &subject).await?,
                         None => None,
                     };
                     outcome.dead_letters.push(DeadLetter {
@@ -354,7 +434,6 @@ impl Applier {
                             touched_households.extend(households);
                         }
                         Applied::Duplicate => outcome.duplicates += 1,
-                        Applied::Erased => outcome.erased += 1,
                         Applied::Conflict { person_id } => outcome.dead_letters.push(DeadLetter {
                             record: (*record).clone(),
                             reason: format!(
@@ -382,7 +461,7 @@ impl Applier {
             .bind(letter.record.offset)
             .bind(letter.person_id)
             .bind(&letter.reason)
-            .bind(letter.record.key.as_deref().map(String::from_utf8_lossy))
+            .bind(self.subject_of(&letter.record).await?)
             .execute(&mut *tx)
             .await?;
             if let Some(person_id) = letter.person_id {
@@ -413,6 +492,12 @@ impl Applier {
         }
         if let Some(hold) = &self.hold_before_commit {
             hold().await;
+        }
+        // The keys that opened this batch must still exist when it commits: an erasure waits
+        // for this transaction (the rows are held), or this batch sees the key destroyed and is
+        // applied again, without the erased person's records.
+        if !self.keys.hold_keys(&mut tx, &data_keys.keys().copied().collect::<Vec<_>>()).await? {
+            return Err(Error::KeysDestroyedMeanwhile);
         }
         tx.commit().await?;
         for record in records {
@@ -445,14 +530,6 @@ impl Applier {
                 let person_id = person_of(tx, envelope.subject.as_str()).await?;
                 return Ok(Applied::Conflict { person_id });
             }
-        }
-        // A fact about an erased subject, from before the erasure, is not projected again.
-        let erased = envelope
-            .linked_keys
-            .iter()
-            .any(|key| known.erased.get(key.as_str()).is_some_and(|at| *at >= envelope.occurred_at));
-        if erased {
-            return Ok(Applied::Erased);
         }
         let (person_id, moved) = match fast_identity(known, pending, envelope, source, event_id) {
             Some(person) => (person, Vec::new()),
@@ -540,6 +617,15 @@ enum Status {
 enum Item {
     Decision(Result<IdentityDecision, String>),
     Event(Result<Box<LoggedEvent>, String>),
+    /// A sealed record whose subject's key was destroyed: an erased person's, skipped.
+    Shredded,
+}
+
+/// A record's content, opened.
+enum Opened {
+    Content(Vec<u8>, std::sync::Arc<passerelle_eventlog::Schema>),
+    Shredded,
+    Undecodable(String),
 }
 
 /// The keys identity resolution considers, strongest first (the subject when none is linked).
@@ -577,7 +663,7 @@ fn fast_identity(
             *person
         }
         None => {
-            if names.iter().any(|key| known.links.contains_key(*key)) || known.erased.contains_key(head) {
+            if names.iter().any(|key| known.links.contains_key(*key)) {
                 return None;
             }
             let minted = passerelle_readmodel::person_id_for(head);
@@ -618,7 +704,6 @@ enum Applied {
         households: Vec<String>,
     },
     Duplicate,
-    Erased,
     Conflict {
         person_id: Option<Uuid>,
     },
@@ -786,17 +871,7 @@ pub(crate) async fn links_of(
 
 /// The person minted from an identity key (created if new), followed to where it was merged.
 async fn ensure_person(tx: &mut Transaction<'_, Postgres>, identity_key: &str) -> Result<Uuid, Error> {
-    // After an erasure the same key starts a new person with a new id: nothing handed out
-    // before (an id in a journal, a bookmark) leads to what comes after.
-    let erased: Option<(chrono::DateTime<chrono::Utc>,)> =
-        sqlx::query_as("SELECT erased_at FROM erased_subjects WHERE subject_key = $1")
-            .bind(identity_key)
-            .fetch_optional(&mut **tx)
-            .await?;
-    let id = match erased {
-        None => passerelle_readmodel::person_id_for(identity_key),
-        Some((at,)) => passerelle_readmodel::person_id_for(&format!("{identity_key}#erased@{}", at.timestamp_micros())),
-    };
+    let id = passerelle_readmodel::person_id_for(identity_key);
     sqlx::query("INSERT INTO persons (person_id, id_key) VALUES ($1, $2) ON CONFLICT DO NOTHING")
         .bind(id)
         .bind(identity_key)

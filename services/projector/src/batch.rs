@@ -27,8 +27,6 @@ pub struct Known {
     pub links: HashMap<String, Uuid>,
     /// Keys a human decision pinned.
     pub pinned: HashSet<String>,
-    /// Erasure instant of erased keys.
-    pub erased: HashMap<String, DateTime<Utc>>,
     /// Persons (among those the batch could mint) that exist.
     pub existing: HashSet<Uuid>,
     keys: Vec<String>,
@@ -52,7 +50,6 @@ impl Known {
         let known = self;
         let keys = &known.keys;
         let candidates = &known.candidates;
-        known.erased.clear();
         let names: Vec<&str> = keys.iter().map(String::as_str).collect();
         known.links = crate::apply::links_of(tx, &names).await?;
         known.pinned =
@@ -62,15 +59,6 @@ impl Known {
                 .await?
                 .into_iter()
                 .collect();
-        for (key, at) in sqlx::query_as::<_, (String, DateTime<Utc>)>(
-            "SELECT subject_key, erased_at FROM erased_subjects WHERE subject_key = ANY($1)",
-        )
-        .bind(keys)
-        .fetch_all(&mut **tx)
-        .await?
-        {
-            known.erased.insert(key, at);
-        }
         known.existing = sqlx::query_scalar::<_, Uuid>("SELECT person_id FROM persons WHERE person_id = ANY($1)")
             .bind(candidates)
             .fetch_all(&mut **tx)

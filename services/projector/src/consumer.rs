@@ -238,10 +238,10 @@ async fn apply_with_retry(
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
-            Err(Error::LinkedMeanwhile) => {
-                tracing::info!("a key was linked by another worker meanwhile: the batch is applied again");
+            Err(error @ (Error::LinkedMeanwhile | Error::KeysDestroyedMeanwhile)) => {
+                tracing::info!("{error}");
                 if *shutdown.borrow() {
-                    return Err(Error::LinkedMeanwhile);
+                    return Err(error);
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }

@@ -1,13 +1,17 @@
-//! Erasure: a person's data keys are destroyed (their events stay on the log, unreadable) and
-//! they leave every read model, in one transaction. Their subject keys are remembered as erased,
-//! so replaying or rebuilding never brings back what happened before the erasure; a fact that
-//! happens afterwards (a new demand) starts a new dossier.
+//! Erasure: the hub forgets a person (docs/decisions/0007-erasure-that-forgets.md). In one
+//! transaction their data keys are destroyed (every record of theirs on the log is sealed whole
+//! under those keys, so none can be read or linked to them again, by a replay or a rebuild
+//! either) and the key hierarchy moves to a new root; they leave every read model, the applied
+//! events, the identity decisions and pins, the search index and the dead letters; the journal
+//! keeps the reads of their dossier under a new random id. A fact pushed afterwards starts a new
+//! dossier.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use passerelle_eventlog::shredding::KeyStore;
+use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::Error;
+use crate::{Error, rebuild::REBUILD_SCHEMA};
 
 /// Why a person is erased.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,68 +38,134 @@ pub struct Erased {
     pub subject_keys: u64,
     pub data_keys_destroyed: u64,
     pub events_removed: u64,
+    /// Bucket keys replaced, and the live data keys wrapped again under them.
+    pub buckets_rotated: u64,
+    pub keys_rewrapped: u64,
+    /// Journal rows moved to a new random person id.
+    pub journal_rows: u64,
+    /// The root keys' generation after the erasure (the older ones deleted).
+    pub root_generation: i32,
 }
 
 /// Erases a person (and any person merged into them).
-pub async fn erase_person(pool: &PgPool, person_id: Uuid, reason: Reason) -> Result<Erased, Error> {
+pub async fn erase_person(pool: &PgPool, keys: &KeyStore, person_id: Uuid, reason: Reason) -> Result<Erased, Error> {
+    erase_persons(pool, keys, &[person_id], reason).await
+}
+
+/// Erases persons (and any person merged into them) in one transaction: one new root
+/// generation for all of them.
+pub async fn erase_persons(
+    pool: &PgPool,
+    keys: &KeyStore,
+    person_ids: &[Uuid],
+    reason: Reason,
+) -> Result<Erased, Error> {
     let mut tx = pool.begin().await?;
-    let persons: Vec<(Uuid,)> =
-        sqlx::query_as("SELECT person_id FROM persons WHERE person_id = $1 OR merged_into = $1")
-            .bind(person_id)
-            .fetch_all(&mut *tx)
-            .await?;
-    let persons: Vec<Uuid> = persons.into_iter().map(|(id,)| id).collect();
+    let persons = persons_of(&mut tx, person_ids).await?;
     if persons.is_empty() {
         return Ok(Erased::default());
     }
-    let keys: Vec<(String,)> = sqlx::query_as("SELECT subject_key FROM subject_links WHERE person_id = ANY($1)")
+    let subject_keys: Vec<String> = sqlx::query_scalar("SELECT subject_key FROM subject_links WHERE person_id = ANY($1)")
         .bind(&persons)
         .fetch_all(&mut *tx)
         .await?;
-    let keys: Vec<String> = keys.into_iter().map(|(key,)| key).collect();
-    sqlx::query(
-        "INSERT INTO erased_subjects (subject_key, reason) SELECT unnest($1::text[]), $2
-         ON CONFLICT (subject_key) DO UPDATE SET erased_at = now(), reason = EXCLUDED.reason",
-    )
-    .bind(&keys)
-    .bind(reason.code())
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("DELETE FROM public.search_index WHERE subject_key = ANY($1)").bind(&keys).execute(&mut *tx).await?;
-    let destroyed = sqlx::query(
-        "UPDATE data_keys SET wrapped_key = NULL, destroyed_at = now() WHERE subject_key = ANY($1) AND destroyed_at IS NULL",
-    )
-    .bind(&keys)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    let events = remove_persons(&mut tx, &persons).await?;
+    // The keys first: a projection batch that opened this person's records holds their rows
+    // until it commits, so once they are destroyed every such batch is in the tables below,
+    // and no later one can open a record of theirs.
+    let forgotten = keys.forget(&mut tx, &subject_keys).await?;
+    let persons = with_linked(&mut tx, persons, &subject_keys).await?;
+    let events = remove_persons(&mut tx, &persons, &subject_keys).await?;
+    let journal_rows: i64 =
+        sqlx::query_scalar("SELECT journal.pseudonymise($1)").bind(&persons).fetch_one(&mut *tx).await?;
+    // A rebuild running meanwhile forgets them too (its later batches cannot open their records).
+    let rebuilding: bool = sqlx::query_scalar("SELECT to_regnamespace($1) IS NOT NULL")
+        .bind(REBUILD_SCHEMA)
+        .fetch_one(&mut *tx)
+        .await?;
+    if rebuilding {
+        sqlx::query(sqlx::AssertSqlSafe(format!("SET LOCAL search_path TO {REBUILD_SCHEMA}, public")))
+            .execute(&mut *tx)
+            .await?;
+        let rebuilt = with_linked(&mut tx, Vec::new(), &subject_keys).await?;
+        remove_persons(&mut tx, &rebuilt, &subject_keys).await?;
+    }
     tx.commit().await?;
-    tracing::info!(reason = reason.code(), persons = persons.len(), keys = keys.len(), "person erased");
+    let retired = keys.retire_old_roots(forgotten.root_generation)?;
+    tracing::info!(
+        reason = reason.code(),
+        persons = persons.len(),
+        keys = subject_keys.len(),
+        root_generation = forgotten.root_generation,
+        root_keys_retired = retired,
+        "person erased"
+    );
     Ok(Erased {
         persons: persons.len() as u64,
-        subject_keys: keys.len() as u64,
-        data_keys_destroyed: destroyed,
+        subject_keys: subject_keys.len() as u64,
+        data_keys_destroyed: forgotten.data_keys_destroyed,
         events_removed: events,
+        buckets_rotated: forgotten.buckets_rotated,
+        keys_rewrapped: forgotten.keys_rewrapped,
+        journal_rows: u64::try_from(journal_rows).unwrap_or_default(),
+        root_generation: forgotten.root_generation,
     })
 }
 
-/// Removes a person (and those merged into them) from the read models of the transaction's
-/// search_path, without touching keys: a rebuild applies an erasure made while it ran.
-pub async fn remove_from_read_models(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    person_id: Uuid,
-) -> Result<u64, Error> {
-    let persons: Vec<(Uuid,)> =
-        sqlx::query_as("SELECT person_id FROM persons WHERE person_id = $1 OR merged_into = $1")
-            .bind(person_id)
-            .fetch_all(&mut **tx)
-            .await?;
-    let persons: Vec<Uuid> = persons.into_iter().map(|(id,)| id).collect();
-    remove_persons(tx, &persons).await
+async fn persons_of(tx: &mut Transaction<'_, Postgres>, person_ids: &[Uuid]) -> Result<Vec<Uuid>, Error> {
+    Ok(sqlx::query_scalar("SELECT person_id FROM persons WHERE person_id = ANY($1) OR merged_into = ANY($1)")
+        .bind(person_ids)
+        .fetch_all(&mut **tx)
+        .await?)
 }
 
-async fn remove_persons(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, persons: &[Uuid]) -> Result<u64, Error> {
+/// `persons`, with every person (and those merged into them) a link of `subject_keys` names.
+async fn with_linked(
+    tx: &mut Transaction<'_, Postgres>,
+    mut persons: Vec<Uuid>,
+    subject_keys: &[String],
+) -> Result<Vec<Uuid>, Error> {
+    let linked: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT p.person_id FROM persons p
+         WHERE p.person_id IN (SELECT person_id FROM subject_links WHERE subject_key = ANY($1))
+            OR p.merged_into IN (SELECT person_id FROM subject_links WHERE subject_key = ANY($1))",
+    )
+    .bind(subject_keys)
+    .fetch_all(&mut **tx)
+    .await?;
+    persons.extend(linked);
+    persons.sort_unstable();
+    persons.dedup();
+    Ok(persons)
+}
+
+/// Removes a person (and those merged into them) from the read models of the transaction's
+/// search_path, without touching keys.
+pub async fn remove_from_read_models(
+    tx: &mut Transaction<'_, Postgres>,
+    person_id: Uuid,
+) -> Result<u64, Error> {
+    let persons = persons_of(tx, &[person_id]).await?;
+    let subject_keys: Vec<String> = sqlx::query_scalar("SELECT subject_key FROM subject_links WHERE person_id = ANY($1)")
+        .bind(&persons)
+        .fetch_all(&mut **tx)
+        .await?;
+    remove_persons(tx, &persons, &subject_keys).await
+}
+
+async fn remove_persons(
+    tx: &mut Transaction<'_, Postgres>,
+    persons: &[Uuid],
+    subject_keys: &[String],
+) -> Result<u64, Error> {
+    // Which (source, event id) pairs were theirs: an importer's id is a keyed hash, an
+    // institution's may name a dossier.
+    sqlx::query(
+        "DELETE FROM applied_events a USING person_events e
+         WHERE e.person_id = ANY($1) AND a.source = e.source AND a.event_id = e.event_id",
+    )
+    .bind(persons)
+    .execute(&mut **tx)
+    .await?;
     let events = sqlx::query("DELETE FROM person_events WHERE person_id = ANY($1)")
         .bind(persons)
         .execute(&mut **tx)
@@ -106,10 +176,28 @@ async fn remove_persons(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, persons:
         .bind(persons)
         .execute(&mut **tx)
         .await?;
-    sqlx::query("UPDATE dead_letters SET person_id = NULL WHERE person_id = ANY($1)")
-        .bind(persons)
+    sqlx::query(
+        "DELETE FROM identity_decisions
+         WHERE subject_key = ANY($1) OR holder_key = ANY($1) OR claimant_key = ANY($1)",
+    )
+    .bind(subject_keys)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("DELETE FROM identity_pins WHERE subject_key = ANY($1) OR owner_key = ANY($1)")
+        .bind(subject_keys)
         .execute(&mut **tx)
         .await?;
+    // Their dead letters stay for the counts, closed and without anything that names them
+    // (their records can no longer be opened to be replayed).
+    sqlx::query(
+        "UPDATE dead_letters SET person_id = NULL, subject_key = NULL, source = NULL, event_id = NULL,
+                reason = 'personne effacée', replayed_at = COALESCE(replayed_at, now())
+         WHERE person_id = ANY($1) OR subject_key = ANY($2)",
+    )
+    .bind(persons)
+    .bind(subject_keys)
+    .execute(&mut **tx)
+    .await?;
     sqlx::query("DELETE FROM subject_links WHERE person_id = ANY($1)").bind(persons).execute(&mut **tx).await?;
     sqlx::query("DELETE FROM persons WHERE merged_into = ANY($1)").bind(persons).execute(&mut **tx).await?;
     sqlx::query("DELETE FROM persons WHERE person_id = ANY($1)").bind(persons).execute(&mut **tx).await?;
@@ -117,15 +205,15 @@ async fn remove_persons(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, persons:
 }
 
 /// Erases every person without contact since `cutoff` (the retention job: two years after the
-/// last contact). Returns how many persons were erased.
-pub async fn retention(pool: &PgPool, cutoff: DateTime<Utc>) -> Result<u64, Error> {
-    let expired: Vec<(Uuid,)> = sqlx::query_as("SELECT person_id FROM dossiers WHERE last_contact_at < $1")
+/// last contact), a thousand per transaction. Returns how many persons were erased.
+pub async fn retention(pool: &PgPool, keys: &KeyStore, cutoff: DateTime<Utc>) -> Result<u64, Error> {
+    let expired: Vec<Uuid> = sqlx::query_scalar("SELECT person_id FROM dossiers WHERE last_contact_at < $1")
         .bind(cutoff)
         .fetch_all(pool)
         .await?;
     let mut erased = 0;
-    for (person_id,) in expired {
-        erased += erase_person(pool, person_id, Reason::Retention).await?.persons;
+    for chunk in expired.chunks(1000) {
+        erased += erase_persons(pool, keys, chunk, Reason::Retention).await?.persons;
     }
     Ok(erased)
 }

@@ -21,6 +21,8 @@ pub enum Error {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("internal: {0}")]
     Internal(String),
+    #[error("key store: {0}")]
+    Keys(#[from] passerelle_eventlog::Error),
     /// The batch starts beyond the offsets stored with the read models: nothing was applied;
     /// the consumer must seek back to these (topic, partition, next offset) positions.
     #[error("records between the stored offsets and the batch are missing from the read models")]
@@ -30,4 +32,8 @@ pub enum Error {
     /// identity in full (a merge or a contest, never a silent split).
     #[error("a subject key was linked by another worker meanwhile; the batch is applied again")]
     LinkedMeanwhile,
+    /// A data key that opened records of the batch was destroyed (an erasure) before it
+    /// committed: the batch is applied again, without them.
+    #[error("an erasure destroyed a key the batch opened; the batch is applied again")]
+    KeysDestroyedMeanwhile,
 }

@@ -36,9 +36,9 @@ pub struct Progress {
     pub total: u64,
 }
 
-/// Creates the empty rebuild schema: the read-model tables, and the erasures (they are not on
-/// the log: kept across rebuilds so no erased person comes back).
-pub async fn prepare(admin: &PgPool, live_schema: &str) -> Result<(), Error> {
+/// Creates the empty rebuild schema: the read-model tables. An erased person's records are
+/// sealed under destroyed keys: the rebuild cannot read them.
+pub async fn prepare(admin: &PgPool) -> Result<(), Error> {
     let mut tx = admin.begin().await?;
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {REBUILD_SCHEMA} CASCADE")))
         .execute(&mut *tx)
@@ -48,11 +48,6 @@ pub async fn prepare(admin: &PgPool, live_schema: &str) -> Result<(), Error> {
     for ddl in passerelle_readmodel::rebuild_ddl() {
         sqlx::raw_sql(sqlx::AssertSqlSafe(ddl)).execute(&mut *tx).await?;
     }
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO {REBUILD_SCHEMA}.erased_subjects SELECT * FROM {live_schema}.erased_subjects"
-    )))
-    .execute(&mut *tx)
-    .await?;
     // The application's role reads and writes the new tables as it did the old ones.
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "DO $$ BEGIN
@@ -157,27 +152,7 @@ pub async fn run(
         let batch = read_batch(&consumer, 500, Duration::from_millis(200))?;
         apply(pool, applier, &batch, &mut done, &mut reached).await?;
     }
-    // Erasures made while the rebuild ran.
-    let erased: Vec<(uuid::Uuid,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT DISTINCT COALESCE(p.merged_into, p.person_id)
-         FROM {live_schema}.erased_subjects e
-         JOIN {REBUILD_SCHEMA}.subject_links l ON l.subject_key = e.subject_key
-         JOIN {REBUILD_SCHEMA}.persons p ON p.person_id = l.person_id
-         WHERE e.subject_key NOT IN (SELECT subject_key FROM {REBUILD_SCHEMA}.erased_subjects)"
-    )))
-    .fetch_all(&mut *tx)
-    .await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO {REBUILD_SCHEMA}.erased_subjects SELECT * FROM {live_schema}.erased_subjects ON CONFLICT DO NOTHING"
-    )))
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("SET LOCAL search_path TO {REBUILD_SCHEMA}, public")))
-        .execute(&mut *tx)
-        .await?;
-    for (person,) in erased {
-        crate::erase::remove_from_read_models(&mut tx, person).await?;
-    }
+    // Erasures made while the rebuild ran applied to its schema too (erase.rs).
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {RETIRED_SCHEMA} CASCADE")))
         .execute(&mut *tx)
         .await?;
