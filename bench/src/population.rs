@@ -934,7 +934,11 @@ mod tests {
             |_| {},
             |warning| panic!("warning: {warning}"),
             |header, foyer| {
-                let (produced, refusals) = passerelle_importers::cnaf::events_of(&passerelle_importers::IdKey::from_bytes([7; 32]), header, &foyer);
+                let (produced, refusals) = passerelle_importers::cnaf::events_of(
+                    &passerelle_importers::IdKey::from_bytes([7; 32]),
+                    header,
+                    &foyer,
+                );
                 assert!(refusals.is_empty(), "refusals: {:?}", refusals.len());
                 events += produced.len();
                 foyers += 1;
@@ -948,7 +952,8 @@ mod tests {
         let rows = write_ft_csv(&mut csv, &population).expect("csv");
         let mut read = 0;
         passerelle_importers::ft_csv::read_extract("ft.csv", csv.as_slice(), |row| {
-            passerelle_importers::ft_csv::events_of(&passerelle_importers::IdKey::from_bytes([7; 32]), &row).map_err(anyhow::Error::msg)?;
+            passerelle_importers::ft_csv::events_of(&passerelle_importers::IdKey::from_bytes([7; 32]), &row)
+                .map_err(anyhow::Error::msg)?;
             read += 1;
             Ok(())
         })

@@ -62,4 +62,3 @@ pub fn read_all(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<Record>> {
     records.sort_by_key(|r| (r.partition, r.offset));
     Ok(records)
 }
-

@@ -44,8 +44,14 @@ async fn events_on(hub: &TestHub, family: Family) -> anyhow::Result<Vec<(codec::
 async fn the_reference_cnaf_flux_imports_into_the_expected_events_and_a_second_import_adds_the_same_ids()
 -> anyhow::Result<()> {
     let hub = TestHub::spawn().await?;
-    let summary =
-        passerelle_importers::import_cnaf_flux(&sample_flux(), hub.channel_as("caf-521").await?, &hub.id_key("caf-521")?, false, true).await?;
+    let summary = passerelle_importers::import_cnaf_flux(
+        &sample_flux(),
+        hub.channel_as("caf-521").await?,
+        &hub.id_key("caf-521")?,
+        false,
+        true,
+    )
+    .await?;
     assert_eq!((summary.records, summary.persons, summary.sent, summary.accepted, summary.refused), (2, 3, 12, 12, 0));
     assert_eq!(summary.warnings, ["TransmissionFlux declares 1 dossiers, the file holds 2"]);
 
@@ -109,8 +115,14 @@ async fn the_reference_cnaf_flux_imports_into_the_expected_events_and_a_second_i
     assert_eq!(bullock.nir.as_deref().map(|n| &n[..13]), Some("2730799404078"));
 
     // A second import of the same month publishes exactly the same ids.
-    let again =
-        passerelle_importers::import_cnaf_flux(&sample_flux(), hub.channel_as("caf-521").await?, &hub.id_key("caf-521")?, false, true).await?;
+    let again = passerelle_importers::import_cnaf_flux(
+        &sample_flux(),
+        hub.channel_as("caf-521").await?,
+        &hub.id_key("caf-521")?,
+        false,
+        true,
+    )
+    .await?;
     assert_eq!(again.accepted, 12);
     let twice = events_on(&hub, Family::Allocataire).await?;
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
@@ -122,8 +134,14 @@ async fn the_reference_cnaf_flux_imports_into_the_expected_events_and_a_second_i
     assert!(counts.keys().all(|id| id.starts_with("cnaf.") && id.len() < 64), "ids carry no personal data");
 
     // A relaying département: the facts are the CAF's, relayed from that file.
-    let relayed =
-        passerelle_importers::import_cnaf_flux(&sample_flux(), hub.channel_as("cd-52").await?, &hub.id_key("caf-521")?, true, true).await?;
+    let relayed = passerelle_importers::import_cnaf_flux(
+        &sample_flux(),
+        hub.channel_as("cd-52").await?,
+        &hub.id_key("caf-521")?,
+        true,
+        true,
+    )
+    .await?;
     assert_eq!(relayed.accepted, 12);
     let all = events_on(&hub, Family::Allocataire).await?;
     let relayed_events: Vec<_> = all.iter().filter(|(e, _)| e.envelope.source.relayed_by.is_some()).collect();
@@ -142,9 +160,15 @@ async fn broken_flux_files_fail_with_the_line_and_the_reason() -> anyhow::Result
     let hub = TestHub::spawn().await?;
     let sample = sample_bytes();
     let truncated = write_temp("truncated.xml", &sample[..sample.len() / 2]);
-    let error = passerelle_importers::import_cnaf_flux(&truncated, hub.channel_as("caf-521").await?, &hub.id_key("caf-521")?, false, true)
-        .await
-        .expect_err("truncated");
+    let error = passerelle_importers::import_cnaf_flux(
+        &truncated,
+        hub.channel_as("caf-521").await?,
+        &hub.id_key("caf-521")?,
+        false,
+        true,
+    )
+    .await
+    .expect_err("truncated");
     let message = format!("{error:#}");
     assert!(message.starts_with("truncated.xml:"), "{message}");
     assert!(message.contains("truncated") || message.contains("not well-formed"), "{message}");
@@ -154,9 +178,15 @@ async fn broken_flux_files_fail_with_the_line_and_the_reason() -> anyhow::Result
     let path = write_temp("root.xml", &encoding_rs::WINDOWS_1252.encode(&wrong_root).0);
     let message = format!(
         "{:#}",
-        passerelle_importers::import_cnaf_flux(&path, hub.channel_as("caf-521").await?, &hub.id_key("caf-521")?, false, true)
-            .await
-            .expect_err("root")
+        passerelle_importers::import_cnaf_flux(
+            &path,
+            hub.channel_as("caf-521").await?,
+            &hub.id_key("caf-521")?,
+            false,
+            true
+        )
+        .await
+        .expect_err("root")
     );
     assert!(message.contains("root.xml:3:") && message.contains("<Racine>"), "{message}");
 
@@ -164,9 +194,15 @@ async fn broken_flux_files_fail_with_the_line_and_the_reason() -> anyhow::Result
     let path = write_temp("numorg.xml", &encoding_rs::WINDOWS_1252.encode(&no_organisme).0);
     let message = format!(
         "{:#}",
-        passerelle_importers::import_cnaf_flux(&path, hub.channel_as("caf-521").await?, &hub.id_key("caf-521")?, false, true)
-            .await
-            .expect_err("numorg")
+        passerelle_importers::import_cnaf_flux(
+            &path,
+            hub.channel_as("caf-521").await?,
+            &hub.id_key("caf-521")?,
+            false,
+            true
+        )
+        .await
+        .expect_err("numorg")
     );
     assert!(message.contains("numorg.xml:13:") && message.contains("NUMORG"), "{message}");
 
@@ -174,9 +210,15 @@ async fn broken_flux_files_fail_with_the_line_and_the_reason() -> anyhow::Result
     let path = write_temp("tags.xml", &encoding_rs::WINDOWS_1252.encode(&mismatched).0);
     let message = format!(
         "{:#}",
-        passerelle_importers::import_cnaf_flux(&path, hub.channel_as("caf-521").await?, &hub.id_key("caf-521")?, false, true)
-            .await
-            .expect_err("tags")
+        passerelle_importers::import_cnaf_flux(
+            &path,
+            hub.channel_as("caf-521").await?,
+            &hub.id_key("caf-521")?,
+            false,
+            true
+        )
+        .await
+        .expect_err("tags")
     );
     assert!(message.contains("tags.xml:"), "{message}");
     hub.running.shutdown().await
@@ -194,7 +236,14 @@ async fn a_flux_with_unknown_codes_imports_its_good_facts_and_reports_the_rest()
         .replace("<ROLEPERS>CJT</ROLEPERS>\n\t\t\t\t<TOPCHAPERS>1", "<ROLEPERS>XXX</ROLEPERS>\n\t\t\t\t<TOPCHAPERS>1");
     edited = format!("{head}{tail}");
     let path = write_temp("codes.xml", &encoding_rs::WINDOWS_1252.encode(&edited).0);
-    let summary = passerelle_importers::import_cnaf_flux(&path, hub.channel_as("caf-521").await?, &hub.id_key("caf-521")?, false, true).await?;
+    let summary = passerelle_importers::import_cnaf_flux(
+        &path,
+        hub.channel_as("caf-521").await?,
+        &hub.id_key("caf-521")?,
+        false,
+        true,
+    )
+    .await?;
     assert!(summary.refused >= 2, "{}", summary.render("foyers"));
     assert!(summary.reasons.keys().any(|r| r.contains("ETATDOSRSA \"9\"")), "{:?}", summary.reasons);
     assert!(summary.reasons.keys().any(|r| r.contains("household.role")), "{:?}", summary.reasons);
@@ -216,7 +265,13 @@ async fn a_france_travail_extract_survives_what_real_files_contain() -> anyhow::
         ;2870552121004;DURAND;Julie;;52121;2026-10-05;1;;;;;;;;;;\n\
         55566677788;;;;;52121;pas une date;1;;;;;;;;;;\n";
     let path = write_temp("extract.csv", csv.as_bytes());
-    let summary = passerelle_importers::import_ft_csv(&path, hub.channel_as("france-travail").await?, &hub.id_key("france-travail")?, true).await?;
+    let summary = passerelle_importers::import_ft_csv(
+        &path,
+        hub.channel_as("france-travail").await?,
+        &hub.id_key("france-travail")?,
+        true,
+    )
+    .await?;
     assert_eq!(summary.records, 5);
     // Row 1: inscription, accompaniment, référent, PPAE; row 2: inscription (unknown catégorie 9,
     // refused by the hub) and accompaniment; row 3: inscription and cessation; rows 4 and 5
@@ -245,7 +300,14 @@ async fn members_without_nir_are_imported_under_a_civil_identity_key() -> anyhow
     let text = encoding_rs::WINDOWS_1252.decode(&sample_bytes()).0.into_owned();
     let without_nir = text.replacen("<NIR>1770393050005</NIR>", "", 1);
     let path = write_temp("sans-nir.xml", &encoding_rs::WINDOWS_1252.encode(&without_nir).0);
-    let summary = passerelle_importers::import_cnaf_flux(&path, hub.channel_as("caf-521").await?, &hub.id_key("caf-521")?, false, true).await?;
+    let summary = passerelle_importers::import_cnaf_flux(
+        &path,
+        hub.channel_as("caf-521").await?,
+        &hub.id_key("caf-521")?,
+        false,
+        true,
+    )
+    .await?;
     assert_eq!((summary.sent, summary.accepted, summary.refused), (12, 12, 0), "{}", summary.render("foyers"));
     let events = events_on(&hub, Family::Allocataire).await?;
     let keller: Vec<_> = events.iter().filter(|(_, p)| p.nom.as_deref() == Some("KELLER")).collect();

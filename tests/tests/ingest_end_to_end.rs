@@ -13,11 +13,7 @@ use passerelle_domain::{
     event::{Family, Payload},
 };
 use passerelle_e2e::{TestHub, logs, topics};
-use passerelle_eventlog::{
-    Error as EventLogError,
-    codec::LoggedEvent,
-    framing,
-};
+use passerelle_eventlog::{Error as EventLogError, codec::LoggedEvent, framing};
 use passerelle_ingest::proto::{
     self, AllocataireEvent, Household, allocataire_event::Fact as Caf,
     allocataire_ingest_client::AllocataireIngestClient, batch_reply, demandeur_emploi_event::Fact as Ft,
@@ -261,10 +257,13 @@ async fn events_of_every_family_reach_their_topics_keyed_by_subject_with_persona
     assert_eq!(opened_personal.nom.as_deref(), Some("LEGRAND"));
     assert_eq!(opened_personal.numero_demande.as_deref(), Some("01024041052"));
     let sealed = decoded["e2e-caf-1"].2.personal.clone().expect("personal data sealed");
-    for (family, source, event_id) in
-        [("allocataire", "caf-521", "another-event"), ("allocataire", "caf-999", "e2e-caf-1"), ("orientation", "caf-521", "e2e-caf-1")]
-    {
-        let elsewhere = passerelle_eventlog::shredding::associated_data("personal", family, source, sealed.key_id, event_id);
+    for (family, source, event_id) in [
+        ("allocataire", "caf-521", "another-event"),
+        ("allocataire", "caf-999", "e2e-caf-1"),
+        ("orientation", "caf-521", "e2e-caf-1"),
+    ] {
+        let elsewhere =
+            passerelle_eventlog::shredding::associated_data("personal", family, source, sealed.key_id, event_id);
         assert!(
             store.key_by_id(sealed.key_id).await?.open(&sealed, &elsewhere).is_err(),
             "a sealed blob is bound to its family, source and event ({family}, {source}, {event_id})"
@@ -287,7 +286,10 @@ async fn events_of_every_family_reach_their_topics_keyed_by_subject_with_persona
     }
     let other = decoded["e2e-caf-5"].2.personal.clone().expect("sealed");
     assert!(store.key_by_id(other.key_id).await.is_ok(), "erasing one person leaves the others readable");
-    assert_eq!(hub.open_record(Family::Allocataire, &decoded["e2e-caf-5"].1.value).await?.envelope.subject, fontaine_key);
+    assert_eq!(
+        hub.open_record(Family::Allocataire, &decoded["e2e-caf-5"].1.value).await?.envelope.subject,
+        fontaine_key
+    );
     assert!(
         hub.open_record(Family::Allocataire, &decoded["e2e-caf-1"].1.value).await.is_err(),
         "an erased person's record no longer opens"
@@ -331,20 +333,27 @@ async fn confluents_own_python_client_decodes_the_topics_through_the_registry() 
             ciphertext: hex::decode(line["ciphertext"].as_str().unwrap_or_default())?,
         };
         let version = line["content_version"].as_i64().unwrap_or_default();
-        let body: serde_json::Value = reqwest::get(format!("{}/subjects/{subject}/versions/{version}", hub.registry_url()))
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
+        let body: serde_json::Value =
+            reqwest::get(format!("{}/subjects/{subject}/versions/{version}", hub.registry_url()))
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
         let content_schema = apache_avro::Schema::parse_str(body["schema"].as_str().unwrap_or_default())?;
         let record = passerelle_eventlog::sealed::SealedRecord { content_version: version as i32, sealed };
         let key = store.key_by_id(key_id).await?;
-        let (content, _) =
-            passerelle_eventlog::sealed::open(passerelle_eventlog::schemas::Stream::Facts(Family::Orientation), &record, &key)?;
+        let (content, _) = passerelle_eventlog::sealed::open(
+            passerelle_eventlog::schemas::Stream::Facts(Family::Orientation),
+            &record,
+            &key,
+        )?;
         let event = passerelle_eventlog::codec::decode(Family::Orientation, &content, &content_schema)?;
         ids.push(event.envelope.event_id.to_string());
         if event.payload.event_type() == "orientation.decided" {
-            assert!(matches!(event.payload, Payload::OrientationDecided { orientation_type: OrientationType::SocioPro, .. }));
+            assert!(matches!(
+                event.payload,
+                Payload::OrientationDecided { orientation_type: OrientationType::SocioPro, .. }
+            ));
             assert_eq!(event.envelope.territory.as_deref(), Some("52"));
         }
     }

@@ -82,7 +82,9 @@ async fn one_trace_from_call_to_projection_and_no_personal_data_anywhere() -> an
     )?;
     let mut record = None;
     for candidate in &records {
-        if hub.event_id_of(passerelle_domain::event::Family::Allocataire, &candidate.value).await.as_deref() == Some("t-1") {
+        if hub.event_id_of(passerelle_domain::event::Family::Allocataire, &candidate.value).await.as_deref()
+            == Some("t-1")
+        {
             record = Some(candidate);
         }
     }

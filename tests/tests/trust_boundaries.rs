@@ -298,3 +298,184 @@ async fn a_correction_never_rewrites_a_fact_about_someone_else() -> anyhow::Resu
     assert_eq!((superseded, retracted), (None, None));
     hub.running.shutdown().await
 }
+
+/// Every row of the hub's tables (public, readmodel, journal) whose text holds `needle`, as
+/// "schema.table".
+async fn rows_naming(pool: &sqlx::PgPool, needle: &str) -> anyhow::Result<Vec<String>> {
+    let tables: Vec<(String, String)> = sqlx::query_as(
+        "SELECT table_schema, table_name FROM information_schema.tables
+         WHERE table_schema IN ('public', 'readmodel', 'journal') AND table_type = 'BASE TABLE'
+           AND table_name NOT LIKE 'backup_%' AND table_name <> '_sqlx_migrations'",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut found = Vec::new();
+    for (schema, table) in tables {
+        let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM {schema}.{table} t WHERE strpos(t::text, $1) > 0"
+        )))
+        .bind(needle)
+        .fetch_one(pool)
+        .await?;
+        if count > 0 {
+            found.push(format!("{schema}.{table} ({count})"));
+        }
+    }
+    Ok(found)
+}
+
+/// Erasure, attacked by an operator who knows the person's NIR and holds everything else: the
+/// pepper, the database, the whole log, the root keys directory as it is now, and a backup of
+/// the database taken before the erasure. Nothing may tell them anything about the person.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_erasure_nothing_left_tells_an_operator_who_knows_the_nir_anything() -> anyhow::Result<()> {
+    use passerelle_domain::{FranceTravailId, Nir, event::Family};
+    let hub = TestHub::spawn().await?;
+    let keys = hub.subject_keys();
+    let mut caf_client = AllocataireIngestClient::new(hub.channel_as("caf-521").await?);
+    let mut ft_client = DemandeurEmploiIngestClient::new(hub.channel_as("france-travail").await?);
+    let mut cd_client = OrientationIngestClient::new(hub.channel_as("cd-52").await?);
+    caf_client.publish(caf("x-caf-1", "2026-09-01T09:00:00+02:00", legrand(), "DEM", right_opened())).await?;
+    ft_client.publish(ft_inscription("x-ft-1", person(NIR_LEGRAND, FT_LEGRAND, "", "", ""))).await?;
+    cd_client
+        .publish(cd(
+            "x-cd-1",
+            "2026-10-02T14:00:00+02:00",
+            legrand(),
+            Cd::OrientationDecided(proto::OrientationDecided {
+                r#type: "SOCIO_PRO".into(),
+                structure_siret: "73282932000074".into(),
+                structure_nom: "Association d'insertion".into(),
+                referent: Some(referent()),
+            }),
+        ))
+        .await?;
+    caf_client.publish(caf("x-caf-2", "2026-09-01T09:00:00+02:00", fontaine(), "CJT", right_opened())).await?;
+    let pool = hub.running.pool.clone();
+    wait_for(&pool, 4).await?;
+    let nir_key = keys.nir(&Nir::parse(NIR_LEGRAND)?);
+    let ft_key = keys.france_travail(&FranceTravailId::parse(FT_LEGRAND)?);
+    let legrand_id = passerelle_readmodel::person_of_subject(&pool, nir_key.as_str()).await?.expect("Legrand");
+    let fontaine_key = keys.nir(&Nir::parse(NIR_FONTAINE)?);
+
+    // A référent reads the dossier: the journal holds the read.
+    let reader = Reader {
+        http: reqwest::Client::new(),
+        base: format!("http://{}", hub.running.http_addr),
+        hub: hub.config.clone(),
+        key: hub.credentials_dir.join("oidc-dev-key.der"),
+    };
+    let (status, body) = reader.dossier("cd52.orientation", legrand_id, "orientation").await?;
+    assert_eq!(status, 200, "{body}");
+    let owner = sqlx::PgPool::connect(hub.config.database_owner_url.as_deref().expect("owner url")).await?;
+    let journal_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM journal.entries").fetch_one(&owner).await?;
+
+    // The backup an operator kept from before, and what the test (not the attacker) knows of
+    // the person's records: their data keys' ids.
+    sqlx::query("CREATE TABLE public.backup_data_keys AS SELECT * FROM public.data_keys").execute(&owner).await?;
+    sqlx::query("CREATE TABLE public.backup_key_buckets AS SELECT * FROM public.key_buckets").execute(&owner).await?;
+    let roots_before = hub.credentials_dir.join("root-keys-copied-before");
+    std::fs::create_dir_all(&roots_before)?;
+    for entry in std::fs::read_dir(&hub.root_keys_dir)? {
+        let entry = entry?;
+        std::fs::copy(entry.path(), roots_before.join(entry.file_name()))?;
+    }
+    let legrand_key_ids: Vec<Uuid> = sqlx::query_scalar("SELECT key_id FROM data_keys WHERE subject_key = ANY($1)")
+        .bind(vec![nir_key.as_str().to_owned(), ft_key.as_str().to_owned()])
+        .fetch_all(&pool)
+        .await?;
+    assert!(!legrand_key_ids.is_empty());
+
+    let erased = passerelle_projector::erase::erase_person(
+        &pool,
+        &hub.key_store(),
+        legrand_id,
+        passerelle_projector::erase::Reason::Request,
+    )
+    .await?;
+    assert_eq!(erased.persons, 1);
+    assert!(erased.data_keys_destroyed >= 1 && erased.buckets_rotated >= 1, "{erased:?}");
+
+    // 1. The database: no row names the person by a key the operator can recompute from the
+    // NIR with the pepper, by the id derived from it, by their NIR, or by their facts' ids.
+    let mut attempts = 0;
+    for needle in [
+        nir_key.as_str().to_owned(),
+        ft_key.as_str().to_owned(),
+        legrand_id.to_string(),
+        NIR_LEGRAND.to_owned(),
+        "x-caf-1".to_owned(),
+        "x-ft-1".to_owned(),
+        "x-cd-1".to_owned(),
+    ] {
+        attempts += 1;
+        assert_eq!(rows_naming(&owner, &needle).await?, Vec::<String>::new(), "{needle} is still in the database");
+    }
+    // The journal kept every read, under another id.
+    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM journal.entries").fetch_one(&owner).await?;
+    assert!(kept >= journal_rows, "the journal lost rows ({kept} < {journal_rows})");
+    assert!(erased.journal_rows >= 1, "{erased:?}");
+    // The control: the one who stays is still named where expected.
+    assert!(!rows_naming(&owner, fontaine_key.as_str()).await?.is_empty());
+
+    // 2. The log: keys are random ids, values hold nothing recomputable; the person's records
+    // open no more (with the hub's own key store), the others do.
+    let mut on_log = 0;
+    for family in Family::ALL {
+        let records = tokio::task::block_in_place(|| {
+            passerelle_e2e::topics::read_all(&hub.config.kafka.bootstrap_servers, &hub.topic(family))
+        })?;
+        for record in records {
+            on_log += 1;
+            let key = Uuid::parse_str(&String::from_utf8_lossy(&record.key)).expect("a Kafka key is a random id");
+            for needle in [nir_key.as_str(), ft_key.as_str(), "x-caf-1", "x-ft-1", "x-cd-1", "SOCIO_PRO", "52121"] {
+                assert!(!record.value.windows(needle.len()).any(|w| w == needle.as_bytes()), "{needle} on the log");
+            }
+            let opened = hub.open_record(family, &record.value).await;
+            assert_eq!(opened.is_err(), legrand_key_ids.contains(&key), "record keyed {key}: {opened:?}");
+        }
+    }
+    assert_eq!(on_log, 4);
+
+    // 3. The backup from before, restored, with the root keys of now: nothing unwraps.
+    hub.running.shutdown().await?;
+    let restore = |from: &'static str, to: &'static str| {
+        let owner = owner.clone();
+        async move {
+            sqlx::query(sqlx::AssertSqlSafe(format!("TRUNCATE public.{to}"))).execute(&owner).await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO public.{to} SELECT * FROM public.{from}")))
+                .execute(&owner)
+                .await?;
+            anyhow::Ok(())
+        }
+    };
+    sqlx::query("CREATE TABLE public.backup_now_data_keys AS SELECT * FROM public.data_keys").execute(&owner).await?;
+    sqlx::query("CREATE TABLE public.backup_now_key_buckets AS SELECT * FROM public.key_buckets")
+        .execute(&owner)
+        .await?;
+    restore("backup_data_keys", "data_keys").await?;
+    restore("backup_key_buckets", "key_buckets").await?;
+    let store_now = |dir: &std::path::Path| {
+        passerelle_eventlog::shredding::KeyStore::new(
+            owner.clone(),
+            std::sync::Arc::new(passerelle_eventlog::shredding::RootKeys::open(dir).expect("root keys")),
+        )
+    };
+    for key_id in &legrand_key_ids {
+        attempts += 1;
+        let unwrapped = store_now(&hub.root_keys_dir).key_by_id(*key_id).await;
+        assert!(unwrapped.is_err(), "the backup's key {key_id} unwraps with today's root keys");
+        // The control: had the root keys been backed up with the database, it would.
+        assert!(store_now(&roots_before).key_by_id(*key_id).await.is_ok(), "the control unwraps");
+    }
+    restore("backup_now_data_keys", "data_keys").await?;
+    restore("backup_now_key_buckets", "key_buckets").await?;
+    // After the rotation, the others' keys still open with today's root.
+    let fontaine_key_id: Uuid = sqlx::query_scalar("SELECT key_id FROM data_keys WHERE subject_key = $1")
+        .bind(fontaine_key.as_str())
+        .fetch_one(&owner)
+        .await?;
+    assert!(store_now(&hub.root_keys_dir).key_by_id(fontaine_key_id).await.is_ok());
+    eprintln!("erasure: {attempts} attempts to learn about the erased person, all failed; {on_log} records on the log");
+    Ok(())
+}

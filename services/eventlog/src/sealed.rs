@@ -77,11 +77,7 @@ pub fn read(datum: &[u8], writer: &Schema) -> Result<SealedRecord, Error> {
 }
 
 /// Opens a sealed record with its subject's key: the content datum and the schema it follows.
-pub fn open(
-    stream: Stream,
-    record: &SealedRecord,
-    key: &DataKey,
-) -> Result<(Vec<u8>, std::sync::Arc<Schema>), Error> {
+pub fn open(stream: Stream, record: &SealedRecord, key: &DataKey) -> Result<(Vec<u8>, std::sync::Arc<Schema>), Error> {
     if key.key_id != record.sealed.key_id {
         return Err(Error::Crypto("a sealed record is opened with another subject's key"));
     }

@@ -46,8 +46,9 @@ pub struct Sealed {
 fn seal_with(key: &[u8; 32], plaintext: &[u8], associated: &[u8]) -> Result<(Vec<u8>, Vec<u8>), Error> {
     let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key));
     let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-    let ciphertext =
-        cipher.encrypt(&nonce, Payload { msg: plaintext, aad: associated }).map_err(|_| Error::Crypto("sealing failed"))?;
+    let ciphertext = cipher
+        .encrypt(&nonce, Payload { msg: plaintext, aad: associated })
+        .map_err(|_| Error::Crypto("sealing failed"))?;
     Ok((nonce.to_vec(), ciphertext))
 }
 
@@ -178,7 +179,8 @@ impl RootKeys {
         })?;
         for entry in entries.flatten() {
             let name = entry.file_name();
-            let Some(generation) = name.to_str().and_then(|n| n.strip_suffix(".key")).and_then(|g| g.parse::<i32>().ok())
+            let Some(generation) =
+                name.to_str().and_then(|n| n.strip_suffix(".key")).and_then(|g| g.parse::<i32>().ok())
             else {
                 continue;
             };
@@ -242,7 +244,8 @@ impl KeyStore {
             let root: Option<i32> =
                 sqlx::query_scalar("SELECT max(root_generation) FROM key_buckets").fetch_one(&mut *tx).await?;
             let root_generation = root.unwrap_or(1);
-            let root_key = if root.is_some() { self.roots.get(root_generation)? } else { self.roots.create(root_generation)? };
+            let root_key =
+                if root.is_some() { self.roots.get(root_generation)? } else { self.roots.create(root_generation)? };
             let existing: Vec<i16> = sqlx::query_scalar("SELECT bucket FROM key_buckets").fetch_all(&mut *tx).await?;
             let (mut ids, mut blobs) = (Vec::new(), Vec::new());
             for bucket in (0..BUCKETS).filter(|b| !existing.contains(b)) {
@@ -262,9 +265,10 @@ impl KeyStore {
             .await?;
             tx.commit().await?;
         }
-        let legacy: i64 = sqlx::query_scalar("SELECT count(*) FROM data_keys WHERE bucket IS NULL AND destroyed_at IS NULL")
-            .fetch_one(&self.pool)
-            .await?;
+        let legacy: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM data_keys WHERE bucket IS NULL AND destroyed_at IS NULL")
+                .fetch_one(&self.pool)
+                .await?;
         if legacy > 0 {
             return Err(Error::Secret {
                 name: "root_keys_dir",
@@ -276,7 +280,10 @@ impl KeyStore {
         Ok(())
     }
 
-    fn bucket_key(&self, (bucket, generation, root_generation, wrapped): &BucketRow) -> Result<Arc<Zeroizing<[u8; 32]>>, Error> {
+    fn bucket_key(
+        &self,
+        (bucket, generation, root_generation, wrapped): &BucketRow,
+    ) -> Result<Arc<Zeroizing<[u8; 32]>>, Error> {
         if let Some(key) = self.buckets.lock().expect("bucket keys lock").get(&(*bucket, *generation)) {
             return Ok(key.clone());
         }

@@ -425,7 +425,11 @@ fn date_or_raw(raw: &str) -> String {
 /// are published about the demandeur (or the first member when the flux has no DEM); facts of
 /// persons (role, SDD) about each member. Unknown codes are sent as they are: the hub refuses
 /// them with a reason, or keeps an unknown motif flagged.
-pub fn events_of(id_key: &crate::IdKey, header: &FluxHeader, foyer: &Foyer) -> (Vec<AllocataireEvent>, Vec<LocalRefusal>) {
+pub fn events_of(
+    id_key: &crate::IdKey,
+    header: &FluxHeader,
+    foyer: &Foyer,
+) -> (Vec<AllocataireEvent>, Vec<LocalRefusal>) {
     let mut events = Vec::new();
     let mut refusals = Vec::new();
     let dtref = date_or_raw(&header.dtref);

@@ -451,7 +451,8 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
 /// The applier of the dossier projection.
 pub fn dossier_applier(registry: Registry, keys: KeyStore, topics: &Topics) -> passerelle_projector::apply::Applier {
     let families = Family::ALL.iter().map(|family| (topics.topic(*family), *family)).collect();
-    passerelle_projector::apply::Applier::new("dossier", registry, keys, families).with_identity_topic(topics.identity())
+    passerelle_projector::apply::Applier::new("dossier", registry, keys, families)
+        .with_identity_topic(topics.identity())
 }
 
 /// The topics the dossier projection consumes: every family's facts and the identity decisions.
@@ -577,7 +578,8 @@ pub async fn replay_dead_letter(
 ) -> anyhow::Result<passerelle_projector::dlq::Replayed> {
     let pool = connect(config).await?;
     let topics = Topics::new(config.kafka.topic_prefix.clone());
-    let applier = dossier_applier(Registry::new(pool.clone(), topics.clone()), key_store(config, &pool).await?, &topics);
+    let applier =
+        dossier_applier(Registry::new(pool.clone(), topics.clone()), key_store(config, &pool).await?, &topics);
     Ok(passerelle_projector::dlq::replay(&pool, &applier, &config.kafka.bootstrap_servers, dead_letter_id).await?)
 }
 

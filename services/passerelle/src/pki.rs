@@ -65,7 +65,11 @@ pub fn issue_dev_pki(out: &Path, institutions: &Institutions) -> anyhow::Result<
         // key gives other ids, and a re-import would no longer be recognised).
         let id_key = out.join(format!("{}.idkey", institution.id));
         if !id_key.exists() {
-            write(out, &format!("{}.idkey", institution.id), &passerelle_eventlog::secrets::SecretKey::generate().to_hex())?;
+            write(
+                out,
+                &format!("{}.idkey", institution.id),
+                &passerelle_eventlog::secrets::SecretKey::generate().to_hex(),
+            )?;
         }
         issued.push(institution.id.clone());
     }

@@ -107,14 +107,7 @@ impl Applier {
         keys: KeyStore,
         families: HashMap<String, Family>,
     ) -> Self {
-        Self {
-            projection: projection.into(),
-            registry,
-            keys,
-            families,
-            identity_topic: None,
-            hold_before_commit: None,
-        }
+        Self { projection: projection.into(), registry, keys, families, identity_topic: None, hold_before_commit: None }
     }
 
     /// For the concurrency tests only: runs `hold` with each batch's transaction open, its
@@ -178,7 +171,9 @@ impl Applier {
 
     async fn decode_decision(&self, record: &Record, keys: &HashMap<Uuid, DataKey>) -> Item {
         match self.content(record, Stream::Identity, keys).await {
-            Opened::Content(datum, schema) => Item::Decision(identity::decode(&datum, &schema).map_err(|e| e.to_string())),
+            Opened::Content(datum, schema) => {
+                Item::Decision(identity::decode(&datum, &schema).map_err(|e| e.to_string()))
+            }
             Opened::Shredded => Item::Shredded,
             Opened::Undecodable(reason) => Item::Decision(Err(reason)),
         }

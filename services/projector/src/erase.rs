@@ -65,10 +65,11 @@ pub async fn erase_persons(
     if persons.is_empty() {
         return Ok(Erased::default());
     }
-    let subject_keys: Vec<String> = sqlx::query_scalar("SELECT subject_key FROM subject_links WHERE person_id = ANY($1)")
-        .bind(&persons)
-        .fetch_all(&mut *tx)
-        .await?;
+    let subject_keys: Vec<String> =
+        sqlx::query_scalar("SELECT subject_key FROM subject_links WHERE person_id = ANY($1)")
+            .bind(&persons)
+            .fetch_all(&mut *tx)
+            .await?;
     // The keys first: a projection batch that opened this person's records holds their rows
     // until it commits, so once they are destroyed every such batch is in the tables below,
     // and no later one can open a record of theirs.
@@ -78,10 +79,8 @@ pub async fn erase_persons(
     let journal_rows: i64 =
         sqlx::query_scalar("SELECT journal.pseudonymise($1)").bind(&persons).fetch_one(&mut *tx).await?;
     // A rebuild running meanwhile forgets them too (its later batches cannot open their records).
-    let rebuilding: bool = sqlx::query_scalar("SELECT to_regnamespace($1) IS NOT NULL")
-        .bind(REBUILD_SCHEMA)
-        .fetch_one(&mut *tx)
-        .await?;
+    let rebuilding: bool =
+        sqlx::query_scalar("SELECT to_regnamespace($1) IS NOT NULL").bind(REBUILD_SCHEMA).fetch_one(&mut *tx).await?;
     if rebuilding {
         sqlx::query(sqlx::AssertSqlSafe(format!("SET LOCAL search_path TO {REBUILD_SCHEMA}, public")))
             .execute(&mut *tx)
@@ -140,15 +139,13 @@ async fn with_linked(
 
 /// Removes a person (and those merged into them) from the read models of the transaction's
 /// search_path, without touching keys.
-pub async fn remove_from_read_models(
-    tx: &mut Transaction<'_, Postgres>,
-    person_id: Uuid,
-) -> Result<u64, Error> {
+pub async fn remove_from_read_models(tx: &mut Transaction<'_, Postgres>, person_id: Uuid) -> Result<u64, Error> {
     let persons = persons_of(tx, &[person_id]).await?;
-    let subject_keys: Vec<String> = sqlx::query_scalar("SELECT subject_key FROM subject_links WHERE person_id = ANY($1)")
-        .bind(&persons)
-        .fetch_all(&mut **tx)
-        .await?;
+    let subject_keys: Vec<String> =
+        sqlx::query_scalar("SELECT subject_key FROM subject_links WHERE person_id = ANY($1)")
+            .bind(&persons)
+            .fetch_all(&mut **tx)
+            .await?;
     remove_persons(tx, &persons, &subject_keys).await
 }
 
