@@ -104,7 +104,8 @@ pub fn committed(stream: Stream, version: i32) -> Result<std::sync::Arc<Schema>,
         collections::HashMap,
         sync::{Arc, Mutex, OnceLock},
     };
-    static PARSED: OnceLock<Mutex<HashMap<(&'static str, i32), Arc<Schema>>>> = OnceLock::new();
+    type Parsed = Mutex<HashMap<(&'static str, i32), Arc<Schema>>>;
+    static PARSED: OnceLock<Parsed> = OnceLock::new();
     let parsed = PARSED.get_or_init(Mutex::default);
     if let Some(schema) = parsed.lock().expect("schemas lock").get(&(stream.topic(), version)) {
         return Ok(schema.clone());

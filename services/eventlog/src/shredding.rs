@@ -212,6 +212,21 @@ fn bucket_aad(bucket: i16, generation: i32) -> Vec<u8> {
 /// A bucket key row as stored: its generation, the root generation that wraps it, the blob.
 type BucketRow = (i16, i32, i32, Vec<u8>);
 
+/// A bucket key, unwrapped.
+type BucketKey = Arc<Zeroizing<[u8; 32]>>;
+
+/// A live data key with the bucket key row that wraps it.
+#[derive(sqlx::FromRow)]
+struct LiveKey {
+    subject_key: Option<String>,
+    key_id: Uuid,
+    wrapped_key: Vec<u8>,
+    bucket: i16,
+    generation: i32,
+    root_generation: i32,
+    bucket_wrapped: Vec<u8>,
+}
+
 /// What an erasure did to the keys (counts only).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Forgotten {
@@ -226,7 +241,7 @@ pub struct Forgotten {
 pub struct KeyStore {
     pool: PgPool,
     roots: Arc<RootKeys>,
-    buckets: Arc<Mutex<HashMap<(i16, i32), Arc<Zeroizing<[u8; 32]>>>>>,
+    buckets: Arc<Mutex<HashMap<(i16, i32), BucketKey>>>,
 }
 
 impl KeyStore {
@@ -280,21 +295,34 @@ impl KeyStore {
         Ok(())
     }
 
-    fn bucket_key(
+    fn bucket_key(&self, (bucket, generation, root_generation, wrapped): &BucketRow) -> Result<BucketKey, Error> {
+        self.bucket_key_of(*bucket, *generation, *root_generation, wrapped)
+    }
+
+    fn bucket_key_of(
         &self,
-        (bucket, generation, root_generation, wrapped): &BucketRow,
-    ) -> Result<Arc<Zeroizing<[u8; 32]>>, Error> {
-        if let Some(key) = self.buckets.lock().expect("bucket keys lock").get(&(*bucket, *generation)) {
+        bucket: i16,
+        generation: i32,
+        root_generation: i32,
+        wrapped: &[u8],
+    ) -> Result<BucketKey, Error> {
+        if let Some(key) = self.buckets.lock().expect("bucket keys lock").get(&(bucket, generation)) {
             return Ok(key.clone());
         }
-        let root = self.roots.get(*root_generation)?;
+        let root = self.roots.get(root_generation)?;
         let (nonce, ciphertext) = wrapped.split_at(12.min(wrapped.len()));
-        let plain = open_with(root.bytes(), nonce, ciphertext, &bucket_aad(*bucket, *generation))
+        let plain = open_with(root.bytes(), nonce, ciphertext, &bucket_aad(bucket, generation))
             .ok_or(Error::Crypto("a bucket key does not unwrap with its root key (wrong root_keys_dir?)"))?;
         let key: [u8; 32] = plain.as_slice().try_into().map_err(|_| Error::Crypto("a bucket key is 32 bytes"))?;
         let key = Arc::new(Zeroizing::new(key));
-        self.buckets.lock().expect("bucket keys lock").insert((*bucket, *generation), key.clone());
+        self.buckets.lock().expect("bucket keys lock").insert((bucket, generation), key.clone());
         Ok(key)
+    }
+
+    fn unwrap_live(&self, live: &LiveKey) -> Result<DataKey, Error> {
+        let bucket_key =
+            self.bucket_key_of(live.bucket, live.generation, live.root_generation, &live.bucket_wrapped)?;
+        Self::unwrap_data_key(&bucket_key, live.key_id, &live.wrapped_key)
     }
 
     fn wrap_data_key(bucket_key: &[u8; 32], key_id: Uuid, key: &[u8; 32]) -> Result<Vec<u8>, Error> {
@@ -344,17 +372,18 @@ impl KeyStore {
         wanted.sort_unstable();
         wanted.dedup();
         loop {
-            let live: Vec<(String, Uuid, Vec<u8>, i16, i32, i32, Vec<u8>)> = sqlx::query_as(
-                "SELECT d.subject_key, d.key_id, d.wrapped_key, b.bucket, b.generation, b.root_generation, b.wrapped
+            let live: Vec<LiveKey> = sqlx::query_as(
+                "SELECT d.subject_key, d.key_id, d.wrapped_key, b.bucket, b.generation, b.root_generation,
+                        b.wrapped AS bucket_wrapped
                  FROM data_keys d JOIN key_buckets b ON b.bucket = d.bucket AND b.generation = d.generation
                  WHERE d.subject_key = ANY($1) AND d.destroyed_at IS NULL",
             )
             .bind(&wanted)
             .fetch_all(&self.pool)
             .await?;
-            for (subject, key_id, wrapped, bucket, generation, root, bucket_wrapped) in live {
-                let bucket_key = self.bucket_key(&(bucket, generation, root, bucket_wrapped))?;
-                keys.insert(subject, Self::unwrap_data_key(&bucket_key, key_id, &wrapped)?);
+            for live in live {
+                let key = self.unwrap_live(&live)?;
+                keys.insert(live.subject_key.unwrap_or_default(), key);
             }
             let missing: Vec<&str> = wanted.iter().copied().filter(|s| !keys.contains_key(*s)).collect();
             if missing.is_empty() {
@@ -447,8 +476,9 @@ impl KeyStore {
     /// The data keys of these ids that still exist; destroyed ones are absent.
     pub async fn keys_by_id(&self, key_ids: &[Uuid]) -> Result<HashMap<Uuid, DataKey>, Error> {
         self.retrying(|| async {
-            let rows: Vec<(Uuid, Vec<u8>, i16, i32, i32, Vec<u8>)> = sqlx::query_as(
-                "SELECT d.key_id, d.wrapped_key, b.bucket, b.generation, b.root_generation, b.wrapped
+            let rows: Vec<LiveKey> = sqlx::query_as(
+                "SELECT d.subject_key, d.key_id, d.wrapped_key, b.bucket, b.generation, b.root_generation,
+                        b.wrapped AS bucket_wrapped
                  FROM data_keys d JOIN key_buckets b ON b.bucket = d.bucket AND b.generation = d.generation
                  WHERE d.key_id = ANY($1) AND d.destroyed_at IS NULL",
             )
@@ -456,9 +486,8 @@ impl KeyStore {
             .fetch_all(&self.pool)
             .await?;
             let mut keys = HashMap::with_capacity(rows.len());
-            for (key_id, wrapped, bucket, generation, root, bucket_wrapped) in rows {
-                let bucket_key = self.bucket_key(&(bucket, generation, root, bucket_wrapped))?;
-                keys.insert(key_id, Self::unwrap_data_key(&bucket_key, key_id, &wrapped)?);
+            for live in rows {
+                keys.insert(live.key_id, self.unwrap_live(&live)?);
             }
             Ok(keys)
         })
