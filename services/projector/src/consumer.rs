@@ -42,6 +42,7 @@ pub async fn run(
     for reason in DEAD_LETTER_REASONS {
         crate::metrics::metrics().dead_letters.with_label_values(&[applier.projection.as_str(), reason]);
     }
+    crate::metrics::metrics().erased_skipped.with_label_values(&[applier.projection.as_str()]);
     let consumer: StreamConsumer<WorkerContext> = ClientConfig::new()
         .set("bootstrap.servers", &settings.bootstrap_servers)
         .set("group.id", &settings.group_id)
@@ -130,6 +131,7 @@ fn record_metrics(projection: &str, outcome: &Outcome, records: usize, took: Dur
     metrics.batch_size.observe(records as f64);
     metrics.apply_seconds.observe(took.as_secs_f64());
     metrics.applied.with_label_values(&[projection]).inc_by(outcome.applied);
+    metrics.erased_skipped.with_label_values(&[projection]).inc_by(outcome.erased);
     for letter in &outcome.dead_letters {
         let reason = letter.reason.split(':').next().unwrap_or("other");
         metrics.dead_letters.with_label_values(&[projection, reason]).inc();

@@ -7,6 +7,9 @@ use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec,
 pub struct ProjectorMetrics {
     /// `passerelle_projector_events_applied_total{projection}`
     pub applied: IntCounterVec,
+    /// `passerelle_projector_erased_records_skipped_total{projection}`: sealed records whose
+    /// subject's key was destroyed (an erased person's), skipped.
+    pub erased_skipped: IntCounterVec,
     /// `passerelle_projector_dead_letters_total{projection, reason}`: undecodable, conflict.
     pub dead_letters: IntCounterVec,
     /// `passerelle_projector_batch_size`: records per transaction.
@@ -36,6 +39,11 @@ pub fn metrics() -> &'static ProjectorMetrics {
         };
         let metrics = ProjectorMetrics {
             applied: counter("projector_events_applied_total", "events applied to the read models", &["projection"]),
+            erased_skipped: counter(
+                "projector_erased_records_skipped_total",
+                "records of erased persons (their data key destroyed), skipped",
+                &["projection"],
+            ),
             dead_letters: counter(
                 "projector_dead_letters_total",
                 "records dead-lettered (undecodable, conflict)",
@@ -76,6 +84,7 @@ pub fn metrics() -> &'static ProjectorMetrics {
         for collector in [
             Box::new(metrics.applied.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(metrics.dead_letters.clone()),
+            Box::new(metrics.erased_skipped.clone()),
             Box::new(metrics.batch_size.clone()),
             Box::new(metrics.apply_seconds.clone()),
             Box::new(metrics.lag_messages.clone()),
