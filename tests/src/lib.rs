@@ -60,6 +60,16 @@ impl TestHub {
         .await
     }
 
+    /// A hub without projector whose configuration `adjust` changes before it starts.
+    pub async fn spawn_without_projector_configured(adjust: impl FnOnce(&mut Config)) -> anyhow::Result<Self> {
+        Self::spawn_adjusted(
+            &env_or("PASSERELLE_TEST_BOOTSTRAP", "127.0.0.1:9092"),
+            passerelle::Services { projector: false },
+            adjust,
+        )
+        .await
+    }
+
     /// A hub on the shared test broker whose configuration `adjust` changes before it starts.
     pub async fn spawn_configured(adjust: impl FnOnce(&mut Config)) -> anyhow::Result<Self> {
         Self::spawn_adjusted(&env_or("PASSERELLE_TEST_BOOTSTRAP", "127.0.0.1:9092"), passerelle::Services::ALL, adjust)

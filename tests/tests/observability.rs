@@ -206,3 +206,109 @@ async fn every_alert_is_tested_and_its_series_exist_from_the_start() -> anyhow::
     }
     hub.running.shutdown().await
 }
+
+/// The firing or pending alerts named `name` that Prometheus holds (`state` of each).
+async fn alert_states(http: &reqwest::Client, prometheus: &str, name: &str) -> anyhow::Result<Vec<String>> {
+    let body: serde_json::Value = http.get(format!("{prometheus}/api/v1/alerts")).send().await?.json().await?;
+    Ok(body["data"]["alerts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|alert| alert["labels"]["alertname"] == name)
+        .filter_map(|alert| alert["state"].as_str().map(str::to_owned))
+        .collect())
+}
+
+/// The ops drill, with Debian's real Prometheus scraping a live hub whose projector runs in
+/// another hub process: the projector stops, institutions keep pushing, the lag alert fires
+/// (measured by the process still running); the projector comes back, the alert resolves. The
+/// committed rule runs with its duration and threshold scaled down (10 min and 5,000 records
+/// are for production, not for a test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_fires_the_lag_alert_when_the_projector_stops_and_resolves_it_when_it_is_back() -> anyhow::Result<()>
+{
+    let prometheus_bin = std::path::Path::new("/usr/bin/prometheus");
+    anyhow::ensure!(prometheus_bin.exists(), "Debian's prometheus is missing: infra/test.sh installs it");
+    let hub = TestHub::spawn_without_projector_configured(|config| config.lag_probe_seconds = 1).await?;
+    let projector_config = hub.config.clone();
+    let projector = passerelle::start_services(&projector_config, passerelle::Services::ALL).await?;
+
+    // The committed rule, scaled down; the drill fails if the rule it scales is not there.
+    let rules = std::fs::read_to_string(repo_root().join("infra/prometheus/alerts.yml"))?;
+    let lagging = rules.find("- alert: PasserelleProjectionLagging").expect("the lag alert");
+    let (before, after) = rules.split_at(lagging);
+    let scaled = after
+        .replacen("(passerelle_projector_lag_messages) > 5000", "(passerelle_projector_lag_messages) > 20", 1)
+        .replacen("for: 10m", "for: 3s", 1);
+    anyhow::ensure!(scaled != after, "the lag alert's threshold or duration changed: update the drill");
+    let dir = hub.credentials_dir.join("prometheus-drill");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("alerts.yml"), format!("{before}{scaled}"))?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - alerts.yml\nscrape_configs:\n  - job_name: passerelle\n    static_configs:\n      - targets: [\"{}\"]\n",
+            hub.running.ops_addr
+        ),
+    )?;
+    let mut server = tokio::process::Command::new(prometheus_bin)
+        .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let prometheus = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let until = async |what: &str, mut check: Box<dyn FnMut(Vec<String>) -> bool + Send>| -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        loop {
+            let states = alert_states(&http, &prometheus, "PasserelleProjectionLagging").await.unwrap_or_default();
+            if check(states.clone()) {
+                return Ok(started.elapsed());
+            }
+            anyhow::ensure!(started.elapsed() < Duration::from_secs(90), "{what}: still {states:?} after 90 s");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    };
+    // Prometheus up and scraping; with the projector running the alert is silent.
+    let mut client = AllocataireIngestClient::new(hub.channel_as("caf-521").await?);
+    client.publish(caf("drill-0", "2026-09-01T09:00:00+02:00", legrand(), "DEM", right_opened())).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let up: serde_json::Value = match http.get(format!("{prometheus}/api/v1/query?query=up")).send().await {
+            Ok(response) => response.json().await.unwrap_or_default(),
+            Err(_) => serde_json::Value::Null,
+        };
+        if up["data"]["result"][0]["value"][1] == "1" {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "Prometheus never scraped the hub: {up}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(alert_states(&http, &prometheus, "PasserelleProjectionLagging").await?, Vec::<String>::new());
+
+    // The projector stops; facts keep coming (one person: one partition).
+    projector.shutdown().await?;
+    for n in 1..=30 {
+        client
+            .publish(caf(&format!("drill-{n}"), "2026-09-02T09:00:00+02:00", legrand(), "DEM", sdd(n % 2 == 0)))
+            .await?;
+    }
+    let fired = until("the lag alert firing", Box::new(|states| states.iter().any(|s| s == "firing"))).await?;
+
+    // The projector is back: it catches up and the alert resolves.
+    let projector = passerelle::start_services(&projector_config, passerelle::Services::ALL).await?;
+    let resolved = until("the lag alert resolving", Box::new(|states| states.is_empty())).await?;
+    eprintln!(
+        "drill: the lag alert fired {:.1} s after the projector stopped and resolved {:.1} s after it came back",
+        fired.as_secs_f64(),
+        resolved.as_secs_f64()
+    );
+    server.kill().await.ok();
+    projector.shutdown().await?;
+    hub.running.shutdown().await
+}

@@ -56,6 +56,9 @@ pub struct Config {
     pub projector_group: String,
     /// Records applied per projector transaction, at most.
     pub projector_max_batch: usize,
+    /// How often every hub process measures the projection's lag (seconds; broker and database
+    /// only, so it is seen even when the projector itself is down).
+    pub lag_probe_seconds: u64,
     /// Persons without contact for this many days are erased by the daily retention job
     /// (accompaniment data is kept 2 years after the last contact).
     pub retention_days: i64,
@@ -208,6 +211,7 @@ impl Default for Config {
             projector_group: "passerelle-projector-dossier".into(),
             retention_days: 730,
             projector_max_batch: 500,
+            lag_probe_seconds: 15,
             ingest: IngestConfig::default(),
             api: ApiConfig::default(),
             web: passerelle_web::WebConfig::default(),

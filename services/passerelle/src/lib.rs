@@ -388,7 +388,9 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
         });
     }
 
-    if services.projector {
+    // Every process measures the projection's lag (from the broker and the database only), so a
+    // projector that stopped shows in the others' /metrics.
+    {
         let gauge_pool = pool.clone();
         let mut gauge_shutdown = shutdown_rx_projector.clone();
         let lag_client: Arc<rdkafka::consumer::BaseConsumer> = Arc::new(
@@ -398,9 +400,12 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
                 .create()?,
         );
         let lag_topics = projected_topics(&topics);
+        let probe = Duration::from_secs(config.lag_probe_seconds.max(1));
+        let unlinked_every = (60 / probe.as_secs()).max(1);
         tasks.spawn(async move {
-            // Lag every 15 s, the unlinked persons every minute; off the projector's loop.
-            let mut every = tokio::time::interval(Duration::from_secs(15));
+            // Lag every probe (15 s by default), the unlinked persons every minute; off the
+            // projector's loop.
+            let mut every = tokio::time::interval(probe);
             let mut ticks = 0u64;
             loop {
                 tokio::select! {
@@ -413,7 +418,7 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
                 {
                     tracing::warn!(error = %error, "projector lag not measured");
                 }
-                if ticks.is_multiple_of(4)
+                if ticks.is_multiple_of(unlinked_every)
                     && let Err(error) = passerelle_projector::metrics::refresh_unlinked(&gauge_pool).await
                 {
                     tracing::warn!(error = %error, "unlinked persons gauge not refreshed");
@@ -421,6 +426,8 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
                 ticks += 1;
             }
         });
+    }
+    if services.projector {
         tasks.spawn(retention_schedule(pool.clone(), key_store.clone(), config.retention_days, shutdown_rx_projector));
     }
 

@@ -127,7 +127,10 @@ pub fn note_applied(timestamps: &std::collections::BTreeMap<(String, i32), i64>)
 
 /// Measures the lag of `projection` on `topics`: the brokers' high watermarks (a blocking
 /// client, called off the async runtime) minus the next offsets PostgreSQL holds; and, where
-/// records wait, the age of the last one applied.
+/// records wait, the age of the last one applied (its log time in the process that applied it;
+/// elsewhere, since the projection last advanced on that partition). It reads only the broker
+/// and the database, so any hub process measures it: a projector that stopped, or died, shows
+/// as lag in the processes still running.
 pub async fn refresh_lag(
     pool: &sqlx::PgPool,
     client: std::sync::Arc<rdkafka::consumer::BaseConsumer>,
@@ -135,11 +138,13 @@ pub async fn refresh_lag(
     topics: &[String],
 ) -> Result<(), crate::Error> {
     use rdkafka::consumer::Consumer as _;
-    let stored: Vec<(String, i32, i64)> =
-        sqlx::query_as("SELECT topic, partition, next_offset FROM projector_offsets WHERE projection = $1")
-            .bind(projection)
-            .fetch_all(pool)
-            .await?;
+    let stored: Vec<(String, i32, i64, i64)> = sqlx::query_as(
+        "SELECT topic, partition, next_offset, (extract(epoch FROM updated_at) * 1000)::bigint
+         FROM projector_offsets WHERE projection = $1",
+    )
+    .bind(projection)
+    .fetch_all(pool)
+    .await?;
     let wanted = topics.to_vec();
     let watermarks = tokio::task::spawn_blocking(move || {
         let mut highs = Vec::new();
@@ -160,13 +165,17 @@ pub async fn refresh_lag(
     let last = last_applied().lock().map(|l| l.clone()).unwrap_or_default();
     let metrics = metrics();
     for (topic, partition, high) in watermarks {
-        let next = stored.iter().find(|(t, p, _)| *t == topic && *p == partition).map_or(0, |(_, _, n)| *n);
+        let row = stored.iter().find(|(t, p, _, _)| *t == topic && *p == partition);
+        let next = row.map_or(0, |(_, _, n, _)| *n);
         let lag = (high - next).max(0);
         let partition_label = partition.to_string();
         let labels = [projection, topic.as_str(), partition_label.as_str()];
         metrics.lag_messages.with_label_values(&labels).set(lag);
-        let age = match last.get(&(topic.clone(), partition)) {
+        let since = last.get(&(topic.clone(), partition)).copied().or(row.map(|(_, _, _, updated)| *updated));
+        let age = match since {
             Some(at) if lag > 0 => ((now_ms - at) / 1000).max(0),
+            // Records wait and this partition was never applied: since the first one waits is
+            // unknown here; the message lag says it.
             _ => 0,
         };
         metrics.lag_seconds.with_label_values(&labels).set(age);
