@@ -85,6 +85,39 @@ pub fn open(stream: Stream, record: &SealedRecord, key: &DataKey) -> Result<(Vec
     Ok((content, schemas::committed(stream, record.content_version)?))
 }
 
+/// A subject key named inside another subject's record (an identity decision names the holder
+/// and the claimant of a key), sealed under the named subject's own data key: once that subject
+/// is erased, the record no longer says who it was. `sealed:<key id>:<nonce>:<ciphertext>`.
+pub fn seal_name(stream: Stream, key: &DataKey, name: &str) -> Result<String, Error> {
+    let sealed = key.seal(name.as_bytes(), &associated_data("name", stream.topic(), "", key.key_id, ""))?;
+    Ok(format!("sealed:{}:{}:{}", sealed.key_id, hex::encode(&sealed.nonce), hex::encode(&sealed.ciphertext)))
+}
+
+/// The data key a sealed name needs (`None`: a name in clear, written before names were sealed).
+pub fn sealed_name_key(text: &str) -> Option<Uuid> {
+    text.strip_prefix("sealed:")?.split(':').next()?.parse().ok()
+}
+
+/// Opens a sealed name with its subject's key.
+pub fn open_name(stream: Stream, text: &str, key: &DataKey) -> Result<String, Error> {
+    let malformed = || Error::Decode("a sealed name is sealed:<key id>:<nonce>:<ciphertext>".into());
+    let mut parts = text.strip_prefix("sealed:").ok_or_else(malformed)?.split(':');
+    let (Some(key_id), Some(nonce), Some(ciphertext), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(malformed());
+    };
+    let sealed = Sealed {
+        key_id: key_id.parse().map_err(|_| malformed())?,
+        nonce: hex::decode(nonce).map_err(|_| malformed())?,
+        ciphertext: hex::decode(ciphertext).map_err(|_| malformed())?,
+    };
+    if sealed.key_id != key.key_id {
+        return Err(Error::Crypto("a sealed name is opened with another subject's key"));
+    }
+    let plain = key.open(&sealed, &associated_data("name", stream.topic(), "", key.key_id, ""))?;
+    String::from_utf8(plain).map_err(|_| malformed())
+}
+
 #[cfg(test)]
 mod tests {
     use passerelle_domain::event::Family;
@@ -106,5 +139,16 @@ mod tests {
         assert!(open(stream, &record, &other).is_err());
         assert!(open(Stream::Facts(Family::Orientation), &record, &mine).is_err());
         assert!(!datum.windows(7).any(|w| w == b"content"));
+    }
+
+    #[test]
+    fn a_sealed_name_opens_only_with_its_subjects_key() {
+        let (mine, other) = (key(1), key(2));
+        let sealed = seal_name(Stream::Identity, &mine, "nir:0123").expect("seal");
+        assert!(!sealed.contains("nir:0123"));
+        assert_eq!(sealed_name_key(&sealed), Some(mine.key_id));
+        assert_eq!(sealed_name_key("nir:0123"), None);
+        assert_eq!(open_name(Stream::Identity, &sealed, &mine).expect("open"), "nir:0123");
+        assert!(open_name(Stream::Identity, &sealed, &other).is_err());
     }
 }

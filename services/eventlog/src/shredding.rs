@@ -140,7 +140,10 @@ impl RootKeys {
             });
         }
         let key = SecretKey::from_file("root key", &path)?;
-        self.loaded.lock().expect("root keys lock").insert(generation, key.clone());
+        let mut loaded = self.loaded.lock().expect("root keys lock");
+        // Only the newest root wraps the buckets: the older ones leave this process's memory.
+        loaded.retain(|g, _| *g >= generation);
+        loaded.insert(generation, key.clone());
         Ok(key)
     }
 
@@ -155,7 +158,9 @@ impl RootKeys {
                 file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
             }
             file.write_all(key.to_hex().as_bytes())?;
-            file.sync_all()
+            file.sync_all()?;
+            // The file's name is durable once its directory is.
+            std::fs::File::open(&self.dir)?.sync_all()
         });
         match written {
             Ok(()) => {
@@ -195,6 +200,12 @@ impl RootKeys {
             }
         }
         self.loaded.lock().expect("root keys lock").retain(|generation, _| *generation >= current);
+        if retired > 0 {
+            std::fs::File::open(&self.dir).and_then(|dir| dir.sync_all()).map_err(|e| Error::Secret {
+                name: "root_keys_dir",
+                reason: format!("cannot sync {}: {e}", self.dir.display()),
+            })?;
+        }
         Ok(retired)
     }
 }
@@ -280,6 +291,7 @@ impl KeyStore {
             .await?;
             tx.commit().await?;
         }
+        self.retire_unused_roots().await?;
         let legacy: i64 =
             sqlx::query_scalar("SELECT count(*) FROM data_keys WHERE bucket IS NULL AND destroyed_at IS NULL")
                 .fetch_one(&self.pool)
@@ -315,7 +327,10 @@ impl KeyStore {
             .ok_or(Error::Crypto("a bucket key does not unwrap with its root key (wrong root_keys_dir?)"))?;
         let key: [u8; 32] = plain.as_slice().try_into().map_err(|_| Error::Crypto("a bucket key is 32 bytes"))?;
         let key = Arc::new(Zeroizing::new(key));
-        self.buckets.lock().expect("bucket keys lock").insert((bucket, generation), key.clone());
+        let mut cached = self.buckets.lock().expect("bucket keys lock");
+        // A bucket's older generations are no longer used by anyone: gone from memory too.
+        cached.retain(|(b, g), _| *b != bucket || *g >= generation);
+        cached.insert((bucket, generation), key.clone());
         Ok(key)
     }
 
@@ -456,8 +471,13 @@ impl KeyStore {
         sorted.sort_unstable();
         sorted.dedup();
         let (search, subjects): (Vec<&str>, Vec<&str>) = sorted.into_iter().unzip();
+        // Only for subjects whose key is live, waiting for an erasure of theirs in progress:
+        // no row outlives the subject's erasure.
         sqlx::query(
-            "INSERT INTO search_index (search_key, subject_key) SELECT * FROM unnest($1::text[], $2::text[])
+            "INSERT INTO search_index (search_key, subject_key)
+             SELECT t.search_key, t.subject_key FROM unnest($1::text[], $2::text[]) AS t(search_key, subject_key)
+             JOIN data_keys d ON d.subject_key = t.subject_key AND d.destroyed_at IS NULL
+             FOR SHARE OF d
              ON CONFLICT DO NOTHING",
         )
         .bind(&search)
@@ -494,14 +514,29 @@ impl KeyStore {
         .await
     }
 
+    /// Which of these key ids an erasure destroyed (the row keeps its id).
+    pub async fn destroyed_among(&self, key_ids: &[Uuid]) -> Result<std::collections::HashSet<Uuid>, Error> {
+        if key_ids.is_empty() {
+            return Ok(Default::default());
+        }
+        let destroyed: Vec<Uuid> =
+            sqlx::query_scalar("SELECT key_id FROM data_keys WHERE key_id = ANY($1) AND destroyed_at IS NOT NULL")
+                .bind(key_ids)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(destroyed.into_iter().collect())
+    }
+
     /// Holds the rows of these live keys until the caller's transaction ends (an erasure waits
-    /// for it); false when one of them was destroyed meanwhile.
+    /// for it); false when one of them was destroyed meanwhile. Rows are locked in key id order,
+    /// as an erasure locks them: neither can hold one the other waits for while waiting itself.
     pub async fn hold_keys(&self, tx: &mut Transaction<'_, Postgres>, key_ids: &[Uuid]) -> Result<bool, Error> {
         if key_ids.is_empty() {
             return Ok(true);
         }
         let held: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT key_id FROM public.data_keys WHERE key_id = ANY($1) AND destroyed_at IS NULL FOR SHARE",
+            "SELECT key_id FROM public.data_keys WHERE key_id = ANY($1) AND destroyed_at IS NULL
+             ORDER BY key_id FOR SHARE",
         )
         .bind(key_ids)
         .fetch_all(&mut **tx)
@@ -534,8 +569,10 @@ impl KeyStore {
     /// that held one gets a new key, and all bucket keys are wrapped under a new root generation.
     /// Call [`KeyStore::retire_old_roots`] once the transaction committed.
     pub async fn forget(&self, tx: &mut Transaction<'_, Postgres>, subjects: &[String]) -> Result<Forgotten, Error> {
-        // Every bucket row locked: no key is made or wrapped meanwhile under a bucket key that
-        // this erasure replaces.
+        // The bucket table locked first (no key is made meanwhile: its insert takes a row lock
+        // on its bucket), then every row this erasure will change, in key id order, as a
+        // projection batch holds them: no deadlock with either.
+        sqlx::query("LOCK TABLE public.key_buckets IN EXCLUSIVE MODE").execute(&mut **tx).await?;
         let rows: Vec<BucketRow> = sqlx::query_as(
             "SELECT bucket, generation, root_generation, wrapped FROM key_buckets ORDER BY bucket FOR UPDATE",
         )
@@ -544,6 +581,15 @@ impl KeyStore {
         if rows.is_empty() {
             return Err(Error::Crypto("the key hierarchy is not prepared (KeyStore::prepare)"));
         }
+        sqlx::query(
+            "SELECT key_id FROM data_keys
+             WHERE destroyed_at IS NULL
+               AND bucket IN (SELECT bucket FROM data_keys WHERE subject_key = ANY($1) AND destroyed_at IS NULL)
+             ORDER BY key_id FOR UPDATE",
+        )
+        .bind(subjects)
+        .execute(&mut **tx)
+        .await?;
         sqlx::query("DELETE FROM search_index WHERE subject_key = ANY($1)").bind(subjects).execute(&mut **tx).await?;
         let touched: Vec<i16> = sqlx::query_scalar(
             "UPDATE data_keys d SET wrapped_key = NULL, subject_key = NULL, bucket = NULL, generation = NULL,
@@ -635,6 +681,17 @@ impl KeyStore {
     pub fn retire_old_roots(&self, current: i32) -> Result<usize, Error> {
         self.buckets.lock().expect("bucket keys lock").clear();
         self.roots.retire_below(current)
+    }
+
+    /// Deletes the root keys older than the one the buckets are wrapped with now: what an
+    /// erasure that committed but could not retire them (a crash, a full disk) left behind.
+    pub async fn retire_unused_roots(&self) -> Result<usize, Error> {
+        let current: Option<i32> =
+            sqlx::query_scalar("SELECT min(root_generation) FROM key_buckets").fetch_one(&self.pool).await?;
+        match current {
+            Some(current) => self.roots.retire_below(current),
+            None => Ok(0),
+        }
     }
 }
 

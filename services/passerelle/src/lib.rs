@@ -552,8 +552,15 @@ pub async fn publish_identity_decision(
     let writer = registry.writer_of(stream).await?;
     let keys = key_store(config, &pool).await?;
     let key = keys.key_for_subject(&passerelle_domain::event::SubjectKey(decision.subject_key.clone())).await?;
+    // The holder and the claimant are named under their own keys: erasing either leaves the
+    // decision unable to say who they were.
+    let holder = keys.key_for_subject(&passerelle_domain::event::SubjectKey(decision.holder_key.clone())).await?;
+    let claimant = keys.key_for_subject(&passerelle_domain::event::SubjectKey(decision.claimant_key.clone())).await?;
+    let mut named = decision.clone();
+    named.holder_key = passerelle_eventlog::sealed::seal_name(stream, &holder, &decision.holder_key)?;
+    named.claimant_key = passerelle_eventlog::sealed::seal_name(stream, &claimant, &decision.claimant_key)?;
     let content = passerelle_eventlog::identity::encode(
-        decision,
+        &named,
         &*passerelle_eventlog::schemas::committed(stream, passerelle_eventlog::schemas::CONTENT_VERSION)?,
     )?;
     let datum = passerelle_eventlog::sealed::seal(stream, &key, &content, &writer.schema)?;

@@ -125,19 +125,27 @@ impl Applier {
     }
 
     /// The data key a sealed record names, if it is one (records written before sealing, with
-    /// version 1 of their schema, are in clear).
-    async fn sealed_key_of(&self, record: &Record) -> Option<Uuid> {
-        let (schema_id, datum) = framing::unframe(record.value.as_deref()?).ok()?;
-        let schema = self.registry.schema_by_id(schema_id).await.ok()?;
+    /// version 1 of their schema, are in clear). A record that cannot be read names none (it is
+    /// dead-lettered when decoded); a database that cannot be reached fails the batch, which is
+    /// applied again: a record is never taken for an erased person's for want of its key.
+    async fn sealed_key_of(&self, record: &Record) -> Result<Option<Uuid>, Error> {
+        let Some((schema_id, datum)) = record.value.as_deref().and_then(|value| framing::unframe(value).ok()) else {
+            return Ok(None);
+        };
+        let schema = match self.registry.schema_by_id(schema_id).await {
+            Ok(schema) => schema,
+            Err(passerelle_eventlog::Error::Database(error)) => return Err(Error::Database(error)),
+            Err(_) => return Ok(None),
+        };
         if !sealed::is_sealed(&schema) {
-            return None;
+            return Ok(None);
         }
-        sealed::read(datum, &schema).ok().map(|record| record.sealed.key_id)
+        Ok(sealed::read(datum, &schema).ok().map(|record| record.sealed.key_id))
     }
 
     /// The content of a record and the schema it follows: opened with its subject's key when
     /// sealed. `Opened::Shredded` when that key was destroyed (an erased person).
-    async fn content(&self, record: &Record, stream: Stream, keys: &HashMap<Uuid, DataKey>) -> Opened {
+    async fn content(&self, record: &Record, stream: Stream, keys: &BatchKeys) -> Opened {
         let Some(value) = record.value.as_deref() else { return Opened::Undecodable("a record without value".into()) };
         let (schema_id, datum) = match framing::unframe(value) {
             Ok(unframed) => unframed,
@@ -154,7 +162,15 @@ impl Applier {
             Ok(sealed_record) => sealed_record,
             Err(error) => return Opened::Undecodable(error.to_string()),
         };
-        let Some(key) = keys.get(&sealed_record.sealed.key_id) else { return Opened::Shredded };
+        let key_id = sealed_record.sealed.key_id;
+        let Some(key) = keys.live.get(&key_id) else {
+            if keys.destroyed.contains(&key_id) {
+                return Opened::Shredded;
+            }
+            return Opened::Undecodable(format!(
+                "its data key {key_id} is unknown to this hub (a database restored from a backup older than the record?)"
+            ));
+        };
         match sealed::open(stream, &sealed_record, key) {
             Ok((content, schema)) => Opened::Content(content, schema),
             Err(error) => Opened::Undecodable(error.to_string()),
@@ -163,20 +179,36 @@ impl Applier {
 
     /// The subject key of a record: from its data key when sealed, else its Kafka key.
     async fn subject_of(&self, record: &Record) -> Result<Option<String>, Error> {
-        match self.sealed_key_of(record).await {
+        match self.sealed_key_of(record).await? {
             Some(key_id) => Ok(self.keys.subject_of(key_id).await?),
             None => Ok(record.key.as_deref().map(|key| String::from_utf8_lossy(key).into_owned())),
         }
     }
 
-    async fn decode_decision(&self, record: &Record, keys: &HashMap<Uuid, DataKey>) -> Item {
-        match self.content(record, Stream::Identity, keys).await {
-            Opened::Content(datum, schema) => {
-                Item::Decision(identity::decode(&datum, &schema).map_err(|e| e.to_string()))
+    async fn decode_decision(&self, record: &Record, keys: &BatchKeys) -> Result<Item, Error> {
+        let mut decision = match self.content(record, Stream::Identity, keys).await {
+            Opened::Content(datum, schema) => match identity::decode(&datum, &schema) {
+                Ok(decision) => decision,
+                Err(error) => return Ok(Item::Decision(Err(error.to_string()))),
+            },
+            Opened::Shredded => return Ok(Item::Shredded),
+            Opened::Undecodable(reason) => return Ok(Item::Decision(Err(reason))),
+        };
+        // The holder and the claimant, each named under their own key: an erased one's name no
+        // longer opens, and the decision is theirs to forget.
+        for name in [&mut decision.holder_key, &mut decision.claimant_key] {
+            let Some(key_id) = sealed::sealed_name_key(name) else { continue };
+            let key = match self.keys.key_by_id(key_id).await {
+                Ok(key) => key,
+                Err(passerelle_eventlog::Error::Shredded) => return Ok(Item::Shredded),
+                Err(error) => return Err(error.into()),
+            };
+            match sealed::open_name(Stream::Identity, name, &key) {
+                Ok(opened) => *name = opened,
+                Err(error) => return Ok(Item::Decision(Err(error.to_string()))),
             }
-            Opened::Shredded => Item::Shredded,
-            Opened::Undecodable(reason) => Item::Decision(Err(reason)),
         }
+        Ok(Item::Decision(Ok(decision)))
     }
 
     /// Records (source, event_id) as applied by this projection; false when it already was.
@@ -230,7 +262,7 @@ impl Applier {
         Ok(Applied::New { persons, households: Vec::new() })
     }
 
-    async fn decode(&self, record: &Record, keys: &HashMap<Uuid, DataKey>) -> Item {
+    async fn decode(&self, record: &Record, keys: &BatchKeys) -> Item {
         let Some(family) = self.families.get(&record.topic).copied() else {
             return Item::Event(Err(format!("no family for topic {}", record.topic)));
         };
@@ -315,15 +347,22 @@ impl Applier {
         // The data keys of the batch's sealed records, in one read; a destroyed key is absent.
         let mut key_ids = Vec::new();
         for record in &fresh {
-            key_ids.extend(self.sealed_key_of(record).await);
+            key_ids.extend(self.sealed_key_of(record).await?);
         }
         key_ids.sort_unstable();
         key_ids.dedup();
-        let data_keys = if key_ids.is_empty() { HashMap::new() } else { self.keys.keys_by_id(&key_ids).await? };
+        let data_keys = if key_ids.is_empty() {
+            BatchKeys::default()
+        } else {
+            let live = self.keys.keys_by_id(&key_ids).await?;
+            let missing: Vec<Uuid> = key_ids.iter().copied().filter(|id| !live.contains_key(id)).collect();
+            let destroyed = self.keys.destroyed_among(&missing).await?;
+            BatchKeys { live, destroyed }
+        };
         let mut items = Vec::with_capacity(fresh.len());
         for record in fresh {
             let item = if self.identity_topic.as_deref() == Some(record.topic.as_str()) {
-                self.decode_decision(record, &data_keys).await
+                self.decode_decision(record, &data_keys).await?
             } else {
                 self.decode(record, &data_keys).await
             };
@@ -491,7 +530,7 @@ impl Applier {
         // The keys that opened this batch must still exist when it commits: an erasure waits
         // for this transaction (the rows are held), or this batch sees the key destroyed and is
         // applied again, without the erased person's records.
-        if !self.keys.hold_keys(&mut tx, &data_keys.keys().copied().collect::<Vec<_>>()).await? {
+        if !self.keys.hold_keys(&mut tx, &data_keys.live.keys().copied().collect::<Vec<_>>()).await? {
             return Err(Error::KeysDestroyedMeanwhile);
         }
         tx.commit().await?;
@@ -614,6 +653,14 @@ enum Item {
     Event(Result<Box<LoggedEvent>, String>),
     /// A sealed record whose subject's key was destroyed: an erased person's, skipped.
     Shredded,
+}
+
+/// The data keys of a batch's sealed records: live ones, and those an erasure destroyed (a key
+/// in neither is unknown to this hub).
+#[derive(Default)]
+struct BatchKeys {
+    live: HashMap<Uuid, DataKey>,
+    destroyed: HashSet<Uuid>,
 }
 
 /// A record's content, opened.

@@ -232,7 +232,9 @@ async fn apply_with_retry(
     loop {
         match applier.apply(pool, batch).await {
             Ok(outcome) => return Ok(outcome),
-            Err(Error::Database(error)) if transient(&error) => {
+            Err(Error::Database(error) | Error::Keys(passerelle_eventlog::Error::Database(error)))
+                if transient(&error) =>
+            {
                 tracing::warn!(error = %error, "batch not applied, retrying");
                 if *shutdown.borrow() {
                     return Err(Error::Database(error));

@@ -61,6 +61,9 @@ pub async fn erase_persons(
     reason: Reason,
 ) -> Result<Erased, Error> {
     let mut tx = pool.begin().await?;
+    // A rebuild's swap takes this table EXCLUSIVE: it waits for this erasure, or this erasure
+    // for it, so the person leaves whichever tables are live when it commits.
+    sqlx::query("LOCK TABLE projector_offsets IN ROW SHARE MODE").execute(&mut *tx).await?;
     let persons = persons_of(&mut tx, person_ids).await?;
     if persons.is_empty() {
         return Ok(Erased::default());
@@ -78,6 +81,13 @@ pub async fn erase_persons(
     let events = remove_persons(&mut tx, &persons, &subject_keys).await?;
     let journal_rows: i64 =
         sqlx::query_scalar("SELECT journal.pseudonymise($1)").bind(&persons).fetch_one(&mut *tx).await?;
+    // A session of the person's own space names them: signed out.
+    for person in &persons {
+        sqlx::query("DELETE FROM web.sessions WHERE strpos(record::text, $1) > 0")
+            .bind(person.to_string())
+            .execute(&mut *tx)
+            .await?;
+    }
     // A rebuild running meanwhile forgets them too (its later batches cannot open their records).
     let rebuilding: bool =
         sqlx::query_scalar("SELECT to_regnamespace($1) IS NOT NULL").bind(REBUILD_SCHEMA).fetch_one(&mut *tx).await?;
@@ -89,7 +99,15 @@ pub async fn erase_persons(
         remove_persons(&mut tx, &rebuilt, &subject_keys).await?;
     }
     tx.commit().await?;
-    let retired = keys.retire_old_roots(forgotten.root_generation)?;
+    // The erasure holds from here. Deleting the older root files completes it; if that fails
+    // it is said, and the next erasure or start of the hub deletes them.
+    let retired = match keys.retire_old_roots(forgotten.root_generation) {
+        Ok(retired) => retired,
+        Err(error) => {
+            tracing::error!(error = %error, "the older root keys could not be deleted: delete them, or restart the hub");
+            0
+        }
+    };
     tracing::info!(
         reason = reason.code(),
         persons = persons.len(),
