@@ -479,3 +479,75 @@ async fn after_an_erasure_nothing_left_tells_an_operator_who_knows_the_nir_anyth
     eprintln!("erasure: {attempts} attempts to learn about the erased person, all failed; {on_log} records on the log");
     Ok(())
 }
+
+/// An identity decision names the holder and the claimant of a key. Rejected, the key stays
+/// with its holder: the decision stays readable under the holder's key, but the erased
+/// claimant's name inside it, sealed under their own key, no longer opens. A rebuild does not
+/// bring them back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_claimant_once_erased_is_not_brought_back_by_a_rebuild() -> anyhow::Result<()> {
+    use passerelle_eventlog::identity::{Decision, IdentityDecision};
+    let hub = TestHub::spawn().await?;
+    let pool = hub.running.pool.clone();
+    let mut ft_client = DemandeurEmploiIngestClient::new(hub.channel_as("france-travail").await?);
+    ft_client.publish(ft_inscription("r-ft-1", person(NIR_LEGRAND, FT_LEGRAND, "", "", ""))).await?;
+    ft_client.publish(ft_inscription("r-ft-2", person(NIR_FONTAINE, FT_LEGRAND, "", "", ""))).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (subject_key, holder, claimant): (String, Uuid, Uuid) = loop {
+        let conflict: Option<(String, Uuid, Uuid)> =
+            sqlx::query_as("SELECT subject_key, linked_to, claimed_for FROM identity_conflicts")
+                .fetch_optional(&pool)
+                .await?;
+        if let Some(conflict) = conflict {
+            break conflict;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "no identity conflict");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let id_key = |person: Uuid| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT id_key FROM persons WHERE person_id = $1")
+                .bind(person)
+                .fetch_one(&pool)
+                .await
+        }
+    };
+    let (holder_key, claimant_key) = (id_key(holder).await?, id_key(claimant).await?);
+    passerelle::publish_identity_decision(
+        &hub.config,
+        &IdentityDecision {
+            decision_id: Uuid::now_v7(),
+            decided_at: chrono::Utc::now(),
+            decided_by: "ops.dupont".into(),
+            subject_key: subject_key.clone(),
+            holder_key: holder_key.clone(),
+            claimant_key: claimant_key.clone(),
+            decision: Decision::Reject,
+        },
+    )
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sqlx::query_scalar::<_, i64>("SELECT count(*) FROM identity_decisions").fetch_one(&pool).await? == 0 {
+        anyhow::ensure!(Instant::now() < deadline, "the decision was not applied");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let erased = passerelle_projector::erase::erase_person(
+        &pool,
+        &hub.key_store(),
+        claimant,
+        passerelle_projector::erase::Reason::Request,
+    )
+    .await?;
+    assert_eq!(erased.persons, 1);
+    let rebuilt = passerelle::rebuild_projection(&hub.config, "dossier", |_| {}).await?;
+    eprintln!("rebuilt: {rebuilt:?}");
+    let owner = sqlx::PgPool::connect(hub.config.database_owner_url.as_deref().expect("owner url")).await?;
+    assert_eq!(rows_naming(&owner, &claimant_key).await?, Vec::<String>::new(), "the claimant came back");
+    assert_eq!(rows_naming(&owner, &claimant.to_string()).await?, Vec::<String>::new(), "the claimant came back");
+    // The holder keeps the key, as decided before.
+    assert_eq!(passerelle_readmodel::person_of_subject(&pool, &subject_key).await?, Some(holder));
+    assert!(!rows_naming(&owner, &holder_key).await?.is_empty());
+    hub.running.shutdown().await
+}
