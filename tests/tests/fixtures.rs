@@ -109,6 +109,16 @@ pub fn referent() -> proto::Agent {
 }
 
 /// A France Travail inscription (category 1) of `who`.
+/// A socio-professional orientation to the Haute-Marne's insertion association, with its référent.
+pub fn orientation_decided() -> Cd {
+    Cd::OrientationDecided(proto::OrientationDecided {
+        r#type: "SOCIO_PRO".into(),
+        structure_siret: "73282932000074".into(),
+        structure_nom: "Association d'insertion".into(),
+        referent: Some(referent()),
+    })
+}
+
 pub fn ft_inscription(id: &str, who: Option<proto::Person>) -> proto::DemandeurEmploiEvent {
     ft(
         id,

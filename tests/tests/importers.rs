@@ -27,6 +27,12 @@ fn write_temp(name: &str, bytes: &[u8]) -> PathBuf {
     path
 }
 
+/// Imports a CNAF flux as the caisse 521 (its own credentials and id key), quietly.
+async fn caf_import(hub: &TestHub, path: &std::path::Path) -> anyhow::Result<passerelle_importers::driver::Summary> {
+    passerelle_importers::import_cnaf_flux(path, hub.channel_as("caf-521").await?, &hub.id_key("caf-521")?, false, true)
+        .await
+}
+
 /// The events on a family's topic, decoded, with their personal data opened.
 async fn events_on(hub: &TestHub, family: Family) -> anyhow::Result<Vec<(codec::LoggedEvent, PersonalData)>> {
     let records =
@@ -44,14 +50,7 @@ async fn events_on(hub: &TestHub, family: Family) -> anyhow::Result<Vec<(codec::
 async fn the_reference_cnaf_flux_imports_into_the_expected_events_and_a_second_import_adds_the_same_ids()
 -> anyhow::Result<()> {
     let hub = TestHub::spawn().await?;
-    let summary = passerelle_importers::import_cnaf_flux(
-        &sample_flux(),
-        hub.channel_as("caf-521").await?,
-        &hub.id_key("caf-521")?,
-        false,
-        true,
-    )
-    .await?;
+    let summary = caf_import(&hub, &sample_flux()).await?;
     assert_eq!((summary.records, summary.persons, summary.sent, summary.accepted, summary.refused), (2, 3, 12, 12, 0));
     assert_eq!(summary.warnings, ["TransmissionFlux declares 1 dossiers, the file holds 2"]);
 
@@ -115,14 +114,7 @@ async fn the_reference_cnaf_flux_imports_into_the_expected_events_and_a_second_i
     assert_eq!(bullock.nir.as_deref().map(|n| &n[..13]), Some("2730799404078"));
 
     // A second import of the same month publishes exactly the same ids.
-    let again = passerelle_importers::import_cnaf_flux(
-        &sample_flux(),
-        hub.channel_as("caf-521").await?,
-        &hub.id_key("caf-521")?,
-        false,
-        true,
-    )
-    .await?;
+    let again = caf_import(&hub, &sample_flux()).await?;
     assert_eq!(again.accepted, 12);
     let twice = events_on(&hub, Family::Allocataire).await?;
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
@@ -160,15 +152,7 @@ async fn broken_flux_files_fail_with_the_line_and_the_reason() -> anyhow::Result
     let hub = TestHub::spawn().await?;
     let sample = sample_bytes();
     let truncated = write_temp("truncated.xml", &sample[..sample.len() / 2]);
-    let error = passerelle_importers::import_cnaf_flux(
-        &truncated,
-        hub.channel_as("caf-521").await?,
-        &hub.id_key("caf-521")?,
-        false,
-        true,
-    )
-    .await
-    .expect_err("truncated");
+    let error = caf_import(&hub, &truncated).await.expect_err("truncated");
     let message = format!("{error:#}");
     assert!(message.starts_with("truncated.xml:"), "{message}");
     assert!(message.contains("truncated") || message.contains("not well-formed"), "{message}");
@@ -176,50 +160,17 @@ async fn broken_flux_files_fail_with_the_line_and_the_reason() -> anyhow::Result
     let text = encoding_rs::WINDOWS_1252.decode(&sample).0.into_owned();
     let wrong_root = text.replacen("<Racine", "<Flux", 1).replacen("</Racine>", "</Flux>", 1);
     let path = write_temp("root.xml", &encoding_rs::WINDOWS_1252.encode(&wrong_root).0);
-    let message = format!(
-        "{:#}",
-        passerelle_importers::import_cnaf_flux(
-            &path,
-            hub.channel_as("caf-521").await?,
-            &hub.id_key("caf-521")?,
-            false,
-            true
-        )
-        .await
-        .expect_err("root")
-    );
+    let message = format!("{:#}", caf_import(&hub, &path).await.expect_err("root"));
     assert!(message.contains("root.xml:3:") && message.contains("<Racine>"), "{message}");
 
     let no_organisme = text.replacen("<NUMORG>521</NUMORG>", "", 1);
     let path = write_temp("numorg.xml", &encoding_rs::WINDOWS_1252.encode(&no_organisme).0);
-    let message = format!(
-        "{:#}",
-        passerelle_importers::import_cnaf_flux(
-            &path,
-            hub.channel_as("caf-521").await?,
-            &hub.id_key("caf-521")?,
-            false,
-            true
-        )
-        .await
-        .expect_err("numorg")
-    );
+    let message = format!("{:#}", caf_import(&hub, &path).await.expect_err("numorg"));
     assert!(message.contains("numorg.xml:13:") && message.contains("NUMORG"), "{message}");
 
     let mismatched = text.replacen("</NOM>", "</PRENOM>", 1);
     let path = write_temp("tags.xml", &encoding_rs::WINDOWS_1252.encode(&mismatched).0);
-    let message = format!(
-        "{:#}",
-        passerelle_importers::import_cnaf_flux(
-            &path,
-            hub.channel_as("caf-521").await?,
-            &hub.id_key("caf-521")?,
-            false,
-            true
-        )
-        .await
-        .expect_err("tags")
-    );
+    let message = format!("{:#}", caf_import(&hub, &path).await.expect_err("tags"));
     assert!(message.contains("tags.xml:"), "{message}");
     hub.running.shutdown().await
 }
@@ -236,14 +187,7 @@ async fn a_flux_with_unknown_codes_imports_its_good_facts_and_reports_the_rest()
         .replace("<ROLEPERS>CJT</ROLEPERS>\n\t\t\t\t<TOPCHAPERS>1", "<ROLEPERS>XXX</ROLEPERS>\n\t\t\t\t<TOPCHAPERS>1");
     edited = format!("{head}{tail}");
     let path = write_temp("codes.xml", &encoding_rs::WINDOWS_1252.encode(&edited).0);
-    let summary = passerelle_importers::import_cnaf_flux(
-        &path,
-        hub.channel_as("caf-521").await?,
-        &hub.id_key("caf-521")?,
-        false,
-        true,
-    )
-    .await?;
+    let summary = caf_import(&hub, &path).await?;
     assert!(summary.refused >= 2, "{}", summary.render("foyers"));
     assert!(summary.reasons.keys().any(|r| r.contains("ETATDOSRSA \"9\"")), "{:?}", summary.reasons);
     assert!(summary.reasons.keys().any(|r| r.contains("household.role")), "{:?}", summary.reasons);
@@ -300,14 +244,7 @@ async fn members_without_nir_are_imported_under_a_civil_identity_key() -> anyhow
     let text = encoding_rs::WINDOWS_1252.decode(&sample_bytes()).0.into_owned();
     let without_nir = text.replacen("<NIR>1770393050005</NIR>", "", 1);
     let path = write_temp("sans-nir.xml", &encoding_rs::WINDOWS_1252.encode(&without_nir).0);
-    let summary = passerelle_importers::import_cnaf_flux(
-        &path,
-        hub.channel_as("caf-521").await?,
-        &hub.id_key("caf-521")?,
-        false,
-        true,
-    )
-    .await?;
+    let summary = caf_import(&hub, &path).await?;
     assert_eq!((summary.sent, summary.accepted, summary.refused), (12, 12, 0), "{}", summary.render("foyers"));
     let events = events_on(&hub, Family::Allocataire).await?;
     let keller: Vec<_> = events.iter().filter(|(_, p)| p.nom.as_deref() == Some("KELLER")).collect();

@@ -118,19 +118,7 @@ async fn events_of_every_family_reach_their_topics_keyed_by_subject_with_persona
         .await?;
 
     // Département.
-    cd_client
-        .publish(cd(
-            "e2e-cd-1",
-            "2026-10-02T14:00:00+02:00",
-            legrand(),
-            Cd::OrientationDecided(proto::OrientationDecided {
-                r#type: "SOCIO_PRO".into(),
-                structure_siret: "73282932000074".into(),
-                structure_nom: "Association d'insertion".into(),
-                referent: Some(referent()),
-            }),
-        ))
-        .await?;
+    cd_client.publish(cd("e2e-cd-1", "2026-10-02T14:00:00+02:00", legrand(), orientation_decided())).await?;
     cd_client
         .publish(cd(
             "e2e-cd-2",

@@ -50,10 +50,6 @@ fn violated_fields(status: &tonic::Status) -> Vec<String> {
     bad_request.field_violations.iter().map(|v| v.field.clone()).collect()
 }
 
-async fn ids_on(hub: &TestHub, family: Family) -> anyhow::Result<Vec<String>> {
-    hub.event_ids_on(family).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_invalid_field_is_refused_with_its_path_and_nothing_is_published() -> anyhow::Result<()> {
     let hub = TestHub::spawn().await?;
@@ -391,7 +387,7 @@ async fn each_invalid_field_is_refused_with_its_path_and_nothing_is_published() 
     ft_client.publish(good_ft("good-ft")).await?;
     cd_client.publish(good_cd("good-cd")).await?;
     for family in Family::ALL {
-        let values = ids_on(&hub, family).await?;
+        let values = hub.event_ids_on(family).await?;
         assert_eq!(values.len(), 1, "{family:?}: only the valid event is on the topic");
         assert!(values[0].starts_with("good-"), "{family:?}");
     }
@@ -424,7 +420,7 @@ async fn a_mixed_batch_publishes_the_good_events_and_reports_each_bad_one() -> a
     );
     assert_eq!(replies[1].violations[0].field, "person.nir");
     assert_eq!(replies[3].violations[0].field, "household.role");
-    let values = ids_on(&hub, Family::Allocataire).await?;
+    let values = hub.event_ids_on(Family::Allocataire).await?;
     assert_eq!(values, ["batch-1", "batch-3", "batch-5"], "the good events, in order, nothing else");
     hub.running.shutdown().await
 }
@@ -475,7 +471,7 @@ async fn institutions_publish_only_within_their_scope_over_mutual_tls() -> anyho
     let anonymous = AllocataireIngestClient::new(hub.anonymous_channel().await?).publish(good_caf("denied-8")).await;
     assert!(anonymous.is_err(), "a call without a client certificate is refused");
     for family in Family::ALL {
-        assert!(ids_on(&hub, family).await?.is_empty(), "{family:?}: nothing published");
+        assert!(hub.event_ids_on(family).await?.is_empty(), "{family:?}: nothing published");
     }
 
     // A relayed flux is the caisse's fact, recorded as relayed by the authority from that file.

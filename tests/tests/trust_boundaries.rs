@@ -84,6 +84,18 @@ impl Reader {
     }
 }
 
+/// `check`'s first `Some`, polled every 100 ms for up to 30 s.
+async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> anyhow::Result<Option<T>>) -> anyhow::Result<T> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(value) = check().await? {
+            return Ok(value);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn wait_for(pool: &sqlx::PgPool, events: i64) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -337,19 +349,7 @@ async fn after_an_erasure_nothing_left_tells_an_operator_who_knows_the_nir_anyth
     let mut cd_client = OrientationIngestClient::new(hub.channel_as("cd-52").await?);
     caf_client.publish(caf("x-caf-1", "2026-09-01T09:00:00+02:00", legrand(), "DEM", right_opened())).await?;
     ft_client.publish(ft_inscription("x-ft-1", person(NIR_LEGRAND, FT_LEGRAND, "", "", ""))).await?;
-    cd_client
-        .publish(cd(
-            "x-cd-1",
-            "2026-10-02T14:00:00+02:00",
-            legrand(),
-            Cd::OrientationDecided(proto::OrientationDecided {
-                r#type: "SOCIO_PRO".into(),
-                structure_siret: "73282932000074".into(),
-                structure_nom: "Association d'insertion".into(),
-                referent: Some(referent()),
-            }),
-        ))
-        .await?;
+    cd_client.publish(cd("x-cd-1", "2026-10-02T14:00:00+02:00", legrand(), orientation_decided())).await?;
     caf_client.publish(caf("x-caf-2", "2026-09-01T09:00:00+02:00", fontaine(), "CJT", right_opened())).await?;
     let pool = hub.running.pool.clone();
     wait_for(&pool, 4).await?;
@@ -492,18 +492,12 @@ async fn a_rejected_claimant_once_erased_is_not_brought_back_by_a_rebuild() -> a
     let mut ft_client = DemandeurEmploiIngestClient::new(hub.channel_as("france-travail").await?);
     ft_client.publish(ft_inscription("r-ft-1", person(NIR_LEGRAND, FT_LEGRAND, "", "", ""))).await?;
     ft_client.publish(ft_inscription("r-ft-2", person(NIR_FONTAINE, FT_LEGRAND, "", "", ""))).await?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let (subject_key, holder, claimant): (String, Uuid, Uuid) = loop {
-        let conflict: Option<(String, Uuid, Uuid)> =
-            sqlx::query_as("SELECT subject_key, linked_to, claimed_for FROM identity_conflicts")
-                .fetch_optional(&pool)
-                .await?;
-        if let Some(conflict) = conflict {
-            break conflict;
-        }
-        anyhow::ensure!(Instant::now() < deadline, "no identity conflict");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let (subject_key, holder, claimant): (String, Uuid, Uuid) = eventually("an identity conflict", async || {
+        Ok(sqlx::query_as("SELECT subject_key, linked_to, claimed_for FROM identity_conflicts")
+            .fetch_optional(&pool)
+            .await?)
+    })
+    .await?;
     let id_key = |person: Uuid| {
         let pool = pool.clone();
         async move {
@@ -527,11 +521,11 @@ async fn a_rejected_claimant_once_erased_is_not_brought_back_by_a_rebuild() -> a
         },
     )
     .await?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while sqlx::query_scalar::<_, i64>("SELECT count(*) FROM identity_decisions").fetch_one(&pool).await? == 0 {
-        anyhow::ensure!(Instant::now() < deadline, "the decision was not applied");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("the decision applied", async || {
+        let decisions: i64 = sqlx::query_scalar("SELECT count(*) FROM identity_decisions").fetch_one(&pool).await?;
+        Ok((decisions > 0).then_some(()))
+    })
+    .await?;
 
     let erased = passerelle_projector::erase::erase_person(
         &pool,

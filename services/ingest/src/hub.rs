@@ -30,7 +30,8 @@ pub struct IngestHub {
     pub keys: SubjectKeys,
     pub institutions: Institutions,
     store: KeyStore,
-    writers: HashMap<Family, WriterSchema>,
+    /// Per family: the sealed record's schema (and id), and the schema of its content.
+    writers: HashMap<Family, (WriterSchema, Arc<passerelle_eventlog::Schema>)>,
     publisher: Arc<Publisher>,
     topics: Topics,
     /// The hub's state (read models) that decides a département's reach.
@@ -63,7 +64,8 @@ impl IngestHub {
     ) -> Result<Self, Error> {
         let mut writers = HashMap::new();
         for family in Family::ALL {
-            writers.insert(family, registry.writer(family).await?);
+            let content = schemas::committed(Stream::Facts(family), schemas::CONTENT_VERSION)?;
+            writers.insert(family, (registry.writer(family).await?, content));
         }
         Ok(Self {
             keys,
@@ -144,7 +146,8 @@ impl IngestHub {
         self.with_retry(|| self.store.index_many_for_search(&search)).await?;
         let mut prepared = Vec::with_capacity(events.len());
         for event in events {
-            let writer = self.writers.get(&event.family).ok_or(Error::Internal("no writer schema for a family"))?;
+            let (writer, content_schema) =
+                self.writers.get(&event.family).ok_or(Error::Internal("no writer schema for a family"))?;
             let key = keys.get(event.envelope.subject.as_str()).ok_or(Error::Internal("no data key for a subject"))?;
             let personal = if event.personal.is_empty() {
                 None
@@ -163,7 +166,7 @@ impl IngestHub {
             let stream = Stream::Facts(event.family);
             let logged =
                 LoggedEvent { family: event.family, envelope: event.envelope, payload: event.payload, personal };
-            let content = codec::encode(&logged, &*schemas::committed(stream, schemas::CONTENT_VERSION)?)?;
+            let content = codec::encode(&logged, content_schema)?;
             let datum = sealed::seal(stream, key, &content, &writer.schema)?;
             prepared.push(Prepared {
                 family: logged.family,

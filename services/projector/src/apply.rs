@@ -124,43 +124,39 @@ impl Applier {
         self
     }
 
-    /// The data key a sealed record names, if it is one (records written before sealing, with
-    /// version 1 of their schema, are in clear). A record that cannot be read names none (it is
-    /// dead-lettered when decoded); a database that cannot be reached fails the batch, which is
-    /// applied again: a record is never taken for an erased person's for want of its key.
-    async fn sealed_key_of(&self, record: &Record) -> Result<Option<Uuid>, Error> {
-        let Some((schema_id, datum)) = record.value.as_deref().and_then(|value| framing::unframe(value).ok()) else {
-            return Ok(None);
+    /// A record's value, unframed once: in clear (version 1 of its schema, written before
+    /// sealing), sealed (its data key named), or unreadable (dead-lettered when decoded). A
+    /// database that cannot be reached fails the batch, which is applied again: a record is
+    /// never taken for an erased person's for want of its schema or key.
+    async fn read(&self, record: &Record) -> Result<Framed, Error> {
+        let Some(value) = record.value.as_deref() else {
+            return Ok(Framed::Unreadable("a record without value".into()));
+        };
+        let (schema_id, datum) = match framing::unframe(value) {
+            Ok(unframed) => unframed,
+            Err(error) => return Ok(Framed::Unreadable(error.to_string())),
         };
         let schema = match self.registry.schema_by_id(schema_id).await {
             Ok(schema) => schema,
             Err(passerelle_eventlog::Error::Database(error)) => return Err(Error::Database(error)),
-            Err(_) => return Ok(None),
+            Err(error) => return Ok(Framed::Unreadable(error.to_string())),
         };
         if !sealed::is_sealed(&schema) {
-            return Ok(None);
+            return Ok(Framed::Clear(datum.to_vec(), schema));
         }
-        Ok(sealed::read(datum, &schema).ok().map(|record| record.sealed.key_id))
+        Ok(match sealed::read(datum, &schema) {
+            Ok(sealed_record) => Framed::Sealed(sealed_record),
+            Err(error) => Framed::Unreadable(error.to_string()),
+        })
     }
 
     /// The content of a record and the schema it follows: opened with its subject's key when
     /// sealed. `Opened::Shredded` when that key was destroyed (an erased person).
-    async fn content(&self, record: &Record, stream: Stream, keys: &BatchKeys) -> Opened {
-        let Some(value) = record.value.as_deref() else { return Opened::Undecodable("a record without value".into()) };
-        let (schema_id, datum) = match framing::unframe(value) {
-            Ok(unframed) => unframed,
-            Err(error) => return Opened::Undecodable(error.to_string()),
-        };
-        let schema = match self.registry.schema_by_id(schema_id).await {
-            Ok(schema) => schema,
-            Err(error) => return Opened::Undecodable(error.to_string()),
-        };
-        if !sealed::is_sealed(&schema) {
-            return Opened::Content(datum.to_vec(), schema);
-        }
-        let sealed_record = match sealed::read(datum, &schema) {
-            Ok(sealed_record) => sealed_record,
-            Err(error) => return Opened::Undecodable(error.to_string()),
+    fn content(framed: Framed, stream: Stream, keys: &BatchKeys) -> Opened {
+        let sealed_record = match framed {
+            Framed::Clear(datum, schema) => return Opened::Content(datum, schema),
+            Framed::Unreadable(reason) => return Opened::Undecodable(reason),
+            Framed::Sealed(sealed_record) => sealed_record,
         };
         let key_id = sealed_record.sealed.key_id;
         let Some(key) = keys.live.get(&key_id) else {
@@ -179,14 +175,14 @@ impl Applier {
 
     /// The subject key of a record: from its data key when sealed, else its Kafka key.
     async fn subject_of(&self, record: &Record) -> Result<Option<String>, Error> {
-        match self.sealed_key_of(record).await? {
-            Some(key_id) => Ok(self.keys.subject_of(key_id).await?),
-            None => Ok(record.key.as_deref().map(|key| String::from_utf8_lossy(key).into_owned())),
+        match self.read(record).await? {
+            Framed::Sealed(sealed_record) => Ok(self.keys.subject_of(sealed_record.sealed.key_id).await?),
+            _ => Ok(record.key.as_deref().map(|key| String::from_utf8_lossy(key).into_owned())),
         }
     }
 
-    async fn decode_decision(&self, record: &Record, keys: &BatchKeys) -> Result<Item, Error> {
-        let mut decision = match self.content(record, Stream::Identity, keys).await {
+    async fn decode_decision(&self, framed: Framed, keys: &BatchKeys) -> Result<Item, Error> {
+        let mut decision = match Self::content(framed, Stream::Identity, keys) {
             Opened::Content(datum, schema) => match identity::decode(&datum, &schema) {
                 Ok(decision) => decision,
                 Err(error) => return Ok(Item::Decision(Err(error.to_string()))),
@@ -262,11 +258,11 @@ impl Applier {
         Ok(Applied::New { persons, households: Vec::new() })
     }
 
-    async fn decode(&self, record: &Record, keys: &BatchKeys) -> Item {
+    fn decode(&self, record: &Record, framed: Framed, keys: &BatchKeys) -> Item {
         let Some(family) = self.families.get(&record.topic).copied() else {
             return Item::Event(Err(format!("no family for topic {}", record.topic)));
         };
-        match self.content(record, Stream::Facts(family), keys).await {
+        match Self::content(framed, Stream::Facts(family), keys) {
             Opened::Content(datum, schema) => Item::Event(
                 passerelle_eventlog::codec::decode(family, &datum, &schema).map(Box::new).map_err(|e| e.to_string()),
             ),
@@ -344,11 +340,19 @@ impl Applier {
             }
             fresh.push(record);
         }
-        // The data keys of the batch's sealed records, in one read; a destroyed key is absent.
-        let mut key_ids = Vec::new();
-        for record in &fresh {
-            key_ids.extend(self.sealed_key_of(record).await?);
+        // Each record read once; the data keys of the sealed ones in one read, with those an
+        // erasure destroyed.
+        let mut framed = Vec::with_capacity(fresh.len());
+        for record in fresh {
+            framed.push((record, self.read(record).await?));
         }
+        let mut key_ids: Vec<Uuid> = framed
+            .iter()
+            .filter_map(|(_, read)| match read {
+                Framed::Sealed(sealed_record) => Some(sealed_record.sealed.key_id),
+                _ => None,
+            })
+            .collect();
         key_ids.sort_unstable();
         key_ids.dedup();
         let data_keys = if key_ids.is_empty() {
@@ -359,12 +363,12 @@ impl Applier {
             let destroyed = self.keys.destroyed_among(&missing).await?;
             BatchKeys { live, destroyed }
         };
-        let mut items = Vec::with_capacity(fresh.len());
-        for record in fresh {
+        let mut items = Vec::with_capacity(framed.len());
+        for (record, read) in framed {
             let item = if self.identity_topic.as_deref() == Some(record.topic.as_str()) {
-                self.decode_decision(record, &data_keys).await?
+                self.decode_decision(read, &data_keys).await?
             } else {
-                self.decode(record, &data_keys).await
+                self.decode(record, read, &data_keys)
             };
             items.push((record, item));
         }
@@ -661,6 +665,13 @@ enum Item {
 struct BatchKeys {
     live: HashMap<Uuid, DataKey>,
     destroyed: HashSet<Uuid>,
+}
+
+/// A record's value, unframed and read with its writer schema.
+enum Framed {
+    Clear(Vec<u8>, std::sync::Arc<passerelle_eventlog::Schema>),
+    Sealed(sealed::SealedRecord),
+    Unreadable(String),
 }
 
 /// A record's content, opened.

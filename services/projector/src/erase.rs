@@ -155,18 +155,6 @@ async fn with_linked(
     Ok(persons)
 }
 
-/// Removes a person (and those merged into them) from the read models of the transaction's
-/// search_path, without touching keys.
-pub async fn remove_from_read_models(tx: &mut Transaction<'_, Postgres>, person_id: Uuid) -> Result<u64, Error> {
-    let persons = persons_of(tx, &[person_id]).await?;
-    let subject_keys: Vec<String> =
-        sqlx::query_scalar("SELECT subject_key FROM subject_links WHERE person_id = ANY($1)")
-            .bind(&persons)
-            .fetch_all(&mut **tx)
-            .await?;
-    remove_persons(tx, &persons, &subject_keys).await
-}
-
 async fn remove_persons(
     tx: &mut Transaction<'_, Postgres>,
     persons: &[Uuid],
