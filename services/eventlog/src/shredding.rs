@@ -291,6 +291,21 @@ impl KeyStore {
             .await?;
             tx.commit().await?;
         }
+        // The root that wraps the buckets now must be in the directory, or nothing can be
+        // sealed or opened: said at start, not at the first event.
+        let current: Option<i32> =
+            sqlx::query_scalar("SELECT max(root_generation) FROM key_buckets").fetch_one(&self.pool).await?;
+        if let Some(current) = current
+            && self.roots.get(current).is_err()
+        {
+            return Err(Error::Secret {
+                name: "root_keys_dir",
+                reason: format!(
+                    "this database's keys are wrapped by root key generation {current}, which is not in {}: point secrets.root_keys_dir at the directory that holds it (restore it from the secret store); for development data only, drop the database (dropdb -U postgres passerelle) to start afresh",
+                    self.roots.dir.display()
+                ),
+            });
+        }
         self.retire_unused_roots().await?;
         let legacy: i64 =
             sqlx::query_scalar("SELECT count(*) FROM data_keys WHERE bucket IS NULL AND destroyed_at IS NULL")
