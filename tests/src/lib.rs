@@ -6,8 +6,12 @@
 //! PASSERELLE_TANSU_BIN (the broker binary, for tests that run their own broker).
 
 pub mod broker;
+pub mod campaign;
 pub mod logs;
+pub mod postgres;
+pub mod process;
 pub mod topics;
+pub mod workload;
 
 use std::{path::PathBuf, time::Duration};
 
@@ -85,10 +89,21 @@ impl TestHub {
         services: passerelle::Services,
         adjust: impl FnOnce(&mut Config),
     ) -> anyhow::Result<Self> {
+        let base = env_or("PASSERELLE_TEST_PG", "postgres://postgres@127.0.0.1:5432");
+        Self::spawn_at(bootstrap, &base, services, adjust).await
+    }
+
+    /// A hub on the given broker and PostgreSQL (`base`: a URL without database, as the
+    /// superuser), with a fresh database and topic prefix.
+    pub async fn spawn_at(
+        bootstrap: &str,
+        base: &str,
+        services: passerelle::Services,
+        adjust: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<Self> {
         logs::capture();
         let unique = uuid::Uuid::new_v4().simple().to_string();
         let database = format!("passerelle_test_{}", &unique[..16]);
-        let base = env_or("PASSERELLE_TEST_PG", "postgres://postgres@127.0.0.1:5432");
         let admin = sqlx::PgPool::connect(&format!("{base}/postgres")).await.context("connecting to PostgreSQL")?;
         // The name is ours (hex digits only), not input.
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{database}\""))).execute(&admin).await?;

@@ -60,6 +60,10 @@ fn status(failure: Failure) -> Status {
         Failure::NotFound => Status::not_found(failure.to_string()),
         Failure::RateLimited(_) => Status::resource_exhausted(failure.to_string()),
         Failure::Forbidden(motif) => Status::permission_denied(motif),
+        Failure::Unavailable(detail) => {
+            tracing::warn!(error = %detail, "API request not served: the database is unavailable");
+            Status::unavailable("the hub's database is unavailable; retry in a few seconds")
+        }
         Failure::Internal(detail) => {
             tracing::error!(error = %detail, "API request failed");
             Status::internal("internal error; the request id identifies it in the hub's logs")

@@ -123,6 +123,10 @@ fn failure_response(failure: Failure) -> Response {
         Failure::NotFound => (StatusCode::NOT_FOUND, "introuvable", None),
         Failure::Forbidden(_) => (StatusCode::FORBIDDEN, "refuse", None),
         Failure::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "trop_de_requetes", None),
+        Failure::Unavailable(detail) => {
+            tracing::warn!(error = %detail, "API request not served: the database is unavailable");
+            (StatusCode::SERVICE_UNAVAILABLE, "indisponible", None)
+        }
         Failure::Internal(detail) => {
             tracing::error!(error = %detail, "API request failed");
             (StatusCode::INTERNAL_SERVER_ERROR, "erreur_interne", None)
@@ -144,6 +148,11 @@ fn failure_response(failure: Failure) -> Response {
         && let Ok(value) = HeaderValue::from_str(&exceeded.retry_after_seconds().to_string())
     {
         response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    if matches!(failure, Failure::Unavailable(_)) {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(crate::service::RETRY_UNAVAILABLE_SECONDS));
     }
     response
 }

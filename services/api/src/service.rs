@@ -45,13 +45,23 @@ pub enum Failure {
     Forbidden(&'static str),
     #[error("too many requests ({}): retry in {} s", .0.limit.code(), .0.retry_after_seconds())]
     RateLimited(crate::limits::Exceeded),
+    /// The database is unreachable or restarting: nothing was read or journaled; retry.
+    #[error("the hub's database is unavailable; retry in a few seconds")]
+    Unavailable(String),
     #[error("internal error")]
     Internal(String),
 }
 
+/// Seconds a client is told to wait before retrying an unavailable hub (`Retry-After`).
+pub const RETRY_UNAVAILABLE_SECONDS: u32 = 2;
+
 impl From<sqlx::Error> for Failure {
     fn from(error: sqlx::Error) -> Self {
-        Failure::Internal(error.to_string())
+        if passerelle_readmodel::database_unavailable(&error) {
+            Failure::Unavailable(error.to_string())
+        } else {
+            Failure::Internal(error.to_string())
+        }
     }
 }
 
@@ -64,6 +74,7 @@ impl Failure {
             Failure::NotFound => "not_found".into(),
             Failure::Forbidden(motif) => format!("refused:{motif}"),
             Failure::RateLimited(_) => "rate_limited".into(),
+            Failure::Unavailable(_) => "unavailable".into(),
             Failure::Internal(_) => "error".into(),
         }
     }
@@ -343,7 +354,10 @@ impl Api {
     }
 
     async fn journal(&self, entry: Entry) -> Result<(), Failure> {
-        journal::write(&self.pool, &entry).await.map_err(|e| Failure::Internal(format!("journal: {e}")))
+        journal::write(&self.pool, &entry).await.map_err(|e| match Failure::from(e) {
+            Failure::Internal(detail) => Failure::Internal(format!("journal: {detail}")),
+            other => other,
+        })
     }
 
     fn entry(caller: &Caller, request_id: Uuid, action: &'static str, purpose: Option<Purpose>) -> Entry {

@@ -31,6 +31,7 @@ const BATCH_IN_FLIGHT: usize = 2048;
 type Normaliser<T> = fn(&Context<'_>, &T) -> Result<CanonicalEvent, crate::violations::Violations>;
 
 /// Why one event was not published.
+#[derive(Clone)]
 enum Refusal {
     Invalid(Vec<Violation>),
     Denied(Denied),
@@ -120,10 +121,20 @@ async fn prepare_one<T>(
     if let Some(Err(denial)) = verdict.into_iter().next() {
         return Err(denied(caller, family, &canonical, denial));
     }
-    hub.prepare(canonical).await.map_err(|error| {
-        tracing::error!(error = %error, "event could not be sealed or encoded");
-        Refusal::Internal("the event could not be prepared; retry later".into())
-    })
+    hub.prepare(canonical).await.map_err(not_prepared)
+}
+
+/// Why events could not be sealed and encoded: the key store's database unreachable or
+/// restarting is UNAVAILABLE (retry with the same event id); anything else is internal.
+fn not_prepared(error: crate::Error) -> Refusal {
+    if let crate::Error::EventLog(passerelle_eventlog::Error::Database(database)) = &error
+        && passerelle_readmodel::database_unavailable(database)
+    {
+        tracing::warn!(error = %error, "events not prepared: the database is unavailable");
+        return Refusal::Unavailable("the hub's database is unavailable".into());
+    }
+    tracing::error!(error = %error, "event could not be sealed or encoded");
+    Refusal::Internal("the event could not be prepared; retry later".into())
 }
 
 /// Validates, normalises and authorises one event (no I/O).
@@ -350,11 +361,8 @@ fn publish_stream<T: Send + Sync + 'static>(
                 let outcomes: Vec<Result<crate::hub::Prepared, Refusal>> = match hub.prepare_many(canonical).await {
                     Ok(prepared) => prepared.into_iter().map(Ok).collect(),
                     Err(error) => {
-                        tracing::error!(error = %error, "events could not be sealed or encoded");
-                        positions
-                            .iter()
-                            .map(|_| Err(Refusal::Internal("the event could not be prepared; retry later".into())))
-                            .collect()
+                        let refusal = not_prepared(error);
+                        positions.iter().map(|_| Err(refusal.clone())).collect()
                     }
                 };
                 for (position, outcome) in positions.into_iter().zip(outcomes) {

@@ -56,6 +56,10 @@ pub struct Config {
     pub projector_group: String,
     /// Records applied per projector transaction, at most.
     pub projector_max_batch: usize,
+    /// The projector's group watchdog (seconds): a partition with records waiting that made no
+    /// progress for this long while it is not this worker's (or this worker receives nothing)
+    /// makes the worker leave and rejoin its consumer group. Longer than a rebalance.
+    pub projector_rejoin_after_seconds: u64,
     /// How often every hub process measures the projection's lag (seconds; broker and database
     /// only, so it is seen even when the projector itself is down).
     pub lag_probe_seconds: u64,
@@ -211,6 +215,7 @@ impl Default for Config {
             projector_group: "passerelle-projector-dossier".into(),
             retention_days: 730,
             projector_max_batch: 500,
+            projector_rejoin_after_seconds: 30,
             lag_probe_seconds: 15,
             ingest: IngestConfig::default(),
             api: ApiConfig::default(),

@@ -376,6 +376,7 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
             dead_letter_topic: topics.dead_letters(),
             max_batch: config.projector_max_batch.max(1),
             max_wait: Duration::from_millis(50),
+            rejoin_after: Duration::from_secs(config.projector_rejoin_after_seconds.max(5)),
         };
         let worker_pool = pool.clone();
         let worker_shutdown = shutdown_rx_projector.clone();

@@ -27,6 +27,10 @@ pub struct WorkerSettings {
     pub dead_letter_topic: String,
     pub max_batch: usize,
     pub max_wait: Duration,
+    /// The group watchdog's patience: a partition with records waiting whose stored offset has
+    /// not moved for this long, while it is not this worker's or this worker receives nothing,
+    /// makes the worker leave and rejoin its group ([`Watchdog`]).
+    pub rejoin_after: Duration,
 }
 
 /// Runs a projection worker until `shutdown` turns true; the batch in flight finishes first.
@@ -43,21 +47,11 @@ pub async fn run(
         crate::metrics::metrics().dead_letters.with_label_values(&[applier.projection.as_str(), reason]);
     }
     crate::metrics::metrics().erased_skipped.with_label_values(&[applier.projection.as_str()]);
-    let consumer: StreamConsumer<WorkerContext> = ClientConfig::new()
-        .set("bootstrap.servers", &settings.bootstrap_servers)
-        .set("group.id", &settings.group_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "1000")
-        // The rebalance timeout: how long a rebalance waits for members to rejoin. Kept short so
-        // a worker killed during a rebalance does not hold the partitions for 5 minutes.
-        .set("max.poll.interval.ms", "30000")
-        .set("topic.metadata.refresh.interval.ms", "5000")
-        .create_with_context(WorkerContext)?;
-    let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&topics)?;
+    crate::metrics::metrics().group_rejoins.with_label_values(&[applier.projection.as_str()]);
+    let mut consumer = join(&settings)?;
+    let mut watchdog = Watchdog::new(&settings)?;
+    let mut check = tokio::time::interval((settings.rejoin_after / 3).max(Duration::from_secs(1)));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let dead_letters: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &settings.bootstrap_servers)
         .set("acks", "all")
@@ -69,7 +63,23 @@ pub async fn run(
         // keeps reconnecting: log them and go on.
         let received = tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
-            message = consumer.recv() => message,
+            _ = check.tick() => None,
+            message = consumer.recv() => Some(message),
+        };
+        let Some(received) = received else {
+            if let Some(stalled) = watchdog.stalled(&consumer, &pool, &applier.projection).await {
+                tracing::warn!(
+                    partitions = %stalled,
+                    "projector watchdog: records wait on partitions that made no progress; leaving and rejoining the consumer group"
+                );
+                crate::metrics::metrics().group_rejoins.with_label_values(&[applier.projection.as_str()]).inc();
+                let leaving = consumer;
+                // Closing leaves the group: librdkafka blocks meanwhile, off the runtime.
+                drop(tokio::task::spawn_blocking(move || drop(leaving)).await);
+                consumer = join(&settings)?;
+                watchdog.rejoined();
+            }
+            continue;
         };
         let first = match received {
             Ok(message) => message,
@@ -79,6 +89,7 @@ pub async fn run(
                 continue;
             }
         };
+        watchdog.received();
         let mut batch = vec![owned(&first)];
         drop(first);
         let deadline = tokio::time::Instant::now() + settings.max_wait;
@@ -116,6 +127,105 @@ pub async fn run(
             dead_letters = outcome.dead_letters.len(),
             "batch applied"
         );
+    }
+}
+
+/// Creates the worker's consumer and joins its group.
+fn join(settings: &WorkerSettings) -> Result<StreamConsumer<WorkerContext>, Error> {
+    let consumer: StreamConsumer<WorkerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &settings.bootstrap_servers)
+        .set("group.id", &settings.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "1000")
+        // The rebalance timeout: how long a rebalance waits for members to rejoin. Kept short so
+        // a worker killed during a rebalance does not hold the partitions for 5 minutes.
+        .set("max.poll.interval.ms", "30000")
+        .set("topic.metadata.refresh.interval.ms", "5000")
+        .create_with_context(WorkerContext)?;
+    let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    Ok(consumer)
+}
+
+/// Watches for partitions nobody projects. With tansu 0.6, a member SIGKILLed while another
+/// member stays can leave its partitions unassigned for good (docs/projector.md): the group
+/// looks healthy and the projection silently stops on those partitions. The watchdog compares
+/// the broker's high watermarks with the offsets PostgreSQL holds: a partition with records
+/// waiting whose stored offset has not moved for `rejoin_after` is stalled when it is not
+/// assigned to this worker, or when this worker has received nothing for as long. The worker
+/// then leaves the group and joins it again, which makes the coordinator assign every
+/// partition anew. A fresh join is given `rejoin_after` to settle; repeated rejoins back off
+/// (doubling up to 16 times the patience) until a record arrives.
+struct Watchdog {
+    patience: Duration,
+    topics: Vec<String>,
+    probe: Arc<rdkafka::consumer::BaseConsumer>,
+    joined_at: tokio::time::Instant,
+    last_record: tokio::time::Instant,
+    settle: Duration,
+}
+
+impl Watchdog {
+    fn new(settings: &WorkerSettings) -> Result<Self, Error> {
+        let probe: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &settings.bootstrap_servers)
+            .set("group.id", format!("{}-watchdog", settings.group_id))
+            .create()?;
+        let now = tokio::time::Instant::now();
+        Ok(Self {
+            patience: settings.rejoin_after,
+            topics: settings.topics.clone(),
+            probe: Arc::new(probe),
+            joined_at: now,
+            last_record: now,
+            settle: settings.rejoin_after,
+        })
+    }
+
+    fn received(&mut self) {
+        self.last_record = tokio::time::Instant::now();
+        self.settle = self.patience;
+    }
+
+    fn rejoined(&mut self) {
+        self.joined_at = tokio::time::Instant::now();
+        self.settle = (self.settle * 2).min(self.patience * 16);
+    }
+
+    /// The stalled partitions (`topic/partition`, comma-separated), if this worker should rejoin.
+    async fn stalled(
+        &self,
+        consumer: &StreamConsumer<WorkerContext>,
+        pool: &PgPool,
+        projection: &str,
+    ) -> Option<String> {
+        if self.joined_at.elapsed() < self.settle {
+            return None;
+        }
+        let lags = match crate::metrics::partition_lags(pool, self.probe.clone(), projection, &self.topics).await {
+            Ok(lags) => lags,
+            Err(error) => {
+                tracing::debug!(error = %error, "projector watchdog: lag not measured");
+                return None;
+            }
+        };
+        let assigned = consumer.assignment().ok()?;
+        let mine = |topic: &str, partition: i32| assigned.find_partition(topic, partition).is_some();
+        let idle_here = self.last_record.elapsed() >= self.patience;
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let patience_ms = i64::try_from(self.patience.as_millis()).unwrap_or(i64::MAX);
+        let stalled: Vec<String> = lags
+            .iter()
+            .filter(|lag| lag.waiting > 0)
+            // Never advanced: waiting at least since this worker joined.
+            .filter(|lag| lag.advanced_at_ms.is_none_or(|at| now_ms - at >= patience_ms))
+            .filter(|lag| idle_here || !mine(&lag.topic, lag.partition))
+            .map(|lag| format!("{}/{}", lag.topic, lag.partition))
+            .collect();
+        (!stalled.is_empty()).then(|| stalled.join(", "))
     }
 }
 

@@ -26,6 +26,10 @@ pub struct ProjectorMetrics {
     pub territory_last_event: IntGaugeVec,
     /// `passerelle_readmodel_unlinked_persons`: persons known by a secondary id only.
     pub unlinked_persons: IntGauge,
+    /// `passerelle_projector_group_rejoins_total{projection}`: times a worker left and rejoined
+    /// its consumer group because a partition with records waiting made no progress (the
+    /// watchdog, `consumer::Watchdog`).
+    pub group_rejoins: IntCounterVec,
 }
 
 pub fn metrics() -> &'static ProjectorMetrics {
@@ -79,6 +83,11 @@ pub fn metrics() -> &'static ProjectorMetrics {
                 "persons known by a secondary identifier only, waiting for a NIR link",
             )
             .expect("valid metric"),
+            group_rejoins: counter(
+                "projector_group_rejoins_total",
+                "times a worker rejoined its consumer group because a partition with records waiting made no progress",
+                &["projection"],
+            ),
         };
         let registry = passerelle_telemetry::registry();
         for collector in [
@@ -91,6 +100,7 @@ pub fn metrics() -> &'static ProjectorMetrics {
             Box::new(metrics.lag_seconds.clone()),
             Box::new(metrics.territory_last_event.clone()),
             Box::new(metrics.unlinked_persons.clone()),
+            Box::new(metrics.group_rejoins.clone()),
         ] {
             drop(registry.register(collector));
         }
@@ -125,18 +135,27 @@ pub fn note_applied(timestamps: &std::collections::BTreeMap<(String, i32), i64>)
     }
 }
 
-/// Measures the lag of `projection` on `topics`: the brokers' high watermarks (a blocking
-/// client, called off the async runtime) minus the next offsets PostgreSQL holds; and, where
-/// records wait, the age of the last one applied (its log time in the process that applied it;
-/// elsewhere, since the projection last advanced on that partition). It reads only the broker
-/// and the database, so any hub process measures it: a projector that stopped, or died, shows
-/// as lag in the processes still running.
-pub async fn refresh_lag(
+/// One partition of a projected topic, as the broker and PostgreSQL see it.
+#[derive(Debug, Clone)]
+pub struct PartitionLag {
+    pub topic: String,
+    pub partition: i32,
+    /// Records on the log not yet applied.
+    pub waiting: i64,
+    /// Since when the projection's stored offset last moved (ms since the Unix epoch), if it
+    /// ever did.
+    pub advanced_at_ms: Option<i64>,
+}
+
+/// The brokers' high watermarks (a blocking client, called off the async runtime) against the
+/// next offsets PostgreSQL holds, per partition of `topics`. A partition the broker does not
+/// answer for is left out.
+pub async fn partition_lags(
     pool: &sqlx::PgPool,
     client: std::sync::Arc<rdkafka::consumer::BaseConsumer>,
     projection: &str,
     topics: &[String],
-) -> Result<(), crate::Error> {
+) -> Result<Vec<PartitionLag>, crate::Error> {
     use rdkafka::consumer::Consumer as _;
     let stored: Vec<(String, i32, i64, i64)> = sqlx::query_as(
         "SELECT topic, partition, next_offset, (extract(epoch FROM updated_at) * 1000)::bigint
@@ -161,19 +180,42 @@ pub async fn refresh_lag(
     })
     .await
     .map_err(|e| crate::Error::Internal(e.to_string()))?;
+    Ok(watermarks
+        .into_iter()
+        .map(|(topic, partition, high)| {
+            let row = stored.iter().find(|(t, p, _, _)| *t == topic && *p == partition);
+            PartitionLag {
+                waiting: (high - row.map_or(0, |(_, _, next, _)| *next)).max(0),
+                advanced_at_ms: row.map(|(_, _, _, updated)| *updated),
+                topic,
+                partition,
+            }
+        })
+        .collect())
+}
+
+/// Measures the lag of `projection` on `topics` ([`partition_lags`]) into the lag gauges: the
+/// records waiting and, where records wait, the age of the last one applied (its log time in
+/// the process that applied it; elsewhere, since the projection last advanced on that
+/// partition). It reads only the broker and the database, so any hub process measures it: a
+/// projector that stopped, or died, shows as lag in the processes still running.
+pub async fn refresh_lag(
+    pool: &sqlx::PgPool,
+    client: std::sync::Arc<rdkafka::consumer::BaseConsumer>,
+    projection: &str,
+    topics: &[String],
+) -> Result<(), crate::Error> {
+    let lags = partition_lags(pool, client, projection, topics).await?;
     let now_ms = chrono::Utc::now().timestamp_millis();
     let last = last_applied().lock().map(|l| l.clone()).unwrap_or_default();
     let metrics = metrics();
-    for (topic, partition, high) in watermarks {
-        let row = stored.iter().find(|(t, p, _, _)| *t == topic && *p == partition);
-        let next = row.map_or(0, |(_, _, n, _)| *n);
-        let lag = (high - next).max(0);
-        let partition_label = partition.to_string();
-        let labels = [projection, topic.as_str(), partition_label.as_str()];
-        metrics.lag_messages.with_label_values(&labels).set(lag);
-        let since = last.get(&(topic.clone(), partition)).copied().or(row.map(|(_, _, _, updated)| *updated));
+    for lag in lags {
+        let partition_label = lag.partition.to_string();
+        let labels = [projection, lag.topic.as_str(), partition_label.as_str()];
+        metrics.lag_messages.with_label_values(&labels).set(lag.waiting);
+        let since = last.get(&(lag.topic.clone(), lag.partition)).copied().or(lag.advanced_at_ms);
         let age = match since {
-            Some(at) if lag > 0 => ((now_ms - at) / 1000).max(0),
+            Some(at) if lag.waiting > 0 => ((now_ms - at) / 1000).max(0),
             // Records wait and this partition was never applied: since the first one waits is
             // unknown here; the message lag says it.
             _ => 0,

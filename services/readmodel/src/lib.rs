@@ -16,6 +16,20 @@ pub fn migrator() -> sqlx::migrate::Migrator {
     migrator
 }
 
+/// Whether a database error means PostgreSQL is unreachable, restarting or shutting down (the
+/// caller answers "unavailable, retry": nothing was done), rather than a fault of the request.
+pub fn database_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Tls(_) => true,
+        // admin_shutdown, crash_shutdown, cannot_connect_now, and the connection exceptions (08…).
+        sqlx::Error::Database(database) => database
+            .code()
+            .is_some_and(|code| matches!(code.as_ref(), "57P01" | "57P02" | "57P03") || code.starts_with("08")),
+        _ => false,
+    }
+}
+
 /// The schema the read models are served from.
 pub const SCHEMA: &str = "readmodel";
 

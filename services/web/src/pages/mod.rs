@@ -142,6 +142,35 @@ async fn error_page(
     (status, render(&page)).into_response()
 }
 
+/// The page of a failed read: the database unavailable (503, retry) or an internal error.
+async fn failed(console: &Console, session: &Session, failure: Failure) -> Response {
+    match failure {
+        Failure::Unavailable(detail) => unavailable(console, session, &detail).await,
+        other => internal_error(console, session, &other).await,
+    }
+}
+
+/// The database is unreachable or restarting: nothing was read; the agent retries.
+async fn unavailable(console: &Console, session: &Session, cause: &str) -> Response {
+    tracing::warn!(error = %cause, "console request not served: the database is unavailable");
+    let mut page = error_page(
+        console,
+        session,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Service momentanément indisponible",
+        "La page n’a pas pu être affichée : la base de données du hub ne répond pas. Rien n’a été \
+         consulté ni enregistré. Réessayez dans quelques secondes."
+            .into(),
+        None,
+    )
+    .await;
+    page.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from(passerelle_api::service::RETRY_UNAVAILABLE_SECONDS),
+    );
+    page
+}
+
 async fn internal_error(console: &Console, session: &Session, cause: &(dyn std::fmt::Display + Sync)) -> Response {
     let request_id = Uuid::now_v7();
     tracing::error!(error = %cause, request_id = %request_id, "console request failed");
@@ -236,7 +265,7 @@ async fn agent_page(
         Err(failure @ Failure::RateLimited(_)) => {
             return Err(failure_page_without_caller(console, session, failure).await);
         }
-        Err(failure) => return Err(internal_error(console, session, &failure).await),
+        Err(failure) => return Err(failed(console, session, failure).await),
     };
     let layout = Layout {
         theme: console.theme,
@@ -318,6 +347,7 @@ async fn failure_page(console: &Console, session: &Session, caller: &Caller, fai
         }
         Failure::Unauthenticated(_) | Failure::NotHabilitated(_) => Redirect::to("/console/connexion").into_response(),
         failure @ Failure::RateLimited(_) => failure_page_without_caller(console, session, failure).await,
+        Failure::Unavailable(detail) => unavailable(console, session, &detail).await,
         Failure::Internal(detail) => internal_error(console, session, &detail).await,
     }
 }

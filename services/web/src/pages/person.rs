@@ -160,7 +160,7 @@ pub(super) async fn sign_in_return(
     let identification = match pivot(&verified) {
         Some(pivot) => match console.api.identify_person(Uuid::now_v7(), &pivot).await {
             Ok(identification) => identification,
-            Err(failure) => return internal_error(&console, &session, &failure).await,
+            Err(failure) => return failed(&console, &session, failure).await,
         },
         None => Identification::NotIdentified,
     };
@@ -358,7 +358,7 @@ async fn own_data(
             drop(session.flush().await);
             Err(Redirect::to("/mon-espace/non-identifie").into_response())
         }
-        Err(failure) => Err(internal_error(console, session, &failure).await),
+        Err(failure) => Err(failed(console, session, failure).await),
     }
 }
 
@@ -568,7 +568,7 @@ pub(super) async fn choices_page(
             drop(session.flush().await);
             return Redirect::to("/mon-espace/non-identifie").into_response();
         }
-        Err(failure) => return internal_error(&console, &session, &failure).await,
+        Err(failure) => return failed(&console, &session, failure).await,
     };
     let notice = match query.enregistre.as_deref() {
         Some("applique") => Some((
@@ -660,7 +660,7 @@ pub(super) async fn record_choice(
             drop(session.flush().await);
             return Redirect::to("/mon-espace/non-identifie").into_response();
         }
-        Err(failure) => return internal_error(&console, &session, &failure).await,
+        Err(failure) => return failed(&console, &session, failure).await,
     };
     let event_id = match hub.record_person_choice(SubjectKey(subject), choice).await {
         Ok(event_id) => event_id,
@@ -685,7 +685,7 @@ pub(super) async fn record_choice(
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
             Ok(false) => return Redirect::to("/mon-espace/mes-choix?enregistre=en-cours").into_response(),
-            Err(failure) => return internal_error(&console, &session, &failure).await,
+            Err(failure) => return failed(&console, &session, failure).await,
         }
     }
 }

@@ -143,7 +143,7 @@ pub(super) async fn sign_in_return(
             )
             .await;
         }
-        Err(failure) => return internal_error(&console, &session, &failure).await,
+        Err(failure) => return super::failed(&console, &session, failure).await,
     }
     match session::sign_in(&session, &signed).await {
         Ok(()) => Redirect::to("/console").into_response(),
