@@ -189,6 +189,14 @@ enum Pushed {
     Cd(OrientationEvent),
 }
 
+/// Logs of this process (the pushers' and readers' clients) at `RUST_LOG`, warnings by default,
+/// on stderr; the hub's processes write theirs next to their configuration.
+pub fn quiet_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sqlx=error"));
+    drop(tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init());
+}
+
 /// Runs a campaign and reports; `Err` only when the campaign itself could not run.
 pub async fn run(settings: &Settings) -> anyhow::Result<Report> {
     let started = Instant::now();
@@ -230,10 +238,8 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Report> {
         started_workers += 1;
         workers.push(Worker::start(&worker_file, &format!("worker-{started_workers}"))?);
     }
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(4)
-        .acquire_timeout(Duration::from_secs(3))
-        .connect_lazy(config.database_owner_url.as_deref().unwrap_or(&config.database_url))?;
+    // As the hub reads: the app role, the read models' schema first. PostgreSQL is up here.
+    let pool = passerelle::sized_pool(&config.database_url, passerelle_readmodel::SCHEMA, 4).await?;
 
     // Institutions push, paced to last about as long as the schedule; agents read meanwhile.
     let seen: Shared = Arc::default();
@@ -346,7 +352,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Report> {
     for worker in workers {
         worker.stop().ok();
     }
-    report.rejoins = count_in_logs(&dir, "rejoining the consumer group");
+    report.rejoins = count_in_logs(&dir, "leaving and rejoining the consumer group");
     let seen = std::mem::take(&mut *seen.lock().map_err(|_| anyhow::anyhow!("counters poisoned"))?);
     report.requests = work.caf.len() + work.ft.len() + work.cd.len();
     report.sends = seen.sends;
@@ -356,6 +362,9 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Report> {
     report.reads = seen.reads;
     report.reads_without_answer = seen.reads_without_answer;
     report.violations.extend(seen.violations);
+    if report.reads.get(&200).copied().unwrap_or_default() == 0 {
+        report.violations.push("no agent's read was answered 200: the readers tested nothing".into());
+    }
     if seen.acknowledged != report.requests {
         report.violations.push(format!("{} of {} requests acknowledged", seen.acknowledged, report.requests));
     }
@@ -519,9 +528,11 @@ async fn read(
     let mut refreshed = Instant::now() - Duration::from_secs(60);
     while !*stop.borrow() {
         if refreshed.elapsed() > Duration::from_secs(5) {
-            if let Ok(ids) = sqlx::query_scalar::<_, uuid::Uuid>("SELECT id FROM persons ORDER BY id LIMIT 1000")
-                .fetch_all(&pool)
-                .await
+            if let Ok(ids) = sqlx::query_scalar::<_, uuid::Uuid>(
+                "SELECT person_id FROM persons WHERE merged_into IS NULL ORDER BY person_id LIMIT 1000",
+            )
+            .fetch_all(&pool)
+            .await
             {
                 persons = ids;
             }

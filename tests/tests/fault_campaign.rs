@@ -9,6 +9,7 @@ use passerelle_e2e::campaign::{Settings, run};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_faults_of_every_kind_lose_nothing_and_answer_only_unavailable() -> anyhow::Result<()> {
     let seed = std::env::var("PASSERELLE_PROPERTY_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20_261_203);
+    passerelle_e2e::campaign::quiet_logs();
     let report = run(&Settings::short(seed)).await?;
     report.print();
     assert_eq!(report.faults.values().sum::<usize>(), 10);

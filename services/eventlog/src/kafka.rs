@@ -1,5 +1,5 @@
-//! Kafka plumbing: the idempotent producer that acknowledges only what the broker acknowledged,
-//! and topic creation.
+//! Kafka plumbing: the producer that acknowledges only what the broker acknowledged, and topic
+//! creation.
 
 pub use rdkafka::message::OwnedHeaders as Headers;
 use std::{
@@ -32,6 +32,12 @@ pub struct KafkaSettings {
     pub delivery_timeout_ms: u64,
     /// Prefix of every topic name (side-by-side deployments and tests on one broker).
     pub topic_prefix: String,
+    /// librdkafka's idempotent producer (`enable.idempotence`). Off by default: the projectors
+    /// remove duplicates by event id and fold facts in their own order, so idempotence buys
+    /// nothing here, and tansu 0.6's checks of it stop the broker's storage task after a
+    /// broker restart (docs/decisions/0008-no-idempotent-producer-on-tansu.md). On a Kafka
+    /// cluster it may be turned on.
+    pub idempotence: bool,
 }
 
 impl Default for KafkaSettings {
@@ -42,20 +48,21 @@ impl Default for KafkaSettings {
             replication_factor: 1,
             delivery_timeout_ms: 4000,
             topic_prefix: String::new(),
+            idempotence: false,
         }
     }
 }
 
 impl KafkaSettings {
-    /// The producer configuration: `acks=all`, idempotent, murmur2 partitioning (the Java
-    /// client's, so every client puts one subject on the same partition).
+    /// The producer configuration: `acks=all`, idempotent if configured, murmur2 partitioning
+    /// (the Java client's, so every client puts one subject on the same partition).
     pub fn producer_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &self.bootstrap_servers)
             .set("client.id", "passerelle-ingest")
             .set("acks", "all")
-            .set("enable.idempotence", "true")
+            .set("enable.idempotence", if self.idempotence { "true" } else { "false" })
             .set("max.in.flight.requests.per.connection", "5")
             .set("partitioner", "murmur2_random")
             .set("linger.ms", "5")
@@ -134,8 +141,9 @@ impl Publisher {
     }
 
     /// Hands one record to the producer without waiting. Records enqueued one after the other
-    /// keep their order within a partition (idempotent producer), so callers enqueue in order
-    /// and wait for acknowledgements concurrently.
+    /// keep their order within a partition unless a retry reorders them (without idempotence),
+    /// which the projectors do not need; callers enqueue in order and wait for
+    /// acknowledgements concurrently.
     pub fn enqueue(
         self: &Arc<Self>,
         topic: &str,

@@ -55,7 +55,6 @@ pub async fn run(
     let dead_letters: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &settings.bootstrap_servers)
         .set("acks", "all")
-        .set("enable.idempotence", "true")
         .set("message.timeout.ms", "10000")
         .create()?;
     loop {

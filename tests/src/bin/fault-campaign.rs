@@ -37,6 +37,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     anyhow::ensure!(settings.workers >= 1 && settings.persons >= 40, "--workers ≥ 1 and --persons ≥ 40");
+    passerelle_e2e::campaign::quiet_logs();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let report = runtime.block_on(run(&settings))?;
     report.print();
