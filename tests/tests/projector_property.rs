@@ -91,9 +91,10 @@ async fn killed_and_rebalanced_projector_workers_still_equal_the_oracle() -> any
     // A worker is killed mid-way (SIGKILL); once its session has expired, two workers join and
     // share the partitions; the second half of the work arrives; one of them leaves mid-way
     // (SIGTERM: it finishes its batch and leaves the group) and the other takes over.
-    // Membership changes are given more than a session timeout (6 s) to settle: with tansu 0.6,
-    // a SIGKILLed member's partitions were never handed to the surviving member of a group
-    // (seen in this test; docs/projector.md), so the SIGKILL case is run with one member.
+    // Membership changes are given more than a session timeout (6 s) to settle. With tansu 0.6,
+    // a SIGKILLed member's partitions may not reach the surviving member of a group until its
+    // watchdog rejoins (docs/projector.md): that case is the fault campaign's
+    // (tests/fault_campaign.rs); here the SIGKILL is of the only member.
     let first = Worker::start(&config, "first")?;
     let at_kill = until_applied(&pool, total / 6).await?;
     first.kill();
