@@ -311,6 +311,69 @@ async fn a_correction_never_rewrites_a_fact_about_someone_else() -> anyhow::Resu
     hub.running.shutdown().await
 }
 
+/// Another caisse attaches Legrand's NIR to a dossier of its own while her dossier at the CAF of
+/// the Haute-Marne is open: refused (`dossier.other_caisse`), she stays in the Haute-Marne. A
+/// change of caisse is a mutation: once the former caisse closed her dossier, or when the new
+/// caisse names the dossier it takes over, the new dossier is accepted and decides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caisse_does_not_take_over_a_person_whose_dossier_another_caisse_holds_open() -> anyhow::Result<()> {
+    let hub = TestHub::spawn().await?;
+    let pool = hub.running.pool.clone();
+    let keys = hub.subject_keys();
+    let mut haute_marne = AllocataireIngestClient::new(hub.channel_as("caf-521").await?);
+    let mut lyon = AllocataireIngestClient::new(hub.channel_as("caf-691").await?);
+    haute_marne.publish(caf("o-1", "2026-09-20T09:00:00+02:00", legrand(), "DEM", right_opened())).await?;
+    wait_for(&pool, 1).await?;
+    let in_lyon = |event_id: &str, when: &str, fact| {
+        let mut event = caf(event_id, when, legrand(), "DEM", fact);
+        event.household =
+            Some(proto::Household { organisme: "691".into(), matricule: "7654321".into(), role: "DEM".into() });
+        event.location = Some(proto::Location { receiving_authority: "069".into(), commune: "69123".into() });
+        event
+    };
+    let mut refused = 0;
+    for (event_id, fact) in [("o-2", right_opened()), ("o-3", sdd(true))] {
+        let status = lyon
+            .publish(in_lyon(event_id, "2026-10-01T09:00:00+02:00", fact))
+            .await
+            .expect_err("the CAF of Lyon takes over a person of another caisse's open dossier");
+        assert_eq!(
+            (status.code(), denied_rule(&status).as_str()),
+            (tonic::Code::PermissionDenied, "dossier.other_caisse")
+        );
+        refused += 1;
+    }
+    let key = keys.nir(&passerelle_domain::Nir::parse(NIR_LEGRAND)?).as_str().to_owned();
+    let legrand_id = passerelle_readmodel::person_of_subject(&pool, &key).await?.expect("Legrand");
+    let dossier = passerelle_readmodel::dossier(&pool, legrand_id).await?.expect("a dossier");
+    assert_eq!(dossier.territory.as_deref(), Some("52"), "she stays where her open dossier is");
+
+    // The CAF of the Haute-Marne closes her dossier (mutation): the CAF of Lyon's dossier decides.
+    haute_marne
+        .publish(caf(
+            "o-4",
+            "2026-10-02T09:00:00+02:00",
+            legrand(),
+            "DEM",
+            proto::allocataire_event::Fact::RightClosed(proto::RsaRightClosed {
+                motif: "MUT".into(),
+                date_cloture: "2026-10-01".into(),
+                prior_month: false,
+            }),
+        ))
+        .await?;
+    wait_for(&pool, 2).await?;
+    lyon.publish(in_lyon("o-5", "2026-10-03T09:00:00+02:00", right_opened())).await?;
+    let moved = eventually("Legrand's dossier at the CAF of Lyon", async || {
+        let dossier = passerelle_readmodel::dossier(&pool, legrand_id).await?.expect("a dossier");
+        Ok(dossier.territory.as_deref().is_some_and(|t| t.starts_with("69")).then_some(dossier))
+    })
+    .await?;
+    assert_eq!(moved.previous_territory.as_deref(), Some("52"));
+    eprintln!("takeovers by another caisse refused: {refused}; the mutation accepted once the dossier closed");
+    hub.running.shutdown().await
+}
+
 /// Every row of the hub's tables (public, readmodel, journal) whose text holds `needle`, as
 /// "schema.table".
 async fn rows_naming(pool: &sqlx::PgPool, needle: &str) -> anyhow::Result<Vec<String>> {

@@ -13,18 +13,23 @@ use passerelle_readmodel::HeldAuthority;
 
 use crate::{institutions::Institution, scope::Denied};
 
-/// Whether the hub's state must be consulted before accepting `event` from `institution`.
+/// Whether the hub's state must be consulted before accepting `event` from `institution`: a
+/// département's fact, and a CAF/MSA dossier's fact (pushed by the caisse or relayed).
 pub fn needs_hub_state(institution: &Institution, event: &CanonicalEvent) -> bool {
-    institution.kind == InstitutionKind::Departement
-        && event.family == Family::Orientation
-        // A retraction only withdraws the caller's own fact (same source, same subject): it
-        // never widens anyone's reach, and the former authority may still withdraw its mistakes.
-        && !matches!(event.payload, Payload::Retraction { .. })
+    // A retraction only withdraws the caller's own fact (same source, same subject): it never
+    // widens anyone's reach, and the former authority may still withdraw its mistakes.
+    let retraction = matches!(event.payload, Payload::Retraction { .. });
+    let departement = institution.kind == InstitutionKind::Departement && event.family == Family::Orientation;
+    let dossier = event.family == Family::Allocataire && event.envelope.household.is_some();
+    (departement || dossier) && !retraction
 }
 
-/// Decides a département's fact against the authorities the hub holds for the persons its
-/// identifiers lead to (`held`: one entry per linked key known to the hub).
+/// Decides a fact against what the hub holds for the persons its identifiers lead to (`held`:
+/// one entry per linked key known to the hub).
 pub fn check(institution: &Institution, event: &CanonicalEvent, held: &[HeldAuthority]) -> Result<(), Denied> {
+    if event.family == Family::Allocataire {
+        return check_dossier(event, held);
+    }
     let caller = institution.territory.as_deref();
     let keys: Vec<&str> = event.envelope.linked_keys.iter().map(|key| key.as_str()).collect();
     for dossier in held
@@ -49,6 +54,49 @@ pub fn check(institution: &Institution, event: &CanonicalEvent, held: &[HeldAuth
             message: "the hub holds this person in another RSA authority's territory (from their CAF/MSA dossier): \
                       a département pushes facts only for the persons it is responsible for; if the person's dossier \
                       moved to your territory just now, push again once the CAF/MSA fact has reached the hub"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
+/// A CAF/MSA dossier's fact about a person the hub holds in another caisse's dossier that is
+/// still open: a caisse attaches to its dossiers only persons no other caisse's open dossier
+/// holds, so that no caisse moves a person (and their territory) by what it pushes. A change of
+/// caisse is a mutation: accepted once the former caisse closed the dossier (state 5 or 6), or
+/// when the fact names the dossier it takes over (`OrganismeCedant` and its matricule). The
+/// refusal surfaces the conflict to the caisse, counted and logged with the rule, never a
+/// silent move.
+fn check_dossier(event: &CanonicalEvent, held: &[HeldAuthority]) -> Result<(), Denied> {
+    let Some(household) = &event.envelope.household else { return Ok(()) };
+    let taken_over = match &event.payload {
+        Payload::AddressChanged { mutation: Some(mutation), .. } => mutation.previous_household_key.as_ref(),
+        _ => None,
+    };
+    let keys: Vec<&str> = event.envelope.linked_keys.iter().map(|key| key.as_str()).collect();
+    for dossier in held
+        .iter()
+        .filter(|h| keys.contains(&h.subject_key.as_str()) || h.subject_key == event.envelope.subject.as_str())
+    {
+        let (Some(held_household), Some(held_organisme)) = (&dossier.household_key, &dossier.household_organisme)
+        else {
+            continue;
+        };
+        // Its own dossier of the person, or one the person was already in (the former caisse
+        // closing the dossier a mutation took over): no takeover.
+        let known = *held_household == household.key.as_str()
+            || dossier.known_households.iter().any(|key| key == household.key.as_str());
+        let same_caisse = *held_organisme == household.organisme || known;
+        let closed = matches!(dossier.right_state.as_deref(), Some("5" | "6"));
+        let named = taken_over.is_some_and(|key| key.as_str() == held_household);
+        if same_caisse || closed || named {
+            continue;
+        }
+        return Err(Denied {
+            rule: "dossier.other_caisse",
+            message: "the hub holds this person in another caisse's open dossier: a change of caisse is a mutation; \
+                      push this fact once the former caisse has closed the dossier (MUT), or with the mutation naming \
+                      the dossier taken over (organisme cédant and matricule)"
                 .into(),
         });
     }
@@ -102,7 +150,61 @@ mod tests {
             territory: territory.map(str::to_owned),
             previous_territory: previous.map(str::to_owned),
             territory_since: since.map(at),
+            household_key: None,
+            household_organisme: None,
+            right_state: None,
+            known_households: Vec::new(),
         }
+    }
+
+    fn in_dossier(organisme: &str, household: &str, right_state: &str) -> HeldAuthority {
+        HeldAuthority {
+            household_key: Some(household.into()),
+            household_organisme: Some(organisme.into()),
+            right_state: Some(right_state.into()),
+            ..held("nir:aa", Some("52"), None, Some(1))
+        }
+    }
+
+    #[test]
+    fn a_caisse_cannot_take_over_a_person_of_another_caisses_open_dossier() {
+        let institutions = Institutions::from_toml(
+            "[[institution]]\nid = \"caf-691\"\nkind = \"CAF\"\norganisme = \"691\"\nserves = [\"69M\"]\n",
+        )
+        .expect("valid");
+        let caf691 = institutions.get("caf-691").expect("listed");
+        let mut event = fact(10, Payload::SddChanged { soumis: true });
+        event.family = Family::Allocataire;
+        event.envelope.household = Some(passerelle_domain::event::HouseholdRef {
+            key: SubjectKey("hh:lyon".into()),
+            organisme: "691".into(),
+            role: None,
+        });
+        assert!(needs_hub_state(caf691, &event));
+        let denial = check(caf691, &event, &[in_dossier("521", "hh:haute-marne", "2")]).expect_err("takeover");
+        assert_eq!(denial.rule, "dossier.other_caisse");
+        // Its own dossiers, a closed dossier elsewhere, a person unknown or without a dossier.
+        assert!(check(caf691, &event, &[in_dossier("691", "hh:other", "2")]).is_ok());
+        assert!(check(caf691, &event, &[in_dossier("521", "hh:haute-marne", "5")]).is_ok());
+        assert!(check(caf691, &event, &[in_dossier("521", "hh:haute-marne", "6")]).is_ok());
+        assert!(check(caf691, &event, &[]).is_ok());
+        assert!(check(caf691, &event, &[held("nir:aa", Some("52"), None, Some(1))]).is_ok());
+        // The mutation naming the dossier it takes over.
+        event.payload = Payload::AddressChanged {
+            previous_authority: Some("52".into()),
+            mutation: Some(passerelle_domain::event::Mutation {
+                organisme_cedant: "521".into(),
+                organisme_prenant: "691".into(),
+                previous_household_key: Some(SubjectKey("hh:haute-marne".into())),
+            }),
+        };
+        assert!(check(caf691, &event, &[in_dossier("521", "hh:haute-marne", "2")]).is_ok());
+        assert!(check(caf691, &event, &[in_dossier("521", "hh:elsewhere", "2")]).is_err(), "another dossier");
+        // A dossier the person was already in (the former caisse closing after the mutation).
+        let before =
+            HeldAuthority { known_households: vec!["hh:lyon".into()], ..in_dossier("521", "hh:haute-marne", "2") };
+        event.payload = Payload::SddChanged { soumis: false };
+        assert!(check(caf691, &event, &[before]).is_ok());
     }
 
     #[test]

@@ -233,6 +233,12 @@ pub struct HeldAuthority {
     pub territory: Option<String>,
     pub previous_territory: Option<String>,
     pub territory_since: Option<DateTime<Utc>>,
+    /// The person's CAF/MSA dossier (household key), its caisse and its right state.
+    pub household_key: Option<String>,
+    pub household_organisme: Option<String>,
+    pub right_state: Option<String>,
+    /// Every CAF/MSA dossier the person's facts were about (household keys).
+    pub known_households: Vec<String>,
 }
 
 /// For each of `subject_keys` linked to a person, the authority the hub holds for that person
@@ -242,7 +248,12 @@ where
     E: sqlx::PgExecutor<'e>,
 {
     sqlx::query_as(
-        "SELECT l.subject_key, d.territory, d.previous_territory, d.territory_since
+        "SELECT l.subject_key, d.territory, d.previous_territory, d.territory_since, d.household_key,
+                (SELECT e.organisme FROM person_events e
+                 WHERE e.household_key = d.household_key AND e.organisme IS NOT NULL LIMIT 1) AS household_organisme,
+                d.right_state,
+                ARRAY(SELECT DISTINCT e.household_key FROM person_events e
+                      WHERE e.person_id = d.person_id AND e.household_key IS NOT NULL) AS known_households
          FROM subject_links l JOIN persons p USING (person_id)
          JOIN dossiers d ON d.person_id = COALESCE(p.merged_into, p.person_id)
          WHERE l.subject_key = ANY($1)",
