@@ -34,7 +34,6 @@ use passerelle_ingest::{
         orientation_ingest_client::OrientationIngestClient,
     },
 };
-use rdkafka::consumer::Consumer as _;
 use tonic::{Code, Status, transport::Channel};
 
 use crate::{
@@ -216,6 +215,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Report> {
     })
     .await?;
     let TestHub { running, config, pepper, credentials_dir, .. } = hub;
+    let topics = passerelle::projected_topics(&running.topics);
     running.shutdown().await?;
     let dir = settings.logs.clone().unwrap_or_else(|| credentials_dir.join("campaign"));
     std::fs::create_dir_all(&dir)?;
@@ -339,8 +339,8 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Report> {
     }
     stop_readers.send_replace(true);
     while readers.join_next().await.is_some() {}
-    let topics = projected_topics(&broker.bootstrap(), &config.kafka.topic_prefix)?;
-    match caught_up(&pool, &broker.bootstrap(), &topics, &work, deadline).await {
+    let partitions = topics.len() * usize::try_from(config.kafka.partitions)?;
+    match caught_up(&pool, &broker.bootstrap(), &topics, partitions, &work, deadline).await {
         Ok(records) => report.records = records,
         Err(error) => report.violations.push(format!("the projection did not catch up: {error:#}")),
     }
@@ -578,49 +578,36 @@ async fn ready(config: &passerelle::config::Config, within: Duration) -> anyhow:
     }
 }
 
-/// The topics the dossier projection reads (the hub's, but the dead letters').
-fn projected_topics(bootstrap: &str, prefix: &str) -> anyhow::Result<Vec<String>> {
-    let client: rdkafka::consumer::BaseConsumer =
-        rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
-    let metadata = client.fetch_metadata(None, Duration::from_secs(10))?;
-    Ok(metadata
-        .topics()
-        .iter()
-        .map(|t| t.name().to_owned())
-        .filter(|name| name.starts_with(prefix) && !name.contains("dlq"))
-        .collect())
-}
-
-/// Waits until PostgreSQL's stored offsets reach the end of every projected partition and
-/// every acknowledged fact is applied; returns the records on the log.
+/// Waits until PostgreSQL's stored offsets reach the end of every projected partition (the
+/// projector's own lag reading, every one of the `partitions` answered) and every acknowledged
+/// fact is applied; returns the records on the log.
 async fn caught_up(
     pool: &sqlx::PgPool,
     bootstrap: &str,
     topics: &[String],
+    partitions: usize,
     work: &Workload,
     deadline: Instant,
 ) -> anyhow::Result<i64> {
-    let client: rdkafka::consumer::BaseConsumer =
-        rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
+    let client: Arc<rdkafka::consumer::BaseConsumer> =
+        Arc::new(rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create()?);
     loop {
-        let mut records = 0;
-        for topic in topics {
-            let metadata = client.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-            for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
-                records += client.fetch_watermarks(topic, partition.id(), Duration::from_secs(10))?.1;
-            }
-        }
+        let lags = passerelle_projector::metrics::partition_lags(pool, client.clone(), "dossier", topics)
+            .await
+            .unwrap_or_default();
+        let waiting: i64 = lags.iter().map(|lag| lag.waiting).sum();
         let stored: i64 = sqlx::query_scalar("SELECT COALESCE(sum(next_offset), 0)::bigint FROM projector_offsets")
             .fetch_one(pool)
             .await
             .unwrap_or(-1);
         let done = applied(pool).await.unwrap_or_default();
-        if stored == records && done == work.expected_pairs() {
-            return Ok(records);
+        if lags.len() == partitions && waiting == 0 && done == work.expected_pairs() {
+            return Ok(stored);
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "offsets {stored} of {records} records, {done} of {} facts applied",
+            "{waiting} records waiting on {} of {partitions} partitions answered, {done} of {} facts applied",
+            lags.len(),
             work.expected_pairs()
         );
         tokio::time::sleep(Duration::from_millis(500)).await;

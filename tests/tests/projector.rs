@@ -4,11 +4,11 @@
 
 mod fixtures;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fixtures::*;
 use passerelle_domain::{FranceTravailId, Nir};
-use passerelle_e2e::TestHub;
+use passerelle_e2e::{TestHub, eventually};
 use passerelle_ingest::proto::{
     self, allocataire_ingest_client::AllocataireIngestClient, demandeur_emploi_event::Fact as Ft,
     demandeur_emploi_ingest_client::DemandeurEmploiIngestClient, orientation_event::Fact as Cd,
@@ -16,18 +16,6 @@ use passerelle_ingest::proto::{
 };
 use passerelle_readmodel::Dossier;
 use uuid::Uuid;
-
-/// Polls until `check` holds, at most 30 s.
-async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> anyhow::Result<Option<T>>) -> anyhow::Result<T> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(value) = check().await? {
-            return Ok(value);
-        }
-        anyhow::ensure!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 async fn person_id(hub: &TestHub, subject: &str) -> anyhow::Result<Option<Uuid>> {
     Ok(passerelle_readmodel::person_of_subject(&hub.running.pool, subject).await?)

@@ -7,7 +7,7 @@ mod fixtures;
 use std::time::{Duration, Instant};
 
 use fixtures::*;
-use passerelle_e2e::TestHub;
+use passerelle_e2e::{TestHub, eventually};
 use passerelle_ingest::proto::{
     self, Location, allocataire_ingest_client::AllocataireIngestClient,
     demandeur_emploi_ingest_client::DemandeurEmploiIngestClient, orientation_event::Fact as Cd,
@@ -81,18 +81,6 @@ impl Reader {
         anyhow::ensure!(response.status().as_u16() == 200, "journal: {}", response.status());
         let body: Value = response.json().await?;
         Ok(body["entrees"].as_array().cloned().unwrap_or_default())
-    }
-}
-
-/// `check`'s first `Some`, polled every 100 ms for up to 30 s.
-async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> anyhow::Result<Option<T>>) -> anyhow::Result<T> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(value) = check().await? {
-            return Ok(value);
-        }
-        anyhow::ensure!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -24,6 +24,15 @@ pub fn needs_hub_state(institution: &Institution, event: &CanonicalEvent) -> boo
     (departement || dossier) && !retraction
 }
 
+/// What the hub holds for the persons `event`'s identifiers lead to.
+fn held_for<'a>(event: &CanonicalEvent, held: &'a [HeldAuthority]) -> impl Iterator<Item = &'a HeldAuthority> {
+    let keys: Vec<String> = std::iter::once(&event.envelope.subject)
+        .chain(&event.envelope.linked_keys)
+        .map(|key| key.as_str().to_owned())
+        .collect();
+    held.iter().filter(move |h| keys.contains(&h.subject_key))
+}
+
 /// Decides a fact against what the hub holds for the persons its identifiers lead to (`held`:
 /// one entry per linked key known to the hub).
 pub fn check(institution: &Institution, event: &CanonicalEvent, held: &[HeldAuthority]) -> Result<(), Denied> {
@@ -31,11 +40,7 @@ pub fn check(institution: &Institution, event: &CanonicalEvent, held: &[HeldAuth
         return check_dossier(event, held);
     }
     let caller = institution.territory.as_deref();
-    let keys: Vec<&str> = event.envelope.linked_keys.iter().map(|key| key.as_str()).collect();
-    for dossier in held
-        .iter()
-        .filter(|h| keys.contains(&h.subject_key.as_str()) || h.subject_key == event.envelope.subject.as_str())
-    {
+    for dossier in held_for(event, held) {
         let Some(territory) = dossier.territory.as_deref() else {
             // No CAF/MSA dossier places the person anywhere yet: the projection decides once
             // one does (the fact counts only if it places the person in the caller's territory).
@@ -73,11 +78,7 @@ fn check_dossier(event: &CanonicalEvent, held: &[HeldAuthority]) -> Result<(), D
         Payload::AddressChanged { mutation: Some(mutation), .. } => mutation.previous_household_key.as_ref(),
         _ => None,
     };
-    let keys: Vec<&str> = event.envelope.linked_keys.iter().map(|key| key.as_str()).collect();
-    for dossier in held
-        .iter()
-        .filter(|h| keys.contains(&h.subject_key.as_str()) || h.subject_key == event.envelope.subject.as_str())
-    {
+    for dossier in held_for(event, held) {
         let (Some(held_household), Some(held_organisme)) = (&dossier.household_key, &dossier.household_organisme)
         else {
             continue;

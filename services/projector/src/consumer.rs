@@ -318,16 +318,11 @@ fn owned(message: &rdkafka::message::BorrowedMessage<'_>) -> Record {
 /// a serialisation failure or deadlock between two workers, two workers minting the same key.
 /// Anything else is a bug and stops the worker loudly rather than looping.
 fn transient(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(database) => {
-            matches!(
-                database.code().as_deref(),
-                Some("40001" | "40P01" | "23505" | "57P01" | "57P03" | "08006" | "08003")
-            )
-        }
-        _ => false,
-    }
+    passerelle_readmodel::database_unavailable(error)
+        || matches!(
+            error,
+            sqlx::Error::Database(database) if matches!(database.code().as_deref(), Some("40001" | "40P01" | "23505"))
+        )
 }
 
 /// Transient database errors are retried: the transaction left nothing behind.
