@@ -13,4 +13,6 @@ cd "$REPO_ROOT"
 say "building the hub and the campaign"
 cargo build --quiet --locked -p passerelle -p passerelle-e2e --bin passerelle --bin fault-campaign
 export PASSERELLE_TANSU_BIN="$TANSU_BIN"
+# The workers check every incremental fold against the full fold (docs/projector.md).
+export PASSERELLE_FOLD_CHECK="${PASSERELLE_FOLD_CHECK:-1}"
 exec "$REPO_ROOT/target/debug/fault-campaign" "$@"

@@ -46,6 +46,9 @@ export PASSERELLE_TEST_PYTHON="$venv/bin/python"
 export PASSERELLE_TEST_BOOTSTRAP="127.0.0.1:$test_port"
 export PASSERELLE_TEST_PG="$PG_URL_BASE"
 export PASSERELLE_TANSU_BIN="$TANSU_BIN"
+# Every fold that goes on from a stored dossier or household is folded again in full and
+# compared; a difference stops the worker (docs/projector.md, "Incremental fold").
+export PASSERELLE_FOLD_CHECK=1
 
 # Ops files: Debian's promtool must accept the Prometheus configuration and the alert rules
 # (the names they use are checked against the exported metrics by tests/tests/observability.rs).

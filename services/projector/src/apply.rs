@@ -20,7 +20,7 @@ use sqlx::{Postgres, Row, Transaction};
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use crate::{Error, batch, fold::Fact};
+use crate::{Error, batch, fold::Fact, refold};
 
 /// A record as read from the broker.
 #[derive(Debug, Clone)]
@@ -83,6 +83,8 @@ pub struct Outcome {
     pub territories: BTreeMap<String, i64>,
     /// Per (topic, partition), the log time (ms) of the last record of the batch.
     pub last_timestamps: BTreeMap<(String, i32), i64>,
+    /// How the touched dossiers and households were folded.
+    pub folds: refold::Folds,
 }
 
 /// What a test runs right before a batch commits (to hold a transaction open).
@@ -98,6 +100,8 @@ pub struct Applier {
     families: HashMap<String, Family>,
     identity_topic: Option<String>,
     hold_before_commit: Option<Hold>,
+    /// Every fold from the stored state checked against the full fold ([`refold::CHECK_VARIABLE`]).
+    check_folds: bool,
 }
 
 impl Applier {
@@ -107,7 +111,15 @@ impl Applier {
         keys: KeyStore,
         families: HashMap<String, Family>,
     ) -> Self {
-        Self { projection: projection.into(), registry, keys, families, identity_topic: None, hold_before_commit: None }
+        Self {
+            projection: projection.into(),
+            registry,
+            keys,
+            families,
+            identity_topic: None,
+            hold_before_commit: None,
+            check_folds: std::env::var(refold::CHECK_VARIABLE).is_ok_and(|value| value == "1"),
+        }
     }
 
     /// For the concurrency tests only: runs `hold` with each batch's transaction open, its
@@ -238,6 +250,7 @@ impl Applier {
         tx: &mut Transaction<'_, Postgres>,
         record: &Record,
         decision: &IdentityDecision,
+        touched: &mut refold::Touched,
     ) -> Result<Applied, Error> {
         let fingerprint = Sha256::digest(
             format!(
@@ -255,7 +268,8 @@ impl Applier {
             return Ok(Applied::Duplicate);
         }
         let persons = apply_decision(tx, decision).await?;
-        Ok(Applied::New { persons, households: Vec::new() })
+        touched.rewritten_persons(persons);
+        Ok(Applied::New)
     }
 
     fn decode(&self, record: &Record, framed: Framed, keys: &BatchKeys) -> Item {
@@ -397,8 +411,7 @@ impl Applier {
         let mut pending = batch::Pending::default();
         // Pairs this batch has applied (a second publication in the same batch is a duplicate).
         let mut applied_here: HashSet<(String, String)> = HashSet::new();
-        let mut touched_persons: Vec<Uuid> = Vec::new();
-        let mut touched_households: Vec<String> = Vec::new();
+        let mut touched = refold::Touched::default();
         for (index, (record, item)) in items.iter().enumerate() {
             if index == items.len() / 2 && mode == Mode::Stream {
                 crate::failpoint::hit("mid-batch");
@@ -406,11 +419,8 @@ impl Applier {
             match item {
                 Item::Decision(Ok(decision)) => {
                     pending.flush(&mut tx).await?;
-                    match self.apply_identity(&mut tx, record, decision).await? {
-                        Applied::New { persons, .. } => {
-                            outcome.applied += 1;
-                            touched_persons.extend(persons);
-                        }
+                    match self.apply_identity(&mut tx, record, decision, &mut touched).await? {
+                        Applied::New => outcome.applied += 1,
                         _ => outcome.duplicates += 1,
                     }
                     known.refresh(&mut tx).await?;
@@ -459,17 +469,17 @@ impl Applier {
                             Status::Conflict
                         }
                     };
-                    let applied =
-                        self.apply_event(&mut tx, &mut known, &mut pending, status, event).instrument(span).await?;
+                    let applied = self
+                        .apply_event(&mut tx, &mut known, &mut pending, &mut touched, status, event)
+                        .instrument(span)
+                        .await?;
                     match applied {
-                        Applied::New { persons, households } => {
+                        Applied::New => {
                             outcome.applied += 1;
                             if let (Some(territory), Some(at)) = (&event.envelope.territory, record.timestamp_ms) {
                                 let latest = outcome.territories.entry(territory.clone()).or_insert(at);
                                 *latest = (*latest).max(at);
                             }
-                            touched_persons.extend(persons);
-                            touched_households.extend(households);
                         }
                         Applied::Duplicate => outcome.duplicates += 1,
                         Applied::Conflict { person_id } => outcome.dead_letters.push(DeadLetter {
@@ -506,16 +516,7 @@ impl Applier {
                 sqlx::query(INCOMPLETE).bind(person_id).execute(&mut *tx).await?;
             }
         }
-        touched_persons.sort();
-        touched_persons.dedup();
-        touched_households.sort();
-        touched_households.dedup();
-        batch::lock_for_refold(&mut tx, &touched_persons, &touched_households).await?;
-        // Persons first (a household refold updates their dossiers), then each household once.
-        touched_households.extend(batch::refold_persons(&mut tx, &touched_persons).await?);
-        touched_households.sort();
-        touched_households.dedup();
-        batch::refold_households(&mut tx, &touched_households).await?;
+        outcome.folds = refold::refold(&mut tx, &touched, self.check_folds).await?;
         for ((topic, partition), offset) in &next {
             sqlx::query(
                 "UPDATE projector_offsets SET next_offset = $4, updated_at = now()
@@ -554,6 +555,7 @@ impl Applier {
         tx: &mut Transaction<'_, Postgres>,
         known: &mut batch::Known,
         pending: &mut batch::Pending,
+        touched: &mut refold::Touched,
         status: Status,
         event: &LoggedEvent,
     ) -> Result<Applied, Error> {
@@ -605,12 +607,15 @@ impl Applier {
             commune: envelope.commune.clone(),
             organisme: household.map(|h| h.organisme.as_str().to_owned()),
         };
-        let mut persons = vec![person_id];
-        persons.extend(moved);
-        let mut households: Vec<String> = household.map(|h| h.key.as_str().to_owned()).into_iter().collect();
+        let household_key = household.map(|h| h.key.as_str().to_owned());
+        touched.appended(person_id, source, event_id, household_key.as_deref(), event.payload.right_state().is_some());
+        if !moved.is_empty() {
+            // Events moved between persons: both histories changed before their watermarks.
+            touched.rewritten_persons(moved.into_iter().chain([person_id]));
+        }
         let Some(target) = target else {
             pending.events.push(row);
-            return Ok(Applied::New { persons, households });
+            return Ok(Applied::New);
         };
         // A correction or retraction: the event it targets must be in the table to be marked.
         pending.events.push(row);
@@ -633,13 +638,15 @@ impl Applier {
         )
         .fetch_all(&mut **tx)
         .await?;
+        // The histories of the correction's person and of the corrected fact's changed before
+        // their watermarks (a fact left out), and so did their households'.
+        touched.rewritten_persons([person_id]);
+        touched.rewritten_households(household_key);
         for row in marked {
-            persons.push(row.try_get("person_id")?);
-            if let Some(key) = row.try_get::<Option<String>, _>("household_key")? {
-                households.push(key);
-            }
+            touched.rewritten_persons([row.try_get::<Uuid, _>("person_id")?]);
+            touched.rewritten_households(row.try_get::<Option<String>, _>("household_key")?);
         }
-        Ok(Applied::New { persons, households })
+        Ok(Applied::New)
     }
 }
 
@@ -751,11 +758,8 @@ enum Mode {
 }
 
 enum Applied {
-    /// Applied: the persons and households whose state must be folded again.
-    New {
-        persons: Vec<Uuid>,
-        households: Vec<String>,
-    },
+    /// Applied (what it changed is recorded in the batch's [`refold::Touched`]).
+    New,
     Duplicate,
     Conflict {
         person_id: Option<Uuid>,
@@ -790,7 +794,7 @@ async fn person_of(tx: &mut Transaction<'_, Postgres>, subject_key: &str) -> Res
 }
 
 /// Persons whose dossier must be folded again after identity resolution moved events.
-type Touched = Vec<Uuid>;
+type Moved = Vec<Uuid>;
 
 /// Identity resolution (docs/projector.md, "Identity"): the person of the event's strongest
 /// linked key, or the person minted from that key (a deterministic id). Unlinked keys are linked
@@ -805,7 +809,7 @@ async fn resolve_identity(
     subject: &SubjectKey,
     source: &str,
     event_id: &str,
-) -> Result<(Uuid, Touched), Error> {
+) -> Result<(Uuid, Moved), Error> {
     let mut names: Vec<&str> = keys.iter().map(SubjectKey::as_str).collect();
     if names.is_empty() {
         names.push(subject.as_str());
@@ -1012,7 +1016,7 @@ async fn relink(tx: &mut Transaction<'_, Postgres>, key: &str, from: Uuid, to: U
 }
 
 /// Applies a human identity decision; returns the persons to fold again.
-async fn apply_decision(tx: &mut Transaction<'_, Postgres>, decision: &IdentityDecision) -> Result<Touched, Error> {
+async fn apply_decision(tx: &mut Transaction<'_, Postgres>, decision: &IdentityDecision) -> Result<Moved, Error> {
     let holder = ensure_person(tx, &decision.holder_key).await?;
     let claimant = ensure_person(tx, &decision.claimant_key).await?;
     sqlx::query(
@@ -1105,9 +1109,10 @@ pub(crate) fn facts_of(rows: Vec<sqlx::postgres::PgRow>) -> Result<Vec<Fact>, Er
             let superseded: Option<String> = row.try_get("superseded_by")?;
             let retracted: Option<String> = row.try_get("retracted_by")?;
             let role: Option<String> = row.try_get("role")?;
-            let source: &str = row.try_get("source")?;
+            let source: String = row.try_get("source")?;
             Ok(Fact {
                 by_person: source == passerelle_domain::event::PERSON_SOURCE,
+                source,
                 event_id: row.try_get("event_id")?,
                 family: row.try_get("family")?,
                 occurred_at: row.try_get("occurred_at")?,

@@ -6,7 +6,7 @@
 //!   recorded in one statement;
 //! - written once per batch (or before any statement that must see them): new persons, new
 //!   links and the projected events, each as one multi-row statement;
-//! - dossiers folded again in bulk: one read of the touched persons' events, one upsert.
+//! - dossiers and households folded at the end (`refold.rs`).
 //!
 //! Anything out of the ordinary (a key linked to another person, a pin, an erased identity
 //! key, a correction or retraction, an identity decision) takes the per-event path of
@@ -15,10 +15,10 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use sqlx::{Postgres, Row as _, Transaction};
+use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::{Error, fold};
+use crate::Error;
 
 /// The batch's view of identity state, valid until a per-event path changes it.
 #[derive(Default)]
@@ -267,202 +267,4 @@ pub async fn record_applied(
         }
     }
     Ok(dedupe)
-}
-
-/// Folds the dossiers of `persons` again in bulk; returns their households, whose right state
-/// the caller folds next.
-/// Serialises the refolds of the same persons and households by concurrent workers: a
-/// household's members (and a person's keys) may sit in different partitions, so two workers
-/// can refold one household at once, each without the other's uncommitted event, and the later
-/// write would win. Before refolding, a batch takes a transaction-scoped advisory lock on every
-/// household it may refold (those of its events and of its persons' events), then on every
-/// person, each set in sorted order: one global order, so two batches never wait on each other
-/// in a cycle; and every dossier or household row is written only under these locks. A worker
-/// that waits reads, once it has the locks, what the other committed.
-pub async fn lock_for_refold(
-    tx: &mut Transaction<'_, Postgres>,
-    persons: &[Uuid],
-    households: &[String],
-) -> Result<(), Error> {
-    let mut all_households: Vec<String> = sqlx::query_scalar(
-        "SELECT DISTINCT household_key FROM person_events WHERE person_id = ANY($1) AND household_key IS NOT NULL",
-    )
-    .bind(persons)
-    .fetch_all(&mut **tx)
-    .await?;
-    all_households.extend(households.iter().cloned());
-    all_households.sort();
-    all_households.dedup();
-    let mut persons: Vec<Uuid> = persons.to_vec();
-    persons.sort();
-    persons.dedup();
-    let keys: Vec<String> =
-        all_households.into_iter().chain(persons.iter().map(|person| format!("person:{person}"))).collect();
-    if keys.is_empty() {
-        return Ok(());
-    }
-    // Volatile functions of the select list run after the ORDER BY: the locks are taken in
-    // the array's order.
-    sqlx::query(
-        "SELECT pg_advisory_xact_lock(hashtextextended(key, 7301)) FROM unnest($1::text[]) WITH ORDINALITY AS k(key, n) ORDER BY n",
-    )
-    .bind(&keys)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-pub async fn refold_persons(tx: &mut Transaction<'_, Postgres>, persons: &[Uuid]) -> Result<Vec<String>, Error> {
-    if persons.is_empty() {
-        return Ok(Vec::new());
-    }
-    // A person merged into another has no dossier of their own any more.
-    let merged: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT person_id FROM persons WHERE person_id = ANY($1) AND merged_into IS NOT NULL AND merged_into <> person_id",
-    )
-    .bind(persons)
-    .fetch_all(&mut **tx)
-    .await?;
-    let merged: HashSet<Uuid> = merged.into_iter().collect();
-    let live: Vec<Uuid> = persons.iter().copied().filter(|p| !merged.contains(p)).collect();
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT person_id, {} FROM person_events WHERE person_id = ANY($1)",
-        crate::apply::FACT_COLUMNS
-    )))
-    .bind(&live)
-    .fetch_all(&mut **tx)
-    .await?;
-    let mut facts: HashMap<Uuid, Vec<sqlx::postgres::PgRow>> = HashMap::new();
-    for row in rows {
-        facts.entry(row.try_get("person_id")?).or_default().push(row);
-    }
-    // Every event of theirs moved to another person (a key reassigned by a decision).
-    let mut gone: Vec<Uuid> = merged.into_iter().collect();
-    let mut states = Vec::new();
-    for person in &live {
-        match facts.remove(person) {
-            Some(rows) => states.push((*person, fold::dossier(&crate::apply::facts_of(rows)?))),
-            None => gone.push(*person),
-        }
-    }
-    if !gone.is_empty() {
-        sqlx::query("DELETE FROM dossiers WHERE person_id = ANY($1)").bind(&gone).execute(&mut **tx).await?;
-    }
-    if states.is_empty() {
-        return Ok(Vec::new());
-    }
-    upsert_dossiers(tx, &states).await?;
-    let ids: Vec<Uuid> = states.iter().map(|(id, _)| *id).collect();
-    // Incomplete while a dead letter about the person (known then, or by one of their subject
-    // keys) waits to be replayed.
-    sqlx::query(
-        "UPDATE dossiers d SET incomplete = EXISTS (
-             SELECT 1 FROM dead_letters x WHERE x.replayed_at IS NULL AND (x.person_id = d.person_id OR x.subject_key IN (
-                 SELECT subject_key FROM subject_links WHERE person_id = d.person_id)))
-         WHERE d.person_id = ANY($1)",
-    )
-    .bind(&ids)
-    .execute(&mut **tx)
-    .await?;
-    Ok(states.into_iter().filter_map(|(_, state)| state.household_key).collect())
-}
-
-async fn upsert_dossiers(tx: &mut Transaction<'_, Postgres>, states: &[(Uuid, fold::State)]) -> Result<(), Error> {
-    macro_rules! column {
-        ($field:ident) => {
-            states.iter().map(|(_, state)| state.$field.clone()).collect::<Vec<_>>()
-        };
-    }
-    sqlx::query(
-        "INSERT INTO dossiers (person_id, territory, territory_since, previous_territory, household_key, role, sdd, sdd_since,
-                               ft_status, ft_status_at, ft_categorie, ft_accompagnement, orientation_status, orientation_type,
-                               oriented_at, structure_siret, referent_uid, referent_siret, referent_since, contract_kind,
-                               contract_start, contract_end, opposition, consent_diagnostic, last_contact_at, updated_at)
-         SELECT *, now() FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::bool[],
-                                     $8::timestamptz[], $9::text[], $10::timestamptz[], $11::text[], $12::text[], $13::text[],
-                                     $14::text[], $15::timestamptz[], $16::text[], $17::text[], $18::text[], $19::timestamptz[],
-                                     $20::text[], $21::date[], $22::date[], $23::bool[], $24::bool[], $25::timestamptz[])
-         ON CONFLICT (person_id) DO UPDATE SET
-            territory = EXCLUDED.territory, territory_since = EXCLUDED.territory_since,
-            previous_territory = EXCLUDED.previous_territory, household_key = EXCLUDED.household_key, role = EXCLUDED.role,
-            sdd = EXCLUDED.sdd, sdd_since = EXCLUDED.sdd_since, ft_status = EXCLUDED.ft_status,
-            ft_status_at = EXCLUDED.ft_status_at, ft_categorie = EXCLUDED.ft_categorie,
-            ft_accompagnement = EXCLUDED.ft_accompagnement, orientation_status = EXCLUDED.orientation_status,
-            orientation_type = EXCLUDED.orientation_type, oriented_at = EXCLUDED.oriented_at,
-            structure_siret = EXCLUDED.structure_siret, referent_uid = EXCLUDED.referent_uid,
-            referent_siret = EXCLUDED.referent_siret, referent_since = EXCLUDED.referent_since,
-            contract_kind = EXCLUDED.contract_kind, contract_start = EXCLUDED.contract_start,
-            contract_end = EXCLUDED.contract_end, opposition = EXCLUDED.opposition,
-            consent_diagnostic = EXCLUDED.consent_diagnostic, last_contact_at = EXCLUDED.last_contact_at, updated_at = now()",
-    )
-    .bind(states.iter().map(|(id, _)| *id).collect::<Vec<_>>())
-    .bind(column!(territory))
-    .bind(column!(territory_since))
-    .bind(column!(previous_territory))
-    .bind(column!(household_key))
-    .bind(column!(role))
-    .bind(column!(sdd))
-    .bind(column!(sdd_since))
-    .bind(column!(ft_status))
-    .bind(column!(ft_status_at))
-    .bind(column!(ft_categorie))
-    .bind(column!(ft_accompagnement))
-    .bind(column!(orientation_status))
-    .bind(column!(orientation_type))
-    .bind(column!(oriented_at))
-    .bind(column!(structure_siret))
-    .bind(column!(referent_uid))
-    .bind(column!(referent_siret))
-    .bind(column!(referent_since))
-    .bind(column!(contract_kind))
-    .bind(column!(contract_start))
-    .bind(column!(contract_end))
-    .bind(column!(opposition))
-    .bind(column!(consent_diagnostic))
-    .bind(column!(last_contact_at))
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// Folds the right state of `households` again in bulk (one read, one update).
-pub async fn refold_households(tx: &mut Transaction<'_, Postgres>, households: &[String]) -> Result<(), Error> {
-    if households.is_empty() {
-        return Ok(());
-    }
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT household_key AS folded_household, {} FROM person_events WHERE household_key = ANY($1)",
-        crate::apply::FACT_COLUMNS
-    )))
-    .bind(households)
-    .fetch_all(&mut **tx)
-    .await?;
-    let mut facts: HashMap<String, Vec<sqlx::postgres::PgRow>> = HashMap::new();
-    for row in rows {
-        facts.entry(row.try_get("folded_household")?).or_default().push(row);
-    }
-    let mut keys = Vec::with_capacity(households.len());
-    let mut states = Vec::with_capacity(households.len());
-    let mut ats = Vec::with_capacity(households.len());
-    let mut motifs = Vec::with_capacity(households.len());
-    for household in households {
-        let rows = facts.remove(household).unwrap_or_default();
-        let (state, at, motif) = fold::right_state(&crate::apply::facts_of(rows)?);
-        keys.push(household.clone());
-        states.push(state);
-        ats.push(at);
-        motifs.push(motif);
-    }
-    sqlx::query(
-        "UPDATE dossiers d SET right_state = u.state, right_state_at = u.at, right_motif = u.motif, updated_at = now()
-         FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]) AS u(household_key, state, at, motif)
-         WHERE d.household_key = u.household_key",
-    )
-    .bind(keys)
-    .bind(states)
-    .bind(ats)
-    .bind(motifs)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }

@@ -48,6 +48,9 @@ pub async fn run(
     }
     crate::metrics::metrics().erased_skipped.with_label_values(&[applier.projection.as_str()]);
     crate::metrics::metrics().group_rejoins.with_label_values(&[applier.projection.as_str()]);
+    for (subject, fold) in crate::metrics::FOLD_LABELS {
+        crate::metrics::metrics().folds.with_label_values(&[applier.projection.as_str(), subject, fold]);
+    }
     let mut consumer = join(&settings)?;
     let mut watchdog = Watchdog::new(&settings)?;
     let mut check = tokio::time::interval((settings.rejoin_after / 3).max(Duration::from_secs(1)));
@@ -246,6 +249,7 @@ fn record_metrics(projection: &str, outcome: &Outcome, records: usize, took: Dur
         metrics.dead_letters.with_label_values(&[projection, reason]).inc();
     }
     crate::metrics::note_applied(&outcome.last_timestamps);
+    crate::metrics::record_folds(projection, &outcome.folds);
     for (territory, at) in &outcome.territories {
         metrics.territory_last_event.with_label_values(&[territory]).set(at / 1000);
     }

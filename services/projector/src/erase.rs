@@ -73,12 +73,23 @@ pub async fn erase_persons(
             .bind(&persons)
             .fetch_all(&mut *tx)
             .await?;
+    // The households their facts named fold again without them: locked first, in the order a
+    // projection batch takes them (households, then keys), so the two never wait on each other
+    // in a cycle.
+    let linked = with_linked(&mut tx, persons.clone(), &subject_keys).await?;
+    let households = households_of(&mut tx, &linked).await?;
+    crate::refold::lock(&mut tx, &[], &households).await?;
     // The keys first: a projection batch that opened this person's records holds their rows
     // until it commits, so once they are destroyed every such batch is in the tables below,
     // and no later one can open a record of theirs.
     let forgotten = keys.forget(&mut tx, &subject_keys).await?;
     let persons = with_linked(&mut tx, persons, &subject_keys).await?;
+    let households = [households, households_of(&mut tx, &persons).await?].concat();
     let events = remove_persons(&mut tx, &persons, &subject_keys).await?;
+    // The other members' right state, without the erased person's facts.
+    let mut refold = crate::refold::Touched::default();
+    refold.rewritten_households(households);
+    crate::refold::refold(&mut tx, &refold, false).await?;
     let journal_rows: i64 =
         sqlx::query_scalar("SELECT journal.pseudonymise($1)").bind(&persons).fetch_one(&mut *tx).await?;
     // A session of the person's own space names them: signed out.
@@ -155,6 +166,16 @@ async fn with_linked(
     Ok(persons)
 }
 
+/// The households the facts of `persons` name.
+async fn households_of(tx: &mut Transaction<'_, Postgres>, persons: &[Uuid]) -> Result<Vec<String>, Error> {
+    Ok(sqlx::query_scalar(
+        "SELECT DISTINCT household_key FROM person_events WHERE person_id = ANY($1) AND household_key IS NOT NULL",
+    )
+    .bind(persons)
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
 async fn remove_persons(
     tx: &mut Transaction<'_, Postgres>,
     persons: &[Uuid],
@@ -165,6 +186,14 @@ async fn remove_persons(
     sqlx::query(
         "DELETE FROM applied_events a USING person_events e
          WHERE e.person_id = ANY($1) AND a.source = e.source AND a.event_id = e.event_id",
+    )
+    .bind(persons)
+    .execute(&mut **tx)
+    .await?;
+    // A household folded from their facts folds again in full, without them.
+    sqlx::query(
+        "DELETE FROM households WHERE household_key IN (
+             SELECT household_key FROM person_events WHERE person_id = ANY($1) AND household_key IS NOT NULL)",
     )
     .bind(persons)
     .execute(&mut **tx)

@@ -17,6 +17,8 @@ use passerelle_domain::{RightState, event::Payload};
 /// One stored event of a person, as the fold reads it.
 #[derive(Debug, Clone)]
 pub struct Fact {
+    /// The institution that published it (with `event_id`, the fact's identity).
+    pub source: String,
     pub event_id: String,
     /// The source family (`allocataire`, `demandeur_emploi`, `orientation`).
     pub family: String,
@@ -67,11 +69,57 @@ pub struct State {
     pub last_contact_at: Option<DateTime<Utc>>,
 }
 
+/// Where a fold stands: the order key of the last fact it took, (`occurred_at`, `recorded_at`,
+/// `event_id`), the order every fold reads facts in. Event ids compare byte by byte (`COLLATE
+/// "C"` in SQL).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Watermark {
+    pub occurred_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    pub event_id: String,
+}
+
+impl Fact {
+    pub fn key(&self) -> Watermark {
+        Watermark { occurred_at: self.occurred_at, recorded_at: self.recorded_at, event_id: self.event_id.clone() }
+    }
+
+    fn bears_on_right(&self) -> bool {
+        self.payload.right_state().is_some()
+    }
+}
+
 fn in_order(facts: &[Fact]) -> Vec<&Fact> {
     let mut ordered: Vec<&Fact> = facts.iter().filter(|fact| fact.active).collect();
     ordered
         .sort_by(|a, b| (a.occurred_at, a.recorded_at, &a.event_id).cmp(&(b.occurred_at, b.recorded_at, &b.event_id)));
     ordered
+}
+
+/// The watermark of a person's dossier folded from `facts`: its last active fact (every one
+/// counts, even one that decided nothing: a CAF fact sorting before it could make it count).
+pub fn watermark(facts: &[Fact]) -> Option<Watermark> {
+    in_order(facts).last().map(|fact| fact.key())
+}
+
+/// The watermark of a household's right state folded from `facts`: its last active right fact.
+pub fn right_watermark(facts: &[Fact]) -> Option<Watermark> {
+    in_order(facts).into_iter().rfind(|fact| fact.bears_on_right()).map(Fact::key)
+}
+
+/// Whether [`dossier_on`] the stored state, with `later` (the facts stored after its watermark,
+/// including every new fact of the person), gives what [`dossier`] over the whole history would.
+/// The facts already folded never need reading again, except when a new CAF fact changes which
+/// authority they belong to: a first CAF fact (the authority of the facts before it is the one
+/// it names), or one at the watermark's very instant (facts at the same instant belong to the
+/// authority it names).
+pub fn can_fold_on(stored: &State, watermark: &Watermark, later: &[Fact]) -> bool {
+    in_order(later).into_iter().all(|fact| {
+        fact.key() > *watermark
+            && !(decides_territory(fact)
+                && fact.territory.is_some()
+                && (stored.territory.is_none() || fact.occurred_at == watermark.occurred_at))
+    })
 }
 
 /// Whether a fact may decide the person's territory: only the CAF/MSA dossier's facts do.
@@ -89,12 +137,30 @@ fn authority_at<'a>(territories: &[(DateTime<Utc>, &'a str)], at: DateTime<Utc>)
 /// Folds a person's own events into their dossier (the right state comes from the household,
 /// see [`right_state`]).
 pub fn dossier(facts: &[Fact]) -> State {
-    let mut state = State::default();
+    fold_on(State::default(), facts)
+}
+
+/// Folds `later` on from a stored state, as if its whole history were folded again: valid when
+/// [`can_fold_on`] says so.
+pub fn dossier_on(stored: State, later: &[Fact]) -> State {
+    fold_on(stored, later)
+}
+
+fn fold_on(mut state: State, facts: &[Fact]) -> State {
     let ordered = in_order(facts);
-    let territories: Vec<(DateTime<Utc>, &str)> = ordered
-        .iter()
-        .filter(|fact| decides_territory(fact))
-        .filter_map(|fact| fact.territory.as_deref().map(|territory| (fact.occurred_at, territory)))
+    // The authority before these facts is the one the stored state holds (the latest CAF fact's,
+    // before any of these).
+    let stored_authority = state.territory.clone();
+    let territories: Vec<(DateTime<Utc>, &str)> = stored_authority
+        .as_deref()
+        .map(|territory| (DateTime::<Utc>::MIN_UTC, territory))
+        .into_iter()
+        .chain(
+            ordered
+                .iter()
+                .filter(|fact| decides_territory(fact))
+                .filter_map(|fact| fact.territory.as_deref().map(|territory| (fact.occurred_at, territory))),
+        )
         .collect();
     for fact in ordered {
         if fact.by_person {
@@ -207,9 +273,18 @@ fn apply_choice(state: &mut State, choice: &Payload) {
 }
 
 /// The RSA right state of a household, folded from the right facts of all its members.
-pub fn right_state(household_facts: &[Fact]) -> (Option<String>, Option<DateTime<Utc>>, Option<String>) {
-    let mut current = (None, None, None);
-    for fact in in_order(household_facts) {
+pub fn right_state(household_facts: &[Fact]) -> RightFold {
+    right_state_on((None, None, None), household_facts)
+}
+
+/// A household's right state, its date and its motif.
+pub type RightFold = (Option<String>, Option<DateTime<Utc>>, Option<String>);
+
+/// Folds right facts on from a stored right state; valid when every active right fact of
+/// `later` sorts after the stored watermark (the state depends on nothing else).
+pub fn right_state_on(stored: RightFold, later: &[Fact]) -> RightFold {
+    let mut current = stored;
+    for fact in in_order(later) {
         let Some(state) = fact.payload.right_state() else { continue };
         let motif = match &fact.payload {
             Payload::RsaRightSuspended { motif, .. } | Payload::RsaRightClosed { motif, .. } => {
@@ -244,6 +319,7 @@ mod tests {
             _ => "orientation",
         };
         Fact {
+            source: "test".into(),
             event_id: id.into(),
             family: family.into(),
             occurred_at: at(day),
@@ -376,5 +452,64 @@ mod tests {
         );
         referent_claimed.by_person = true;
         assert_eq!(dossier(&[lives_in_52, referent_claimed]).referent_uid, None);
+    }
+
+    /// Random histories cut at a random point: whenever `can_fold_on` accepts the facts after
+    /// the cut, folding them on from the state before it gives the full fold, watermark
+    /// included; and it accepts the common case (nothing late, no first CAF fact).
+    #[test]
+    fn folding_on_from_a_stored_state_equals_the_full_fold() {
+        use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
+        let mut rng = StdRng::seed_from_u64(20261203);
+        let referent = |n: u32| AgentRef { uid: format!("agent{n}"), siret: "73282932000074".into() };
+        let (mut accepted, mut refused) = (0, 0);
+        for round in 0..4000 {
+            let count = rng.random_range(1..14);
+            let mut facts = Vec::new();
+            for n in 0..count {
+                let payload = match rng.random_range(0..12) {
+                    0 | 1 => Payload::SddChanged { soumis: rng.random_bool(0.8) },
+                    2 => Payload::OppositionRecorded,
+                    3 => Payload::OppositionWithdrawn,
+                    4 => Payload::ConsentGiven,
+                    5 | 6 => Payload::ReferentAssigned { referent: referent(rng.random_range(0..3)) },
+                    7 => Payload::ReferentEnded { uid: format!("agent{}", rng.random_range(0..3)) },
+                    8 => Payload::Radiation { motif: None, date_radiation: None },
+                    9 => Payload::OrientationDenied,
+                    10 => Payload::OrientationRequested { origine: passerelle_domain::OrientationOrigin::Initiale },
+                    _ => Payload::ConsentWithdrawn,
+                };
+                // Few days, so that facts share an instant and the order falls to the ids.
+                let mut fact = fact(&format!("{round}-{n:02}"), rng.random_range(1..6), payload);
+                fact.recorded_at = at(rng.random_range(20..22));
+                fact.territory = Some(["52", "51", "69M"][rng.random_range(0..3)].into());
+                if fact.family == "allocataire" && rng.random_bool(0.2) {
+                    fact.territory = None;
+                }
+                fact.by_person = fact.payload.is_person_choice() && rng.random_bool(0.3);
+                fact.active = rng.random_bool(0.9);
+                fact.household_key = rng.random_bool(0.3).then(|| format!("h{}", rng.random_range(0..2)));
+                facts.push(fact);
+            }
+            let full = (dossier(&facts), watermark(&facts));
+            let mut ordered: Vec<Fact> = facts.clone();
+            ordered.sort_by_key(Fact::key);
+            let cut = rng.random_range(0..=ordered.len());
+            let (before, after) = ordered.split_at(cut);
+            let Some(mark) = watermark(before) else { continue };
+            // What the store holds after the watermark: the later facts, and (sometimes) a late
+            // one of the earlier slice that sorts before it.
+            let later: Vec<Fact> = after.iter().filter(|f| f.key() > mark).cloned().collect();
+            let stored = dossier(before);
+            if can_fold_on(&stored, &mark, &later) {
+                accepted += 1;
+                let on = dossier_on(stored, &later);
+                let on_mark = watermark(&later).unwrap_or(mark);
+                assert_eq!((on, Some(on_mark)), full, "round {round}: folded on differs from the full fold");
+            } else {
+                refused += 1;
+            }
+        }
+        assert!(accepted > 1000, "the common case folds on ({accepted} on, {refused} in full)");
     }
 }

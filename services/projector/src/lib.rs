@@ -12,6 +12,7 @@ pub mod fold;
 pub mod identite;
 pub mod metrics;
 pub mod rebuild;
+pub mod refold;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -36,4 +37,8 @@ pub enum Error {
     /// committed: the batch is applied again, without them.
     #[error("an erasure destroyed a key the batch opened; the batch is applied again")]
     KeysDestroyedMeanwhile,
+    /// A fold that went on from the stored state differs from the fold of the whole history
+    /// (only checked with `PASSERELLE_FOLD_CHECK=1`): a bug; the worker stops.
+    #[error("incremental fold differs from the full fold: {0}")]
+    FoldMismatch(String),
 }

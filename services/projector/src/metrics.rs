@@ -30,6 +30,10 @@ pub struct ProjectorMetrics {
     /// its consumer group because a partition with records waiting made no progress (the
     /// watchdog, `consumer::Watchdog`).
     pub group_rejoins: IntCounterVec,
+    /// `passerelle_projector_folds_total{projection, subject, fold}`: dossiers and households
+    /// folded at the end of a batch, `incremental` (on from the stored state) or `full` (the
+    /// whole history read again: a first fact, a late fact, a correction, a merge).
+    pub folds: IntCounterVec,
 }
 
 pub fn metrics() -> &'static ProjectorMetrics {
@@ -88,6 +92,11 @@ pub fn metrics() -> &'static ProjectorMetrics {
                 "times a worker rejoined its consumer group because a partition with records waiting made no progress",
                 &["projection"],
             ),
+            folds: counter(
+                "projector_folds_total",
+                "dossiers and households folded, incrementally from the stored state or over the whole history",
+                &["projection", "subject", "fold"],
+            ),
         };
         let registry = passerelle_telemetry::registry();
         for collector in [
@@ -101,11 +110,24 @@ pub fn metrics() -> &'static ProjectorMetrics {
             Box::new(metrics.territory_last_event.clone()),
             Box::new(metrics.unlinked_persons.clone()),
             Box::new(metrics.group_rejoins.clone()),
+            Box::new(metrics.folds.clone()),
         ] {
             drop(registry.register(collector));
         }
         metrics
     })
+}
+
+/// The (`subject`, `fold`) labels of `passerelle_projector_folds_total`.
+pub const FOLD_LABELS: [(&str, &str); 4] =
+    [("dossier", "incremental"), ("dossier", "full"), ("household", "incremental"), ("household", "full")];
+
+/// Counts a batch's folds.
+pub fn record_folds(projection: &str, folds: &crate::refold::Folds) {
+    let counts = [folds.dossiers_on, folds.dossiers_full, folds.households_on, folds.households_full];
+    for ((subject, fold), count) in FOLD_LABELS.into_iter().zip(counts) {
+        metrics().folds.with_label_values(&[projection, subject, fold]).inc_by(count);
+    }
 }
 
 /// Counts the persons known by a secondary identifier only (no NIR linked): FT-only or
