@@ -515,3 +515,73 @@ async fn two_workers_refolding_one_household_at_once_lose_neither_event() -> any
     assert!(b_waited, "worker B waited for worker A's refold of the same household");
     hub.running.shutdown().await
 }
+
+/// The incremental fold (docs/projector.md): a fact later than everything a dossier folded goes
+/// on from the stored row; a late fact and a correction fold the whole history again. Each
+/// batch is applied by hand to read how it folded; the dossier is what a full fold gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_fact_folds_on_from_the_stored_dossier_and_a_late_one_or_a_correction_in_full() -> anyhow::Result<()> {
+    let hub = TestHub::spawn_without_projector().await?;
+    let mut client = AllocataireIngestClient::new(hub.channel_as("caf-521").await?);
+    let suspended = proto::allocataire_event::Fact::RightSuspended(proto::RsaRightSuspended {
+        scope: "PAYMENT".into(),
+        motif: "06".into(),
+        date_suspension: "2026-09-05".into(),
+    });
+    client.publish(caf("inc-1", "2026-09-01T09:00:00+02:00", legrand(), "DEM", right_opened())).await?;
+    client.publish(caf("inc-2", "2026-09-05T09:00:00+02:00", legrand(), "DEM", suspended)).await?;
+    client.publish(caf("inc-3", "2026-09-03T09:00:00+02:00", legrand(), "DEM", sdd(true))).await?;
+    let mut correction = caf("inc-4", "2026-09-06T09:00:00+02:00", legrand(), "DEM", sdd(false));
+    correction.corrects_event_id = "inc-3".into();
+    client.publish(correction).await?;
+    let topic = hub.running.topics.topic(passerelle_domain::event::Family::Allocataire);
+    let mut by_id = std::collections::HashMap::new();
+    for record in passerelle_e2e::topics::read_all(&hub.config.kafka.bootstrap_servers, &topic)? {
+        let event_id = hub.event_id_of(passerelle_domain::event::Family::Allocataire, &record.value).await;
+        by_id.insert(
+            event_id,
+            passerelle_projector::apply::Record {
+                topic: topic.clone(),
+                partition: record.partition,
+                offset: record.offset,
+                key: Some(record.key),
+                value: Some(record.value),
+                timestamp_ms: None,
+                traceparent: None,
+            },
+        );
+    }
+    let of = |event_id: &str| by_id.get(&Some(event_id.to_owned())).cloned().expect("the record is on the log");
+    let pool = hub.running.pool.clone();
+    let registry = passerelle_eventlog::registry::Registry::new(pool.clone(), hub.running.topics.clone());
+    let applier = passerelle::dossier_applier(registry, hub.key_store(), &hub.running.topics);
+    let key = hub.subject_keys().nir(&Nir::parse(NIR_LEGRAND)?).as_str().to_owned();
+    let dossier = async || -> anyhow::Result<Dossier> {
+        let person = passerelle_readmodel::person_of_subject(&pool, &key).await?.expect("projected");
+        Ok(passerelle_readmodel::dossier(&pool, person).await?.expect("a dossier"))
+    };
+    use passerelle_projector::refold::Folds;
+
+    let first = applier.replay(&pool, &[of("inc-1")]).await?;
+    assert_eq!(first.folds, Folds { dossiers_full: 1, households_full: 1, ..Folds::default() }, "a first fact");
+    assert_eq!(dossier().await?.right_state.as_deref(), Some("2"));
+
+    let later = applier.replay(&pool, &[of("inc-2")]).await?;
+    assert_eq!(later.folds, Folds { dossiers_on: 1, households_on: 1, ..Folds::default() }, "a later fact");
+    let now = dossier().await?;
+    assert_eq!((now.right_state.as_deref(), now.right_motif.as_deref()), (Some("4"), Some("06")));
+
+    // Occurred on the 3rd, after the suspension of the 5th was folded: late for the dossier; not
+    // a right fact, so the household goes on.
+    let late = applier.replay(&pool, &[of("inc-3")]).await?;
+    assert_eq!(late.folds, Folds { dossiers_full: 1, households_on: 1, ..Folds::default() }, "a late fact");
+    let now = dossier().await?;
+    assert!(now.sdd, "the late fact counts");
+    assert_eq!(now.right_state.as_deref(), Some("4"), "and the later suspension still holds");
+
+    let corrected = applier.replay(&pool, &[of("inc-4")]).await?;
+    assert_eq!(corrected.folds.dossiers_full, 1, "a correction folds the history again: {:?}", corrected.folds);
+    assert_eq!(corrected.folds.dossiers_on, 0);
+    assert!(!dossier().await?.sdd, "the corrected fact no longer counts");
+    hub.running.shutdown().await
+}

@@ -62,6 +62,24 @@ async fn projected_dossiers_equal_the_oracle_for_random_histories() -> anyhow::R
     let records = push(&hub, &work).await?;
     wait_projected(&hub.running.pool, &work, records, Duration::from_secs(60)).await?;
     compare_with_oracle(&hub.running.pool, &hub.subject_keys(), &work).await?;
+    // Both folds ran, and every incremental one was checked against the full fold (a
+    // difference stops the projector, and the wait above fails).
+    anyhow::ensure!(
+        std::env::var(passerelle_projector::refold::CHECK_VARIABLE).as_deref() == Ok("1"),
+        "run through infra/test.sh, which sets {}=1",
+        passerelle_projector::refold::CHECK_VARIABLE
+    );
+    let folds = |subject: &str, fold: &str| {
+        passerelle_projector::metrics::metrics().folds.with_label_values(&["dossier", subject, fold]).get()
+    };
+    let (on, full) = (folds("dossier", "incremental"), folds("dossier", "full"));
+    let (household_on, household_full) = (folds("household", "incremental"), folds("household", "full"));
+    println!(
+        "folds: dossiers {on} incremental, {full} full; households {household_on} incremental, {household_full} full"
+    );
+    // These histories are mostly late facts and corrections (the generator's hard cases), so
+    // most folds are full; `projector::a_later_fact_folds_on_…` covers each case by itself.
+    anyhow::ensure!(on > 0 && full > 0, "both folds ran");
     hub.running.shutdown().await
 }
 

@@ -303,9 +303,9 @@ async fn facts_after<K: ToString>(
     let column = subject.column();
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT w.subject AS folded_subject, {FACT_COLUMNS} FROM person_events e
-         JOIN unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::text[]) AS w(subject, occurred_at, recorded_at, event_id)
+         JOIN unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::text[]) AS w(subject, mark_occurred, mark_recorded, mark_event)
            ON e.{column} = w.subject
-         WHERE (e.occurred_at, e.recorded_at, e.event_id COLLATE \"C\") > (w.occurred_at, w.recorded_at, w.event_id COLLATE \"C\")"
+         WHERE (e.occurred_at, e.recorded_at, e.event_id COLLATE \"C\") > (w.mark_occurred, w.mark_recorded, w.mark_event COLLATE \"C\")"
     )))
     .bind(marks.iter().map(|(subject, _)| subject.to_string()).collect::<Vec<_>>())
     .bind(marks.iter().map(|(_, mark)| mark.occurred_at).collect::<Vec<_>>())
