@@ -202,6 +202,16 @@ async fn run(
         projected.dossiers,
         projected.total.as_secs_f64()
     );
+    let live_folds = stages::live_folds(&stack).await?;
+    let fallback = |on: f64, full: f64| if on + full > 0.0 { full / (on + full) } else { 0.0 };
+    let fold = |key: &str| live_folds.get(key).copied().unwrap_or_default();
+    eprintln!(
+        "  folds: dossiers {:.0} incremental, {:.0} full; households {:.0} incremental, {:.0} full",
+        fold("dossier_incremental"),
+        fold("dossier_full"),
+        fold("household_incremental"),
+        fold("household_full")
+    );
     eprintln!("  baseline: the same rows COPY'd into empty twins of the tables");
     let pg = stages::pg_baseline(&stack).await?;
     let pg_rate = rate(projected.applied as f64, pg.took);
@@ -329,11 +339,22 @@ async fn run(
             "steady_events_per_s": projection_steady,
             "baseline": {"what": "COPY (binary) of the rows the projection wrote into empty twins of its tables, one transaction", "rows": pg.rows, "seconds": pg.took.as_secs_f64(), "events_per_s": pg_rate},
             "ratio": projection_rate / pg_rate, "target_events_per_s": 10_000,
+            "folds": {
+                "what": "passerelle_projector_folds_total at the end of the catch-up: dossiers and households folded on from their stored state (incremental) or over their whole history (full)",
+                "counts": live_folds,
+                "dossier_fallback_rate": fallback(fold("dossier_incremental"), fold("dossier_full")),
+                "household_fallback_rate": fallback(fold("household_incremental"), fold("household_full"))
+            },
             "split": {
                 "what": "the same records fetched into memory by a plain librdkafka consumer (the broker's cost), then applied by the projection's code into empty tables (projector + PostgreSQL, no broker)",
                 "records": split.records, "fetch_seconds": split.fetch.as_secs_f64(), "fetch_records_per_s": fetch_rate,
                 "apply_seconds": split.apply.as_secs_f64(), "apply_events_per_s": apply_rate, "batch": split.batch,
-                "apply_ratio_to_copy": apply_rate / pg_rate
+                "apply_ratio_to_copy": apply_rate / pg_rate,
+                "folds": {
+                    "dossiers_incremental": split.folds.dossiers_on, "dossiers_full": split.folds.dossiers_full,
+                    "households_incremental": split.folds.households_on, "households_full": split.folds.households_full,
+                    "dossier_fallback_rate": fallback(split.folds.dossiers_on as f64, split.folds.dossiers_full as f64)
+                }
             }
         },
         "freshness": {
@@ -420,6 +441,12 @@ fn print_table(r: &Value) {
         r["projection"]["events"],
         r["projection"]["dossiers"],
         f(&r["projection"]["steady_events_per_s"]),
+    );
+    println!(
+        "{:<12} dossiers {:.1}% full, households {:.1}% full (the incremental fold's fallback rate during the catch-up)",
+        "  folds",
+        100.0 * f(&r["projection"]["folds"]["dossier_fallback_rate"]),
+        100.0 * f(&r["projection"]["folds"]["household_fallback_rate"]),
     );
     println!(
         "{:<12} {:>12.0} ev/s {:>15.0} ev/s {:>7.1}% {:>12}  projection code on records in memory (batch {}); broker fetch alone {:.0} rec/s",

@@ -95,8 +95,23 @@ pub async fn projection(stack: &Stack, expected: u64) -> anyhow::Result<(Hub, Pr
     }
 }
 
+/// `passerelle_projector_folds_total` as the running hub exports it, by (subject, fold).
+pub async fn live_folds(stack: &Stack) -> anyhow::Result<HashMap<String, f64>> {
+    let text = reqwest::get(format!("{}/metrics", stack.ops)).await?.error_for_status()?.text().await?;
+    let mut folds = HashMap::new();
+    for line in text.lines().filter(|line| line.starts_with("passerelle_projector_folds_total{")) {
+        let label = |name: &str| {
+            line.split(&format!("{name}=\"")).nth(1).and_then(|rest| rest.split('"').next()).unwrap_or("").to_owned()
+        };
+        let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        *folds.entry(format!("{}_{}", label("subject"), label("fold"))).or_default() += value;
+    }
+    Ok(folds)
+}
+
 /// The tables the projection writes, in an order their foreign keys accept.
-const PROJECTED_TABLES: &[&str] = &["persons", "subject_links", "person_events", "applied_events", "dossiers"];
+const PROJECTED_TABLES: &[&str] =
+    &["persons", "subject_links", "person_events", "applied_events", "dossiers", "households"];
 
 pub struct PgBaseline {
     pub rows: HashMap<String, i64>,
@@ -613,6 +628,8 @@ pub struct ApplyOnly {
     /// projector's own work, no broker).
     pub apply: Duration,
     pub batch: usize,
+    /// How the batches folded the dossiers and households (the incremental fold's fallback rate).
+    pub folds: passerelle_projector::refold::Folds,
 }
 
 /// Separates the projection's two costs: the records are fetched from the broker into memory
@@ -662,13 +679,18 @@ pub async fn apply_only(stack: &Stack, batch: usize) -> anyhow::Result<ApplyOnly
     let registry = Registry::new(live.clone(), topics.clone());
     let applier = passerelle::dossier_applier(registry, passerelle::key_store(config, &live).await?, &topics);
     let started = Instant::now();
+    let mut folds = passerelle_projector::refold::Folds::default();
     for chunk in records.chunks(batch) {
-        applier.apply(&pool, chunk).await?;
+        let outcome = applier.apply(&pool, chunk).await?;
+        folds.dossiers_on += outcome.folds.dossiers_on;
+        folds.dossiers_full += outcome.folds.dossiers_full;
+        folds.households_on += outcome.folds.households_on;
+        folds.households_full += outcome.folds.households_full;
     }
     let apply = started.elapsed();
     pool.close().await;
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {} CASCADE", passerelle_projector::rebuild::REBUILD_SCHEMA)))
         .execute(&admin)
         .await?;
-    Ok(ApplyOnly { records: records.len(), fetch, apply, batch })
+    Ok(ApplyOnly { records: records.len(), fetch, apply, batch, folds })
 }
