@@ -130,6 +130,13 @@ impl Applier {
         self
     }
 
+    /// Checks every incremental fold against the full fold, or not, whatever
+    /// [`refold::CHECK_VARIABLE`] says.
+    pub fn checking_folds(mut self, check: bool) -> Self {
+        self.check_folds = check;
+        self
+    }
+
     /// Also applies the human identity decisions published on `topic`.
     pub fn with_identity_topic(mut self, topic: impl Into<String>) -> Self {
         self.identity_topic = Some(topic.into());
