@@ -282,11 +282,12 @@ enum Subject {
 }
 
 impl Subject {
-    /// The column the facts are gathered by, as text.
-    fn column(self) -> &'static str {
+    /// The column the facts are gathered by (indexed: it must be compared as it is, not cast),
+    /// and its SQL type.
+    fn column(self) -> (&'static str, &'static str) {
         match self {
-            Subject::Person => "person_id::text",
-            Subject::Household => "household_key",
+            Subject::Person => ("person_id", "uuid"),
+            Subject::Household => ("household_key", "text"),
         }
     }
 }
@@ -300,10 +301,10 @@ async fn facts_after<K: ToString>(
     if marks.is_empty() {
         return Ok(HashMap::new());
     }
-    let column = subject.column();
+    let (column, kind) = subject.column();
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT w.subject AS folded_subject, {FACT_COLUMNS} FROM person_events e
-         JOIN unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::text[]) AS w(subject, mark_occurred, mark_recorded, mark_event)
+        "SELECT w.subject::text AS folded_subject, {FACT_COLUMNS} FROM person_events e
+         JOIN unnest($1::text[]::{kind}[], $2::timestamptz[], $3::timestamptz[], $4::text[]) AS w(subject, mark_occurred, mark_recorded, mark_event)
            ON e.{column} = w.subject
          WHERE (e.occurred_at, e.recorded_at, e.event_id COLLATE \"C\") > (w.mark_occurred, w.mark_recorded, w.mark_event COLLATE \"C\")"
     )))
@@ -331,9 +332,9 @@ async fn facts_of_all<K: ToString>(
     if subjects.is_empty() {
         return Ok(HashMap::new());
     }
-    let column = subject.column();
+    let (column, kind) = subject.column();
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {column} AS folded_subject, {FACT_COLUMNS} FROM person_events e WHERE e.{column} = ANY($1)"
+        "SELECT e.{column}::text AS folded_subject, {FACT_COLUMNS} FROM person_events e WHERE e.{column} = ANY($1::text[]::{kind}[])"
     )))
     .bind(subjects.iter().map(ToString::to_string).collect::<Vec<_>>())
     .fetch_all(&mut **tx)
