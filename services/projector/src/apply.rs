@@ -615,7 +615,16 @@ impl Applier {
             organisme: household.map(|h| h.organisme.as_str().to_owned()),
         };
         let household_key = household.map(|h| h.key.as_str().to_owned());
-        touched.appended(person_id, source, event_id, household_key.as_deref(), event.payload.right_state().is_some());
+        touched.appended(refold::NewFact {
+            person: person_id,
+            source,
+            event_id,
+            occurred_at: envelope.occurred_at,
+            recorded_at: envelope.recorded_at,
+            household: household_key.as_deref(),
+            right: event.payload.right_state().is_some(),
+            decides_territory: event.family == Family::Allocataire && envelope.territory.is_some(),
+        });
         if !moved.is_empty() {
             // Events moved between persons: both histories changed before their watermarks.
             touched.rewritten_persons(moved.into_iter().chain([person_id]));

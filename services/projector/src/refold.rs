@@ -37,20 +37,64 @@ pub struct Touched {
     /// The new facts of the batch, by person, and the new right facts, by household.
     appended: HashMap<Uuid, HashSet<(String, String)>>,
     appended_right: HashMap<String, HashSet<(String, String)>>,
+    /// Their order keys (and, for a person's, whether it is a CAF fact naming an authority):
+    /// a fold known to fall back is decided before any fact is read.
+    appended_keys: HashMap<Uuid, Vec<(Watermark, bool)>>,
+    appended_right_keys: HashMap<String, Vec<Watermark>>,
+}
+
+/// A new fact of a batch, as the refold sees it before reading anything.
+pub struct NewFact<'a> {
+    pub person: Uuid,
+    pub source: &'a str,
+    pub event_id: &'a str,
+    pub occurred_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    pub household: Option<&'a str>,
+    /// Bears on the household's right.
+    pub right: bool,
+    /// A CAF/MSA fact naming the person's authority.
+    pub decides_territory: bool,
 }
 
 impl Touched {
-    /// A new fact of `person` (of `household`, bearing on its right or not).
-    pub fn appended(&mut self, person: Uuid, source: &str, event_id: &str, household: Option<&str>, right: bool) {
-        let id = (source.to_owned(), event_id.to_owned());
-        self.persons.insert(person);
-        self.appended.entry(person).or_default().insert(id.clone());
-        if let Some(household) = household {
+    /// A new fact of a person (and of a household, bearing on its right or not).
+    pub fn appended(&mut self, fact: NewFact<'_>) {
+        use chrono::SubsecRound as _;
+        let id = (fact.source.to_owned(), fact.event_id.to_owned());
+        // As PostgreSQL stores it: microseconds (sqlx truncates).
+        let key = Watermark {
+            occurred_at: fact.occurred_at.trunc_subsecs(6),
+            recorded_at: fact.recorded_at.trunc_subsecs(6),
+            event_id: fact.event_id.to_owned(),
+        };
+        self.persons.insert(fact.person);
+        self.appended.entry(fact.person).or_default().insert(id.clone());
+        self.appended_keys.entry(fact.person).or_default().push((key.clone(), fact.decides_territory));
+        if let Some(household) = fact.household {
             self.households.insert(household.to_owned());
-            if right {
+            if fact.right {
                 self.appended_right.entry(household.to_owned()).or_default().insert(id);
+                self.appended_right_keys.entry(household.to_owned()).or_default().push(key);
             }
         }
+    }
+
+    /// Whether the new facts of `person` may fold on from `stored` (what [`fold::can_fold_on`]
+    /// checks once they are read): none sorts at or before the watermark, and none is a CAF
+    /// fact that changes the authority of the facts already folded.
+    fn may_fold_on(&self, person: &Uuid, stored: &State, mark: &Watermark) -> bool {
+        self.appended_keys.get(person).is_none_or(|facts| {
+            facts.iter().all(|(key, decides_territory)| {
+                key > mark
+                    && !(*decides_territory && (stored.territory.is_none() || key.occurred_at == mark.occurred_at))
+            })
+        })
+    }
+
+    /// Whether the new right facts of `household` all sort after its watermark.
+    fn may_fold_household_on(&self, household: &str, mark: &Watermark) -> bool {
+        self.appended_right_keys.get(household).is_none_or(|keys| keys.iter().all(|key| key > mark))
     }
 
     /// Persons whose history changed otherwise (events moved, a decision, a correction).
@@ -90,8 +134,22 @@ pub async fn refold(tx: &mut Transaction<'_, Postgres>, touched: &Touched, check
         return Ok(folds);
     }
     let persons: Vec<Uuid> = touched.persons.iter().copied().collect();
-    let households: Vec<String> = touched.households.iter().cloned().collect();
-    lock(tx, &persons, &households).await?;
+    // The households the batch will write: those of its facts, those the dossiers name now, and
+    // for a person whose history changed, every household of their facts (a full fold may name
+    // any). A household found only after folding is locked then (below).
+    let mut locked: BTreeSet<String> = touched.households.clone();
+    let rewritten: Vec<Uuid> = touched.rewritten_persons.iter().copied().collect();
+    locked.extend(
+        sqlx::query_scalar::<_, String>(
+            "SELECT household_key FROM dossiers WHERE person_id = ANY($1) AND household_key IS NOT NULL
+             UNION SELECT household_key FROM person_events WHERE person_id = ANY($2) AND household_key IS NOT NULL",
+        )
+        .bind(&persons)
+        .bind(&rewritten)
+        .fetch_all(&mut **tx)
+        .await?,
+    );
+    lock(tx, &persons, &locked.iter().cloned().collect::<Vec<_>>()).await?;
 
     // A person merged into another has no dossier of their own any more.
     let merged: HashSet<Uuid> = sqlx::query_scalar(
@@ -111,7 +169,9 @@ pub async fn refold(tx: &mut Transaction<'_, Postgres>, touched: &Touched, check
         if touched.rewritten_persons.contains(person) {
             continue;
         }
-        if let Some((_, Some(mark))) = stored.get(person) {
+        if let Some((state, Some(mark))) = stored.get(person)
+            && touched.may_fold_on(person, state, mark)
+        {
             marks.push((*person, mark.clone()));
         }
     }
@@ -167,12 +227,21 @@ pub async fn refold(tx: &mut Transaction<'_, Postgres>, touched: &Touched, check
     let mut households: BTreeSet<String> = touched.households.clone();
     households.extend(states.values().filter_map(|(state, _)| state.household_key.clone()));
     let households: Vec<String> = households.into_iter().collect();
+    // Out of the global order, so two batches may wait on each other: PostgreSQL detects it and
+    // the batch is applied again (a deadlock is transient). Rare: a full fold naming a household
+    // neither its facts nor its dossier named.
+    let unlocked: Vec<String> = households.iter().filter(|household| !locked.contains(*household)).cloned().collect();
+    if !unlocked.is_empty() {
+        lock(tx, &[], &unlocked).await?;
+    }
     let stored = stored_households(tx, &households).await?;
     let marks: Vec<(String, Watermark)> = households
         .iter()
         .filter(|household| !touched.rewritten_households.contains(*household))
         .filter_map(|household| match stored.get(household) {
-            Some((_, Some(mark))) => Some((household.clone(), mark.clone())),
+            Some((_, Some(mark))) if touched.may_fold_household_on(household, mark) => {
+                Some((household.clone(), mark.clone()))
+            }
             _ => None,
         })
         .collect();
@@ -181,8 +250,7 @@ pub async fn refold(tx: &mut Transaction<'_, Postgres>, touched: &Touched, check
     let mut full: Vec<String> = Vec::new();
     for household in &households {
         let on = match (stored.get(household), later.remove(household)) {
-            (Some((right, Some(mark))), facts) if !touched.rewritten_households.contains(household) => {
-                let facts = facts.unwrap_or_default();
+            (Some((right, Some(mark))), Some(facts)) if !touched.rewritten_households.contains(household) => {
                 let new = touched.appended_right.get(household);
                 let all_new_later = new.is_none_or(|new| contains_all(&facts, new));
                 let in_order =
@@ -241,18 +309,12 @@ fn contains_all(facts: &[Fact], ids: &HashSet<(String, String)>) -> bool {
 /// household's members (and a person's keys) may sit in different partitions, so two workers
 /// can refold one household at once, each without the other's uncommitted event, and the later
 /// write would win. Before refolding, a batch takes a transaction-scoped advisory lock on every
-/// household it may refold (those of its events and of its persons' events), then on every
-/// person, each set in sorted order: one global order, so two batches never wait on each other
-/// in a cycle; and every dossier or household row is written only under these locks. A worker
-/// that waits reads, once it has the locks, what the other committed.
+/// household it may refold, then on every person, each set in sorted order: one global order,
+/// so two batches never wait on each other in a cycle; and every dossier or household row is
+/// written only under these locks. A worker that waits reads, once it has the locks, what the
+/// other committed.
 pub async fn lock(tx: &mut Transaction<'_, Postgres>, persons: &[Uuid], households: &[String]) -> Result<(), Error> {
-    let mut all_households: Vec<String> = sqlx::query_scalar(
-        "SELECT DISTINCT household_key FROM person_events WHERE person_id = ANY($1) AND household_key IS NOT NULL",
-    )
-    .bind(persons)
-    .fetch_all(&mut **tx)
-    .await?;
-    all_households.extend(households.iter().cloned());
+    let mut all_households: Vec<String> = households.to_vec();
     all_households.sort();
     all_households.dedup();
     let mut persons: Vec<Uuid> = persons.to_vec();
