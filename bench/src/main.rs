@@ -3,6 +3,7 @@
 
 mod ingest;
 mod population;
+mod profile;
 mod stack;
 mod stages;
 
@@ -167,9 +168,12 @@ async fn run(
         ingest::BATCH,
         ingest::IN_FLIGHT
     );
+    let owner = stack.owner_pool().await?;
     let hub = stack.start(&["serve", "ingest"], "ingest.log").await?;
+    let ingest_profile = profile::Profile::start(&owner).await?;
     let cpu_before = stack::Cpu::read(Some(hub.pid()));
     let (counts, ingest_took) = ingest::through_grpc(&stack, &population.pushes).await?;
+    let ingest_statements = ingest_profile.finish(&owner, "ingest", 10).await?;
     let ingest_cpu = stack::Cpu::read(Some(hub.pid())).since(&cpu_before);
     hub.stop()?;
     eprintln!("  CPU seconds during the run: {ingest_cpu}");
@@ -187,6 +191,7 @@ async fn run(
     eprintln!("  {} records in {:.1} s: {baseline_rate:.0} records/s", baseline.records, baseline.took.as_secs_f64());
 
     eprintln!("[4/7] projection: passerelle up on the log of {} events", counts.accepted);
+    let catch_up_profile = profile::Profile::start(&owner).await?;
     let cpu_before = stack::Cpu::read(None);
     let (hub, projected) = stages::projection(&stack, counts.accepted).await?;
     let mut projection_cpu = stack::Cpu::read(Some(hub.pid())).since(&cpu_before);
@@ -212,13 +217,16 @@ async fn run(
         fold("household_incremental"),
         fold("household_full")
     );
+    let catch_up_statements = catch_up_profile.finish(&owner, "catch-up", 15).await?;
     eprintln!("  baseline: the same rows COPY'd into empty twins of the tables");
     let pg = stages::pg_baseline(&stack).await?;
     let pg_rate = rate(projected.applied as f64, pg.took);
     eprintln!("  {:?} in {:.2} s: {pg_rate:.0} events/s", pg.rows, pg.took.as_secs_f64());
 
     eprintln!("  split: the records fetched into memory by a plain consumer, then applied without the broker");
+    let split_profile = profile::Profile::start(&owner).await?;
     let split = stages::apply_only(&stack, options.projector_batch).await?;
+    let split_statements = split_profile.finish(&owner, "apply only", 15).await?;
     let fetch_rate = rate(split.records as f64, split.fetch);
     let apply_rate = rate(split.records as f64, split.apply);
     eprintln!(
@@ -315,6 +323,7 @@ async fn run(
         })
         .collect();
 
+    let database_settings = profile::settings(&owner).await?;
     let git = std::process::Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])
         .output()
@@ -323,14 +332,14 @@ async fn run(
     let record = json!({
         "started_at": started_at.to_rfc3339(),
         "commit": git,
-        "machine": {"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "broker": "tansu 0.6 (sqlite file storage)", "database": "PostgreSQL on 127.0.0.1"},
+        "machine": {"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "broker": "tansu 0.6 (sqlite file storage)", "database": "PostgreSQL on 127.0.0.1", "database_settings": database_settings},
         "population": {"households": options.households, "seed": options.seed, "persons": persons, "events": events},
         "ingest": {
             "events": counts.accepted, "refused": counts.refused, "seconds": ingest_took.as_secs_f64(), "events_per_s": ingest_rate,
             "batch": ingest::BATCH, "calls_in_flight": ingest::IN_FLIGHT,
             "baseline": {"what": "the hub's own prepared records (same keys, values, producer settings, 6 partitions) produced straight to the broker", "records": baseline.records, "seconds": baseline.took.as_secs_f64(), "records_per_s": baseline_rate, "mean_record_bytes": baseline.mean_bytes},
             "ratio": ingest_rate / baseline_rate, "target_ratio": 0.8,
-            "cpu_seconds": ingest_cpu, "baseline_cpu_seconds": baseline.cpu
+            "cpu_seconds": ingest_cpu, "baseline_cpu_seconds": baseline.cpu, "statements": ingest_statements
         },
         "projection": {
             "events": projected.applied, "dead_letters": projected.dead_letters, "dossiers": projected.dossiers,
@@ -339,6 +348,7 @@ async fn run(
             "steady_events_per_s": projection_steady,
             "baseline": {"what": "COPY (binary) of the rows the projection wrote into empty twins of its tables, one transaction", "rows": pg.rows, "seconds": pg.took.as_secs_f64(), "events_per_s": pg_rate},
             "ratio": projection_rate / pg_rate, "target_events_per_s": 10_000,
+            "statements": catch_up_statements,
             "folds": {
                 "what": "passerelle_projector_folds_total at the end of the catch-up: dossiers and households folded on from their stored state (incremental) or over their whole history (full)",
                 "counts": live_folds,
@@ -350,6 +360,7 @@ async fn run(
                 "records": split.records, "fetch_seconds": split.fetch.as_secs_f64(), "fetch_records_per_s": fetch_rate,
                 "apply_seconds": split.apply.as_secs_f64(), "apply_events_per_s": apply_rate, "batch": split.batch,
                 "apply_ratio_to_copy": apply_rate / pg_rate,
+                "statements": split_statements,
                 "folds": {
                     "dossiers_incremental": split.folds.dossiers_on, "dossiers_full": split.folds.dossiers_full,
                     "households_incremental": split.folds.households_on, "households_full": split.folds.households_full,

@@ -586,3 +586,53 @@ async fn a_later_fact_folds_on_from_the_stored_dossier_and_a_late_one_or_a_corre
     assert!(!dossier().await?.sdd, "the corrected fact no longer counts");
     hub.running.shutdown().await
 }
+
+/// A table that grows faster than autovacuum looks (a catch-up, a rebuild, a first ingest) is
+/// analyzed by the hub (`readmodel::statistics`), so batches are planned with its real size; a
+/// small change is left to autovacuum. Both tables have autovacuum off: only the hub analyzes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_analyzes_a_table_that_grew_by_half_and_leaves_small_changes_to_autovacuum() -> anyhow::Result<()> {
+    let hub = TestHub::spawn_without_projector().await?;
+    let owner_url = hub.config.database_owner_url.clone().expect("the test hub has an owner role");
+    let owner = sqlx::PgPool::connect(&owner_url).await?;
+    let mut connection = owner.acquire().await?;
+    for table in ["statistics_grown", "statistics_small"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE TABLE public.{table} (n int PRIMARY KEY) WITH (autovacuum_enabled = false)"
+        )))
+        .execute(&mut *connection)
+        .await?;
+    }
+    sqlx::query("INSERT INTO public.statistics_grown SELECT generate_series(1, 5000)")
+        .execute(&mut *connection)
+        .await?;
+    sqlx::query("INSERT INTO public.statistics_small SELECT generate_series(1, 500)").execute(&mut *connection).await?;
+    // The counters the hub reads are flushed at the end of this session's next statement.
+    sqlx::query("SELECT pg_stat_force_next_flush()").execute(&mut *connection).await?;
+    sqlx::query("SELECT 1").execute(&mut *connection).await?;
+    let analyzed = |table: &'static str| {
+        let owner = owner.clone();
+        async move {
+            let (analyzed, tuples): (bool, f32) = sqlx::query_as(
+                "SELECT s.last_analyze IS NOT NULL, c.reltuples FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
+                 WHERE s.schemaname = 'public' AND s.relname = $1",
+            )
+            .bind(table)
+            .fetch_one(&owner)
+            .await?;
+            anyhow::Ok((analyzed, tuples))
+        }
+    };
+    let tuples = eventually("the grown table analyzed by the hub", async || {
+        let (done, tuples) = analyzed("statistics_grown").await?;
+        Ok(done.then_some(tuples))
+    })
+    .await?;
+    assert_eq!(tuples, 5000.0, "the planner knows the table's size");
+    // Several rounds of the hub's keeper (every 2 s) later, the small change is still not its.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(!analyzed("statistics_small").await?.0, "500 rows are left to autovacuum");
+    drop(connection);
+    owner.close().await;
+    hub.running.shutdown().await
+}

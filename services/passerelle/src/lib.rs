@@ -428,6 +428,13 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
             }
         });
     }
+    // Planner statistics of the tables a catch-up, a rebuild or a first ingest grows faster
+    // than autovacuum looks (readmodel::statistics); ANALYZE is the tables' owner's to run.
+    let owner = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy(config.database_owner_url.as_deref().unwrap_or(&config.database_url))?;
+    tasks.spawn(keep_statistics(owner, shutdown_rx_projector.clone()));
     if services.projector {
         tasks.spawn(retention_schedule(pool.clone(), key_store.clone(), config.retention_days, shutdown_rx_projector));
     }
@@ -600,6 +607,25 @@ pub async fn replay_dead_letter(
 
 /// Runs the retention job every day: persons without contact for `days` are erased, and access
 /// journal entries older than one year are purged.
+/// Every two seconds, analyzes the tables that grew by half since their last analyze.
+async fn keep_statistics(owner: PgPool, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let mut every = tokio::time::interval(Duration::from_secs(2));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+            _ = every.tick() => {}
+        }
+        match passerelle_readmodel::statistics::analyze_grown(&owner).await {
+            Ok(analyzed) if !analyzed.is_empty() => tracing::debug!(tables = ?analyzed, "planner statistics refreshed"),
+            Ok(_) => {}
+            // The database restarting, or the owner's role unusable: the planner keeps older
+            // statistics, autovacuum still refreshes them; worth a line, not a stop.
+            Err(error) => tracing::debug!(error = %error, "planner statistics not refreshed"),
+        }
+    }
+}
+
 async fn retention_schedule(
     pool: PgPool,
     keys: KeyStore,

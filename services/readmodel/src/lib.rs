@@ -1,6 +1,7 @@
 //! The read models: their tables (migrations next to this crate) and the typed queries the API
 //! reads them with. The projector writes them; nothing else does.
 
+pub mod statistics;
 pub mod territory;
 
 use chrono::{DateTime, NaiveDate, Utc};
