@@ -67,6 +67,10 @@ enum Command {
         /// apply-only split's batch).
         #[arg(long, default_value_t = 500)]
         projector_batch: usize,
+        /// Projector workers in the hub's process (the hub's `projector_workers`), sharing the
+        /// topics' partitions.
+        #[arg(long, default_value_t = 1)]
+        projector_workers: usize,
         /// Where the run's files go (configuration, logs).
         #[arg(long, default_value = "var/bench")]
         workdir: PathBuf,
@@ -90,10 +94,12 @@ async fn main() -> anyhow::Result<()> {
             api_concurrency,
             seconds,
             projector_batch,
+            projector_workers,
             workdir,
             history,
         } => {
-            let options = Options { households, seed, api_persons, api_concurrency, seconds, projector_batch };
+            let options =
+                Options { households, seed, api_persons, api_concurrency, seconds, projector_batch, projector_workers };
             run(&options, &bootstrap, &binary, &database, &workdir, &history).await
         }
     }
@@ -133,6 +139,7 @@ struct Options {
     api_concurrency: usize,
     seconds: u64,
     projector_batch: usize,
+    projector_workers: usize,
 }
 
 fn rate(events: f64, took: Duration) -> f64 {
@@ -161,7 +168,9 @@ async fn run(
     let persons = population.persons();
     eprintln!("  {persons} persons, {events} events ({:.1} per person)", events as f64 / persons as f64);
 
-    let stack = stack::Stack::prepare(&dir, &binary, bootstrap, database, options.projector_batch).await?;
+    let stack =
+        stack::Stack::prepare(&dir, &binary, bootstrap, database, options.projector_batch, options.projector_workers)
+            .await?;
 
     eprintln!(
         "[2/7] ingest: gRPC PublishBatch ({} events per call, {} calls in flight)",
@@ -343,7 +352,7 @@ async fn run(
         },
         "projection": {
             "events": projected.applied, "dead_letters": projected.dead_letters, "dossiers": projected.dossiers,
-            "max_batch": options.projector_batch, "cpu_seconds": projection_cpu,
+            "max_batch": options.projector_batch, "workers": options.projector_workers, "cpu_seconds": projection_cpu,
             "seconds_from_start": projected.total.as_secs_f64(), "events_per_s": projection_rate,
             "steady_events_per_s": projection_steady,
             "baseline": {"what": "COPY (binary) of the rows the projection wrote into empty twins of its tables, one transaction", "rows": pg.rows, "seconds": pg.took.as_secs_f64(), "events_per_s": pg_rate},
@@ -443,7 +452,7 @@ fn print_table(r: &Value) {
         f(&r["ingest"]["baseline"]["mean_record_bytes"]),
     );
     println!(
-        "{:<12} {:>12.0} ev/s {:>15.0} ev/s {:>7.1}% {:>12}  {} events, {} dossiers, steady {:.0} ev/s; baseline: COPY of the same rows",
+        "{:<12} {:>12.0} ev/s {:>15.0} ev/s {:>7.1}% {:>12}  {} events, {} dossiers, {} worker(s), steady {:.0} ev/s; baseline: COPY of the same rows",
         "projection",
         f(&r["projection"]["events_per_s"]),
         f(&r["projection"]["baseline"]["events_per_s"]),
@@ -451,6 +460,7 @@ fn print_table(r: &Value) {
         ">= 10000/s",
         r["projection"]["events"],
         r["projection"]["dossiers"],
+        r["projection"]["workers"],
         f(&r["projection"]["steady_events_per_s"]),
     );
     println!(

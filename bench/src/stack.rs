@@ -74,6 +74,7 @@ impl Stack {
         bootstrap: &str,
         database: &str,
         projector_batch: usize,
+        projector_workers: usize,
     ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let dir = dir.canonicalize()?;
@@ -104,6 +105,7 @@ registry_listen = "127.0.0.1:{registry}"
 institutions_file = "{dir}/institutions.toml"
 log_format = "json"
 projector_max_batch = {projector_batch}
+projector_workers = {projector_workers}
 
 [kafka]
 bootstrap_servers = "{bootstrap}"

@@ -58,7 +58,10 @@ fn seed() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn projected_dossiers_equal_the_oracle_for_random_histories() -> anyhow::Result<()> {
     let work = workload(seed(), 60);
-    let hub = TestHub::spawn().await?;
+    // Two workers in the hub's process, each with partitions of its own: a household's members
+    // and a person's keys land in both, so they refold the same rows (the race of
+    // docs/projector.md, "Concurrent workers").
+    let hub = TestHub::spawn_configured(|config| config.projector_workers = 2).await?;
     // The second half arrives once the first is (mostly) projected: its facts find stored
     // dossiers, and fold on from them or, when late, in full.
     let first = push_half(&hub, &work, 0).await?;

@@ -56,6 +56,9 @@ pub struct Config {
     pub projector_group: String,
     /// Records applied per projector transaction, at most.
     pub projector_max_batch: usize,
+    /// Projector workers this process runs, each a member of the consumer group with partitions
+    /// of its own (docs/projector.md, "Concurrent workers"); 1 by default.
+    pub projector_workers: usize,
     /// The projector's group watchdog (seconds): a partition with records waiting that made no
     /// progress for this long while it is not this worker's (or this worker receives nothing)
     /// makes the worker leave and rejoin its consumer group. Longer than a rebalance.
@@ -215,6 +218,7 @@ impl Default for Config {
             projector_group: "passerelle-projector-dossier".into(),
             retention_days: 730,
             projector_max_batch: 500,
+            projector_workers: 1,
             projector_rejoin_after_seconds: 30,
             lag_probe_seconds: 15,
             ingest: IngestConfig::default(),

@@ -378,15 +378,19 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
             max_wait: Duration::from_millis(50),
             rejoin_after: Duration::from_secs(config.projector_rejoin_after_seconds.max(5)),
         };
-        let worker_pool = pool.clone();
-        let worker_shutdown = shutdown_rx_projector.clone();
-        tasks.spawn(async move {
-            let outcome = passerelle_projector::consumer::run(settings, applier, worker_pool, worker_shutdown).await;
-            if let Err(error) = &outcome {
-                tracing::error!(error = %error, "the projector stopped; the hub stops with it");
-            }
-            outcome.context("projector")
-        });
+        for _ in 0..config.projector_workers.max(1) {
+            let (settings, applier) = (settings.clone(), applier.clone());
+            let worker_pool = pool.clone();
+            let worker_shutdown = shutdown_rx_projector.clone();
+            tasks.spawn(async move {
+                let outcome =
+                    passerelle_projector::consumer::run(settings, applier, worker_pool, worker_shutdown).await;
+                if let Err(error) = &outcome {
+                    tracing::error!(error = %error, "the projector stopped; the hub stops with it");
+                }
+                outcome.context("projector")
+            });
+        }
     }
 
     // Every process measures the projection's lag (from the broker and the database only), so a
