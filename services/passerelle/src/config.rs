@@ -57,7 +57,8 @@ pub struct Config {
     /// Records applied per projector transaction, at most.
     pub projector_max_batch: usize,
     /// Projector workers this process runs, each a member of the consumer group with partitions
-    /// of its own (docs/projector.md, "Concurrent workers"); 1 by default.
+    /// of its own (docs/projector.md, "What runs"); 1 by default, at most
+    /// [`MAX_PROJECTOR_WORKERS`].
     pub projector_workers: usize,
     /// The projector's group watchdog (seconds): a partition with records waiting that made no
     /// progress for this long while it is not this worker's (or this worker receives nothing)
@@ -228,6 +229,9 @@ impl Default for Config {
     }
 }
 
+/// Projector workers one process may run (its pool has 16 connections; a worker uses up to 2).
+pub const MAX_PROJECTOR_WORKERS: usize = 4;
+
 impl Config {
     /// Defaults, then the file (if any), then `PASSERELLE__` variables.
     pub fn figment(file: Option<&std::path::Path>) -> Figment {
@@ -239,13 +243,35 @@ impl Config {
     }
 
     pub fn load(file: Option<&std::path::Path>) -> anyhow::Result<Self> {
-        Ok(Self::figment(file).extract()?)
+        let config: Self = Self::figment(file).extract()?;
+        anyhow::ensure!(
+            (1..=MAX_PROJECTOR_WORKERS).contains(&config.projector_workers),
+            "projector_workers is {}: it must be between 1 and {MAX_PROJECTOR_WORKERS} (each worker holds up to two of the \
+             process's 16 database connections, which the API and ingestion share); for more workers, run more \
+             `passerelle up` processes",
+            config.projector_workers
+        );
+        Ok(config)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn more_projector_workers_than_the_pool_serves_are_refused_with_the_limit() -> anyhow::Result<()> {
+        let file = std::env::temp_dir().join(format!("passerelle-workers-{}.toml", std::process::id()));
+        std::fs::write(&file, "projector_workers = 9\n")?;
+        let refused = Config::load(Some(&file)).map(|config| config.projector_workers);
+        std::fs::write(&file, "projector_workers = 2\n")?;
+        let two = Config::load(Some(&file))?.projector_workers;
+        std::fs::remove_file(&file)?;
+        let error = refused.err().map(|error| error.to_string()).unwrap_or_default();
+        assert!(error.contains("projector_workers is 9") && error.contains("between 1 and 4"), "{error:?}");
+        assert_eq!(two, 2);
+        Ok(())
+    }
 
     #[test]
     #[allow(clippy::result_large_err, reason = "figment::Jail dictates the closure type")]

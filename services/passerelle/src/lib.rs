@@ -609,27 +609,39 @@ pub async fn replay_dead_letter(
     Ok(passerelle_projector::dlq::replay(&pool, &applier, &config.kafka.bootstrap_servers, dead_letter_id).await?)
 }
 
-/// Runs the retention job every day: persons without contact for `days` are erased, and access
-/// journal entries older than one year are purged.
 /// Every two seconds, analyzes the tables that grew by half since their last analyze.
 async fn keep_statistics(owner: PgPool, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let mut every = tokio::time::interval(Duration::from_secs(2));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
     loop {
         tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
             _ = every.tick() => {}
         }
         match passerelle_readmodel::statistics::analyze_grown(&owner).await {
-            Ok(analyzed) if !analyzed.is_empty() => tracing::debug!(tables = ?analyzed, "planner statistics refreshed"),
-            Ok(_) => {}
+            Ok(analyzed) => {
+                failing = false;
+                if !analyzed.is_empty() {
+                    tracing::debug!(tables = ?analyzed, "planner statistics refreshed");
+                }
+            }
             // The database restarting, or the owner's role unusable: the planner keeps older
-            // statistics, autovacuum still refreshes them; worth a line, not a stop.
+            // statistics and autovacuum still refreshes them; said once, not a stop.
+            Err(error) if !failing => {
+                failing = true;
+                tracing::warn!(
+                    error = %error,
+                    "planner statistics of fast-growing tables not refreshed (database_owner_url); autovacuum still refreshes them, more slowly"
+                );
+            }
             Err(error) => tracing::debug!(error = %error, "planner statistics not refreshed"),
         }
     }
 }
 
+/// Runs the retention job every day: persons without contact for `days` are erased, and access
+/// journal entries older than one year are purged.
 async fn retention_schedule(
     pool: PgPool,
     keys: KeyStore,

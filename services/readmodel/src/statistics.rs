@@ -10,42 +10,39 @@
 //!
 //! [`analyze_grown`] analyzes the tables that grew by half since they were last analyzed (and
 //! by at least [`MIN_CHANGES`] rows): a table growing from nothing is analyzed about once per
-//! doubling, a table in steady use is left to autovacuum. ANALYZE needs the table's owner.
+//! doubling, a table in steady use is left to autovacuum. ANALYZE needs the table's owner: only
+//! the tables the role owns (or is a member of the owner of) are considered, temporary ones
+//! left out.
 
 use sqlx::PgPool;
 
 /// Changes below which a table is left to autovacuum.
 pub const MIN_CHANGES: i64 = 1_000;
 
-/// Analyzes every table of the database that grew by half since its last analyze; returns the
-/// tables analyzed (`schema.table`). A table whose lock is not granted within a second (a
-/// rebuild swapping schemas) is skipped until the next call.
+/// Analyzes every table of the database this role owns that grew by half since its last
+/// analyze; returns the tables analyzed (`schema.table`). A table locked by someone else (a
+/// rebuild swapping schemas, an erasure) is skipped, not waited for: the next call sees it
+/// again.
 pub async fn analyze_grown(owner: &PgPool) -> Result<Vec<String>, sqlx::Error> {
     let grown: Vec<(String, String)> = sqlx::query_as(
-        "SELECT schemaname::text, relname::text FROM pg_stat_user_tables
-         WHERE n_mod_since_analyze >= $1 AND n_mod_since_analyze * 2 >= n_live_tup
-         ORDER BY n_mod_since_analyze DESC",
+        "SELECT s.schemaname::text, s.relname::text FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
+         WHERE s.n_mod_since_analyze >= $1 AND s.n_mod_since_analyze * 2 >= s.n_live_tup
+           AND c.relpersistence <> 't' AND pg_has_role(c.relowner, 'USAGE')
+         ORDER BY s.n_mod_since_analyze DESC",
     )
     .bind(MIN_CHANGES)
     .fetch_all(owner)
     .await?;
     let mut analyzed = Vec::with_capacity(grown.len());
-    let mut connection = owner.acquire().await?;
-    sqlx::query("SET lock_timeout = '1s'").execute(&mut *connection).await?;
     for (schema, table) in grown {
-        let statement = format!("ANALYZE {}.{}", quoted(&schema), quoted(&table));
-        match sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&mut *connection).await {
+        let statement = format!("ANALYZE (SKIP_LOCKED) {}.{}", quoted(&schema), quoted(&table));
+        match sqlx::query(sqlx::AssertSqlSafe(statement)).execute(owner).await {
             Ok(_) => analyzed.push(format!("{schema}.{table}")),
-            // Dropped meanwhile, or locked by a swap: the next call sees it again.
-            Err(sqlx::Error::Database(error))
-                if matches!(error.code().as_deref(), Some("42P01" | "55P03" | "3F000")) => {}
-            Err(error) => {
-                sqlx::query("RESET lock_timeout").execute(&mut *connection).await?;
-                return Err(error);
-            }
+            // Dropped meanwhile (a rebuild's swap): the next call sees what is there then.
+            Err(sqlx::Error::Database(error)) if matches!(error.code().as_deref(), Some("42P01" | "3F000")) => {}
+            Err(error) => return Err(error),
         }
     }
-    sqlx::query("RESET lock_timeout").execute(&mut *connection).await?;
     Ok(analyzed)
 }
 
