@@ -229,7 +229,8 @@ impl Default for Config {
     }
 }
 
-/// Projector workers one process may run (its pool has 16 connections; a worker uses up to 2).
+/// Projector workers one process may run (a worker uses up to 2 of its pool's
+/// [`crate::POOL_CONNECTIONS`]).
 pub const MAX_PROJECTOR_WORKERS: usize = 4;
 
 impl Config {
@@ -242,14 +243,20 @@ impl Config {
         figment.merge(Env::prefixed("PASSERELLE__").split("__"))
     }
 
+    /// The role that owns the tables: `database_owner_url`, else the application's own.
+    pub fn owner_url(&self) -> &str {
+        self.database_owner_url.as_deref().unwrap_or(&self.database_url)
+    }
+
     pub fn load(file: Option<&std::path::Path>) -> anyhow::Result<Self> {
         let config: Self = Self::figment(file).extract()?;
         anyhow::ensure!(
             (1..=MAX_PROJECTOR_WORKERS).contains(&config.projector_workers),
             "projector_workers is {}: it must be between 1 and {MAX_PROJECTOR_WORKERS} (each worker holds up to two of the \
-             process's 16 database connections, which the API and ingestion share); for more workers, run more \
+             process's {} database connections, which the API and ingestion share); for more workers, run more \
              `passerelle up` processes",
-            config.projector_workers
+            config.projector_workers,
+            crate::POOL_CONNECTIONS
         );
         Ok(config)
     }
@@ -260,17 +267,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn more_projector_workers_than_the_pool_serves_are_refused_with_the_limit() -> anyhow::Result<()> {
-        let file = std::env::temp_dir().join(format!("passerelle-workers-{}.toml", std::process::id()));
-        std::fs::write(&file, "projector_workers = 9\n")?;
-        let refused = Config::load(Some(&file)).map(|config| config.projector_workers);
-        std::fs::write(&file, "projector_workers = 2\n")?;
-        let two = Config::load(Some(&file))?.projector_workers;
-        std::fs::remove_file(&file)?;
-        let error = refused.err().map(|error| error.to_string()).unwrap_or_default();
-        assert!(error.contains("projector_workers is 9") && error.contains("between 1 and 4"), "{error:?}");
-        assert_eq!(two, 2);
-        Ok(())
+    #[allow(clippy::result_large_err, reason = "figment::Jail dictates the closure type")]
+    fn more_projector_workers_than_the_pool_serves_are_refused_with_the_limit() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("hub.toml", "projector_workers = 9")?;
+            let error = Config::load(Some(std::path::Path::new("hub.toml"))).err().map(|e| e.to_string());
+            let error = error.unwrap_or_default();
+            assert!(error.contains("projector_workers is 9") && error.contains("between 1 and 4"), "{error:?}");
+            jail.create_file("hub.toml", "projector_workers = 2")?;
+            let config = Config::load(Some(std::path::Path::new("hub.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(config.projector_workers, 2);
+            Ok(())
+        });
     }
 
     #[test]

@@ -93,7 +93,7 @@ pub async fn connect_database(url: &str) -> anyhow::Result<PgPool> {
 
 /// Migrations as the owner role, then the application's pool as the application's role.
 pub async fn connect(config: &Config) -> anyhow::Result<PgPool> {
-    connect_as(config.database_owner_url.as_deref().unwrap_or(&config.database_url), &config.database_url).await
+    connect_as(config.owner_url(), &config.database_url).await
 }
 
 async fn connect_as(owner_url: &str, url: &str) -> anyhow::Result<PgPool> {
@@ -114,9 +114,12 @@ async fn connect_as(owner_url: &str, url: &str) -> anyhow::Result<PgPool> {
     connect_with_search_path(url, passerelle_readmodel::SCHEMA).await
 }
 
+/// The connections of a hub process's pool (API, ingestion and projector workers share them).
+pub const POOL_CONNECTIONS: u32 = 16;
+
 /// A pool whose connections see the read models of `schema` first.
 pub async fn connect_with_search_path(url: &str, schema: &'static str) -> anyhow::Result<PgPool> {
-    sized_pool(url, schema, 16).await
+    sized_pool(url, schema, POOL_CONNECTIONS).await
 }
 
 /// The same, with `size` connections at most.
@@ -437,7 +440,7 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
     let owner = PgPoolOptions::new()
         .max_connections(1)
         .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy(config.database_owner_url.as_deref().unwrap_or(&config.database_url))?;
+        .connect_lazy(config.owner_url())?;
     tasks.spawn(keep_statistics(owner, shutdown_rx_projector.clone()));
     if services.projector {
         tasks.spawn(retention_schedule(pool.clone(), key_store.clone(), config.retention_days, shutdown_rx_projector));
@@ -521,7 +524,7 @@ pub async fn rebuild_projection(
         anyhow::bail!("unknown projection {name:?}; the projections are: {}", PROJECTIONS.join(", "));
     }
     let live = connect(config).await?;
-    let owner_url = config.database_owner_url.as_deref().unwrap_or(&config.database_url);
+    let owner_url = config.owner_url();
     let admin = PgPoolOptions::new()
         .max_connections(2)
         .acquire_timeout(Duration::from_secs(5))
