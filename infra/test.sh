@@ -42,6 +42,8 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 # The DSFR the hub serves to the console.
 "$REPO_ROOT/infra/web-assets.sh"
+# The INSEE commune list the commune table is checked against.
+"$REPO_ROOT/infra/communes.sh"
 export PASSERELLE_TEST_PYTHON="$venv/bin/python"
 export PASSERELLE_TEST_BOOTSTRAP="127.0.0.1:$test_port"
 export PASSERELLE_TEST_PG="$PG_URL_BASE"

@@ -7,9 +7,14 @@
 //!
 //! Every person is fictional; NIRs are well formed and unique within a population.
 
-use std::{collections::BTreeMap, io::Write};
+use std::{
+    collections::{BTreeMap, HashMap},
+    io::Write,
+    sync::LazyLock,
+};
 
 use chrono::{DateTime, Duration, NaiveDate, TimeZone as _, Utc};
+use passerelle_domain::territory::communes;
 use passerelle_importers::generate::Sequence;
 use passerelle_ingest::proto::{
     self, AllocataireEvent, DemandeurEmploiEvent, Household as ProtoHousehold, Location, OrientationEvent, Person,
@@ -152,16 +157,29 @@ impl Place {
         if self.departement.len() == 2 { format!("0{}", self.departement) } else { self.departement.into() }
     }
 
-    /// A commune of the place (Lyon's arrondissements for the Métropole).
+    /// A commune of the place, drawn from the INSEE list (Lyon's arrondissements for the
+    /// Métropole, where most of its RSA households live).
     fn commune(&self, random: &mut Sequence) -> String {
-        match (self.authority, self.departement.len()) {
-            ("69M", _) => format!("6938{}", 1 + random.below(9)),
-            ("69D", _) => ["69264", "69027", "69024", "69243"][random.below(4) as usize].into(),
-            (_, 3) => format!("{}{:02}", self.departement, 1 + random.below(30)),
-            _ => format!("{}{:03}", self.departement, 1 + random.below(400)),
+        if self.authority == "69M" {
+            return format!("6938{}", 1 + random.below(9));
         }
+        let communes = &COMMUNES_OF_DEPARTEMENT[self.departement];
+        communes[random.below(communes.len() as u64) as usize].to_owned()
     }
 }
+
+/// Today's communes of each département (the Rhône's without the Métropole's), in code order.
+static COMMUNES_OF_DEPARTEMENT: LazyLock<HashMap<&'static str, Vec<&'static str>>> = LazyLock::new(|| {
+    let mut by_departement: HashMap<&'static str, Vec<&'static str>> = HashMap::new();
+    for (code, entry) in communes::all() {
+        let departement = if code.starts_with("97") { &code[..3] } else { &code[..2] };
+        if entry.kind() == communes::Kind::Commune && entry.authority() != Some("69M") {
+            by_departement.entry(departement).or_default().push(code);
+        }
+    }
+    by_departement.values_mut().for_each(|codes| codes.sort_unstable());
+    by_departement
+});
 
 /// The institution ids a bench hub knows (see `institutions_toml`).
 pub fn caf_institution(place: &Place) -> String {

@@ -7,6 +7,8 @@
 
 use crate::Invalid;
 
+pub mod communes;
+
 /// A département code: `01`–`19`, `2A`, `2B`, `21`–`95`, `971`–`974`, `976`. The CNAF flux writes
 /// metropolitan codes on 3 characters (`052`); both forms are accepted.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -48,7 +50,9 @@ impl DepartementCode {
     }
 }
 
-/// An INSEE commune code (`NUMCOM`): 5 characters, the département then the commune number.
+/// An INSEE commune code (`NUMCOM`) found in the commune table: a commune of today, a municipal
+/// arrondissement (Paris, Lyon, Marseille), or the former code of a merged commune (an old flux
+/// still lands right). The code is kept as given; [`CommuneCode::today`] names today's commune.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CommuneCode(String);
 
@@ -62,49 +66,42 @@ impl CommuneCode {
         if !well_formed {
             return Err(Invalid::new("commune.format", format!("{code:?} is not a 5-character INSEE commune code")));
         }
-        let commune = Self(code);
-        commune.departement()?;
-        if &commune.0[commune.departement_len()..] == "000"
-            || commune.0.ends_with("00") && commune.departement_len() == 3
-        {
-            return Err(Invalid::new("commune.format", "commune number 000 does not exist"));
+        if communes::entry(&code).is_none() {
+            return Err(Invalid::new(
+                "commune.unknown",
+                format!(
+                    "{code:?} is neither a commune, a municipal arrondissement nor a former commune code of the INSEE \
+                     list the hub holds ({}); check the code (a commune created since: see docs/territories.md)",
+                    communes::source()
+                ),
+            ));
         }
-        Ok(commune)
-    }
-
-    fn departement_len(&self) -> usize {
-        if self.0.starts_with("97") { 3 } else { 2 }
-    }
-
-    /// The département the commune lies in.
-    pub fn departement(&self) -> Result<DepartementCode, Invalid> {
-        DepartementCode::parse(&self.0[..self.departement_len()]).map_err(|_| {
-            Invalid::new("commune.departement", format!("commune {:?} lies in no known département", self.0))
-        })
+        Ok(Self(code))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// What the commune table says of this code.
+    pub fn entry(&self) -> &'static communes::Entry {
+        communes::entry(&self.0).expect("a CommuneCode is in the table by construction")
+    }
+
+    /// Today's commune(s) this code is: itself, or the commune(s) a former commune merged into.
+    pub fn today(&self) -> impl Iterator<Item = &'static str> {
+        self.entry().today()
     }
 }
 
 /// An RSA authority: the body responsible for a person's RSA and its insertion parcours.
 /// Codes: the département code for most; `69M` Métropole de Lyon, `69D` Département du Rhône,
 /// `6AE` Collectivité européenne d'Alsace, `20R` Collectivité de Corse; `972` and `973` are the
-/// collectivités territoriales of Martinique and Guyane.
+/// collectivités territoriales of Martinique and Guyane; `975`, `977`, `978` the collectivités of
+/// Saint-Pierre-et-Miquelon, Saint-Barthélemy and Saint-Martin (ordinance 2010-686 extended the
+/// RSA to them; see docs/territories.md).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Authority(String);
-
-/// INSEE codes of the communes of the Métropole de Lyon (Lyon and its arrondissements included).
-/// Reference data, to keep in step with the Code officiel géographique (see docs/territories.md).
-pub const METROPOLE_DE_LYON_COMMUNES: &[&str] = &[
-    "69003", "69029", "69033", "69034", "69040", "69044", "69046", "69063", "69068", "69069", "69071", "69072",
-    "69081", "69085", "69087", "69088", "69089", "69091", "69096", "69100", "69116", "69117", "69123", "69127",
-    "69142", "69143", "69149", "69152", "69153", "69163", "69168", "69191", "69194", "69199", "69202", "69204",
-    "69205", "69207", "69233", "69244", "69250", "69256", "69259", "69260", "69266", "69271", "69273", "69275",
-    "69276", "69278", "69279", "69282", "69283", "69284", "69286", "69290", "69292", "69293", "69296", "69381",
-    "69382", "69383", "69384", "69385", "69386", "69387", "69388", "69389",
-];
 
 impl Authority {
     /// Parses an authority code as written above, or a département code whose authority is not
@@ -112,7 +109,7 @@ impl Authority {
     /// commune, or `69M` / `69D`.
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let upper = raw.trim().to_ascii_uppercase();
-        if matches!(upper.as_str(), "69M" | "69D" | "6AE" | "20R") {
+        if matches!(upper.as_str(), "69M" | "69D" | "6AE" | "20R" | "975" | "977" | "978") {
             return Ok(Self(upper));
         }
         let departement = DepartementCode::parse(&upper).map_err(|_| {
@@ -137,15 +134,22 @@ impl Authority {
         Some(Self(code.to_owned()))
     }
 
-    /// The authority responsible for a commune.
+    /// The authority responsible for a commune, from the commune table (a former code: today's
+    /// commune's). Refused for the collectivités where the RSA does not apply.
     pub fn of_commune(commune: &CommuneCode) -> Result<Self, Invalid> {
-        let departement = commune.departement()?;
-        if departement.as_str() == "69" {
-            let metropole = METROPOLE_DE_LYON_COMMUNES.contains(&commune.as_str());
-            return Ok(Self(if metropole { "69M" } else { "69D" }.to_owned()));
+        let entry = commune.entry();
+        match entry.authority() {
+            Some(authority) => Ok(Self(authority.to_owned())),
+            None => Err(Invalid::new(
+                "commune.outside_rsa",
+                format!(
+                    "{} ({}) lies in a collectivité d'outre-mer where the RSA does not apply (TAAF, Wallis-et-Futuna, \
+                     Polynésie française, Nouvelle-Calédonie, Clipperton)",
+                    entry.name(),
+                    commune.as_str()
+                ),
+            )),
         }
-        Self::of_departement(&departement)
-            .ok_or_else(|| Invalid::new("authority.ambiguous", "no authority for this commune"))
     }
 
     /// The authority responsible for a fact: the receiving authority when given (for the RSA,
@@ -156,7 +160,7 @@ impl Authority {
             (Some(code), commune) => match Self::parse(code) {
                 Ok(authority) => Ok(authority),
                 Err(error) if error.rule == "authority.ambiguous" => match commune {
-                    Some(commune) if commune.departement().map(|d| d.as_str() == "69").unwrap_or(false) => {
+                    Some(commune) if matches!(commune.entry().authority(), Some("69M" | "69D")) => {
                         Self::of_commune(commune)
                     }
                     _ => Err(error),
@@ -191,12 +195,30 @@ mod tests {
     }
 
     #[test]
-    fn communes_are_five_characters_in_a_known_departement() {
-        assert_eq!(CommuneCode::parse("51108").expect("valid").departement().expect("dep").as_str(), "51");
-        assert_eq!(CommuneCode::parse("97411").expect("valid").departement().expect("dep").as_str(), "974");
-        assert!(CommuneCode::parse("2A004").is_ok());
-        assert!(CommuneCode::parse("5110").is_err());
-        assert!(CommuneCode::parse("96001").is_err());
+    fn communes_are_codes_of_the_insee_list() {
+        assert_eq!(CommuneCode::parse("51108").expect("Châlons-en-Champagne").as_str(), "51108");
+        assert!(CommuneCode::parse("97411").is_ok());
+        assert!(CommuneCode::parse("2a004").is_ok());
+        assert_eq!(CommuneCode::parse("5110").expect_err("short").rule, "commune.format");
+        assert_eq!(CommuneCode::parse("96001").expect_err("no such département").rule, "commune.unknown");
+        assert_eq!(CommuneCode::parse("52999").expect_err("no such commune").rule, "commune.unknown");
+    }
+
+    #[test]
+    fn a_former_code_lands_in_todays_commune_and_its_authority() {
+        // Pierre-Bénite merged into Oullins-Pierre-Bénite (69149), a commune of the Métropole.
+        let pierre_benite = CommuneCode::parse("69152").expect("former code");
+        assert_eq!(pierre_benite.today().collect::<Vec<_>>(), ["69149"]);
+        assert_eq!(Authority::locate(Some("069"), Some(&pierre_benite)).expect("located").as_str(), "69M");
+        // Corsican codes before the 1976 split (20xxx) are Corse's.
+        let ajaccio = CommuneCode::parse("20004").expect("former code");
+        assert_eq!(Authority::of_commune(&ajaccio).expect("located").as_str(), "20R");
+        // Lyon's arrondissements are the Métropole's; Mayotte is its own département.
+        assert_eq!(Authority::of_commune(&CommuneCode::parse("69385").expect("valid")).expect("69M").as_str(), "69M");
+        assert_eq!(Authority::of_commune(&CommuneCode::parse("97611").expect("valid")).expect("976").as_str(), "976");
+        assert_eq!(Authority::of_commune(&CommuneCode::parse("97801").expect("valid")).expect("978").as_str(), "978");
+        let bora_bora = CommuneCode::parse("98714").expect("a commune");
+        assert_eq!(Authority::of_commune(&bora_bora).expect_err("no RSA").rule, "commune.outside_rsa");
     }
 
     #[test]
@@ -210,5 +232,10 @@ mod tests {
         assert_eq!(Authority::locate(Some("069"), Some(&villeurbanne)).expect("lyon").as_str(), "69M");
         assert_eq!(Authority::locate(Some("069"), Some(&tarare)).expect("rhone").as_str(), "69D");
         assert_eq!(Authority::locate(None, None).expect_err("missing").rule, "location.missing");
+        let grenoble = CommuneCode::parse("38185").expect("valid");
+        assert_eq!(
+            Authority::locate(Some("069"), Some(&grenoble)).expect_err("outside 69").rule,
+            "authority.ambiguous"
+        );
     }
 }
