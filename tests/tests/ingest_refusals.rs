@@ -128,9 +128,9 @@ async fn each_invalid_field_is_refused_with_its_path_and_nothing_is_published() 
             }),
         ),
         (
-            "location.receiving_authority",
+            "location.commune",
             Box::new(|e| {
-                e.location = Some(proto::Location { receiving_authority: "069".into(), commune: String::new() })
+                e.location = Some(proto::Location { receiving_authority: "052".into(), commune: "52999".into() })
             }),
         ),
         ("fact", Box::new(|e| e.fact = None)),

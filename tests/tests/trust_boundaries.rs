@@ -362,6 +362,65 @@ async fn a_caisse_does_not_take_over_a_person_whose_dossier_another_caisse_holds
     hub.running.shutdown().await
 }
 
+/// A CAF fact received by département 69 whose residence lies outside the Rhône cannot say
+/// whether it is the Métropole's or the Rhône's: it is accepted and waits "à affecter", placing
+/// the person nowhere (no authority reads her dossier) and deciding nothing, until the caisse's
+/// correction names the authority. A former commune code lands in today's commune.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fact_received_by_69_outside_the_rhone_waits_for_its_authority_and_is_never_lost() -> anyhow::Result<()> {
+    let hub = TestHub::spawn().await?;
+    let pool = hub.running.pool.clone();
+    let keys = hub.subject_keys();
+    let mut lyon = AllocataireIngestClient::new(hub.channel_as("caf-691").await?);
+    let in_69 = |event_id: &str, when: &str, receiving: &str, commune: &str, fact| {
+        let mut event = caf(event_id, when, legrand(), "DEM", fact);
+        event.household =
+            Some(proto::Household { organisme: "691".into(), matricule: "7654321".into(), role: "DEM".into() });
+        event.location = Some(Location { receiving_authority: receiving.into(), commune: commune.into() });
+        event
+    };
+    // Grenoble (38185), received by 069: neither 69M nor 69D can be told.
+    let reply = lyon.publish(in_69("h-1", "2026-10-01T09:00:00+02:00", "069", "38185", right_opened())).await?;
+    assert_eq!(reply.into_inner().territory, "69", "the caisse learns that its fact waits");
+    wait_for(&pool, 1).await?;
+    let queue = passerelle_readmodel::territory::to_assign(&pool, Some("691")).await?;
+    let listed: Vec<_> =
+        queue.iter().map(|f| (f.source.as_str(), f.event_id.as_str(), f.commune.as_deref(), f.persons)).collect();
+    assert_eq!(listed, [("caf-691", "h-1", Some("38185"), 1)]);
+    assert!(passerelle_readmodel::territory::to_assign(&pool, Some("521")).await?.is_empty(), "another caisse's");
+    let key = keys.nir(&passerelle_domain::Nir::parse(NIR_LEGRAND)?).as_str().to_owned();
+    let legrand_id = passerelle_readmodel::person_of_subject(&pool, &key).await?.expect("the person is known");
+    let held = passerelle_readmodel::dossier(&pool, legrand_id).await?.expect("a dossier");
+    assert_eq!(
+        (held.territory, held.right_state, held.household_key),
+        (None, None, None),
+        "placed nowhere, nothing applied while the fact waits"
+    );
+
+    // The caisse settles it: its correction names the Métropole.
+    let mut correction = in_69("h-2", "2026-10-01T09:00:00+02:00", "69M", "38185", right_opened());
+    correction.corrects_event_id = "h-1".into();
+    assert_eq!(lyon.publish(correction).await?.into_inner().territory, "69M");
+    let settled = eventually("the correction places her in the Métropole", async || {
+        let dossier = passerelle_readmodel::dossier(&pool, legrand_id).await?.expect("a dossier");
+        Ok((dossier.territory.as_deref() == Some("69M")).then_some(dossier))
+    })
+    .await?;
+    assert_eq!(settled.right_state.as_deref(), Some("2"), "the fact now counts");
+    assert!(passerelle_readmodel::territory::to_assign(&pool, None).await?.is_empty(), "the queue is empty");
+
+    // An old flux names Pierre-Bénite's former code (69152, Oullins-Pierre-Bénite since 2024):
+    // the Métropole's, settled by the commune list.
+    lyon.publish(in_69("h-3", "2026-10-05T09:00:00+02:00", "069", "69152", sdd(true))).await?;
+    eventually("the former commune's fact counts in the Métropole", async || {
+        let dossier = passerelle_readmodel::dossier(&pool, legrand_id).await?.expect("a dossier");
+        Ok((dossier.sdd && dossier.territory.as_deref() == Some("69M")).then_some(()))
+    })
+    .await?;
+    assert!(passerelle_readmodel::territory::to_assign(&pool, None).await?.is_empty());
+    hub.running.shutdown().await
+}
+
 /// Every row of the hub's tables (public, readmodel, journal) whose text holds `needle`, as
 /// "schema.table".
 async fn rows_naming(pool: &sqlx::PgPool, needle: &str) -> anyhow::Result<Vec<String>> {

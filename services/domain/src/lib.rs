@@ -16,7 +16,7 @@ pub mod territory;
 pub use codes::*;
 pub use ids::*;
 pub use nir::Nir;
-pub use territory::{Authority, CommuneCode, DepartementCode};
+pub use territory::{Authority, CommuneCode, DepartementCode, Placement};
 
 /// Why a value was refused. `rule` is a short stable identifier (for metrics and for callers that
 /// branch on it), `message` explains the problem to a human in terms of the value's domain.

@@ -103,6 +103,29 @@ impl CommuneCode {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Authority(String);
 
+/// Where a fact belongs: an RSA authority, or "à affecter" (a CAF/MSA dossier received by the
+/// split département 69 whose commune does not say whether it is the Métropole's or the
+/// Rhône's). On the log, the event's territory is the authority's code, or [`TO_ASSIGN`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    Authority(Authority),
+    ToAssign,
+}
+
+/// The territory an event carries while it waits for its authority: the split département's
+/// code, which no authority has (`69M` and `69D` do).
+pub const TO_ASSIGN: &str = "69";
+
+impl Placement {
+    /// The code the event's territory carries.
+    pub fn code(&self) -> &str {
+        match self {
+            Placement::Authority(authority) => authority.as_str(),
+            Placement::ToAssign => TO_ASSIGN,
+        }
+    }
+}
+
 impl Authority {
     /// Parses an authority code as written above, or a département code whose authority is not
     /// ambiguous (`052`, `67`, `2A`). `69` alone is ambiguous: use [`Authority::locate`] with the
@@ -156,23 +179,43 @@ impl Authority {
     /// the CAF dossier's `IDEPARTE`), else the authority of the residence commune. A receiving
     /// département 69 is settled by the commune when it lies in the Rhône.
     pub fn locate(receiving: Option<&str>, commune: Option<&CommuneCode>) -> Result<Self, Invalid> {
+        match Self::place(receiving, commune)? {
+            Placement::Authority(authority) => Ok(authority),
+            Placement::ToAssign => Err(Invalid::new(
+                "authority.ambiguous",
+                "département 69 is split between the Métropole de Lyon (69M) and the Rhône (69D), and the commune \
+                 does not settle which: give a commune of the Rhône or the authority",
+            )),
+        }
+    }
+
+    /// Where a CAF/MSA dossier's fact places the person: as [`Authority::locate`], except that a
+    /// dossier received by the split département (69) whose commune does not settle the authority
+    /// (a residence outside the Rhône, or none given) is [`Placement::ToAssign`]: the fact is
+    /// accepted and waits in the "à affecter" queue, never lost for want of a territory.
+    pub fn place(receiving: Option<&str>, commune: Option<&CommuneCode>) -> Result<Placement, Invalid> {
         match (receiving, commune) {
             (Some(code), commune) => match Self::parse(code) {
-                Ok(authority) => Ok(authority),
+                Ok(authority) => Ok(Placement::Authority(authority)),
                 Err(error) if error.rule == "authority.ambiguous" => match commune {
                     Some(commune) if matches!(commune.entry().authority(), Some("69M" | "69D")) => {
-                        Self::of_commune(commune)
+                        Self::of_commune(commune).map(Placement::Authority)
                     }
-                    _ => Err(error),
+                    _ => Ok(Placement::ToAssign),
                 },
                 Err(error) => Err(error),
             },
-            (None, Some(commune)) => Self::of_commune(commune),
+            (None, Some(commune)) => Self::of_commune(commune).map(Placement::Authority),
             (None, None) => Err(Invalid::new(
                 "location.missing",
                 "a fact must say where it belongs: the receiving authority or the residence commune",
             )),
         }
+    }
+
+    /// Whether this authority shares the split département (69M, 69D).
+    pub fn in_split_departement(&self) -> bool {
+        matches!(self.0.as_str(), "69M" | "69D")
     }
 
     pub fn as_str(&self) -> &str {

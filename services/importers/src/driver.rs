@@ -13,6 +13,7 @@ use std::{
 };
 
 use futures::StreamExt;
+use passerelle_domain::territory::TO_ASSIGN;
 use passerelle_ingest::proto::{BatchReply, batch_reply};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -47,6 +48,9 @@ pub struct Summary {
     pub persons: u64,
     pub sent: u64,
     pub accepted: u64,
+    /// Accepted facts that wait "à affecter": received by département 69 with a commune that
+    /// does not say whether they are the Métropole de Lyon's or the Rhône's.
+    pub to_assign: u64,
     pub refused: u64,
     /// Refusal reasons (field and rule, or the importer's reason) with their counts.
     pub reasons: BTreeMap<String, u64>,
@@ -77,6 +81,13 @@ impl Summary {
             self.seconds,
             self.sent as f64 / self.seconds.max(0.001)
         );
+        if self.to_assign > 0 {
+            text.push_str(&format!(
+                "{} accepted facts wait for their authority (received by 069, commune outside the Rhône): \
+                 `passerelle territoires a-affecter` lists them; the caisse corrects each with 69M or 69D\n",
+                self.to_assign
+            ));
+        }
         for warning in &self.warnings {
             text.push_str(&format!("warning: {warning}\n"));
         }
@@ -182,6 +193,9 @@ where
             let mut summary = summary.lock().map_err(|_| Status::internal("summary lock"))?;
             if reply.status == batch_reply::Status::Accepted as i32 {
                 summary.accepted += 1;
+                if reply.published.as_ref().is_some_and(|published| published.territory == TO_ASSIGN) {
+                    summary.to_assign += 1;
+                }
             } else {
                 summary.refuse(line, reason_of(&reply));
             }

@@ -47,6 +47,9 @@ pub struct Prepared {
     /// The Kafka key: the random id of the subject's data key (its pseudonym on the log).
     pub log_key: String,
     pub topic: String,
+    /// Where the hub placed the fact: its RSA authority, `69` while it waits "à affecter", empty
+    /// when it says nothing of where it belongs (a retraction, a fact without location).
+    pub territory: String,
     pub value: Vec<u8>,
     /// The W3C trace context of the call, carried in the `traceparent` header.
     pub traceparent: Option<String>,
@@ -173,6 +176,7 @@ impl IngestHub {
                 event_id: logged.envelope.event_id.as_str().to_owned(),
                 log_key: key.key_id.to_string(),
                 topic: self.topics.topic(logged.family),
+                territory: logged.envelope.territory.clone().unwrap_or_default(),
                 value: framing::frame(writer.id, &datum),
                 traceparent: passerelle_telemetry::traceparent(),
             });

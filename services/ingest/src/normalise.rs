@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use passerelle_domain::{
     Accompagnement, AgentUid, Authority, Categorie, CommuneCode, ContractKind, DepartementCode, DepartementInternalId,
     Email, EventId, FranceTravailId, Idassedic, Matricule, Motif, MotifList, Nir, Organisme, OrientationOrigin,
-    OrientationType, Role, Siret, SuspensionScope,
+    OrientationType, Placement, Role, Siret, SuspensionScope,
     dates::{parse_date, parse_instant},
     event::{
         AgentRef, CanonicalEvent, Envelope, Family, HouseholdRef, Mutation, Payload, PersonalData, Source, SubjectKey,
@@ -113,12 +113,22 @@ fn person(
     PersonParts { linked_keys }
 }
 
-/// Where the fact belongs: its RSA authority and commune.
+/// How an ambiguous receiving authority is taken.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ambiguous {
+    /// Refused: the fact must say where it belongs.
+    Refuse,
+    /// Held "à affecter" (a CAF/MSA dossier's fact: never lost for want of a territory).
+    Hold,
+}
+
+/// Where the fact belongs: its RSA authority (or "à affecter") and commune.
 fn location(
     v: &mut Violations,
     location: Option<&proto::Location>,
     required: bool,
-) -> (Option<Authority>, Option<CommuneCode>) {
+    ambiguous: Ambiguous,
+) -> (Option<Placement>, Option<CommuneCode>) {
     let Some(l) = location else {
         if required {
             v.push("location", "required", "say where the fact belongs: receiving_authority or commune");
@@ -134,8 +144,11 @@ fn location(
         return (None, None);
     }
     let field = if receiving.is_some() { "location.receiving_authority" } else { "location" };
-    let authority = v.check(field, Authority::locate(receiving, commune.as_ref()));
-    (authority, commune)
+    let placement = match ambiguous {
+        Ambiguous::Hold => Authority::place(receiving, commune.as_ref()),
+        Ambiguous::Refuse => Authority::locate(receiving, commune.as_ref()).map(Placement::Authority),
+    };
+    (v.check(field, placement), commune)
 }
 
 fn motif(v: &mut Violations, field: &str, list: MotifList, raw: &str) -> Option<Motif> {
@@ -183,7 +196,7 @@ struct Draft {
     common: Common,
     linked_keys: Vec<SubjectKey>,
     household: Option<HouseholdRef>,
-    place: (Option<Authority>, Option<CommuneCode>),
+    place: (Option<Placement>, Option<CommuneCode>),
     payload: Option<Payload>,
     personal: PersonalData,
 }
@@ -216,7 +229,7 @@ fn finish(v: Violations, ctx: &Context<'_>, draft: Draft) -> Result<CanonicalEve
             subject,
             linked_keys,
             household,
-            territory: place.0.map(|a| a.as_str().to_owned()),
+            territory: place.0.map(|placement| placement.code().to_owned()),
             commune: place.1.map(|c| c.as_str().to_owned()),
             corrects_event_id: common.corrects,
         },
@@ -232,7 +245,7 @@ pub fn allocataire(ctx: &Context<'_>, e: &proto::AllocataireEvent) -> Result<Can
     let mut personal = PersonalData::default();
     let common = common(&mut v, ctx.now, &e.event_id, &e.occurred_at, &e.corrects_event_id);
     let is_retraction = matches!(e.fact, Some(Fact::Retraction(_)));
-    let place = location(&mut v, e.location.as_ref(), !is_retraction);
+    let place = location(&mut v, e.location.as_ref(), !is_retraction, Ambiguous::Hold);
 
     let mut dossier = None;
     let household = match &e.household {
@@ -392,7 +405,7 @@ pub fn demandeur_emploi(ctx: &Context<'_>, e: &proto::DemandeurEmploiEvent) -> R
     let common = common(&mut v, ctx.now, &e.event_id, &e.occurred_at, &e.corrects_event_id);
     let who = person(&mut v, ctx.keys, e.person.as_ref(), None, &mut personal);
     let is_retraction = matches!(e.fact, Some(Fact::Retraction(_)));
-    let place = location(&mut v, e.location.as_ref(), !is_retraction);
+    let place = location(&mut v, e.location.as_ref(), !is_retraction, Ambiguous::Refuse);
     let payload = match &e.fact {
         None => {
             v.push("fact", "required", "say what happened: one of inscription, categorie_changed, accompagnement_changed, referent_assigned, ppae_signed, cessation, radiation, retraction");
@@ -466,7 +479,7 @@ pub fn orientation(ctx: &Context<'_>, e: &proto::OrientationEvent) -> Result<Can
     let common = common(&mut v, ctx.now, &e.event_id, &e.occurred_at, &e.corrects_event_id);
     let who = person(&mut v, ctx.keys, e.person.as_ref(), None, &mut personal);
     let is_retraction = matches!(e.fact, Some(Fact::Retraction(_)));
-    let place = location(&mut v, e.location.as_ref(), !is_retraction);
+    let place = location(&mut v, e.location.as_ref(), !is_retraction, Ambiguous::Refuse);
     let payload = match &e.fact {
         None => {
             v.push("fact", "required", "say what happened: one of orientation_requested, orientation_decided, orientation_denied, referent_assigned, referent_ended, contract_signed, contract_ended, opposition_recorded, opposition_withdrawn, consent_given, consent_withdrawn, retraction");

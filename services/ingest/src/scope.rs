@@ -2,7 +2,10 @@
 //! from the event's content (caisse of the dossier, RSA authority of the fact), never with a
 //! field the caller sets only to pass the check. Pure: no I/O, tested as a matrix.
 
-use passerelle_domain::event::{CanonicalEvent, Family, InstitutionKind, Source};
+use passerelle_domain::{
+    event::{CanonicalEvent, Family, InstitutionKind, Source},
+    territory::TO_ASSIGN,
+};
 
 use crate::institutions::{Institution, Institutions};
 
@@ -80,6 +83,15 @@ pub fn authorise(
             let file = relay_file.unwrap_or_default();
             match territory {
                 Some(territory) if Some(&territory) == institution.territory.as_ref() => {}
+                // A flux received by département 69 and relayed by the Métropole or the Rhône
+                // is that authority's: the file came to it (the caller's identity, from the
+                // institutions file, settles what the flux's IDEPARTE cannot).
+                Some(territory)
+                    if territory == TO_ASSIGN
+                        && institution.territory.as_deref().is_some_and(|own| matches!(own, "69M" | "69D")) =>
+                {
+                    event.envelope.territory = institution.territory.clone();
+                }
                 Some(_) => {
                     return Err(denied(
                         "relay.territory",
@@ -256,6 +268,38 @@ mod tests {
         let mut unknown_caisse = event(Family::Allocataire, true, "999");
         let denial = authorise(cd, Some("RSABEM.xml"), &institutions, &mut unknown_caisse).expect_err("unknown caisse");
         assert_eq!(denial.rule, "relay.organisme");
+    }
+
+    #[test]
+    fn a_flux_received_by_69_and_relayed_by_the_metropole_or_the_rhone_is_the_relayers() {
+        let rhone = r#"
+            [[institution]]
+            id = "caf-691"
+            kind = "CAF"
+            organisme = "691"
+            serves = ["69M", "69D"]
+            [[institution]]
+            id = "cd-69D"
+            kind = "DEPARTEMENT"
+            territory = "69D"
+        "#;
+        let institutions = Institutions::from_toml(&format!("{INSTITUTIONS}{rhone}")).expect("valid");
+        let mut held = event(Family::Allocataire, true, "691");
+        held.envelope.territory = Some(TO_ASSIGN.into());
+        authorise(institutions.get("cd-69D").expect("listed"), Some("RSABEM.xml"), &institutions, &mut held)
+            .expect("the Rhône relays its flux");
+        assert_eq!(held.envelope.territory.as_deref(), Some("69D"), "placed by who relays it");
+        // Pushed by the caisse itself, it stays "à affecter"; relayed by another authority, refused.
+        let mut pushed = event(Family::Allocataire, true, "691");
+        pushed.envelope.territory = Some(TO_ASSIGN.into());
+        authorise(institutions.get("caf-691").expect("listed"), None, &institutions, &mut pushed).expect("own dossier");
+        assert_eq!(pushed.envelope.territory.as_deref(), Some(TO_ASSIGN));
+        let mut elsewhere = event(Family::Allocataire, true, "691");
+        elsewhere.envelope.territory = Some(TO_ASSIGN.into());
+        let denial =
+            authorise(institutions.get("cd-52").expect("listed"), Some("RSABEM.xml"), &institutions, &mut elsewhere)
+                .expect_err("not the Rhône's");
+        assert_eq!(denial.rule, "relay.territory");
     }
 
     #[test]

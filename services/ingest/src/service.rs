@@ -225,6 +225,7 @@ async fn publish_unary<T>(
                 topic: prepared.topic,
                 partition: delivered.partition,
                 offset: delivered.offset,
+                territory: prepared.territory,
             }))
         }
         Err(refusal) => {
@@ -409,6 +410,7 @@ fn publish_stream<T: Send + Sync + 'static>(
                                         topic: prepared.topic,
                                         partition: delivered.partition,
                                         offset: delivered.offset,
+                                        territory: prepared.territory,
                                     }),
                                     violations: Vec::new(),
                                     message: String::new(),

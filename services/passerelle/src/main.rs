@@ -70,6 +70,11 @@ enum Command {
         #[command(subcommand)]
         command: IdentiteCommand,
     },
+    /// Territories: the CAF/MSA facts waiting for their RSA authority.
+    Territoires {
+        #[command(subcommand)]
+        command: TerritoiresCommand,
+    },
     /// Runs the retention job now: erases persons without contact for `retention_days`.
     Retention,
     /// Development helpers.
@@ -152,6 +157,19 @@ enum IdentiteCommand {
         /// Who decides (uid), kept with the decision.
         #[arg(long)]
         by: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TerritoiresCommand {
+    /// Lists the facts "à affecter": received by département 69 (IDEPARTE 069) with a commune
+    /// that does not say whether they are the Métropole de Lyon's or the Rhône's. Nothing
+    /// personal is shown.
+    #[command(name = "a-affecter")]
+    AAffecter {
+        /// Only this caisse's facts (its organisme number, NUMORG).
+        #[arg(long)]
+        caisse: Option<String>,
     },
 }
 
@@ -320,6 +338,44 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
                 rebuilt.dead_letters,
                 rebuilt.persons,
                 started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        Command::Territoires { command: TerritoiresCommand::AAffecter { caisse } } => {
+            let caisse = caisse
+                .map(|code| passerelle_domain::Organisme::parse(&code).map_err(|e| anyhow::anyhow!("--caisse: {e}")))
+                .transpose()?;
+            let pool = passerelle::connect(&config).await?;
+            let waiting =
+                passerelle_readmodel::territory::to_assign(&pool, caisse.as_ref().map(|c| c.as_str())).await?;
+            if waiting.is_empty() {
+                println!("no fact waiting for its authority");
+                return Ok(());
+            }
+            for fact in &waiting {
+                let commune = fact.commune.as_deref().map_or_else(
+                    || "no commune".to_owned(),
+                    |code| match passerelle_domain::territory::communes::entry(code) {
+                        Some(entry) => format!("commune {code} {}", entry.name()),
+                        None => format!("commune {code}"),
+                    },
+                );
+                println!(
+                    "{}  {}/{}  {}  caisse {}  {}  {} person(s)",
+                    fact.recorded_at.format("%Y-%m-%d %H:%M:%S"),
+                    fact.source,
+                    fact.event_id,
+                    fact.event_type,
+                    fact.organisme.as_deref().unwrap_or("?"),
+                    commune,
+                    fact.persons
+                );
+            }
+            println!(
+                "{} fact(s) waiting. The caisse settles each by pushing its correction (corrects_event_id = the event id \
+                 above) with receiving_authority 69M (Métropole de Lyon) or 69D (Rhône); a flux the Métropole or the \
+                 Rhône relays is placed in the relaying authority.",
+                waiting.len()
             );
             Ok(())
         }

@@ -12,7 +12,7 @@
 //! space, count whoever their authority is; nothing else the person records decides anything.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use passerelle_domain::{RightState, event::Payload};
+use passerelle_domain::{RightState, event::Payload, territory::TO_ASSIGN};
 
 /// One stored event of a person, as the fold reads it.
 #[derive(Debug, Clone)]
@@ -90,7 +90,7 @@ impl Fact {
 }
 
 fn in_order(facts: &[Fact]) -> Vec<&Fact> {
-    let mut ordered: Vec<&Fact> = facts.iter().filter(|fact| fact.active).collect();
+    let mut ordered: Vec<&Fact> = facts.iter().filter(|fact| fact.active && !fact.held()).collect();
     ordered
         .sort_by(|a, b| (a.occurred_at, a.recorded_at, &a.event_id).cmp(&(b.occurred_at, b.recorded_at, &b.event_id)));
     ordered
@@ -120,6 +120,16 @@ pub fn can_fold_on(stored: &State, watermark: &Watermark, later: &[Fact]) -> boo
                 && fact.territory.is_some()
                 && (stored.territory.is_none() || fact.occurred_at == watermark.occurred_at))
     })
+}
+
+impl Fact {
+    /// A CAF/MSA fact "à affecter": received by the split département 69 without a commune that
+    /// says whether it is the Métropole's or the Rhône's. It waits in the queue, applied to
+    /// nothing (as if not yet received) until the caisse corrects it with its authority or a
+    /// relay by that authority settles it (docs/territories.md).
+    pub fn held(&self) -> bool {
+        decides_territory(self) && self.territory.as_deref() == Some(TO_ASSIGN)
+    }
 }
 
 /// Whether a fact may decide the person's territory: only the CAF/MSA dossier's facts do.
@@ -380,6 +390,25 @@ mod tests {
     }
 
     #[test]
+    fn a_fact_to_assign_waits_and_counts_once_its_authority_is_known() {
+        let received = fact("0", 1, Payload::SddChanged { soumis: true });
+        let mut held = fact("held", 8, Payload::SddChanged { soumis: false });
+        held.territory = Some(TO_ASSIGN.into());
+        let facts = vec![received.clone(), held.clone()];
+        let state = dossier(&facts);
+        assert_eq!(state.territory.as_deref(), Some("52"), "neither placed in 69 nor moved");
+        assert!(state.sdd, "the held fact is applied to nothing");
+        assert_eq!(state, dossier(std::slice::from_ref(&received)));
+        assert_eq!(watermark(&facts), Some(received.key()), "nor moves the watermark");
+        // The caisse's correction names the authority: it counts from then on.
+        let mut settled = held;
+        settled.event_id = "correction".into();
+        settled.territory = Some("69M".into());
+        let state = dossier(&[received, settled]);
+        assert_eq!((state.territory.as_deref(), state.sdd), (Some("69M"), false));
+    }
+
+    #[test]
     fn only_the_caf_dossier_decides_the_territory() {
         let mut claimed =
             fact("2", 5, Payload::OrientationRequested { origine: passerelle_domain::OrientationOrigin::Initiale });
@@ -482,7 +511,7 @@ mod tests {
                 // Few days, so that facts share an instant and the order falls to the ids.
                 let mut fact = fact(&format!("{round}-{n:02}"), rng.random_range(1..6), payload);
                 fact.recorded_at = at(rng.random_range(20..22));
-                fact.territory = Some(["52", "51", "69M"][rng.random_range(0..3)].into());
+                fact.territory = Some(["52", "51", "69M", TO_ASSIGN][rng.random_range(0..4)].into());
                 if fact.family == "allocataire" && rng.random_bool(0.2) {
                     fact.territory = None;
                 }

@@ -256,3 +256,39 @@ pub async fn queue(
     );
     sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(territory).bind(now).bind(limit).bind(offset).fetch_all(pool).await
 }
+
+/// A CAF/MSA fact waiting for its authority ("à affecter", docs/territories.md): what the caisse
+/// and ops need to settle it, nothing personal (the household's key is a keyed hash).
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct FactToAssign {
+    /// The caisse's institution id and its event id: the correction names them.
+    pub source: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub organisme: Option<String>,
+    pub household_key: Option<String>,
+    /// The residence commune the fact gave (outside the Rhône), if any.
+    pub commune: Option<String>,
+    pub occurred_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    /// The persons the fact is about (a household's fact names several).
+    pub persons: i64,
+}
+
+/// The "à affecter" queue, oldest first: facts received by département 69 that no commune of the
+/// Rhône places, neither corrected nor retracted since. Only a caisse's (`organisme`) when given.
+pub async fn to_assign(pool: &PgPool, organisme: Option<&str>) -> Result<Vec<FactToAssign>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT source, event_id, event_type, organisme, household_key, commune,
+                min(occurred_at) AS occurred_at, min(recorded_at) AS recorded_at, count(*) AS persons
+         FROM person_events
+         WHERE territory = $1 AND family = 'allocataire' AND superseded_by IS NULL AND retracted_by IS NULL
+           AND ($2::text IS NULL OR organisme = $2)
+         GROUP BY source, event_id, event_type, organisme, household_key, commune
+         ORDER BY min(recorded_at), source, event_id",
+    )
+    .bind(passerelle_domain::territory::TO_ASSIGN)
+    .bind(organisme)
+    .fetch_all(pool)
+    .await
+}
