@@ -192,6 +192,25 @@ fn text(value: &Value) -> Option<String> {
     }
 }
 
+/// A commune as an agent reads it: its name from the INSEE list, then its code
+/// ("Chaumont (52121)"); a former code names today's commune.
+pub fn commune_label(code: &str) -> String {
+    use passerelle_domain::territory::communes::{self, Kind};
+    match communes::entry(code) {
+        Some(entry) if entry.kind() == Kind::Former => {
+            let today: Vec<String> = entry
+                .today()
+                .map(|today| {
+                    communes::entry(today).map_or_else(|| today.to_owned(), |t| format!("{} ({today})", t.name()))
+                })
+                .collect();
+            format!("ancienne commune {code}, aujourd'hui {}", today.join(" ou "))
+        }
+        Some(entry) => format!("{} ({code})", entry.name()),
+        None => code.to_owned(),
+    }
+}
+
 fn line(label: &'static str, value: Option<String>) -> Line {
     Line { label, value: value.unwrap_or_else(|| "Non renseigné".into()) }
 }
@@ -218,7 +237,7 @@ impl DossierView {
                         line("Prénoms", get("prenoms")),
                         line("Date de naissance", get("date_naissance").map(|d| date(&d))),
                         line("NIR (masqué)", get("nir_masque")),
-                        line("Commune de résidence (INSEE)", get("commune")),
+                        line("Commune de résidence", get("commune").map(|code| commune_label(&code))),
                         line("Territoire", get("territoire")),
                     ],
                     None,

@@ -199,9 +199,11 @@ pub(super) struct QueueQuery {
 fn filters(query: &QueueQuery) -> Result<(QueueFilter, i64), String> {
     let commune = query.commune.as_deref().map(str::trim).filter(|c| !c.is_empty()).map(str::to_uppercase);
     if let Some(code) = &commune
-        && (code.chars().count() != 5 || !code.chars().all(|c| c.is_ascii_alphanumeric()))
+        && passerelle_domain::CommuneCode::parse(code).is_err()
     {
-        return Err("Commune : un code INSEE de 5 caractères (par exemple 52121)".into());
+        return Err(format!(
+            "Commune : « {code} » n'est pas un code INSEE de commune (5 caractères, par exemple 52121)"
+        ));
     }
     let sdd = match query.sdd.as_deref().unwrap_or("") {
         "" => None,
@@ -345,7 +347,7 @@ pub(super) async fn queue(
                 row.nom.as_deref().unwrap_or("(nom illisible)"),
                 row.prenoms.as_deref().unwrap_or("")
             ),
-            commune: row.commune.clone().unwrap_or_else(|| "—".into()),
+            commune: row.commune.as_deref().map(views::commune_label).unwrap_or_else(|| "—".into()),
             since: row.since.map(|at| views::date(&at.to_rfc3339())).unwrap_or_else(|| "—".into()),
         })
         .collect();
