@@ -421,6 +421,73 @@ async fn a_fact_received_by_69_outside_the_rhone_waits_for_its_authority_and_is_
     hub.running.shutdown().await
 }
 
+/// A caisse that does not correct its facts: ops decide the foyer's authority, an event on its
+/// own topic. The foyer's waiting facts count in that authority, a later fact of the foyer that
+/// arrives waiting takes it too, a second decision moves them, and a rebuild gives the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ops_place_a_foyer_waiting_for_its_authority_and_a_rebuild_agrees() -> anyhow::Result<()> {
+    let hub = TestHub::spawn().await?;
+    let pool = hub.running.pool.clone();
+    let keys = hub.subject_keys();
+    let mut lyon = AllocataireIngestClient::new(hub.channel_as("caf-691").await?);
+    let waiting = |event_id: &str, when: &str, fact| {
+        let mut event = caf(event_id, when, legrand(), "DEM", fact);
+        event.household =
+            Some(proto::Household { organisme: "691".into(), matricule: "7654321".into(), role: "DEM".into() });
+        event.location = Some(Location { receiving_authority: "069".into(), commune: "38185".into() });
+        event
+    };
+    lyon.publish(waiting("w-1", "2026-10-01T09:00:00+02:00", right_opened())).await?;
+    wait_for(&pool, 1).await?;
+    let queue = passerelle_readmodel::territory::to_assign(&pool, None).await?;
+    let foyer = queue.first().and_then(|fact| fact.household_key.clone()).expect("the foyer waits");
+    let key = keys.nir(&passerelle_domain::Nir::parse(NIR_LEGRAND)?).as_str().to_owned();
+    let legrand_id = passerelle_readmodel::person_of_subject(&pool, &key).await?.expect("the person is known");
+    let decide = |authority: &str| passerelle_eventlog::affectation::TerritoryAssignment {
+        decision_id: Uuid::now_v7(),
+        decided_at: chrono::Utc::now(),
+        decided_by: "ops.dupont".into(),
+        household_key: foyer.clone(),
+        authority: authority.into(),
+    };
+    passerelle::publish_territory_assignment(&hub.config, &decide("69D")).await?;
+    let placed = eventually("ops' decision places the foyer in the Rhône", async || {
+        let dossier = passerelle_readmodel::dossier(&pool, legrand_id).await?.expect("a dossier");
+        Ok((dossier.territory.as_deref() == Some("69D")).then_some(dossier))
+    })
+    .await?;
+    assert_eq!(placed.right_state.as_deref(), Some("2"), "the waiting fact now counts");
+    assert!(passerelle_readmodel::territory::to_assign(&pool, None).await?.is_empty(), "the queue is empty");
+
+    // The caisse goes on sending the foyer received by 069 from Grenoble: placed as decided.
+    lyon.publish(waiting("w-2", "2026-10-10T09:00:00+02:00", sdd(true))).await?;
+    eventually("the foyer's next fact follows the decision", async || {
+        let dossier = passerelle_readmodel::dossier(&pool, legrand_id).await?.expect("a dossier");
+        Ok((dossier.sdd && dossier.territory.as_deref() == Some("69D")).then_some(()))
+    })
+    .await?;
+    assert!(passerelle_readmodel::territory::to_assign(&pool, None).await?.is_empty());
+
+    // A later decision moves the foyer (the first was wrong); the rebuild replays both.
+    passerelle::publish_territory_assignment(&hub.config, &decide("69M")).await?;
+    eventually("the second decision moves the foyer", async || {
+        let dossier = passerelle_readmodel::dossier(&pool, legrand_id).await?.expect("a dossier");
+        Ok((dossier.territory.as_deref() == Some("69M")).then_some(()))
+    })
+    .await?;
+    let before = passerelle_readmodel::dossier(&pool, legrand_id).await?.expect("a dossier");
+    let rebuilt = passerelle::rebuild_projection(&hub.config, "dossier", |_| {}).await?;
+    eprintln!("rebuilt: {rebuilt:?}");
+    let after = passerelle_readmodel::dossier(&pool, legrand_id).await?.expect("a dossier after the rebuild");
+    assert_eq!(
+        (after.territory.as_deref(), after.right_state.as_deref(), after.sdd),
+        (before.territory.as_deref(), before.right_state.as_deref(), before.sdd),
+        "the rebuild applies the same decisions"
+    );
+    assert_eq!(after.territory.as_deref(), Some("69M"));
+    hub.running.shutdown().await
+}
+
 /// Every row of the hub's tables (public, readmodel, journal) whose text holds `needle`, as
 /// "schema.table".
 async fn rows_naming(pool: &sqlx::PgPool, needle: &str) -> anyhow::Result<Vec<String>> {

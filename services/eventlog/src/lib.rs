@@ -3,6 +3,7 @@
 
 pub use apache_avro::Schema;
 
+pub mod affectation;
 pub mod codec;
 pub mod framing;
 pub mod identity;

@@ -11,6 +11,8 @@ use crate::Error;
 pub enum Stream {
     Facts(Family),
     Identity,
+    /// Ops' decisions on the authority of foyers waiting "à affecter" (crate::affectation).
+    Affectation,
 }
 
 impl Stream {
@@ -19,11 +21,13 @@ impl Stream {
         match self {
             Stream::Facts(family) => family.topic(),
             Stream::Identity => IDENTITY_TOPIC,
+            Stream::Affectation => AFFECTATION_TOPIC,
         }
     }
 }
 
 const IDENTITY_TOPIC: &str = "passerelle.identite.v1";
+const AFFECTATION_TOPIC: &str = "passerelle.affectation.v1";
 
 /// The latest committed version of a stream's schema.
 pub fn latest_of(stream: Stream) -> SchemaVersion {
@@ -86,6 +90,12 @@ pub const COMMITTED: &[SchemaVersion] = &[
         stream: Stream::Identity,
         version: 2,
         text: include_str!("../../../schemas/passerelle.identite.v1/v2.avsc"),
+    },
+    // Nothing personal in it (the foyer is named by its keyed hash): not sealed.
+    SchemaVersion {
+        stream: Stream::Affectation,
+        version: 1,
+        text: include_str!("../../../schemas/passerelle.affectation.v1/v1.avsc"),
     },
 ];
 
@@ -153,6 +163,10 @@ impl Topics {
 
     pub fn identity(&self) -> String {
         format!("{}{IDENTITY_TOPIC}", self.prefix)
+    }
+
+    pub fn affectation(&self) -> String {
+        format!("{}{AFFECTATION_TOPIC}", self.prefix)
     }
 }
 

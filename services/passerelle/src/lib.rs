@@ -171,6 +171,7 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
 
     let mut all_topics: Vec<String> = Family::ALL.iter().map(|family| topics.topic(*family)).collect();
     all_topics.push(topics.identity());
+    all_topics.push(topics.affectation());
     all_topics.push(topics.dead_letters());
     kafka::ensure_topics(&config.kafka, &all_topics).await.with_context(|| {
         format!(
@@ -475,12 +476,15 @@ pub fn dossier_applier(registry: Registry, keys: KeyStore, topics: &Topics) -> p
     let families = Family::ALL.iter().map(|family| (topics.topic(*family), *family)).collect();
     passerelle_projector::apply::Applier::new("dossier", registry, keys, families)
         .with_identity_topic(topics.identity())
+        .with_affectation_topic(topics.affectation())
 }
 
-/// The topics the dossier projection consumes: every family's facts and the identity decisions.
+/// The topics the dossier projection consumes: every family's facts, the identity decisions and
+/// ops' decisions on foyers waiting "à affecter".
 pub fn projected_topics(topics: &Topics) -> Vec<String> {
     let mut all: Vec<String> = Family::ALL.iter().map(|family| topics.topic(*family)).collect();
     all.push(topics.identity());
+    all.push(topics.affectation());
     all
 }
 
@@ -583,6 +587,33 @@ pub async fn publish_identity_decision(
     let publisher = Arc::new(Publisher::new(config.kafka.clone())?);
     publisher
         .publish(&topics.identity(), &key.key_id.to_string(), &value, passerelle_eventlog::kafka::Headers::new())
+        .await
+        .map_err(|error| {
+            anyhow::anyhow!(
+                "the decision was not published ({error}); nothing changed. Is the broker at {} running?",
+                config.kafka.bootstrap_servers
+            )
+        })?;
+    Ok(())
+}
+
+/// Publishes ops' decision on the authority of a foyer waiting "à affecter"
+/// (`passerelle territoires affecter`); the projection applies it, as every rebuild will. The
+/// decision names the foyer by its keyed hash: nothing personal, not sealed.
+pub async fn publish_territory_assignment(
+    config: &Config,
+    decision: &passerelle_eventlog::affectation::TerritoryAssignment,
+) -> anyhow::Result<()> {
+    let pool = connect(config).await?;
+    let topics = Topics::new(config.kafka.topic_prefix.clone());
+    let registry = Registry::new(pool.clone(), topics.clone());
+    registry.register_committed().await?;
+    let writer = registry.writer_of(passerelle_eventlog::schemas::Stream::Affectation).await?;
+    let datum = passerelle_eventlog::affectation::encode(decision, &writer.schema)?;
+    let value = passerelle_eventlog::framing::frame(writer.id, &datum);
+    let publisher = Arc::new(Publisher::new(config.kafka.clone())?);
+    publisher
+        .publish(&topics.affectation(), &decision.household_key, &value, passerelle_eventlog::kafka::Headers::new())
         .await
         .map_err(|error| {
             anyhow::anyhow!(

@@ -171,6 +171,19 @@ enum TerritoiresCommand {
         #[arg(long)]
         caisse: Option<String>,
     },
+    /// Publishes ops' decision on a foyer's authority, for a caisse that does not correct its
+    /// facts: the foyer's waiting facts, and those that arrive waiting later, are the
+    /// authority's (the latest decision holds). The projection applies it, as every rebuild.
+    Affecter {
+        /// The foyer, as `territoires a-affecter` shows it (foyer:…).
+        #[arg(long)]
+        foyer: String,
+        #[arg(long, value_parser = ["69M", "69D"])]
+        autorite: String,
+        /// Who decides (uid), kept with the decision.
+        #[arg(long)]
+        by: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -361,21 +374,50 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
                     },
                 );
                 println!(
-                    "{}  {}/{}  {}  caisse {}  {}  {} person(s)",
+                    "{}  {}/{}  {}  caisse {}  {}  {} person(s)  {}",
                     fact.recorded_at.format("%Y-%m-%d %H:%M:%S"),
                     fact.source,
                     fact.event_id,
                     fact.event_type,
                     fact.organisme.as_deref().unwrap_or("?"),
                     commune,
-                    fact.persons
+                    fact.persons,
+                    fact.household_key.as_deref().unwrap_or("no foyer")
                 );
             }
             println!(
                 "{} fact(s) waiting. The caisse settles each by pushing its correction (corrects_event_id = the event id \
                  above) with receiving_authority 69M (Métropole de Lyon) or 69D (Rhône); a flux the Métropole or the \
-                 Rhône relays is placed in the relaying authority.",
+                 Rhône relays is placed in the relaying authority; or ops decide for the foyer: \
+                 passerelle territoires affecter --foyer <foyer:…> --autorite 69M|69D --by <uid>.",
                 waiting.len()
+            );
+            Ok(())
+        }
+        Command::Territoires { command: TerritoiresCommand::Affecter { foyer, autorite, by } } => {
+            let by = passerelle_domain::AgentUid::parse(&by).map_err(|e| anyhow::anyhow!("--by: {e}"))?;
+            let pool = passerelle::connect(&config).await?;
+            let waiting = passerelle_readmodel::territory::to_assign(&pool, None).await?;
+            let waits = waiting.iter().any(|fact| fact.household_key.as_deref() == Some(foyer.as_str()));
+            let placed = passerelle_readmodel::territory::assignment_of(&pool, &foyer).await?;
+            if !waits && placed.is_none() {
+                anyhow::bail!(
+                    "--foyer: no fact of {foyer:?} waits for its authority, and ops never placed it \
+                     (`passerelle territoires a-affecter` lists the foyers waiting)"
+                );
+            }
+            let decision = passerelle_eventlog::affectation::TerritoryAssignment {
+                decision_id: uuid::Uuid::now_v7(),
+                decided_at: chrono::Utc::now(),
+                decided_by: by.as_str().to_owned(),
+                household_key: foyer.clone(),
+                authority: autorite.clone(),
+            };
+            passerelle::publish_territory_assignment(&config, &decision).await?;
+            println!(
+                "decision {} published: foyer {foyer} is {autorite}'s{}; the projection applies it",
+                decision.decision_id,
+                placed.map(|before| format!(" (was {before}'s)")).unwrap_or_default()
             );
             Ok(())
         }

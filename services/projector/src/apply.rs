@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use passerelle_domain::event::{Family, Payload, SubjectKey};
 use passerelle_eventlog::{
+    affectation::{self, TerritoryAssignment},
     codec::LoggedEvent,
     framing,
     identity::{self, Decision, IdentityDecision},
@@ -99,6 +100,7 @@ pub struct Applier {
     keys: KeyStore,
     families: HashMap<String, Family>,
     identity_topic: Option<String>,
+    affectation_topic: Option<String>,
     hold_before_commit: Option<Hold>,
     /// Every fold from the stored state checked against the full fold ([`refold::CHECK_VARIABLE`]).
     check_folds: bool,
@@ -117,6 +119,7 @@ impl Applier {
             keys,
             families,
             identity_topic: None,
+            affectation_topic: None,
             hold_before_commit: None,
             check_folds: std::env::var(refold::CHECK_VARIABLE).is_ok_and(|value| value == "1"),
         }
@@ -140,6 +143,13 @@ impl Applier {
     /// Also applies the human identity decisions published on `topic`.
     pub fn with_identity_topic(mut self, topic: impl Into<String>) -> Self {
         self.identity_topic = Some(topic.into());
+        self
+    }
+
+    /// Also applies ops' decisions on the authority of foyers waiting "à affecter", published
+    /// on `topic`.
+    pub fn with_affectation_topic(mut self, topic: impl Into<String>) -> Self {
+        self.affectation_topic = Some(topic.into());
         self
     }
 
@@ -279,6 +289,48 @@ impl Applier {
         Ok(Applied::New)
     }
 
+    /// Ops' decision on a foyer waiting "à affecter": applied once; the latest decision on a
+    /// foyer holds. Its waiting facts (and those placed by an earlier decision) take the
+    /// authority, and its members' dossiers and its right state fold again in full.
+    async fn apply_assignment(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        record: &Record,
+        assignment: &TerritoryAssignment,
+        touched: &mut refold::Touched,
+    ) -> Result<Applied, Error> {
+        let fingerprint = Sha256::digest(
+            format!(
+                "{}|{}|{}",
+                assignment.household_key,
+                assignment.authority,
+                assignment.decided_at.timestamp_millis()
+            )
+            .as_bytes(),
+        )
+        .to_vec();
+        let decision_id = assignment.decision_id.to_string();
+        if !self.record_applied(tx, "passerelle.affectation", &decision_id, &fingerprint, record).await? {
+            return Ok(Applied::Duplicate);
+        }
+        let persons = passerelle_readmodel::territory::assign(
+            tx,
+            passerelle_readmodel::territory::Assignment {
+                household_key: &assignment.household_key,
+                authority: &assignment.authority,
+                decided_at: assignment.decided_at,
+                decided_by: &assignment.decided_by,
+                decision_id: &decision_id,
+            },
+        )
+        .await?;
+        if !persons.is_empty() {
+            touched.rewritten_persons(persons);
+            touched.rewritten_households([assignment.household_key.clone()]);
+        }
+        Ok(Applied::New)
+    }
+
     fn decode(&self, record: &Record, framed: Framed, keys: &BatchKeys) -> Item {
         let Some(family) = self.families.get(&record.topic).copied() else {
             return Item::Event(Err(format!("no family for topic {}", record.topic)));
@@ -388,6 +440,12 @@ impl Applier {
         for (record, read) in framed {
             let item = if self.identity_topic.as_deref() == Some(record.topic.as_str()) {
                 self.decode_decision(read, &data_keys).await?
+            } else if self.affectation_topic.as_deref() == Some(record.topic.as_str()) {
+                Item::Assignment(match read {
+                    Framed::Clear(datum, schema) => affectation::decode(&datum, &schema).map_err(|e| e.to_string()),
+                    Framed::Sealed(_) => Err("a territory assignment is never sealed".into()),
+                    Framed::Unreadable(reason) => Err(reason),
+                })
             } else {
                 self.decode(record, read, &data_keys)
             };
@@ -432,6 +490,18 @@ impl Applier {
                     }
                     known.refresh(&mut tx).await?;
                 }
+                Item::Assignment(Ok(assignment)) => {
+                    pending.flush(&mut tx).await?;
+                    match self.apply_assignment(&mut tx, record, assignment, &mut touched).await? {
+                        Applied::New => outcome.applied += 1,
+                        _ => outcome.duplicates += 1,
+                    }
+                }
+                Item::Assignment(Err(reason)) => outcome.dead_letters.push(DeadLetter {
+                    record: (*record).clone(),
+                    reason: format!("undecodable territory assignment: {reason}"),
+                    person_id: None,
+                }),
                 Item::Shredded => outcome.erased += 1,
                 Item::Decision(Err(reason)) => outcome.dead_letters.push(DeadLetter {
                     record: (*record).clone(),
@@ -677,6 +747,7 @@ enum Status {
 /// A decoded record of a batch.
 enum Item {
     Decision(Result<IdentityDecision, String>),
+    Assignment(Result<TerritoryAssignment, String>),
     Event(Result<Box<LoggedEvent>, String>),
     /// A sealed record whose subject's key was destroyed: an erased person's, skipped.
     Shredded,

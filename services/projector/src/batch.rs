@@ -161,11 +161,11 @@ async fn insert_events(tx: &mut Transaction<'_, Postgres>, rows: Vec<EventRow>) 
     sqlx::query(
         "INSERT INTO person_events (person_id, source, event_id, family, event_type, occurred_at, recorded_at, relayed_by,
                                     household_key, territory, fact, corrects, role, subject_key,
-                                    sealed_key_id, sealed_nonce, sealed_data, commune, organisme,
+                                    sealed_key_id, sealed_nonce, sealed_data, commune, organisme, assigned_by,
                                     superseded_by, retracted_by)
          SELECT u.person_id, u.source, u.event_id, u.family, u.event_type, u.occurred_at, u.recorded_at, u.relayed_by,
-                u.household_key, u.territory, u.fact::jsonb, u.corrects, u.role, u.subject_key,
-                u.sealed_key_id, u.sealed_nonce, u.sealed_data, u.commune, u.organisme,
+                u.household_key, COALESCE(a.authority, u.territory), u.fact::jsonb, u.corrects, u.role, u.subject_key,
+                u.sealed_key_id, u.sealed_nonce, u.sealed_data, u.commune, u.organisme, a.decision_id,
                 (SELECT event_id FROM person_events c WHERE c.source = u.source AND c.corrects = u.event_id AND c.event_type <> 'retraction' AND (c.subject_key = u.subject_key OR u.subject_key IN (SELECT l.subject_key FROM subject_links l WHERE l.person_id = c.person_id)) LIMIT 1),
                 (SELECT event_id FROM person_events c WHERE c.source = u.source AND c.corrects = u.event_id AND c.event_type = 'retraction' AND (c.subject_key = u.subject_key OR u.subject_key IN (SELECT l.subject_key FROM subject_links l WHERE l.person_id = c.person_id)) LIMIT 1)
          FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::timestamptz[],
@@ -173,6 +173,9 @@ async fn insert_events(tx: &mut Transaction<'_, Postgres>, rows: Vec<EventRow>) 
                      $16::bytea[], $17::bytea[], $18::text[], $19::text[])
            AS u(person_id, source, event_id, family, event_type, occurred_at, recorded_at, relayed_by, household_key,
                 territory, fact, corrects, role, subject_key, sealed_key_id, sealed_nonce, sealed_data, commune, organisme)
+         -- A fact waiting to be assigned whose foyer ops already placed takes that authority.
+         LEFT JOIN territory_assignments a
+                ON u.territory = $20 AND u.family = 'allocataire' AND a.household_key = u.household_key
          ON CONFLICT DO NOTHING",
     )
     .bind(column!(person_id))
@@ -194,6 +197,7 @@ async fn insert_events(tx: &mut Transaction<'_, Postgres>, rows: Vec<EventRow>) 
     .bind(column!(sealed_data))
     .bind(column!(commune))
     .bind(column!(organisme))
+    .bind(passerelle_domain::territory::TO_ASSIGN)
     .execute(&mut **tx)
     .await?;
     Ok(())

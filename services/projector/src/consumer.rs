@@ -233,7 +233,8 @@ impl Watchdog {
 
 /// The `reason` label of `passerelle_projector_dead_letters_total` (a dead letter's reason up
 /// to its first colon).
-pub const DEAD_LETTER_REASONS: [&str; 3] = ["undecodable", "undecodable identity decision", "conflict"];
+pub const DEAD_LETTER_REASONS: [&str; 4] =
+    ["undecodable", "undecodable identity decision", "undecodable territory assignment", "conflict"];
 
 /// Batch size and latency, applied events, dead letters, freshness per territory, and the log
 /// time of the last record applied per partition (the lag task reads it). No I/O: the lag

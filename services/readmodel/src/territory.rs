@@ -292,3 +292,59 @@ pub async fn to_assign(pool: &PgPool, organisme: Option<&str>) -> Result<Vec<Fac
     .fetch_all(pool)
     .await
 }
+
+/// Ops' decision on the authority of a foyer waiting "à affecter".
+#[derive(Debug, Clone, Copy)]
+pub struct Assignment<'a> {
+    pub household_key: &'a str,
+    /// `69M` or `69D`.
+    pub authority: &'a str,
+    pub decided_at: DateTime<Utc>,
+    pub decided_by: &'a str,
+    pub decision_id: &'a str,
+}
+
+/// Records `decision` unless a later one on the foyer is already recorded, and gives the foyer's
+/// waiting facts (and those an earlier decision placed) its authority. Facts of the foyer that
+/// arrive waiting afterwards take it when stored. Returns the persons whose facts changed.
+pub async fn assign(conn: &mut sqlx::PgConnection, decision: Assignment<'_>) -> Result<Vec<Uuid>, sqlx::Error> {
+    let recorded: Option<(String,)> = sqlx::query_as(
+        "INSERT INTO territory_assignments (household_key, authority, decided_at, decided_by, decision_id)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (household_key) DO UPDATE
+            SET authority = EXCLUDED.authority, decided_at = EXCLUDED.decided_at,
+                decided_by = EXCLUDED.decided_by, decision_id = EXCLUDED.decision_id
+            WHERE territory_assignments.decided_at <= EXCLUDED.decided_at
+         RETURNING authority",
+    )
+    .bind(decision.household_key)
+    .bind(decision.authority)
+    .bind(decision.decided_at)
+    .bind(decision.decided_by)
+    .bind(decision.decision_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if recorded.is_none() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_scalar(
+        "UPDATE person_events SET territory = $2, assigned_by = $3
+         WHERE household_key = $1 AND family = 'allocataire'
+           AND (territory = $4 OR assigned_by IS NOT NULL) AND territory IS DISTINCT FROM $2
+         RETURNING person_id",
+    )
+    .bind(decision.household_key)
+    .bind(decision.authority)
+    .bind(decision.decision_id)
+    .bind(passerelle_domain::territory::TO_ASSIGN)
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// The authority ops gave a foyer, if they did.
+pub async fn assignment_of(pool: &PgPool, household_key: &str) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT authority FROM territory_assignments WHERE household_key = $1")
+        .bind(household_key)
+        .fetch_optional(pool)
+        .await
+}
