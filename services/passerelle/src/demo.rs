@@ -96,6 +96,18 @@ pub fn allocataire_events() -> Vec<AllocataireEvent> {
     );
     lyon_event.location = at("069", "69381");
     events.push(lyon_event);
+    // A foyer of the CAF du Rhône whose dossier is still received by 069 while it lives in
+    // Grenoble: neither the Métropole's nor the Rhône's can be told, the fact waits "à affecter"
+    // (`passerelle territoires a-affecter`, docs/territories.md).
+    let mut waiting = event(
+        "demo-caf-0102",
+        "2026-10-06T10:00:00+02:00",
+        person("2900438185012", "", "ROUSSEL", "Inès", "1990-04-11"),
+        Some(Household { organisme: "691".into(), matricule: "7654400".into(), role: "DEM".into() }),
+        Caf::RightOpened(proto::RsaRightOpened { date_ouverture: "2026-10-01".into() }),
+    );
+    waiting.location = at("069", "38185");
+    events.push(waiting);
     events
 }
 
