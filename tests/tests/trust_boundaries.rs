@@ -418,6 +418,16 @@ async fn a_fact_received_by_69_outside_the_rhone_waits_for_its_authority_and_is_
     })
     .await?;
     assert!(passerelle_readmodel::territory::to_assign(&pool, None).await?.is_empty());
+
+    // The caisse corrects the placed fact from its flux, still received by 069 from Grenoble:
+    // the correction keeps the place of the fact it corrects, it neither waits nor erases it.
+    let mut again = in_69("h-4", "2026-10-01T09:00:00+02:00", "069", "38185", sdd(true));
+    again.corrects_event_id = "h-3".into();
+    lyon.publish(again).await?;
+    wait_for(&pool, 4).await?;
+    let corrected = passerelle_readmodel::dossier(&pool, legrand_id).await?.expect("a dossier");
+    assert_eq!((corrected.territory.as_deref(), corrected.sdd), (Some("69M"), true));
+    assert!(passerelle_readmodel::territory::to_assign(&pool, None).await?.is_empty(), "nothing waits");
     hub.running.shutdown().await
 }
 

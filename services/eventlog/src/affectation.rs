@@ -1,8 +1,8 @@
 //! Ops' decisions on the authority of a foyer whose CAF/MSA facts wait "à affecter" (received by
 //! the split département 69 with a commune that does not say whether they are the Métropole de
 //! Lyon's or the Rhône's, docs/territories.md). Published on their own topic so that every
-//! projection, and every rebuild, applies the same decision. Nothing personal: the foyer is named
-//! by its keyed hash, the decision is not sealed.
+//! projection, and every rebuild, applies the same decision. Nothing about the person in clear:
+//! the foyer is named by its keyed hash (the deciding agent by their uid); not sealed.
 
 use apache_avro::{Schema, types::Value};
 use chrono::{DateTime, Utc};

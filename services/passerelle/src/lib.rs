@@ -599,7 +599,7 @@ pub async fn publish_identity_decision(
 
 /// Publishes ops' decision on the authority of a foyer waiting "à affecter"
 /// (`passerelle territoires affecter`); the projection applies it, as every rebuild will. The
-/// decision names the foyer by its keyed hash: nothing personal, not sealed.
+/// decision names the foyer by its keyed hash and the agent by their uid: not sealed.
 pub async fn publish_territory_assignment(
     config: &Config,
     decision: &passerelle_eventlog::affectation::TerritoryAssignment,

@@ -313,6 +313,9 @@ impl Applier {
         if !self.record_applied(tx, "passerelle.affectation", &decision_id, &fingerprint, record).await? {
             return Ok(Applied::Duplicate);
         }
+        // Before the decision is recorded, so that a worker storing a waiting fact of the foyer
+        // at the same time either is seen here or sees the decision under the lock (refold::lock).
+        refold::lock_household(tx, &assignment.household_key).await?;
         let persons = passerelle_readmodel::territory::assign(
             tx,
             passerelle_readmodel::territory::Assignment {

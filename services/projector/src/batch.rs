@@ -164,7 +164,16 @@ async fn insert_events(tx: &mut Transaction<'_, Postgres>, rows: Vec<EventRow>) 
                                     sealed_key_id, sealed_nonce, sealed_data, commune, organisme, assigned_by,
                                     superseded_by, retracted_by)
          SELECT u.person_id, u.source, u.event_id, u.family, u.event_type, u.occurred_at, u.recorded_at, u.relayed_by,
-                u.household_key, COALESCE(a.authority, u.territory), u.fact::jsonb, u.corrects, u.role, u.subject_key,
+                u.household_key,
+                -- A waiting fact takes its foyer's decided authority; a waiting correction, the
+                -- place of the fact it corrects (it does not move it).
+                COALESCE(a.authority,
+                         CASE WHEN u.territory = $20 AND u.corrects IS NOT NULL THEN
+                              (SELECT c.territory FROM person_events c
+                               WHERE c.source = u.source AND c.event_id = u.corrects AND c.territory <> $20 LIMIT 1)
+                         END,
+                         u.territory),
+                u.fact::jsonb, u.corrects, u.role, u.subject_key,
                 u.sealed_key_id, u.sealed_nonce, u.sealed_data, u.commune, u.organisme, a.decision_id,
                 (SELECT event_id FROM person_events c WHERE c.source = u.source AND c.corrects = u.event_id AND c.event_type <> 'retraction' AND (c.subject_key = u.subject_key OR u.subject_key IN (SELECT l.subject_key FROM subject_links l WHERE l.person_id = c.person_id)) LIMIT 1),
                 (SELECT event_id FROM person_events c WHERE c.source = u.source AND c.corrects = u.event_id AND c.event_type = 'retraction' AND (c.subject_key = u.subject_key OR u.subject_key IN (SELECT l.subject_key FROM subject_links l WHERE l.person_id = c.person_id)) LIMIT 1)

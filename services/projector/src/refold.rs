@@ -333,6 +333,26 @@ pub async fn lock(tx: &mut Transaction<'_, Postgres>, persons: &[Uuid], househol
     .bind(&keys)
     .execute(&mut **tx)
     .await?;
+    // A fact stored waiting "à affecter" while another worker recorded ops' decision on its
+    // foyer saw neither the other's write: under the foyer's lock (which the decision takes
+    // before it is recorded), the committed decision is visible, and placing the fact here
+    // keeps the live projection where a rebuild would end.
+    sqlx::query(
+        "UPDATE person_events e SET territory = a.authority, assigned_by = a.decision_id
+         FROM territory_assignments a
+         WHERE a.household_key = ANY($1) AND e.household_key = a.household_key
+           AND e.family = 'allocataire' AND e.territory = $2",
+    )
+    .bind(&keys)
+    .bind(passerelle_domain::territory::TO_ASSIGN)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Takes the advisory lock of one household ahead of a batch's refold (see [`lock`]).
+pub async fn lock_household(tx: &mut Transaction<'_, Postgres>, household: &str) -> Result<(), Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7301))").bind(household).execute(&mut **tx).await?;
     Ok(())
 }
 

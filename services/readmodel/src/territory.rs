@@ -282,7 +282,8 @@ pub async fn to_assign(pool: &PgPool, organisme: Option<&str>) -> Result<Vec<Fac
         "SELECT source, event_id, event_type, organisme, household_key, commune,
                 min(occurred_at) AS occurred_at, min(recorded_at) AS recorded_at, count(*) AS persons
          FROM person_events
-         WHERE territory = $1 AND family = 'allocataire' AND superseded_by IS NULL AND retracted_by IS NULL
+         WHERE territory = $1 AND family = 'allocataire' AND event_type <> 'retraction'
+           AND superseded_by IS NULL AND retracted_by IS NULL
            AND ($2::text IS NULL OR organisme = $2)
          GROUP BY source, event_id, event_type, organisme, household_key, commune
          ORDER BY min(recorded_at), source, event_id",
