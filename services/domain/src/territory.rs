@@ -213,11 +213,6 @@ impl Authority {
         }
     }
 
-    /// Whether this authority shares the split département (69M, 69D).
-    pub fn in_split_departement(&self) -> bool {
-        matches!(self.0.as_str(), "69M" | "69D")
-    }
-
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -584,16 +584,19 @@ pub async fn publish_identity_decision(
     )?;
     let datum = passerelle_eventlog::sealed::seal(stream, &key, &content, &writer.schema)?;
     let value = passerelle_eventlog::framing::frame(writer.id, &datum);
+    publish_decision(config, &topics.identity(), &key.key_id.to_string(), &value).await
+}
+
+/// Publishes a human decision's framed `value`, acknowledged by the broker or an error saying
+/// nothing changed.
+async fn publish_decision(config: &Config, topic: &str, key: &str, value: &[u8]) -> anyhow::Result<()> {
     let publisher = Arc::new(Publisher::new(config.kafka.clone())?);
-    publisher
-        .publish(&topics.identity(), &key.key_id.to_string(), &value, passerelle_eventlog::kafka::Headers::new())
-        .await
-        .map_err(|error| {
-            anyhow::anyhow!(
-                "the decision was not published ({error}); nothing changed. Is the broker at {} running?",
-                config.kafka.bootstrap_servers
-            )
-        })?;
+    publisher.publish(topic, key, value, passerelle_eventlog::kafka::Headers::new()).await.map_err(|error| {
+        anyhow::anyhow!(
+            "the decision was not published ({error}); nothing changed. Is the broker at {} running?",
+            config.kafka.bootstrap_servers
+        )
+    })?;
     Ok(())
 }
 
@@ -611,17 +614,7 @@ pub async fn publish_territory_assignment(
     let writer = registry.writer_of(passerelle_eventlog::schemas::Stream::Affectation).await?;
     let datum = passerelle_eventlog::affectation::encode(decision, &writer.schema)?;
     let value = passerelle_eventlog::framing::frame(writer.id, &datum);
-    let publisher = Arc::new(Publisher::new(config.kafka.clone())?);
-    publisher
-        .publish(&topics.affectation(), &decision.household_key, &value, passerelle_eventlog::kafka::Headers::new())
-        .await
-        .map_err(|error| {
-            anyhow::anyhow!(
-                "the decision was not published ({error}); nothing changed. Is the broker at {} running?",
-                config.kafka.bootstrap_servers
-            )
-        })?;
-    Ok(())
+    publish_decision(config, &topics.affectation(), &decision.household_key, &value).await
 }
 
 /// The key store of the hub's database, its hierarchy prepared.

@@ -397,8 +397,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Territoires { command: TerritoiresCommand::Affecter { foyer, autorite, by } } => {
             let by = passerelle_domain::AgentUid::parse(&by).map_err(|e| anyhow::anyhow!("--by: {e}"))?;
             let pool = passerelle::connect(&config).await?;
-            let waiting = passerelle_readmodel::territory::to_assign(&pool, None).await?;
-            let waits = waiting.iter().any(|fact| fact.household_key.as_deref() == Some(foyer.as_str()));
+            let waits = passerelle_readmodel::territory::waits(&pool, &foyer).await?;
             let placed = passerelle_readmodel::territory::assignment_of(&pool, &foyer).await?;
             if !waits && placed.is_none() {
                 anyhow::bail!(

@@ -697,6 +697,8 @@ impl Applier {
             household: household_key.as_deref(),
             right: event.payload.right_state().is_some(),
             decides_territory: event.family == Family::Allocataire && envelope.territory.is_some(),
+            waiting: event.family == Family::Allocataire
+                && envelope.territory.as_deref() == Some(passerelle_domain::territory::TO_ASSIGN),
         });
         if !moved.is_empty() {
             // Events moved between persons: both histories changed before their watermarks.

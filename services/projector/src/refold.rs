@@ -41,6 +41,8 @@ pub struct Touched {
     /// a fold known to fall back is decided before any fact is read.
     appended_keys: HashMap<Uuid, Vec<(Watermark, bool)>>,
     appended_right_keys: HashMap<String, Vec<Watermark>>,
+    /// The households of the batch's facts stored waiting for their authority.
+    waiting: BTreeSet<String>,
 }
 
 /// A new fact of a batch, as the refold sees it before reading anything.
@@ -55,6 +57,8 @@ pub struct NewFact<'a> {
     pub right: bool,
     /// A CAF/MSA fact naming the person's authority.
     pub decides_territory: bool,
+    /// A CAF/MSA fact stored waiting for its authority ("à affecter").
+    pub waiting: bool,
 }
 
 impl Touched {
@@ -72,6 +76,9 @@ impl Touched {
         self.appended.entry(fact.person).or_default().insert(id.clone());
         self.appended_keys.entry(fact.person).or_default().push((key.clone(), fact.decides_territory));
         if let Some(household) = fact.household {
+            if fact.waiting {
+                self.waiting.insert(household.to_owned());
+            }
             self.households.insert(household.to_owned());
             if fact.right {
                 self.appended_right.entry(household.to_owned()).or_default().insert(id);
@@ -150,6 +157,14 @@ pub async fn refold(tx: &mut Transaction<'_, Postgres>, touched: &Touched, check
         .await?,
     );
     lock(tx, &persons, &locked.iter().cloned().collect::<Vec<_>>()).await?;
+    // A fact stored waiting "à affecter" while another worker recorded ops' decision on its
+    // foyer saw neither the other's write: under the foyer's lock (which the decision takes
+    // before it is recorded), the committed decision is visible, and placing the fact now
+    // keeps the live projection where a rebuild would end.
+    if !touched.waiting.is_empty() {
+        let waiting: Vec<String> = touched.waiting.iter().cloned().collect();
+        passerelle_readmodel::territory::place_waiting(tx, &waiting).await?;
+    }
 
     // A person merged into another has no dossier of their own any more.
     let merged: HashSet<Uuid> = sqlx::query_scalar(
@@ -331,20 +346,6 @@ pub async fn lock(tx: &mut Transaction<'_, Postgres>, persons: &[Uuid], househol
         "SELECT pg_advisory_xact_lock(hashtextextended(key, 7301)) FROM unnest($1::text[]) WITH ORDINALITY AS k(key, n) ORDER BY n",
     )
     .bind(&keys)
-    .execute(&mut **tx)
-    .await?;
-    // A fact stored waiting "à affecter" while another worker recorded ops' decision on its
-    // foyer saw neither the other's write: under the foyer's lock (which the decision takes
-    // before it is recorded), the committed decision is visible, and placing the fact here
-    // keeps the live projection where a rebuild would end.
-    sqlx::query(
-        "UPDATE person_events e SET territory = a.authority, assigned_by = a.decision_id
-         FROM territory_assignments a
-         WHERE a.household_key = ANY($1) AND e.household_key = a.household_key
-           AND e.family = 'allocataire' AND e.territory = $2",
-    )
-    .bind(&keys)
-    .bind(passerelle_domain::territory::TO_ASSIGN)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -278,20 +278,49 @@ pub struct FactToAssign {
 /// The "à affecter" queue, oldest first: facts received by département 69 that no commune of the
 /// Rhône places, neither corrected nor retracted since. Only a caisse's (`organisme`) when given.
 pub async fn to_assign(pool: &PgPool, organisme: Option<&str>) -> Result<Vec<FactToAssign>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT source, event_id, event_type, organisme, household_key, commune,
                 min(occurred_at) AS occurred_at, min(recorded_at) AS recorded_at, count(*) AS persons
          FROM person_events
-         WHERE territory = $1 AND family = 'allocataire' AND event_type <> 'retraction'
-           AND superseded_by IS NULL AND retracted_by IS NULL
-           AND ($2::text IS NULL OR organisme = $2)
+         WHERE {WAITING} AND ($2::text IS NULL OR organisme = $2)
          GROUP BY source, event_id, event_type, organisme, household_key, commune
-         ORDER BY min(recorded_at), source, event_id",
-    )
+         ORDER BY min(recorded_at), source, event_id"
+    )))
     .bind(passerelle_domain::territory::TO_ASSIGN)
     .bind(organisme)
     .fetch_all(pool)
     .await
+}
+
+/// A fact in the "à affecter" queue (`$1`: [`passerelle_domain::territory::TO_ASSIGN`]).
+const WAITING: &str = "territory = $1 AND family = 'allocataire' AND event_type <> 'retraction'
+     AND superseded_by IS NULL AND retracted_by IS NULL";
+
+/// Whether a fact of `household_key` is in the "à affecter" queue.
+pub async fn waits(pool: &PgPool, household_key: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT EXISTS (SELECT 1 FROM person_events WHERE {WAITING} AND household_key = $2)"
+    )))
+    .bind(passerelle_domain::territory::TO_ASSIGN)
+    .bind(household_key)
+    .fetch_one(pool)
+    .await
+}
+
+/// Places the waiting facts of `households` by the decisions recorded for them (a decision
+/// recorded while the facts were being stored, by another worker).
+pub async fn place_waiting(conn: &mut sqlx::PgConnection, households: &[String]) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE person_events e SET territory = a.authority, assigned_by = a.decision_id
+         FROM territory_assignments a
+         WHERE a.household_key = ANY($1) AND e.household_key = a.household_key
+           AND e.family = 'allocataire' AND e.territory = $2",
+    )
+    .bind(households)
+    .bind(passerelle_domain::territory::TO_ASSIGN)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Ops' decision on the authority of a foyer waiting "à affecter".
