@@ -4,8 +4,21 @@
 use std::path::PathBuf;
 
 /// The messages whose fields are personal (see `redacted_debug!` in src/lib.rs).
-const PERSONAL: [&str; 7] =
-    ["Person", "Household", "Address", "Mutation", "FtReferentAssigned", "Agent", "OrientationDenied"];
+const PERSONAL: [&str; 13] = [
+    "Person",
+    "Household",
+    "Address",
+    "Mutation",
+    "FtReferentAssigned",
+    "Agent",
+    "OrientationDenied",
+    "Situation",
+    "DiagnosticRecorded",
+    "Objective",
+    "PlanActionItem",
+    "EngagementPlanSet",
+    "SanctionDecided",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");

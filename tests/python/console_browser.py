@@ -24,18 +24,19 @@ NIR_UNKNOWN = "1990175123456"  # a well-formed NIR nobody has
 
 ROLES = {
     # uid: (display name, purpose, sections shown, {withheld section: reason fragment})
-    "cd52.orientation": ("Camille Lefort", "orientation", ["identite", "droits_rsa", "emploi", "parcours"],
+    "cd52.orientation": ("Camille Lefort", "orientation", ["identite", "droits_rsa", "emploi", "parcours", "engagements"],
                          {"diagnostic": "consentement de la personne"}),
-    "cd52.rsa": ("Julien Marchand", "instruction_rsa", ["identite", "droits_rsa"],
+    # Instruction sees the engagements reduced to the sanctions (the caisse applies them).
+    "cd52.rsa": ("Julien Marchand", "instruction_rsa", ["identite", "droits_rsa", "engagements"],
                  {"emploi": "motif d’accès choisi", "parcours": "motif d’accès choisi",
                   "diagnostic": "motif d’accès choisi"}),
-    "caf521.agent": ("Thomas Girard", "instruction_rsa", ["identite", "droits_rsa"],
+    "caf521.agent": ("Thomas Girard", "instruction_rsa", ["identite", "droits_rsa", "engagements"],
                      {"emploi": "motif d’accès choisi", "parcours": "motif d’accès choisi",
                       "diagnostic": "motif d’accès choisi"}),
-    "ft52.conseiller": ("Inès Morel", "orientation", ["identite", "droits_rsa", "emploi", "parcours"],
+    "ft52.conseiller": ("Inès Morel", "orientation", ["identite", "droits_rsa", "emploi", "parcours", "engagements"],
                         {"diagnostic": "consentement de la personne"}),
     "agent-cd52-0042": ("Lucie Perrin", "accompagnement",
-                        ["identite", "droits_rsa", "emploi", "parcours", "diagnostic"], {}),
+                        ["identite", "droits_rsa", "emploi", "parcours", "engagements", "diagnostic"], {}),
 }
 
 checks = 0

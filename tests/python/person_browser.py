@@ -131,7 +131,7 @@ def run(base, martin, durand, screenshots):
                    f"the choice is recorded and already applies: '{expected}'")
 
         shown, _ = conseiller_reads()
-        expect(shown == ["droits_rsa", "emploi", "identite", "parcours"],
+        expect(shown == ["droits_rsa", "emploi", "engagements", "identite", "parcours"],
                f"before any choice, the France Travail conseiller sees his parcours ({shown})")
         page.goto(f"{base}/mon-espace/mes-choix")
         expect("Votre accompagnement est partagé" in page.inner_text("#etat-opposition")
@@ -149,7 +149,7 @@ def run(base, martin, durand, screenshots):
                "his opposition is a fact of his dossier, sent by himself")
         choose("#bouton-opposition", "#etat-opposition", "Votre accompagnement est partagé")
         shown, _ = conseiller_reads()
-        expect(shown == ["droits_rsa", "emploi", "identite", "parcours"],
+        expect(shown == ["droits_rsa", "emploi", "engagements", "identite", "parcours"],
                f"once he withdraws it, the parcours is shown again ({shown})")
         choose("#bouton-consentement", "#etat-consentement", "Vous avez accepté")
         shown, _ = conseiller_reads()

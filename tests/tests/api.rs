@@ -193,12 +193,12 @@ async fn each_agent_sees_exactly_what_the_law_lets_them_and_every_read_is_journa
         hub_config: hub.config.clone(),
         key: hub.credentials_dir.join("oidc-dev-key.der"),
     };
-    let all = ["diagnostic", "droits_rsa", "emploi", "identite", "parcours"];
+    let all = ["diagnostic", "droits_rsa", "emploi", "engagements", "identite", "parcours"];
 
     // The département's chargé d'orientation, own territory: all but the diagnostic (no consent).
     let cd52 = client.dossier("cd52.orientation", legrand_id, "orientation").await?;
     assert_eq!(cd52.status, 200, "{}", cd52.body);
-    assert_eq!(sections(&cd52), names(&["droits_rsa", "emploi", "identite", "parcours"]));
+    assert_eq!(sections(&cd52), names(&["droits_rsa", "emploi", "engagements", "identite", "parcours"]));
     assert_eq!(withheld(&cd52), pairs(&[("diagnostic", "consentement")]));
     let identity = &cd52.body["sections"]["identite"];
     assert_eq!((identity["nom"].as_str(), identity["prenoms"].as_str()), (Some("LEGRAND"), Some("Aurélie")));
@@ -213,7 +213,7 @@ async fn each_agent_sees_exactly_what_the_law_lets_them_and_every_read_is_journa
     );
     let (outcome, purpose, shown, hidden) = journal_row(&pool, cd52.request_id).await?;
     assert_eq!((outcome.as_str(), purpose.as_deref()), ("shown", Some("orientation")));
-    assert_eq!(shown.len(), 4);
+    assert_eq!(shown.len(), 5);
     assert_eq!(hidden, json!([{"section": "diagnostic", "motif": "consentement"}]));
 
     // Another département: exactly the answer of a person who does not exist.
@@ -234,7 +234,9 @@ async fn each_agent_sees_exactly_what_the_law_lets_them_and_every_read_is_journa
     // The CAF agent, own caisse's household, instructing the right: identity and rights only.
     let caf_agent = client.dossier("caf521.agent", legrand_id, "instruction_rsa").await?;
     assert_eq!(caf_agent.status, 200, "{}", caf_agent.body);
-    assert_eq!(sections(&caf_agent), names(&["droits_rsa", "identite"]));
+    // Of the engagements, the sanctions only: the caisse applies them.
+    assert_eq!(sections(&caf_agent), names(&["droits_rsa", "engagements", "identite"]));
+    assert_eq!(caf_agent.body["sections"]["engagements"], json!({"sanctions": []}));
     assert_eq!(
         withheld(&caf_agent),
         pairs(&[("diagnostic", "motif_acces"), ("emploi", "motif_acces"), ("parcours", "motif_acces")])
@@ -249,7 +251,7 @@ async fn each_agent_sees_exactly_what_the_law_lets_them_and_every_read_is_journa
     // The France Travail conseiller: the RSA section reduced to the SDD flag and the right state.
     let conseiller = client.dossier("ft52.conseiller", legrand_id, "accompagnement").await?;
     assert_eq!(conseiller.status, 200, "{}", conseiller.body);
-    assert_eq!(sections(&conseiller), names(&["droits_rsa", "emploi", "identite", "parcours"]));
+    assert_eq!(sections(&conseiller), names(&["droits_rsa", "emploi", "engagements", "identite", "parcours"]));
     assert_eq!(withheld(&conseiller), pairs(&[("diagnostic", "consentement")]));
     let mut rights: Vec<&String> =
         conseiller.body["sections"]["droits_rsa"].as_object().map(|m| m.keys().collect()).unwrap_or_default();
@@ -260,9 +262,12 @@ async fn each_agent_sees_exactly_what_the_law_lets_them_and_every_read_is_journa
     // reverse; identity and rights stay.
     let ft_opposed = client.dossier("ft52.conseiller", fontaine_id, "accompagnement").await?;
     assert_eq!(sections(&ft_opposed), names(&["droits_rsa", "emploi", "identite"]));
-    assert_eq!(withheld(&ft_opposed), pairs(&[("diagnostic", "opposition"), ("parcours", "opposition")]));
+    assert_eq!(
+        withheld(&ft_opposed),
+        pairs(&[("diagnostic", "opposition"), ("engagements", "opposition"), ("parcours", "opposition")])
+    );
     let cd_opposed = client.dossier("cd52.orientation", fontaine_id, "orientation").await?;
-    assert_eq!(sections(&cd_opposed), names(&["droits_rsa", "identite", "parcours"]));
+    assert_eq!(sections(&cd_opposed), names(&["droits_rsa", "engagements", "identite", "parcours"]));
     assert_eq!(withheld(&cd_opposed), pairs(&[("diagnostic", "consentement"), ("emploi", "opposition")]));
 
     // Moved out: the former authority sees only that, and when; the new one sees the dossier.
@@ -479,4 +484,248 @@ async fn each_agent_sees_exactly_what_the_law_lets_them_and_every_read_is_journa
     let (purged,): (i64,) = sqlx::query_as("SELECT journal.purge_expired()").fetch_one(&pool).await?;
     assert_eq!(purged, 0, "nothing is a year old");
     hub.running.shutdown().await
+}
+
+/// A parcours fact pushed by the structure that accompanies the person.
+fn parcours_event(event_id: &str, when: &str, fact: proto::parcours_event::Fact) -> proto::ParcoursEvent {
+    proto::ParcoursEvent {
+        event_id: event_id.into(),
+        occurred_at: when.into(),
+        person: legrand(),
+        location: None,
+        corrects_event_id: String::new(),
+        fact: Some(fact),
+    }
+}
+
+fn plan(action_status: &str) -> proto::parcours_event::Fact {
+    proto::parcours_event::Fact::EngagementPlanSet(proto::EngagementPlanSet {
+        signed_on: "2026-10-10".into(),
+        revised_on: String::new(),
+        weekly_hours: Some(10),
+        hours_motif: "PARENT_ISOLE".into(),
+        objectives: vec![
+            proto::Objective { theme: "MOBILITE".into(), label: "Obtenir le permis B".into() },
+            proto::Objective { theme: "SANTE".into(), label: "Reprendre un suivi médical".into() },
+        ],
+        actions: vec![proto::PlanActionItem {
+            action_id: "act-1".into(),
+            theme: "MOBILITE".into(),
+            label: "Code de la route à l'auto-école sociale".into(),
+            status: action_status.into(),
+            date_debut: "2026-10-15".into(),
+            date_fin: "2026-12-15".into(),
+            prescriber_siret: "73282932000074".into(),
+        }],
+    })
+}
+
+/// The parcours family end to end: the structure that accompanies a person pushes the diagnostic,
+/// the plan and the rendez-vous, the département a sanction; each agent reads exactly what the
+/// policy says (the référent everything, the sensitive items included; the département without
+/// the diagnostic it has no consent for; the caisse the sanction only, without its motif); a
+/// structure that does not accompany the person, or that decides a sanction, is refused with the
+/// rule; a correction and a retraction change the dossier; nothing of it is in clear on the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_parcours_is_pushed_by_those_who_accompany_the_person_and_read_as_the_policy_says() -> anyhow::Result<()> {
+    use passerelle_ingest::proto::{parcours_event::Fact as P, parcours_ingest_client::ParcoursIngestClient};
+    let hub = TestHub::spawn().await?;
+    let keys = hub.subject_keys();
+    let pool = hub.running.pool.clone();
+    let mut caf_client = AllocataireIngestClient::new(hub.channel_as("caf-521").await?);
+    let mut cd_client = OrientationIngestClient::new(hub.channel_as("cd-52").await?);
+    let mut structure = ParcoursIngestClient::new(hub.channel_as("asso-insertion-52").await?);
+    let mut cd_parcours = ParcoursIngestClient::new(hub.channel_as("cd-52").await?);
+
+    // Legrand, oriented to the association with its référent; Fontaine, oriented nowhere.
+    caf_client.publish(caf("p-caf-1", "2026-09-20T09:00:00+02:00", legrand(), "DEM", right_opened())).await?;
+    caf_client.publish(caf("p-caf-2", "2026-09-20T09:00:02+02:00", fontaine(), "CJT", sdd(true))).await?;
+    cd_client.publish(cd("p-cd-1", "2026-10-02T14:00:00+02:00", legrand(), orientation_decided())).await?;
+    let legrand_key = keys.nir(&passerelle_domain::Nir::parse(NIR_LEGRAND)?).as_str().to_owned();
+    let legrand_id = passerelle_e2e::eventually("Legrand oriented to the association", async || {
+        let row: Option<(Uuid, Option<String>)> = sqlx::query_as(
+            "SELECT d.person_id, d.referent_siret FROM subject_links l JOIN dossiers d USING (person_id)
+             WHERE l.subject_key = $1",
+        )
+        .bind(&legrand_key)
+        .fetch_optional(&pool)
+        .await?;
+        Ok(row.filter(|(_, siret)| siret.as_deref() == Some("73282932000074")).map(|(id, _)| id))
+    })
+    .await?;
+
+    let situations = vec![
+        proto::Situation {
+            theme: "LOGEMENT".into(),
+            label: "Difficulté à payer le loyer".into(),
+            sensitive: false,
+            noted_on: "2026-10-05".into(),
+            noted_by: "agent-cd52-0042".into(),
+        },
+        proto::Situation {
+            theme: "SANTE".into(),
+            label: "Existence d'un dossier MDPH".into(),
+            sensitive: false,
+            noted_on: "2026-10-05".into(),
+            noted_by: "agent-cd52-0042".into(),
+        },
+        proto::Situation {
+            theme: "MOBILITE".into(),
+            label: "Pas de véhicule, horaires décalés".into(),
+            sensitive: false,
+            noted_on: "2026-10-05".into(),
+            noted_by: "agent-cd52-0042".into(),
+        },
+    ];
+    let diagnostic = P::DiagnosticRecorded(proto::DiagnosticRecorded {
+        dernier_emploi: "Préparatrice de commandes".into(),
+        experience: String::new(),
+        rome_code: "N1103".into(),
+        niveau_qualification: "3".into(),
+        situations,
+    });
+    structure.publish(parcours_event("p-diag-1", "2026-10-05T10:00:00+02:00", diagnostic)).await?;
+    structure.publish(parcours_event("p-plan-1", "2026-10-10T10:00:00+02:00", plan("PREVUE"))).await?;
+    let convoked = P::RendezVousConvoked(proto::RendezVousConvoked {
+        rdv_id: "rdv-1".into(),
+        at: "2026-10-20T09:30:00+02:00".into(),
+        structure_siret: "73282932000074".into(),
+        objet: "ACCOMPAGNEMENT".into(),
+    });
+    structure.publish(parcours_event("p-rdv-1", "2026-10-12T10:00:00+02:00", convoked)).await?;
+    let missed = P::RendezVousMissed(proto::RendezVousMissed { rdv_id: "rdv-1".into(), excused: false });
+    structure.publish(parcours_event("p-rdv-2", "2026-10-20T11:00:00+02:00", missed)).await?;
+
+    // The attacker's side: a person the structure does not accompany, whatever it writes in the
+    // event; a sanction, which only the authority decides.
+    let mut not_ours = parcours_event("p-x-1", "2026-10-12T10:00:00+02:00", plan("PREVUE"));
+    not_ours.person = fontaine();
+    not_ours.location = Some(Location { receiving_authority: "052".into(), commune: "52121".into() });
+    let refused = structure.publish(not_ours).await.expect_err("not accompanied");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    assert!(refused.message().contains("rule structure.accompanies"), "{}", refused.message());
+    let sanction = |id: &str| {
+        P::SanctionDecided(proto::SanctionDecided {
+            sanction_id: id.into(),
+            share_percent: 30,
+            duration_months: 2,
+            date_debut: "2026-11-01".into(),
+            motif: "Absences répétées sans motif aux rendez-vous".into(),
+        })
+    };
+    let refused =
+        structure.publish(parcours_event("p-x-2", "2026-10-25T10:00:00+02:00", sanction("s-x"))).await.expect_err("");
+    assert!(refused.message().contains("rule sanction.authority"), "{}", refused.message());
+    // Invalid content is refused with its field, nothing published.
+    let mut bad = parcours_event("p-x-3", "2026-10-12T10:00:00+02:00", plan("FINIE"));
+    if let Some(P::EngagementPlanSet(plan)) = &mut bad.fact {
+        plan.hours_motif.clear();
+    }
+    let refused = structure.publish(bad).await.expect_err("invalid");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    for field in ["engagement_plan_set.actions[0].status", "engagement_plan_set.hours_motif"] {
+        assert!(refused.message().contains(field), "{field} in {}", refused.message());
+    }
+    cd_parcours.publish(parcours_event("p-cd-s1", "2026-10-25T10:00:00+02:00", sanction("s-1"))).await?;
+
+    passerelle_e2e::eventually("the parcours facts projected", async || {
+        let (count,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM person_events WHERE family = 'parcours'").fetch_one(&pool).await?;
+        Ok((count == 5).then_some(()))
+    })
+    .await?;
+    let client = Client {
+        http: reqwest::Client::new(),
+        base: format!("http://{}", hub.running.http_addr),
+        hub_config: hub.config.clone(),
+        key: hub.credentials_dir.join("oidc-dev-key.der"),
+    };
+
+    // The référent: everything, the health items included.
+    let referent = client.dossier("agent-cd52-0042", legrand_id, "accompagnement").await?;
+    assert_eq!(referent.status, 200, "{}", referent.body);
+    let diagnostic = &referent.body["sections"]["diagnostic"]["diagnostic"];
+    assert_eq!(diagnostic["metier_recherche_rome"], json!("N1103"));
+    assert_eq!(diagnostic["dernier_emploi"], json!("Préparatrice de commandes"));
+    let labels: Vec<(&str, bool, bool)> = diagnostic["situations"]
+        .as_array()
+        .expect("situations")
+        .iter()
+        .map(|s| (s["libelle"].as_str().unwrap_or(""), s["sensible"] == json!(true), s["referentiel"] == json!(true)))
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            ("Difficulté à payer le loyer", false, true),
+            ("Existence d'un dossier MDPH", true, true),
+            ("Pas de véhicule, horaires décalés", false, false)
+        ]
+    );
+    let engagements = &referent.body["sections"]["engagements"];
+    assert_eq!(engagements["plan"]["heures_hebdomadaires"], json!(10));
+    assert_eq!(engagements["plan"]["motif_heures"], json!("PARENT_ISOLE"));
+    assert_eq!(engagements["plan"]["objectifs"].as_array().map(Vec::len), Some(2));
+    assert_eq!(engagements["plan"]["actions"][0]["statut"], json!("PREVUE"));
+    assert_eq!(engagements["rendez_vous"][0]["statut"], json!("manque_non_excuse"));
+    assert_eq!(engagements["sanctions"][0]["motif"], json!("Absences répétées sans motif aux rendez-vous"));
+    assert_eq!(engagements["elements_sensibles_masques"], json!(0));
+
+    // The département: the plan without the health objective; no diagnostic without consent.
+    let cd52 = client.dossier("cd52.orientation", legrand_id, "orientation").await?;
+    assert_eq!(withheld(&cd52), pairs(&[("diagnostic", "consentement")]));
+    let engagements = &cd52.body["sections"]["engagements"];
+    assert_eq!(engagements["plan"]["objectifs"].as_array().map(Vec::len), Some(1), "{engagements}");
+    assert_eq!(engagements["elements_sensibles_masques"], json!(1));
+    assert_eq!(engagements["sanctions"][0]["part_suspendue_pct"], json!(30));
+
+    // The caisse: the sanction it applies, its share and months, not the département's words.
+    let caf_agent = client.dossier("caf521.agent", legrand_id, "instruction_rsa").await?;
+    let engagements = &caf_agent.body["sections"]["engagements"];
+    assert_eq!(engagements.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()), Some(vec!["sanctions".into()]));
+    assert_eq!(engagements["sanctions"][0]["duree_mois"], json!(2));
+    assert_eq!(engagements["sanctions"][0]["motif"], Value::Null);
+    let timeline = client
+        .get(Some("caf521.agent"), &format!("/api/v1/dossiers/{legrand_id}/historique"), Some("instruction_rsa"))
+        .await?;
+    let events: Vec<&str> = timeline.body["evenements"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["evenement"].as_str())
+        .collect();
+    assert_eq!(events, ["rsa.right_opened", "parcours.sanction_decided"], "the caisse's timeline");
+
+    // Another structure's agent: nothing, as if the person did not exist.
+    assert_eq!(client.dossier("structure.autre", legrand_id, "accompagnement").await?.status, 404);
+
+    // A correction of the plan and a retraction of the missed rendez-vous change the dossier.
+    let mut corrected = parcours_event("p-plan-2", "2026-10-10T10:00:00+02:00", plan("EN_COURS"));
+    corrected.corrects_event_id = "p-plan-1".into();
+    structure.publish(corrected).await?;
+    let retraction = P::Retraction(proto::Retraction { retracted_event_id: "p-rdv-2".into(), reason: String::new() });
+    structure.publish(parcours_event("p-rdv-3", "2026-10-21T09:00:00+02:00", retraction)).await?;
+    passerelle_e2e::eventually("the correction and the retraction shown", async || {
+        let read = client.dossier("agent-cd52-0042", legrand_id, "accompagnement").await?;
+        let engagements = &read.body["sections"]["engagements"];
+        let done = engagements["plan"]["actions"][0]["statut"] == json!("EN_COURS")
+            && engagements["rendez_vous"][0]["statut"] == json!("convoque");
+        Ok(done.then_some(()))
+    })
+    .await?;
+
+    // On the log, the parcours travels sealed: no label, situation or motif in clear.
+    let records = tokio::task::block_in_place(|| {
+        passerelle_e2e::topics::read_all(
+            &hub.config.kafka.bootstrap_servers,
+            &hub.topic(passerelle_domain::event::Family::Parcours),
+        )
+    })?;
+    assert!(records.len() >= 7, "{} records", records.len());
+    for record in &records {
+        for secret in ["MDPH", "loyer", "Préparatrice", "Absences", "permis", "N1103", "1850752121003"] {
+            let found = record.value.windows(secret.len()).any(|w| w == secret.as_bytes());
+            assert!(!found, "{secret} in clear on the parcours topic");
+        }
+    }
+    Ok(())
 }

@@ -386,6 +386,19 @@ async fn each_invalid_field_is_refused_with_its_path_and_nothing_is_published() 
     caf_client.publish(good_caf("good-caf")).await?;
     ft_client.publish(good_ft("good-ft")).await?;
     cd_client.publish(good_cd("good-cd")).await?;
+    let mut parcours_client = proto::parcours_ingest_client::ParcoursIngestClient::new(hub.channel_as("cd-52").await?);
+    parcours_client
+        .publish(proto::ParcoursEvent {
+            event_id: "good-parcours".into(),
+            occurred_at: "2026-10-03T10:00:00+02:00".into(),
+            person: legrand(),
+            location: None,
+            corrects_event_id: String::new(),
+            fact: Some(proto::parcours_event::Fact::RendezVousHonoured(proto::RendezVousHonoured {
+                rdv_id: "rdv-1".into(),
+            })),
+        })
+        .await?;
     for family in Family::ALL {
         let values = hub.event_ids_on(family).await?;
         assert_eq!(values.len(), 1, "{family:?}: only the valid event is on the topic");

@@ -106,12 +106,21 @@ pub enum Section {
     DroitsRsa,
     Emploi,
     Parcours,
+    /// The contrat d'engagement's plan, actions and statuses, activity hours, rendez-vous and
+    /// sanctions (DOMAIN.md §8).
+    Engagements,
     Diagnostic,
 }
 
 impl Section {
-    pub const ALL: [Section; 5] =
-        [Section::Identite, Section::DroitsRsa, Section::Emploi, Section::Parcours, Section::Diagnostic];
+    pub const ALL: [Section; 6] = [
+        Section::Identite,
+        Section::DroitsRsa,
+        Section::Emploi,
+        Section::Parcours,
+        Section::Engagements,
+        Section::Diagnostic,
+    ];
 
     pub fn code(self) -> &'static str {
         match self {
@@ -119,6 +128,7 @@ impl Section {
             Section::DroitsRsa => "droits_rsa",
             Section::Emploi => "emploi",
             Section::Parcours => "parcours",
+            Section::Engagements => "engagements",
             Section::Diagnostic => "diagnostic",
         }
     }
@@ -246,8 +256,14 @@ pub fn section(role: Role, purpose: Purpose, situation: &Situation, section: Sec
     if situation.referent {
         return Shown;
     }
-    let accompaniment = matches!(section, Section::Emploi | Section::Parcours | Section::Diagnostic);
+    let accompaniment =
+        matches!(section, Section::Emploi | Section::Parcours | Section::Engagements | Section::Diagnostic);
     if purpose == Purpose::InstructionRsa && accompaniment {
+        // The caisse applies a suspension-remobilisation and the authority instructs the right:
+        // of the engagements, instruction needs the sanctions, nothing else ([`parcours_view`]).
+        if section == Section::Engagements && matches!(role, Role::AgentCaisse | Role::GestionnaireRsa) {
+            return Reduced;
+        }
         return Withheld(Motif::MotifAcces);
     }
     let by_role = match (role, section) {
@@ -255,11 +271,14 @@ pub fn section(role: Role, purpose: Purpose, situation: &Situation, section: Sec
         (Role::ChargeOrientation | Role::GestionnaireRsa, Section::DroitsRsa) => Shown,
         (Role::AgentCaisse, Section::DroitsRsa) => Shown,
         (Role::ConseillerFt, Section::DroitsRsa) => Reduced,
-        (Role::ChargeOrientation | Role::GestionnaireRsa | Role::ConseillerFt, Section::Emploi | Section::Parcours) => {
-            Shown
-        }
+        (
+            Role::ChargeOrientation | Role::GestionnaireRsa | Role::ConseillerFt,
+            Section::Emploi | Section::Parcours | Section::Engagements,
+        ) => Shown,
+        // With consent, beyond the référent: the diagnostic without its sensitive items (health,
+        // disability), which only those who accompany the person see.
         (Role::ChargeOrientation | Role::GestionnaireRsa | Role::ConseillerFt, Section::Diagnostic) => {
-            if situation.consent_diagnostic { Shown } else { Withheld(Motif::Consentement) }
+            if situation.consent_diagnostic { Reduced } else { Withheld(Motif::Consentement) }
         }
         _ => Withheld(Motif::Role),
     };
@@ -273,8 +292,39 @@ pub fn section(role: Role, purpose: Purpose, situation: &Situation, section: Sec
         if !producer {
             return Withheld(Motif::Opposition);
         }
+        if section == Section::Engagements {
+            // The authority's own facts of the plan only ([`parcours_view`]).
+            return Reduced;
+        }
     }
     by_role
+}
+
+/// What a shown or reduced diagnostic or engagements section carries of the parcours facts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ParcoursView {
+    /// Health and disability items (RGPD art. 9): to the référent only, who accompanies the
+    /// person; the others are told how many were left out.
+    pub sensitive: bool,
+    /// Of the engagements, the sanctions only (instruction of the right: the caisse applies them).
+    pub sanctions_only: bool,
+    /// Only the facts the reader's authority pushed (the person's opposition: accompaniment data
+    /// stays with the institution that produced it).
+    pub own_authority_only: bool,
+    /// The motif of a sanction, in the département's words: to the authority and the référent,
+    /// not to the caisse, which applies the share and the months.
+    pub sanction_motif: bool,
+}
+
+/// The view of the parcours facts for a read the policy granted ([`section`] shown or reduced).
+pub fn parcours_view(role: Role, purpose: Purpose, situation: &Situation) -> ParcoursView {
+    let referent = situation.referent;
+    ParcoursView {
+        sensitive: referent,
+        sanctions_only: !referent && purpose == Purpose::InstructionRsa,
+        own_authority_only: !referent && situation.opposition && purpose != Purpose::InstructionRsa,
+        sanction_motif: referent || matches!(role, Role::ChargeOrientation | Role::GestionnaireRsa),
+    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! read the read models, journal. REST (`rest.rs`) is a thin face over these.
 
 use chrono::{DateTime, NaiveDate, Utc};
+use passerelle_domain::parcours::{HoursMotif, ParcoursDetail};
 use passerelle_domain::{
     DepartementCode, DepartementInternalId, FranceTravailId, Matricule, Nir, Organisme,
     event::{PersonalData, SubjectKey},
@@ -10,7 +11,7 @@ use passerelle_eventlog::{
     shredding::{KeyStore, Sealed, associated_data},
     subject::SubjectKeys,
 };
-use passerelle_readmodel::{Dossier, TimelineEntry, territory};
+use passerelle_readmodel::{Dossier, TimelineEntry, parcours, territory};
 use serde_json::{Value, json};
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
@@ -503,14 +504,30 @@ impl Api {
         let person_id = Self::person_id(person_id)?;
         let mut sections = serde_json::Map::new();
         let mut withheld = Vec::new();
-        for section in Section::ALL {
-            match policy::section(caller.agent.role, purpose, &situation, section) {
+        let decisions: Vec<(Section, Decision)> = Section::ALL
+            .into_iter()
+            .map(|section| (section, policy::section(caller.agent.role, purpose, &situation, section)))
+            .collect();
+        // The parcours facts, opened only when a section that shows them is granted.
+        let opened = if decisions.iter().any(|(section, decision)| {
+            matches!(section, Section::Engagements | Section::Diagnostic) && !matches!(decision, Decision::Withheld(_))
+        }) {
+            let view = policy::parcours_view(caller.agent.role, purpose, &situation);
+            let territory = caller.agent.organisation.territory.clone();
+            Some((self.parcours_items(dossier.person_id).await?, view, territory))
+        } else {
+            None
+        };
+        for (section, decision) in decisions {
+            let parcours =
+                opened.as_ref().map(|(items, view, territory)| (items.as_slice(), *view, territory.as_deref()));
+            match decision {
                 Decision::Shown => {
-                    sections.insert(section.code().into(), self.section(&dossier, section, false).await?);
+                    sections.insert(section.code().into(), self.section(&dossier, section, false, parcours).await?);
                     entry.sections_shown.push(section.code());
                 }
                 Decision::Reduced => {
-                    sections.insert(section.code().into(), self.section(&dossier, section, true).await?);
+                    sections.insert(section.code().into(), self.section(&dossier, section, true, parcours).await?);
                     entry.sections_shown.push(section.code());
                 }
                 Decision::Withheld(motif) => {
@@ -542,6 +559,7 @@ impl Api {
             let section = match family.as_str() {
                 "allocataire" => Section::DroitsRsa,
                 "demandeur_emploi" => Section::Emploi,
+                "parcours" => Section::Engagements,
                 _ => Section::Parcours,
             };
             if entry_shows(&body, section) {
@@ -552,7 +570,13 @@ impl Api {
         Ok(body)
     }
 
-    async fn section(&self, dossier: &Dossier, section: Section, reduced: bool) -> Result<Value, Failure> {
+    async fn section(
+        &self,
+        dossier: &Dossier,
+        section: Section,
+        reduced: bool,
+        parcours: Option<(&[parcours::Item], policy::ParcoursView, Option<&str>)>,
+    ) -> Result<Value, Failure> {
         Ok(match section {
             Section::Identite => self.identity(dossier.person_id, dossier.territory.as_deref()).await?,
             Section::DroitsRsa if reduced => json!({
@@ -601,10 +625,50 @@ impl Api {
                     "opposition": dossier.opposition,
                 })
             }
-            Section::Diagnostic => json!({
-                "consentement_partage": dossier.consent_diagnostic,
-            }),
+            Section::Diagnostic => {
+                let (items, view, territory) = parcours.unwrap_or_default();
+                let mut body = diagnostic_json(&readable(items, view, territory), view);
+                body["consentement_partage"] = json!(dossier.consent_diagnostic);
+                body
+            }
+            Section::Engagements => {
+                let (items, view, territory) = parcours.unwrap_or_default();
+                engagements_json(&readable(items, view, territory), view)
+            }
         })
+    }
+
+    /// The person's parcours facts in force, their sealed part opened with the subject's data
+    /// key (None where it cannot be: a destroyed key).
+    async fn parcours_items(&self, person_id: Uuid) -> Result<Vec<parcours::Item>, Failure> {
+        let rows = parcours::rows(&self.pool, person_id).await?;
+        let mut keys = std::collections::HashMap::new();
+        let mut items = Vec::with_capacity(rows.len());
+        for row in rows {
+            let Some(payload) = row.payload() else { continue };
+            let detail = match (row.sealed_key_id, row.sealed_nonce, row.sealed_data) {
+                (Some(key_id), Some(nonce), Some(ciphertext)) => {
+                    if let std::collections::hash_map::Entry::Vacant(slot) = keys.entry(key_id) {
+                        slot.insert(self.store.key_by_id(key_id).await.ok());
+                    }
+                    let associated = associated_data("personal", "parcours", &row.source, key_id, &row.event_id);
+                    keys.get(&key_id)
+                        .and_then(Option::as_ref)
+                        .and_then(|key| key.open(&Sealed { key_id, nonce, ciphertext }, &associated).ok())
+                        .and_then(|plain| serde_json::from_slice::<PersonalData>(&plain).ok())
+                        .map(|data| data.parcours.unwrap_or_default())
+                }
+                _ => Some(ParcoursDetail::default()),
+            };
+            items.push(parcours::Item {
+                source: row.source,
+                occurred_at: row.occurred_at,
+                territory: row.territory,
+                payload,
+                detail,
+            });
+        }
+        Ok(items)
     }
 
     /// The identity section: opened from the sealed personal data of the person's events, the
@@ -712,13 +776,24 @@ impl Api {
                 }
             }
         }
+        let view = policy::parcours_view(caller.agent.role, purpose, &situation);
         let visible = |item: &TimelineEntry| {
             let section = section_of(item);
             shown.iter().any(|(s, decision)| {
                 *s == section
-                    && (*decision == Decision::Shown
-                        || item.event_type.starts_with("rsa.right_")
-                        || item.event_type == "rsa.sdd_changed")
+                    && match (section, decision) {
+                        (_, Decision::Shown) => true,
+                        (Section::DroitsRsa, _) => {
+                            item.event_type.starts_with("rsa.right_") || item.event_type == "rsa.sdd_changed"
+                        }
+                        // The timeline names events, not their content: a reduced diagnostic
+                        // (without sensitive items) shows its events.
+                        (Section::Diagnostic, _) => true,
+                        (Section::Engagements, _) => {
+                            view.sanctions_only && item.event_type.starts_with("parcours.sanction_")
+                        }
+                        _ => false,
+                    }
             })
         };
         let mut ordered: Vec<(TimelinePosition, &TimelineEntry)> = timeline
@@ -1185,7 +1260,136 @@ fn section_of(item: &TimelineEntry) -> Section {
     match item.family.as_str() {
         "allocataire" => Section::DroitsRsa,
         "demandeur_emploi" => Section::Emploi,
+        "parcours" if item.event_type == "parcours.diagnostic_recorded" => Section::Diagnostic,
+        "parcours" => Section::Engagements,
         _ if item.event_type.starts_with("consent.") => Section::Diagnostic,
         _ => Section::Parcours,
     }
+}
+
+/// The parcours facts a view lets through: under opposition, only those the reader's authority
+/// pushed.
+fn readable(items: &[parcours::Item], view: policy::ParcoursView, territory: Option<&str>) -> Vec<parcours::Item> {
+    items
+        .iter()
+        .filter(|item| !view.own_authority_only || (territory.is_some() && item.territory.as_deref() == territory))
+        .cloned()
+        .collect()
+}
+
+/// The diagnostic: the latest recorded, its situations (the sensitive ones only where the view
+/// allows, the others counted).
+fn diagnostic_json(items: &[parcours::Item], view: policy::ParcoursView) -> Value {
+    let folded = parcours::fold(items);
+    let Some(diagnostic) = folded.diagnostic else { return json!({"diagnostic": null}) };
+    let (shown, masked): (Vec<_>, Vec<_>) =
+        diagnostic.situations.iter().partition(|situation| view.sensitive || !situation.sensitive);
+    json!({
+        "diagnostic": {
+            "date": diagnostic.recorded_at,
+            "source": diagnostic.source,
+            "metier_recherche_rome": diagnostic.rome_code,
+            "niveau_qualification": diagnostic.niveau_qualification.map(|n| n.code()),
+            "dernier_emploi": diagnostic.dernier_emploi,
+            "experience": diagnostic.experience,
+            "situations": shown.iter().map(|situation| json!({
+                "theme": situation.theme.code(),
+                "libelle": situation.label,
+                "referentiel": situation.known,
+                "sensible": situation.sensitive,
+                "notee_le": situation.noted_on,
+                "notee_par": situation.noted_by,
+            })).collect::<Vec<_>>(),
+            "situations_sensibles_masquees": masked.len(),
+            "illisible": diagnostic.sealed_unreadable,
+        }
+    })
+}
+
+/// The engagements: the plan in force with its actions' statuses, the activity hours, the
+/// rendez-vous and the sanctions (only those where the view says so).
+fn engagements_json(items: &[parcours::Item], view: policy::ParcoursView) -> Value {
+    let folded = parcours::fold(items);
+    let today = Utc::now().date_naive();
+    let sanctions: Vec<Value> = folded
+        .sanctions
+        .iter()
+        .map(|sanction| {
+            json!({
+                "id": sanction.sanction_id,
+                "part_suspendue_pct": sanction.share_percent,
+                "duree_mois": sanction.duration_months,
+                "debut": sanction.start,
+                "motif": if view.sanction_motif { json!(sanction.motif) } else { Value::Null },
+                "en_cours": sanction.in_force(today),
+                "levee": sanction.lifted.map(|(date, rappel)| json!({"date": date, "rappel": rappel})),
+            })
+        })
+        .collect();
+    if view.sanctions_only {
+        return json!({"sanctions": sanctions});
+    }
+    let mut masked = 0usize;
+    let plan = folded.plan.map(|plan| {
+        let sensitive_motif = matches!(plan.hours_motif, Some(HoursMotif::Sante | HoursMotif::Handicap));
+        if sensitive_motif && !view.sensitive {
+            masked += 1;
+        }
+        let objectives: Vec<Value> = plan
+            .objectives
+            .iter()
+            .filter(|(theme, _)| {
+                let shown = view.sensitive || !theme.sensitive();
+                masked += usize::from(!shown);
+                shown
+            })
+            .map(|(theme, label)| json!({"theme": theme.code(), "libelle": label}))
+            .collect();
+        let actions: Vec<Value> = plan
+            .actions
+            .iter()
+            .filter(|action| {
+                let shown = view.sensitive || !action.theme.is_some_and(|theme| theme.sensitive());
+                masked += usize::from(!shown);
+                shown
+            })
+            .map(|action| {
+                json!({
+                    "id": action.action_id,
+                    "theme": action.theme.map(|theme| theme.code()),
+                    "libelle": action.label,
+                    "statut": action.status.code(),
+                    "statut_depuis": action.status_since,
+                    "debut": action.start,
+                    "fin": action.end,
+                    "prescripteur_siret": action.prescriber_siret,
+                })
+            })
+            .collect();
+        json!({
+            "date": plan.set_at,
+            "source": plan.source,
+            "signe_le": plan.signed_on,
+            "revise_le": plan.revised_on,
+            "heures_hebdomadaires": plan.weekly_hours,
+            "motif_heures": plan.hours_motif.filter(|_| view.sensitive || !sensitive_motif).map(|m| m.code()),
+            "objectifs": objectives,
+            "actions": actions,
+        })
+    });
+    json!({
+        "plan": plan,
+        "heures_declarees": folded.hours.iter().map(|(month, hours)| json!({
+            "mois": month.format("%Y-%m").to_string(), "heures": hours,
+        })).collect::<Vec<_>>(),
+        "rendez_vous": folded.rendez_vous.iter().map(|rdv| json!({
+            "id": rdv.rdv_id,
+            "date": rdv.at,
+            "structure_siret": rdv.structure_siret,
+            "objet": rdv.objet.map(|objet| objet.code()),
+            "statut": rdv.status.code(),
+        })).collect::<Vec<_>>(),
+        "sanctions": sanctions,
+        "elements_sensibles_masques": masked,
+    })
 }

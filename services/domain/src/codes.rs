@@ -30,6 +30,8 @@ macro_rules! closed_list {
     };
 }
 
+pub(crate) use closed_list;
+
 closed_list!(
     /// `ETATDOSRSA`: the state of a foyer's RSA right.
     RightState, "right_state.unknown", {

@@ -10,18 +10,22 @@ use serde::{Deserialize, Serialize};
 use crate::{
     Accompagnement, Categorie, ContractKind, EventId, Motif, OrientationOrigin, OrientationType, RightState, Role,
     SuspensionScope,
+    parcours::{ActionStatus, NiveauQualification, ParcoursDetail, PlanAction, RendezVousObjet},
 };
 
-/// The three source families, one topic each.
+/// The source families, one topic each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Family {
     Allocataire,
     DemandeurEmploi,
     Orientation,
+    /// The parcours (DOMAIN.md §8): diagnostic, engagement plan, rendez-vous, sanctions, pushed by
+    /// the départements, France Travail and the structures that accompany people.
+    Parcours,
 }
 
 impl Family {
-    pub const ALL: [Family; 3] = [Family::Allocataire, Family::DemandeurEmploi, Family::Orientation];
+    pub const ALL: [Family; 4] = [Family::Allocataire, Family::DemandeurEmploi, Family::Orientation, Family::Parcours];
 
     /// The topic of the family, as DESIGN.md names it.
     pub fn topic(self) -> &'static str {
@@ -29,6 +33,7 @@ impl Family {
             Family::Allocataire => "passerelle.allocataire.v1",
             Family::DemandeurEmploi => "passerelle.demandeur-emploi.v1",
             Family::Orientation => "passerelle.orientation.v1",
+            Family::Parcours => "passerelle.parcours.v1",
         }
     }
 
@@ -37,6 +42,7 @@ impl Family {
             Family::Allocataire => "allocataire",
             Family::DemandeurEmploi => "demandeur_emploi",
             Family::Orientation => "orientation",
+            Family::Parcours => "parcours",
         }
     }
 }
@@ -49,6 +55,9 @@ pub enum InstitutionKind {
     Msa,
     FranceTravail,
     Departement,
+    /// A structure that accompanies people (Mission locale, Cap emploi, SIAE, PLIE, CCAS,
+    /// association), by its SIRET: it pushes parcours facts only for the persons it accompanies.
+    Structure,
     /// The person the facts are about, recording their own choices (opposition, consent) in
     /// their space: never an institution of the institutions file.
     Personne,
@@ -61,6 +70,7 @@ impl InstitutionKind {
             InstitutionKind::Msa => "MSA",
             InstitutionKind::FranceTravail => "FRANCE_TRAVAIL",
             InstitutionKind::Departement => "DEPARTEMENT",
+            InstitutionKind::Structure => "STRUCTURE",
             InstitutionKind::Personne => "PERSONNE",
         }
     }
@@ -230,6 +240,9 @@ pub struct PersonalData {
     /// Free text (reason of a denial or a retraction).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub free_text: Option<String>,
+    /// The personal part of a parcours fact: situations, labels, motifs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parcours: Option<ParcoursDetail>,
 }
 
 impl PersonalData {
@@ -342,6 +355,57 @@ pub enum Payload {
     OppositionWithdrawn,
     ConsentGiven,
     ConsentWithdrawn,
+    // Parcours
+    /// The diagnostic socio-professionnel, recorded or revised whole by the référent: its
+    /// situations and the professional side's texts are sealed ([`ParcoursDetail`]).
+    DiagnosticRecorded {
+        rome_code: Option<String>,
+        niveau_qualification: Option<NiveauQualification>,
+    },
+    /// The plan d'action of the contrat d'engagement, set or revised whole: the objectives and
+    /// the actions' themes and labels are sealed, the reduction motif too.
+    EngagementPlanSet {
+        signed_on: Option<NaiveDate>,
+        revised_on: Option<NaiveDate>,
+        weekly_hours: u8,
+        actions: Vec<PlanAction>,
+    },
+    ActionStatusChanged {
+        action_id: String,
+        status: ActionStatus,
+    },
+    /// Activity hours the person did in a month (`month`: its first day).
+    ActivityHoursDeclared {
+        month: NaiveDate,
+        hours: u16,
+    },
+    RendezVousConvoked {
+        rdv_id: String,
+        at: DateTime<Utc>,
+        structure_siret: String,
+        objet: RendezVousObjet,
+    },
+    RendezVousHonoured {
+        rdv_id: String,
+    },
+    RendezVousMissed {
+        rdv_id: String,
+        excused: bool,
+    },
+    /// A suspension-remobilisation decided by the président du conseil départemental: a share of
+    /// the allowance suspended for a number of months from `start` (the motif, in words, sealed).
+    SanctionDecided {
+        sanction_id: String,
+        share_percent: u8,
+        duration_months: u8,
+        start: NaiveDate,
+    },
+    SanctionLifted {
+        sanction_id: String,
+        lifted_on: NaiveDate,
+        /// The suspended amounts are paid back (the person re-engaged within the period).
+        back_payment: bool,
+    },
     // Every family
     Retraction {
         retracted_event_id: EventId,
@@ -378,6 +442,15 @@ impl Payload {
             Payload::OppositionWithdrawn => "opposition.withdrawn",
             Payload::ConsentGiven => "consent.given",
             Payload::ConsentWithdrawn => "consent.withdrawn",
+            Payload::DiagnosticRecorded { .. } => "parcours.diagnostic_recorded",
+            Payload::EngagementPlanSet { .. } => "parcours.plan_set",
+            Payload::ActionStatusChanged { .. } => "parcours.action_status_changed",
+            Payload::ActivityHoursDeclared { .. } => "parcours.activity_hours_declared",
+            Payload::RendezVousConvoked { .. } => "parcours.rendez_vous_convoked",
+            Payload::RendezVousHonoured { .. } => "parcours.rendez_vous_honoured",
+            Payload::RendezVousMissed { .. } => "parcours.rendez_vous_missed",
+            Payload::SanctionDecided { .. } => "parcours.sanction_decided",
+            Payload::SanctionLifted { .. } => "parcours.sanction_lifted",
             Payload::Retraction { .. } => "retraction",
         }
     }
@@ -418,6 +491,7 @@ impl std::fmt::Debug for PersonalData {
             ("referent_nom", self.referent_nom.is_some()),
             ("referent_email", self.referent_email.is_some()),
             ("free_text", self.free_text.is_some()),
+            ("parcours", self.parcours.is_some()),
         ];
         let present: Vec<&str> = fields.iter().filter(|(_, set)| *set).map(|(name, _)| *name).collect();
         f.debug_struct("PersonalData").field("redacted_fields", &present).finish()

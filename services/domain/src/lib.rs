@@ -11,6 +11,7 @@ pub mod dates;
 pub mod event;
 pub mod ids;
 pub mod nir;
+pub mod parcours;
 pub mod territory;
 
 pub use codes::*;

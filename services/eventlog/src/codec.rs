@@ -7,6 +7,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use passerelle_domain::{
     Accompagnement, Categorie, ContractKind, EventId, Motif, OrientationOrigin, OrientationType, Role, SuspensionScope,
     event::{AgentRef, Envelope, Family, HouseholdRef, InstitutionKind, Mutation, Payload, Source, SubjectKey},
+    parcours::{ActionStatus, NiveauQualification, PlanAction, RendezVousObjet},
 };
 use uuid::Uuid;
 
@@ -48,6 +49,18 @@ pub fn payload_branches(family: Family) -> &'static [&'static str] {
             "OppositionWithdrawn",
             "ConsentGiven",
             "ConsentWithdrawn",
+            "Retraction",
+        ],
+        Family::Parcours => &[
+            "DiagnosticRecorded",
+            "EngagementPlanSet",
+            "ActionStatusChanged",
+            "ActivityHoursDeclared",
+            "RendezVousConvoked",
+            "RendezVousHonoured",
+            "RendezVousMissed",
+            "SanctionDecided",
+            "SanctionLifted",
             "Retraction",
         ],
     }
@@ -204,6 +217,74 @@ fn payload_record(payload: &Payload) -> (&'static str, Value) {
         Payload::OppositionWithdrawn => ("OppositionWithdrawn", record(vec![])),
         Payload::ConsentGiven => ("ConsentGiven", record(vec![])),
         Payload::ConsentWithdrawn => ("ConsentWithdrawn", record(vec![])),
+        Payload::DiagnosticRecorded { rome_code, niveau_qualification } => (
+            "DiagnosticRecorded",
+            record(vec![
+                ("rome_code", optional(rome_code.clone().map(string))),
+                ("niveau_qualification", optional(niveau_qualification.map(|n| string(n.code())))),
+            ]),
+        ),
+        Payload::EngagementPlanSet { signed_on, revised_on, weekly_hours, actions } => (
+            "EngagementPlanSet",
+            record(vec![
+                ("signed_on", optional(signed_on.map(date))),
+                ("revised_on", optional(revised_on.map(date))),
+                ("weekly_hours", Value::Int(i32::from(*weekly_hours))),
+                (
+                    "actions",
+                    Value::Array(
+                        actions
+                            .iter()
+                            .map(|action| {
+                                record(vec![
+                                    ("action_id", string(&action.action_id)),
+                                    ("status", string(action.status.code())),
+                                    ("start", optional(action.start.map(date))),
+                                    ("end", optional(action.end.map(date))),
+                                    ("prescriber_siret", optional(action.prescriber_siret.clone().map(string))),
+                                ])
+                            })
+                            .collect(),
+                    ),
+                ),
+            ]),
+        ),
+        Payload::ActionStatusChanged { action_id, status } => {
+            ("ActionStatusChanged", record(vec![("action_id", string(action_id)), ("status", string(status.code()))]))
+        }
+        Payload::ActivityHoursDeclared { month, hours } => {
+            ("ActivityHoursDeclared", record(vec![("month", date(*month)), ("hours", Value::Int(i32::from(*hours)))]))
+        }
+        Payload::RendezVousConvoked { rdv_id, at, structure_siret, objet } => (
+            "RendezVousConvoked",
+            record(vec![
+                ("rdv_id", string(rdv_id)),
+                ("at", Value::TimestampMillis(at.timestamp_millis())),
+                ("structure_siret", string(structure_siret)),
+                ("objet", string(objet.code())),
+            ]),
+        ),
+        Payload::RendezVousHonoured { rdv_id } => ("RendezVousHonoured", record(vec![("rdv_id", string(rdv_id))])),
+        Payload::RendezVousMissed { rdv_id, excused } => {
+            ("RendezVousMissed", record(vec![("rdv_id", string(rdv_id)), ("excused", Value::Boolean(*excused))]))
+        }
+        Payload::SanctionDecided { sanction_id, share_percent, duration_months, start } => (
+            "SanctionDecided",
+            record(vec![
+                ("sanction_id", string(sanction_id)),
+                ("share_percent", Value::Int(i32::from(*share_percent))),
+                ("duration_months", Value::Int(i32::from(*duration_months))),
+                ("start", date(*start)),
+            ]),
+        ),
+        Payload::SanctionLifted { sanction_id, lifted_on, back_payment } => (
+            "SanctionLifted",
+            record(vec![
+                ("sanction_id", string(sanction_id)),
+                ("lifted_on", date(*lifted_on)),
+                ("back_payment", Value::Boolean(*back_payment)),
+            ]),
+        ),
         Payload::Retraction { retracted_event_id } => {
             ("Retraction", record(vec![("retracted_event_id", string(retracted_event_id.as_str()))]))
         }
@@ -308,6 +389,7 @@ pub fn decode(family: Family, datum: &[u8], writer: &Schema) -> Result<LoggedEve
                 "FRANCE_TRAVAIL" => InstitutionKind::FranceTravail,
                 "DEPARTEMENT" => InstitutionKind::Departement,
                 "PERSONNE" => InstitutionKind::Personne,
+                "STRUCTURE" => InstitutionKind::Structure,
                 other => return Err(Error::Decode(format!("unknown institution kind {other:?}"))),
             },
             relayed_by: source.opt_string("relayed_by")?,
@@ -441,6 +523,59 @@ fn decode_payload(branch: &str, f: Fields) -> Result<Payload, Error> {
         "OppositionWithdrawn" => Payload::OppositionWithdrawn,
         "ConsentGiven" => Payload::ConsentGiven,
         "ConsentWithdrawn" => Payload::ConsentWithdrawn,
+        "DiagnosticRecorded" => Payload::DiagnosticRecorded {
+            rome_code: f.opt_string("rome_code")?,
+            niveau_qualification: f
+                .opt_string("niveau_qualification")?
+                .map(|n| NiveauQualification::parse(&n))
+                .transpose()
+                .map_err(invalid)?,
+        },
+        "EngagementPlanSet" => Payload::EngagementPlanSet {
+            signed_on: f.opt_date("signed_on")?,
+            revised_on: f.opt_date("revised_on")?,
+            weekly_hours: f.small("weekly_hours")?,
+            actions: match f.get("actions")? {
+                Value::Array(items) => items
+                    .into_iter()
+                    .map(|item| {
+                        let a = Fields::of(item)?;
+                        Ok(PlanAction {
+                            action_id: a.string("action_id")?,
+                            status: ActionStatus::parse(&a.string("status")?).map_err(invalid)?,
+                            start: a.opt_date("start")?,
+                            end: a.opt_date("end")?,
+                            prescriber_siret: a.opt_string("prescriber_siret")?,
+                        })
+                    })
+                    .collect::<Result<_, Error>>()?,
+                other => return Err(Error::Decode(format!("actions {other:?}"))),
+            },
+        },
+        "ActionStatusChanged" => Payload::ActionStatusChanged {
+            action_id: f.string("action_id")?,
+            status: ActionStatus::parse(&f.string("status")?).map_err(invalid)?,
+        },
+        "ActivityHoursDeclared" => Payload::ActivityHoursDeclared { month: f.date("month")?, hours: f.small("hours")? },
+        "RendezVousConvoked" => Payload::RendezVousConvoked {
+            rdv_id: f.string("rdv_id")?,
+            at: f.instant("at")?,
+            structure_siret: f.string("structure_siret")?,
+            objet: RendezVousObjet::parse(&f.string("objet")?).map_err(invalid)?,
+        },
+        "RendezVousHonoured" => Payload::RendezVousHonoured { rdv_id: f.string("rdv_id")? },
+        "RendezVousMissed" => Payload::RendezVousMissed { rdv_id: f.string("rdv_id")?, excused: f.boolean("excused")? },
+        "SanctionDecided" => Payload::SanctionDecided {
+            sanction_id: f.string("sanction_id")?,
+            share_percent: f.small("share_percent")?,
+            duration_months: f.small("duration_months")?,
+            start: f.date("start")?,
+        },
+        "SanctionLifted" => Payload::SanctionLifted {
+            sanction_id: f.string("sanction_id")?,
+            lifted_on: f.date("lifted_on")?,
+            back_payment: f.boolean("back_payment")?,
+        },
         "Retraction" => Payload::Retraction { retracted_event_id: parse_event_id(&f.string("retracted_event_id")?)? },
         other => return Err(Error::Decode(format!("unknown payload {other}"))),
     })
@@ -486,6 +621,14 @@ impl Fields {
         match self.get(name)? {
             Value::Boolean(b) => Ok(b),
             other => Err(Error::Decode(format!("{name}: expected a boolean, got {other:?}"))),
+        }
+    }
+
+    /// A small whole number (hours, a share, months) written as an Avro int.
+    fn small<T: TryFrom<i32>>(&self, name: &str) -> Result<T, Error> {
+        match self.get(name)? {
+            Value::Int(n) => T::try_from(n).map_err(|_| Error::Decode(format!("{name}: {n} out of range"))),
+            other => Err(Error::Decode(format!("{name}: expected an int, got {other:?}"))),
         }
     }
 
@@ -544,6 +687,7 @@ mod tests {
         Accompagnement, Categorie, ContractKind, EventId, Motif, MotifList, OrientationOrigin, OrientationType, Role,
         SuspensionScope,
         event::{AgentRef, Envelope, Family, HouseholdRef, InstitutionKind, Mutation, Payload, Source, SubjectKey},
+        parcours::{ActionStatus, NiveauQualification, PlanAction, RendezVousObjet},
     };
 
     use super::*;
@@ -672,6 +816,72 @@ mod tests {
                 Family::Allocataire,
                 Payload::Retraction { retracted_event_id: EventId::parse("codec-0").expect("valid") },
             ),
+            (Family::Parcours, Payload::DiagnosticRecorded { rome_code: None, niveau_qualification: None }),
+            (
+                Family::Parcours,
+                Payload::DiagnosticRecorded {
+                    rome_code: Some("K1303".into()),
+                    niveau_qualification: Some(NiveauQualification::N3),
+                },
+            ),
+            (
+                Family::Parcours,
+                Payload::EngagementPlanSet {
+                    signed_on: Some(date("2026-04-02")),
+                    revised_on: None,
+                    weekly_hours: 10,
+                    actions: vec![
+                        PlanAction {
+                            action_id: "a-1".into(),
+                            status: ActionStatus::EnCours,
+                            start: Some(date("2026-04-03")),
+                            end: None,
+                            prescriber_siret: Some("73282932000074".into()),
+                        },
+                        PlanAction {
+                            action_id: "a-2".into(),
+                            status: ActionStatus::Prevue,
+                            start: None,
+                            end: Some(date("2026-06-30")),
+                            prescriber_siret: None,
+                        },
+                    ],
+                },
+            ),
+            (
+                Family::Parcours,
+                Payload::ActionStatusChanged { action_id: "a-1".into(), status: ActionStatus::Realisee },
+            ),
+            (Family::Parcours, Payload::ActivityHoursDeclared { month: date("2026-05-01"), hours: 62 }),
+            (
+                Family::Parcours,
+                Payload::RendezVousConvoked {
+                    rdv_id: "rdv-1".into(),
+                    at: DateTime::from_timestamp_millis(1_790_500_000_000).expect("instant"),
+                    structure_siret: "73282932000074".into(),
+                    objet: RendezVousObjet::Accompagnement,
+                },
+            ),
+            (Family::Parcours, Payload::RendezVousHonoured { rdv_id: "rdv-1".into() }),
+            (Family::Parcours, Payload::RendezVousMissed { rdv_id: "rdv-1".into(), excused: true }),
+            (
+                Family::Parcours,
+                Payload::SanctionDecided {
+                    sanction_id: "s-1".into(),
+                    share_percent: 30,
+                    duration_months: 2,
+                    start: date("2026-06-01"),
+                },
+            ),
+            (
+                Family::Parcours,
+                Payload::SanctionLifted {
+                    sanction_id: "s-1".into(),
+                    lifted_on: date("2026-06-20"),
+                    back_payment: true,
+                },
+            ),
+            (Family::Parcours, Payload::Retraction { retracted_event_id: EventId::parse("codec-0").expect("valid") }),
         ]
     }
 

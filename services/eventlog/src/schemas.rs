@@ -91,6 +91,17 @@ pub const COMMITTED: &[SchemaVersion] = &[
         version: 2,
         text: include_str!("../../../schemas/passerelle.identite.v1/v2.avsc"),
     },
+    // The parcours family: born sealed (version 2), version 1 is its content and never travels.
+    SchemaVersion {
+        stream: Stream::Facts(Family::Parcours),
+        version: 1,
+        text: include_str!("../../../schemas/passerelle.parcours.v1/v1.avsc"),
+    },
+    SchemaVersion {
+        stream: Stream::Facts(Family::Parcours),
+        version: 2,
+        text: include_str!("../../../schemas/passerelle.parcours.v1/v2.avsc"),
+    },
     // Nothing personal in it (the foyer is named by its keyed hash): not sealed.
     SchemaVersion {
         stream: Stream::Affectation,

@@ -21,6 +21,12 @@ pub struct Institution {
     /// that may relay its flux.
     #[serde(default)]
     pub serves: Vec<String>,
+    /// For a structure (required) and France Travail (optional): the SIRETs of its
+    /// establishments. A structure pushes parcours facts for the persons whose active référent
+    /// belongs to one of them or whom an orientation decision sent to one of them; France Travail
+    /// likewise, besides the persons registered with it.
+    #[serde(default)]
+    pub sirets: Vec<String>,
     #[serde(default)]
     pub name: Option<String>,
 }
@@ -67,6 +73,11 @@ impl Institution {
                 None => Err(format!("institution {:?}: an RSA authority needs its territory", self.id)),
             },
             InstitutionKind::FranceTravail => Ok(()),
+            InstitutionKind::Structure if self.sirets.is_empty() => Err(format!(
+                "institution {:?}: a structure needs the SIRETs of its establishments (sirets = [\"...\"])",
+                self.id
+            )),
+            InstitutionKind::Structure => Ok(()),
             InstitutionKind::Personne => Err(format!(
                 "institution {:?}: PERSONNE is the kind of the facts persons record in their space, not of an institution",
                 self.id
@@ -74,6 +85,17 @@ impl Institution {
         }?;
         if !self.serves.is_empty() && !matches!(self.kind, InstitutionKind::Caf | InstitutionKind::Msa) {
             return Err(format!("institution {:?}: serves is for a CAF or MSA caisse", self.id));
+        }
+        if !self.sirets.is_empty() && !matches!(self.kind, InstitutionKind::Structure | InstitutionKind::FranceTravail)
+        {
+            return Err(format!("institution {:?}: sirets is for a structure or France Travail", self.id));
+        }
+        for (index, siret) in self.sirets.iter().enumerate() {
+            let parsed = passerelle_domain::Siret::parse(siret)
+                .map_err(|e| format!("institution {:?}: sirets[{index}]: {e}", self.id))?;
+            if parsed.as_str() != siret {
+                return Err(format!("institution {:?}: sirets[{index}]: write it as {:?}", self.id, parsed.as_str()));
+            }
         }
         Ok(())
     }

@@ -41,6 +41,13 @@ pub mod proto {
     redacted_debug!(FtReferentAssigned { nom, email } shown { code_safir });
     redacted_debug!(Agent { email } shown { uid, siret });
     redacted_debug!(OrientationDenied { reason } shown {});
+    // The parcours: labels, situations (their theme too: SANTE is health data) and motifs.
+    redacted_debug!(Situation { theme, label, noted_on, noted_by } shown {});
+    redacted_debug!(DiagnosticRecorded { dernier_emploi, experience, rome_code, niveau_qualification, situations } shown {});
+    redacted_debug!(Objective { theme, label } shown {});
+    redacted_debug!(PlanActionItem { theme, label } shown { action_id, status });
+    redacted_debug!(EngagementPlanSet { hours_motif, objectives, actions } shown { signed_on, revised_on, weekly_hours });
+    redacted_debug!(SanctionDecided { motif } shown { sanction_id, share_percent, duration_months, date_debut });
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -557,3 +557,238 @@ pub fn orientation(ctx: &Context<'_>, e: &proto::OrientationEvent) -> Result<Can
         },
     )
 }
+
+/// Items of a diagnostic or a plan, at most (a diagnostic lists situations, a plan objectives
+/// and actions): more is a mistake of the pusher, not a parcours.
+const MAX_SITUATIONS: usize = 50;
+const MAX_OBJECTIVES: usize = 20;
+const MAX_ACTIONS: usize = 50;
+/// Longest label of a situation, an objective or an action.
+const MAX_LABEL: usize = 300;
+
+/// A fact of the parcours: diagnostic, engagement plan, rendez-vous, sanction. Every label and
+/// situation goes to the sealed personal data; the payload keeps dates, statuses and numbers.
+pub fn parcours(ctx: &Context<'_>, e: &proto::ParcoursEvent) -> Result<CanonicalEvent, Violations> {
+    use passerelle_domain::parcours::{
+        ActionDetail, ActionStatus, DEFAULT_WEEKLY_HOURS, HoursMotif, NiveauQualification, Objective, ParcoursDetail,
+        PlanAction, RendezVousObjet, SituationNoted, Theme, known_situation, parse_item_id, parse_rome,
+    };
+    use proto::parcours_event::Fact;
+    let mut v = Violations::default();
+    let mut personal = PersonalData::default();
+    let mut detail = ParcoursDetail::default();
+    let common = common(&mut v, ctx.now, &e.event_id, &e.occurred_at, &e.corrects_event_id);
+    let who = person(&mut v, ctx.keys, e.person.as_ref(), None, &mut personal);
+    let place = location(&mut v, e.location.as_ref(), false, Ambiguous::Refuse);
+    let payload = match &e.fact {
+        None => {
+            v.push("fact", "required", "say what happened: one of diagnostic_recorded, engagement_plan_set, action_status_changed, activity_hours_declared, rendez_vous_convoked, rendez_vous_honoured, rendez_vous_missed, sanction_decided, sanction_lifted, retraction");
+            None
+        }
+        Some(Fact::DiagnosticRecorded(f)) => {
+            detail.dernier_emploi = v.text("diagnostic_recorded.dernier_emploi", &f.dernier_emploi, 200);
+            detail.experience = v.text("diagnostic_recorded.experience", &f.experience, 500);
+            let rome_code = v.optional("diagnostic_recorded.rome_code", &f.rome_code, parse_rome);
+            let niveau_qualification = v.optional(
+                "diagnostic_recorded.niveau_qualification",
+                &f.niveau_qualification,
+                NiveauQualification::parse,
+            );
+            if f.situations.len() > MAX_SITUATIONS {
+                v.push("diagnostic_recorded.situations", "list.length", format!("at most {MAX_SITUATIONS} situations"));
+            }
+            for (index, situation) in f.situations.iter().take(MAX_SITUATIONS).enumerate() {
+                let field = |name: &str| format!("diagnostic_recorded.situations[{index}].{name}");
+                let theme = v.required(&field("theme"), &situation.theme, Theme::parse);
+                let label = v.text(&field("label"), &situation.label, MAX_LABEL);
+                if situation.label.trim().is_empty() {
+                    v.push(field("label"), "required", "the situation, in words");
+                }
+                let noted_on = v.required(&field("noted_on"), &situation.noted_on, parse_date);
+                let noted_by = v.required(&field("noted_by"), &situation.noted_by, AgentUid::parse);
+                if let (Some(theme), Some(label), Some(noted_on), Some(noted_by)) = (theme, label, noted_on, noted_by) {
+                    detail.situations.push(SituationNoted {
+                        theme,
+                        known: known_situation(theme, &label),
+                        label,
+                        sensitive: situation.sensitive || theme.sensitive(),
+                        noted_on,
+                        noted_by: noted_by.as_str().to_owned(),
+                    });
+                }
+            }
+            Some(Payload::DiagnosticRecorded { rome_code, niveau_qualification })
+        }
+        Some(Fact::EngagementPlanSet(f)) => {
+            let signed_on = v.optional("engagement_plan_set.signed_on", &f.signed_on, parse_date);
+            let revised_on = v.optional("engagement_plan_set.revised_on", &f.revised_on, parse_date);
+            if let (Some(signed), Some(revised)) = (signed_on, revised_on)
+                && revised < signed
+            {
+                v.push("engagement_plan_set.revised_on", "plan.dates", "a plan cannot be revised before it is signed");
+            }
+            let weekly_hours = match f.weekly_hours {
+                None => Some(DEFAULT_WEEKLY_HOURS),
+                Some(hours) if hours <= 35 => u8::try_from(hours).ok(),
+                Some(_) => {
+                    v.push("engagement_plan_set.weekly_hours", "hours.range", "0 to 35 hours a week");
+                    None
+                }
+            };
+            detail.hours_motif = v.optional("engagement_plan_set.hours_motif", &f.hours_motif, HoursMotif::parse);
+            if weekly_hours.is_some_and(|hours| hours < DEFAULT_WEEKLY_HOURS) && detail.hours_motif.is_none() {
+                v.push(
+                    "engagement_plan_set.hours_motif",
+                    "required",
+                    "fewer than 15 hours a week (0: exempted) needs its motif: SANTE, HANDICAP, PARENT_ISOLE, AIDANT or AUTRE",
+                );
+            }
+            if f.objectives.len() > MAX_OBJECTIVES {
+                v.push("engagement_plan_set.objectives", "list.length", format!("at most {MAX_OBJECTIVES} objectives"));
+            }
+            for (index, objective) in f.objectives.iter().take(MAX_OBJECTIVES).enumerate() {
+                let field = |name: &str| format!("engagement_plan_set.objectives[{index}].{name}");
+                let theme = v.required(&field("theme"), &objective.theme, Theme::parse);
+                let label = v.text(&field("label"), &objective.label, MAX_LABEL);
+                if objective.label.trim().is_empty() {
+                    v.push(field("label"), "required", "the objective, in words");
+                }
+                if let (Some(theme), Some(label)) = (theme, label) {
+                    detail.objectives.push(Objective { theme, label });
+                }
+            }
+            if f.actions.len() > MAX_ACTIONS {
+                v.push("engagement_plan_set.actions", "list.length", format!("at most {MAX_ACTIONS} actions"));
+            }
+            let mut actions = Vec::new();
+            for (index, action) in f.actions.iter().take(MAX_ACTIONS).enumerate() {
+                let field = |name: &str| format!("engagement_plan_set.actions[{index}].{name}");
+                let action_id = v.required(&field("action_id"), &action.action_id, parse_item_id);
+                if let Some(id) = &action_id
+                    && actions.iter().any(|a: &PlanAction| &a.action_id == id)
+                {
+                    v.push(field("action_id"), "action.duplicate", "two actions of the plan have this id");
+                }
+                let theme = v.required(&field("theme"), &action.theme, Theme::parse);
+                let label = v.text(&field("label"), &action.label, MAX_LABEL);
+                if action.label.trim().is_empty() {
+                    v.push(field("label"), "required", "the action, in words");
+                }
+                let status = v.required(&field("status"), &action.status, ActionStatus::parse);
+                let start = v.optional(&field("date_debut"), &action.date_debut, parse_date);
+                let end = v.optional(&field("date_fin"), &action.date_fin, parse_date);
+                if let (Some(start), Some(end)) = (start, end)
+                    && end < start
+                {
+                    v.push(field("date_fin"), "action.dates", "an action cannot end before it starts");
+                }
+                let prescriber = v.optional(&field("prescriber_siret"), &action.prescriber_siret, Siret::parse);
+                if let (Some(action_id), Some(theme), Some(label), Some(status)) = (action_id, theme, label, status) {
+                    detail.actions.push(ActionDetail { action_id: action_id.clone(), theme, label });
+                    actions.push(PlanAction {
+                        action_id,
+                        status,
+                        start,
+                        end,
+                        prescriber_siret: prescriber.map(|s| s.as_str().to_owned()),
+                    });
+                }
+            }
+            weekly_hours.map(|weekly_hours| Payload::EngagementPlanSet { signed_on, revised_on, weekly_hours, actions })
+        }
+        Some(Fact::ActionStatusChanged(f)) => {
+            let action_id = v.required("action_status_changed.action_id", &f.action_id, parse_item_id);
+            let status = v.required("action_status_changed.status", &f.status, ActionStatus::parse);
+            match (action_id, status) {
+                (Some(action_id), Some(status)) => Some(Payload::ActionStatusChanged { action_id, status }),
+                _ => None,
+            }
+        }
+        Some(Fact::ActivityHoursDeclared(f)) => {
+            let month = v.required("activity_hours_declared.month", &f.month, |raw| match raw.trim() {
+                month if month.len() == 7 => parse_date(&format!("{month}-01")),
+                _ => Err(passerelle_domain::Invalid::new("month.format", "a month is written YYYY-MM (2026-05)")),
+            });
+            if f.hours > 744 {
+                v.push("activity_hours_declared.hours", "hours.range", "at most 744 hours in a month");
+            }
+            match (month, u16::try_from(f.hours).ok().filter(|hours| *hours <= 744)) {
+                (Some(month), Some(hours)) => Some(Payload::ActivityHoursDeclared { month, hours }),
+                _ => None,
+            }
+        }
+        Some(Fact::RendezVousConvoked(f)) => {
+            let rdv_id = v.required("rendez_vous_convoked.rdv_id", &f.rdv_id, parse_item_id);
+            // A rendez-vous may be set well ahead: the one-day bound of occurred_at is not its.
+            let at = v.required("rendez_vous_convoked.at", &f.at, |raw| {
+                parse_instant(raw, ctx.now + chrono::Duration::days(366))
+            });
+            let structure = v.required("rendez_vous_convoked.structure_siret", &f.structure_siret, Siret::parse);
+            let objet = v.required("rendez_vous_convoked.objet", &f.objet, RendezVousObjet::parse);
+            match (rdv_id, at, structure, objet) {
+                (Some(rdv_id), Some(at), Some(structure), Some(objet)) => Some(Payload::RendezVousConvoked {
+                    rdv_id,
+                    at,
+                    structure_siret: structure.as_str().to_owned(),
+                    objet,
+                }),
+                _ => None,
+            }
+        }
+        Some(Fact::RendezVousHonoured(f)) => v
+            .required("rendez_vous_honoured.rdv_id", &f.rdv_id, parse_item_id)
+            .map(|rdv_id| Payload::RendezVousHonoured { rdv_id }),
+        Some(Fact::RendezVousMissed(f)) => v
+            .required("rendez_vous_missed.rdv_id", &f.rdv_id, parse_item_id)
+            .map(|rdv_id| Payload::RendezVousMissed { rdv_id, excused: f.excused }),
+        Some(Fact::SanctionDecided(f)) => {
+            let sanction_id = v.required("sanction_decided.sanction_id", &f.sanction_id, parse_item_id);
+            let share = u8::try_from(f.share_percent).ok().filter(|share| (1..=100).contains(share));
+            if share.is_none() {
+                v.push("sanction_decided.share_percent", "sanction.share", "the share suspended: 1 to 100 (%)");
+            }
+            let months = u8::try_from(f.duration_months).ok().filter(|months| (1..=12).contains(months));
+            if months.is_none() {
+                v.push("sanction_decided.duration_months", "sanction.duration", "1 to 12 months");
+            }
+            let start = v.required("sanction_decided.date_debut", &f.date_debut, parse_date);
+            detail.motif = v.text("sanction_decided.motif", &f.motif, 500);
+            if f.motif.trim().is_empty() {
+                v.push("sanction_decided.motif", "required", "say why the allowance is suspended");
+            }
+            match (sanction_id, share, months, start) {
+                (Some(sanction_id), Some(share_percent), Some(duration_months), Some(start)) => {
+                    Some(Payload::SanctionDecided { sanction_id, share_percent, duration_months, start })
+                }
+                _ => None,
+            }
+        }
+        Some(Fact::SanctionLifted(f)) => {
+            let sanction_id = v.required("sanction_lifted.sanction_id", &f.sanction_id, parse_item_id);
+            let lifted_on = v.required("sanction_lifted.date_levee", &f.date_levee, parse_date);
+            match (sanction_id, lifted_on) {
+                (Some(sanction_id), Some(lifted_on)) => {
+                    Some(Payload::SanctionLifted { sanction_id, lifted_on, back_payment: f.back_payment })
+                }
+                _ => None,
+            }
+        }
+        Some(Fact::Retraction(r)) => retraction(&mut v, r, &mut personal, common.event_id.as_ref()),
+    };
+    if !detail.is_empty() {
+        personal.parcours = Some(detail);
+    }
+    finish(
+        v,
+        ctx,
+        Draft {
+            family: Family::Parcours,
+            common,
+            linked_keys: who.linked_keys,
+            household: None,
+            place,
+            payload,
+            personal,
+        },
+    )
+}

@@ -21,7 +21,8 @@ pub fn needs_hub_state(institution: &Institution, event: &CanonicalEvent) -> boo
     let retraction = matches!(event.payload, Payload::Retraction { .. });
     let departement = institution.kind == InstitutionKind::Departement && event.family == Family::Orientation;
     let dossier = event.family == Family::Allocataire && event.envelope.household.is_some();
-    (departement || dossier) && !retraction
+    let parcours = event.family == Family::Parcours;
+    (departement || dossier || parcours) && !retraction
 }
 
 /// What the hub holds for the persons `event`'s identifiers lead to.
@@ -38,6 +39,9 @@ fn held_for<'a>(event: &CanonicalEvent, held: &'a [HeldAuthority]) -> impl Itera
 pub fn check(institution: &Institution, event: &CanonicalEvent, held: &[HeldAuthority]) -> Result<(), Denied> {
     if event.family == Family::Allocataire {
         return check_dossier(event, held);
+    }
+    if event.family == Family::Parcours && institution.kind != InstitutionKind::Departement {
+        return check_accompanies(institution, event, held);
     }
     let caller = institution.territory.as_deref();
     for dossier in held_for(event, held) {
@@ -63,6 +67,45 @@ pub fn check(institution: &Institution, event: &CanonicalEvent, held: &[HeldAuth
         });
     }
     Ok(())
+}
+
+/// A parcours fact of France Travail or of a structure: only for a person it accompanies, from
+/// the hub's state (the département's orientation and référent facts, France Travail's
+/// inscription), never from the event: the person's active référent belongs to one of the
+/// caller's establishments (`sirets` in the institutions file), or an orientation decision sent
+/// the person to one of them, or, for France Travail, the person is registered with it. Every
+/// person the event's identifiers lead to must be so: an identifier of another person cannot
+/// ride along. A person the hub does not hold is nobody's to accompany yet.
+fn check_accompanies(institution: &Institution, event: &CanonicalEvent, held: &[HeldAuthority]) -> Result<(), Denied> {
+    let ours = |siret: &Option<String>| siret.as_ref().is_some_and(|siret| institution.sirets.contains(siret));
+    let registered = |person: &HeldAuthority| {
+        institution.kind == InstitutionKind::FranceTravail && person.ft_status.as_deref() == Some("INSCRIT")
+    };
+    let persons: Vec<&HeldAuthority> = held_for(event, held).collect();
+    let accompanied = !persons.is_empty()
+        && persons
+            .iter()
+            .all(|person| ours(&person.referent_siret) || ours(&person.structure_siret) || registered(person));
+    if accompanied {
+        return Ok(());
+    }
+    let (rule, whom) = match institution.kind {
+        InstitutionKind::FranceTravail => (
+            "france_travail.accompanies",
+            "persons registered with France Travail, or whose référent or orientation is one of its establishments'",
+        ),
+        _ => (
+            "structure.accompanies",
+            "persons whose active référent belongs to the structure or whom an orientation decision sent to it",
+        ),
+    };
+    Err(Denied {
+        rule,
+        message: format!(
+            "the hub does not hold this person as accompanied by the caller: parcours facts are pushed only for {whom} \
+             (sirets in the institutions file); the département names the référent or the orientation first"
+        ),
+    })
 }
 
 /// A CAF/MSA dossier's fact about a person the hub holds in another caisse's dossier that is
@@ -155,6 +198,9 @@ mod tests {
             household_organisme: None,
             right_state: None,
             known_households: Vec::new(),
+            referent_siret: None,
+            structure_siret: None,
+            ft_status: None,
         }
     }
 
@@ -232,5 +278,53 @@ mod tests {
         // A retraction of its own fact needs no hub state.
         let retraction = fact(10, Payload::Retraction { retracted_event_id: EventId::parse("x").expect("valid") });
         assert!(!needs_hub_state(cd51, &retraction));
+    }
+
+    /// The attacker's test: a structure or France Travail that pushes for a person it does not
+    /// accompany, whatever the event says, and with an identifier of a person it does accompany
+    /// riding along.
+    #[test]
+    fn a_structure_or_france_travail_pushes_parcours_facts_only_for_the_persons_it_accompanies() {
+        let institutions = Institutions::from_toml(
+            "[[institution]]\nid = \"ml\"\nkind = \"STRUCTURE\"\nsirets = [\"73282932000074\"]\n\
+             [[institution]]\nid = \"ft\"\nkind = \"FRANCE_TRAVAIL\"\nsirets = [\"13000548100010\"]\n",
+        )
+        .expect("valid");
+        let (ml, ft) = (institutions.get("ml").expect("listed"), institutions.get("ft").expect("listed"));
+        let mut event = fact(10, Payload::RendezVousHonoured { rdv_id: "rdv-1".into() });
+        event.family = Family::Parcours;
+        assert!(needs_hub_state(ml, &event));
+        let accompanied_by =
+            |key: &str, referent: Option<&str>, structure: Option<&str>, ft_status: Option<&str>| HeldAuthority {
+                referent_siret: referent.map(str::to_owned),
+                structure_siret: structure.map(str::to_owned),
+                ft_status: ft_status.map(str::to_owned),
+                ..held(key, Some("52"), None, Some(1))
+            };
+        let ml_siret = Some("73282932000074");
+        // Its référent, or its orientation.
+        assert!(check(ml, &event, &[accompanied_by("nir:aa", ml_siret, None, None)]).is_ok());
+        assert!(check(ml, &event, &[accompanied_by("nir:aa", Some("13000548100010"), ml_siret, None)]).is_ok());
+        // Someone else's, unknown to the hub, or registered with France Travail only.
+        for held in [
+            vec![accompanied_by("nir:aa", Some("13000548100010"), None, None)],
+            vec![],
+            vec![accompanied_by("nir:aa", None, None, Some("INSCRIT"))],
+        ] {
+            let denial = check(ml, &event, &held).expect_err("not accompanied");
+            assert_eq!(denial.rule, "structure.accompanies");
+        }
+        // An identifier of another person riding along with one of its own.
+        let both = [
+            accompanied_by("nir:aa", ml_siret, None, None),
+            accompanied_by("dep:bb", Some("13000548100010"), None, None),
+        ];
+        assert_eq!(check(ml, &event, &both).expect_err("another person").rule, "structure.accompanies");
+        // France Travail: its registered persons and its establishments' orientations.
+        assert!(check(ft, &event, &[accompanied_by("nir:aa", None, None, Some("INSCRIT"))]).is_ok());
+        assert!(check(ft, &event, &[accompanied_by("nir:aa", None, Some("13000548100010"), None)]).is_ok());
+        let denial = check(ft, &event, &[accompanied_by("nir:aa", None, None, Some("RADIATION"))]).expect_err("gone");
+        assert_eq!(denial.rule, "france_travail.accompanies");
+        assert!(check(ft, &event, &[accompanied_by("nir:aa", ml_siret, None, None)]).is_err());
     }
 }

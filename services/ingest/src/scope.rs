@@ -3,7 +3,7 @@
 //! field the caller sets only to pass the check. Pure: no I/O, tested as a matrix.
 
 use passerelle_domain::{
-    event::{CanonicalEvent, Family, InstitutionKind, Source},
+    event::{CanonicalEvent, Family, InstitutionKind, Payload, Source},
     territory::TO_ASSIGN,
 };
 
@@ -28,6 +28,12 @@ pub fn may_call(institution: &Institution, family: Family, relay_file: Option<&s
         (InstitutionKind::FranceTravail, Family::DemandeurEmploi) => true,
         (InstitutionKind::Departement, Family::Orientation) => true,
         (InstitutionKind::Departement, Family::Allocataire) => relay_file.is_some(),
+        // The parcours: the authority, France Travail and the structures, each for the persons
+        // it accompanies (crate::reach, from the hub's state).
+        (
+            InstitutionKind::Departement | InstitutionKind::FranceTravail | InstitutionKind::Structure,
+            Family::Parcours,
+        ) => true,
         _ => false,
     };
     if allowed {
@@ -56,6 +62,15 @@ pub fn authorise(
     may_call(institution, event.family, relay_file)?;
     let territory = event.envelope.territory.clone();
     let organisme = event.envelope.household.as_ref().map(|h| h.organisme.clone());
+    if event.family == Family::Parcours
+        && institution.kind != InstitutionKind::Departement
+        && matches!(event.payload, Payload::SanctionDecided { .. } | Payload::SanctionLifted { .. })
+    {
+        return Err(denied(
+            "sanction.authority",
+            "a suspension-remobilisation is decided (and lifted) by the président du conseil départemental: only the RSA authority pushes it",
+        ));
+    }
     match (institution.kind, event.family) {
         (InstitutionKind::Caf | InstitutionKind::Msa, Family::Allocataire) => {
             if let Some(organisme) = organisme
@@ -68,7 +83,7 @@ pub fn authorise(
         (InstitutionKind::FranceTravail, Family::DemandeurEmploi) => {
             event.envelope.source = source(institution, None, None);
         }
-        (InstitutionKind::Departement, Family::Orientation) => {
+        (InstitutionKind::Departement, Family::Orientation | Family::Parcours) => {
             if let Some(territory) = territory
                 && Some(&territory) != institution.territory.as_ref()
             {
@@ -117,6 +132,12 @@ pub fn authorise(
             }
             event.envelope.source = source(caisse, Some(&institution.id), Some(file));
         }
+        (InstitutionKind::FranceTravail | InstitutionKind::Structure, Family::Parcours) => {
+            // Where they accompany the person says nothing of the person's authority: only the
+            // CAF/MSA dossier places a person.
+            event.envelope.territory = None;
+            event.envelope.source = source(institution, None, None);
+        }
         _ => unreachable!("may_call refused the other combinations"),
     }
     Ok(())
@@ -164,6 +185,10 @@ mod tests {
         id = "cd-52"
         kind = "DEPARTEMENT"
         territory = "52"
+        [[institution]]
+        id = "ml-chaumont"
+        kind = "STRUCTURE"
+        sirets = ["73282932000074"]
     "#;
 
     /// An event of `family` whose content places it in the Haute-Marne (52) with caisse
@@ -173,6 +198,7 @@ mod tests {
             Family::Allocataire => Payload::SddChanged { soumis: true },
             Family::DemandeurEmploi => Payload::PpaeSigned { date_signature: chrono::NaiveDate::default() },
             Family::Orientation => Payload::OppositionRecorded,
+            Family::Parcours => Payload::RendezVousHonoured { rdv_id: "rdv-1".into() },
         };
         CanonicalEvent {
             family,
@@ -236,6 +262,19 @@ mod tests {
             ("cd-52", None, Family::Allocataire, false, Err("relay")),
             ("cd-52", relay, Family::Allocataire, true, Ok(())),
             ("cd-52", relay, Family::Allocataire, false, Err("relay.territory")),
+            // The parcours: every accompanying kind may call; whom for is decided from the hub's
+            // state (crate::reach); the authority's facts are its territory's.
+            ("cd-52", None, Family::Parcours, true, Ok(())),
+            ("cd-52", None, Family::Parcours, false, Err("territory")),
+            ("france-travail", None, Family::Parcours, true, Ok(())),
+            ("ml-chaumont", None, Family::Parcours, true, Ok(())),
+            ("ml-chaumont", None, Family::Parcours, false, Ok(())),
+            ("ml-chaumont", None, Family::Orientation, true, Err("family")),
+            ("ml-chaumont", None, Family::Allocataire, true, Err("family")),
+            ("ml-chaumont", relay, Family::Allocataire, true, Err("family")),
+            ("ml-chaumont", None, Family::DemandeurEmploi, true, Err("family")),
+            ("caf-521", None, Family::Parcours, true, Err("family")),
+            ("msa-052", None, Family::Parcours, true, Err("family")),
         ];
         for (caller, relay_file, family, own, expected) in matrix {
             let institution = institutions.get(caller).expect("listed");
@@ -313,6 +352,42 @@ mod tests {
         retraction.envelope.territory = None;
         authorise(institutions.get("cd-52").expect("listed"), None, &institutions, &mut retraction).expect("own");
         assert_eq!(retraction.envelope.territory.as_deref(), Some("52"), "the pushing authority");
+    }
+
+    #[test]
+    fn only_the_authority_decides_or_lifts_a_sanction_and_a_structure_places_nobody() {
+        let institutions = Institutions::from_toml(INSTITUTIONS).expect("valid");
+        let sanction = Payload::SanctionDecided {
+            sanction_id: "s-1".into(),
+            share_percent: 100,
+            duration_months: 1,
+            start: chrono::NaiveDate::default(),
+        };
+        let lifted = Payload::SanctionLifted {
+            sanction_id: "s-1".into(),
+            lifted_on: chrono::NaiveDate::default(),
+            back_payment: true,
+        };
+        for payload in [sanction, lifted] {
+            for caller in ["france-travail", "ml-chaumont"] {
+                let mut fact = event(Family::Parcours, true, "521");
+                fact.payload = payload.clone();
+                let denial = authorise(institutions.get(caller).expect("listed"), None, &institutions, &mut fact)
+                    .expect_err("not the authority");
+                assert_eq!(denial.rule, "sanction.authority", "{caller}");
+            }
+            let mut fact = event(Family::Parcours, true, "521");
+            fact.payload = payload.clone();
+            authorise(institutions.get("cd-52").expect("listed"), None, &institutions, &mut fact)
+                .expect("the authority");
+            assert_eq!(fact.envelope.territory.as_deref(), Some("52"));
+        }
+        // A structure that writes a location does not place the person there.
+        let mut fact = event(Family::Parcours, true, "521");
+        authorise(institutions.get("ml-chaumont").expect("listed"), None, &institutions, &mut fact).expect("may call");
+        assert_eq!(fact.envelope.territory, None);
+        assert_eq!(fact.envelope.source.kind, InstitutionKind::Structure);
+        assert_eq!(fact.envelope.source.institution, "ml-chaumont");
     }
 
     #[test]

@@ -503,3 +503,10 @@ ingest_service!(
     Family::Orientation,
     normalise::orientation
 );
+ingest_service!(
+    ParcoursService,
+    proto::parcours_ingest_server::ParcoursIngest,
+    proto::ParcoursEvent,
+    Family::Parcours,
+    normalise::parcours
+);

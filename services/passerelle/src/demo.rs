@@ -11,7 +11,8 @@ use passerelle_ingest::{
         self, AllocataireEvent, DemandeurEmploiEvent, Household, Location, OrientationEvent, Person,
         allocataire_event::Fact as Caf, allocataire_ingest_client::AllocataireIngestClient,
         demandeur_emploi_event::Fact as Ft, demandeur_emploi_ingest_client::DemandeurEmploiIngestClient,
-        orientation_event::Fact as Cd, orientation_ingest_client::OrientationIngestClient,
+        orientation_event::Fact as Cd, orientation_ingest_client::OrientationIngestClient, parcours_event::Fact as Pa,
+        parcours_ingest_client::ParcoursIngestClient,
     },
 };
 
@@ -172,6 +173,74 @@ pub fn orientation_events() -> Vec<OrientationEvent> {
     ]
 }
 
+/// The parcours of the demo's person oriented to the association, pushed by the association
+/// (`asso-insertion-52`, a structure): a diagnostic (one of its situations health data, shown to
+/// the référent only), a plan and a rendez-vous.
+pub fn parcours_events() -> Vec<proto::ParcoursEvent> {
+    let event = |id: &str, when: &str, fact: Pa| proto::ParcoursEvent {
+        event_id: id.into(),
+        occurred_at: when.into(),
+        person: person("1850752121003", "", "", "", ""),
+        location: None,
+        corrects_event_id: String::new(),
+        fact: Some(fact),
+    };
+    let situation = |theme: &str, label: &str| proto::Situation {
+        theme: theme.into(),
+        label: label.into(),
+        sensitive: false,
+        noted_on: "2026-10-05".into(),
+        noted_by: "agent-cd52-0042".into(),
+    };
+    vec![
+        event(
+            "demo-asso52-0001",
+            "2026-10-05T10:00:00+02:00",
+            Pa::DiagnosticRecorded(proto::DiagnosticRecorded {
+                dernier_emploi: "Préparateur de commandes".into(),
+                experience: "Six ans en entrepôt".into(),
+                rome_code: "N1103".into(),
+                niveau_qualification: "3".into(),
+                situations: vec![
+                    situation("LOGEMENT", "Difficulté à payer le loyer"),
+                    situation("MOBILITE", "Aucun moyen de transport à disposition"),
+                    situation("SANTE", "Existence d'un dossier MDPH"),
+                ],
+            }),
+        ),
+        event(
+            "demo-asso52-0002",
+            "2026-10-10T10:00:00+02:00",
+            Pa::EngagementPlanSet(proto::EngagementPlanSet {
+                signed_on: "2026-10-10".into(),
+                revised_on: String::new(),
+                weekly_hours: None,
+                hours_motif: String::new(),
+                objectives: vec![proto::Objective { theme: "MOBILITE".into(), label: "Obtenir le permis B".into() }],
+                actions: vec![proto::PlanActionItem {
+                    action_id: "permis-b".into(),
+                    theme: "MOBILITE".into(),
+                    label: "Code de la route à l'auto-école sociale".into(),
+                    status: "EN_COURS".into(),
+                    date_debut: "2026-10-15".into(),
+                    date_fin: "2026-12-15".into(),
+                    prescriber_siret: "73282932000074".into(),
+                }],
+            }),
+        ),
+        event(
+            "demo-asso52-0003",
+            "2026-10-12T10:00:00+02:00",
+            Pa::RendezVousConvoked(proto::RendezVousConvoked {
+                rdv_id: "rdv-suivi-1".into(),
+                at: "2026-10-20T09:30:00+02:00".into(),
+                structure_siret: "73282932000074".into(),
+                objet: "SUIVI".into(),
+            }),
+        ),
+    ]
+}
+
 /// Pushes the demo through the gRPC API at `endpoint`, each institution with its own
 /// credentials from `credentials` (a directory written by `passerelle dev pki`); returns how
 /// many events were accepted.
@@ -198,6 +267,24 @@ pub async fn push(endpoint: &str, credentials: &Path) -> anyhow::Result<usize> {
     let mut cd = OrientationIngestClient::new(channel_of("cd-52").await?);
     for event in orientation_events() {
         cd.publish(event).await.context("publishing a département demo event")?;
+        accepted += 1;
+    }
+    // The association accompanies the person once the département's orientation has reached the
+    // hub's state (the projector applies it within moments): until then its facts are refused.
+    let mut asso = ParcoursIngestClient::new(channel_of("asso-insertion-52").await?);
+    for event in parcours_events() {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            match asso.publish(event.clone()).await {
+                Ok(_) => break,
+                Err(status)
+                    if status.code() == tonic::Code::PermissionDenied && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Err(status) => return Err(status).context("publishing the association's demo parcours"),
+            }
+        }
         accepted += 1;
     }
     Ok(accepted)

@@ -23,9 +23,9 @@ use passerelle_ingest::{
     proto::{
         allocataire_ingest_server::AllocataireIngestServer,
         demandeur_emploi_ingest_server::DemandeurEmploiIngestServer,
-        orientation_ingest_server::OrientationIngestServer,
+        orientation_ingest_server::OrientationIngestServer, parcours_ingest_server::ParcoursIngestServer,
     },
-    service::{AllocataireService, DemandeurEmploiService, OrientationService},
+    service::{AllocataireService, DemandeurEmploiService, OrientationService, ParcoursService},
 };
 use sqlx::{PgPool, postgres::PgPoolOptions};
 use tokio::{net::TcpListener, sync::watch, task::JoinSet};
@@ -206,6 +206,7 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
     health_reporter.set_serving::<AllocataireIngestServer<AllocataireService>>().await;
     health_reporter.set_serving::<DemandeurEmploiIngestServer<DemandeurEmploiService>>().await;
     health_reporter.set_serving::<OrientationIngestServer<OrientationService>>().await;
+    health_reporter.set_serving::<ParcoursIngestServer<ParcoursService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(passerelle_ingest::proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -241,6 +242,9 @@ pub async fn start_services(config: &Config, services: Services) -> anyhow::Resu
         )
         .add_service(
             OrientationIngestServer::new(OrientationService::new(hub.clone())).max_decoding_message_size(message_bytes),
+        )
+        .add_service(
+            ParcoursIngestServer::new(ParcoursService::new(hub.clone())).max_decoding_message_size(message_bytes),
         );
     let mut grpc_shutdown = shutdown_rx.clone();
     tasks.spawn(async move {

@@ -1,6 +1,7 @@
 //! The read models: their tables (migrations next to this crate) and the typed queries the API
 //! reads them with. The projector writes them; nothing else does.
 
+pub mod parcours;
 pub mod statistics;
 pub mod territory;
 
@@ -240,6 +241,11 @@ pub struct HeldAuthority {
     pub right_state: Option<String>,
     /// Every CAF/MSA dossier the person's facts were about (household keys).
     pub known_households: Vec<String>,
+    /// Who accompanies the person: the SIRET of their active référent's structure, the structure
+    /// an orientation decision sent them to, their France Travail status.
+    pub referent_siret: Option<String>,
+    pub structure_siret: Option<String>,
+    pub ft_status: Option<String>,
 }
 
 /// For each of `subject_keys` linked to a person, the authority the hub holds for that person
@@ -254,7 +260,8 @@ where
                  WHERE e.household_key = d.household_key AND e.organisme IS NOT NULL LIMIT 1) AS household_organisme,
                 d.right_state,
                 ARRAY(SELECT DISTINCT e.household_key FROM person_events e
-                      WHERE e.person_id = d.person_id AND e.household_key IS NOT NULL) AS known_households
+                      WHERE e.person_id = d.person_id AND e.household_key IS NOT NULL) AS known_households,
+                d.referent_siret, d.structure_siret, d.ft_status
          FROM subject_links l JOIN persons p USING (person_id)
          JOIN dossiers d ON d.person_id = COALESCE(p.merged_into, p.person_id)
          WHERE l.subject_key = ANY($1)",

@@ -30,6 +30,7 @@ fn section_title(code: &str) -> &'static str {
         "droits_rsa" => "Droits RSA",
         "emploi" => "Emploi (France Travail)",
         "parcours" => "Parcours d’insertion",
+        "engagements" => "Engagements (contrat, actions, rendez-vous, sanctions)",
         "diagnostic" => "Diagnostic socio-professionnel",
         _ => "Rubrique",
     }
@@ -40,6 +41,7 @@ pub fn family_label(family: &str) -> &'static str {
         "allocataire" => "CAF / MSA",
         "demandeur_emploi" => "France Travail",
         "orientation" => "Département",
+        "parcours" => "Parcours (département, France Travail, structures)",
         "identite" => "Identité",
         _ => "Autre source",
     }
@@ -122,6 +124,15 @@ pub fn event_label(event_type: &str) -> String {
         "opposition.withdrawn" => "Opposition retirée",
         "consent.given" => "Consentement au partage du diagnostic",
         "consent.withdrawn" => "Consentement retiré",
+        "parcours.diagnostic_recorded" => "Diagnostic socio-professionnel enregistré",
+        "parcours.plan_set" => "Plan d’action du contrat d’engagement",
+        "parcours.action_status_changed" => "Statut d’une action modifié",
+        "parcours.activity_hours_declared" => "Heures d’activité déclarées",
+        "parcours.rendez_vous_convoked" => "Convocation à un rendez-vous",
+        "parcours.rendez_vous_honoured" => "Rendez-vous honoré",
+        "parcours.rendez_vous_missed" => "Rendez-vous manqué",
+        "parcours.sanction_decided" => "Suspension-remobilisation décidée",
+        "parcours.sanction_lifted" => "Suspension-remobilisation levée",
         "retraction" => "Retrait d’un fait",
         other => return other.to_owned(),
     }
@@ -211,6 +222,146 @@ pub fn commune_label(code: &str) -> String {
     }
 }
 
+/// The theme of a situation, an objective or an action, in words.
+fn theme_label(code: &str) -> String {
+    match code {
+        "LOGEMENT" => "Logement",
+        "EMPLOI" => "Emploi",
+        "FORMATION" => "Formation",
+        "DIFFICULTE_ADMINISTRATIVE" => "Difficultés administratives",
+        "DIFFICULTE_FINANCIERE" => "Difficultés financières",
+        "MOBILITE" => "Mobilité",
+        "SANTE" => "Santé",
+        "CONTRAINTES_FAMILIALES" => "Contraintes familiales",
+        "MAITRISE_LANGUE" => "Maîtrise de la langue",
+        "NUMERIQUE" => "Numérique",
+        other => return other.to_owned(),
+    }
+    .to_owned()
+}
+
+fn status_label(code: &str) -> String {
+    match code {
+        "PREVUE" => "prévue",
+        "EN_COURS" => "en cours",
+        "REALISEE" => "réalisée",
+        "ABANDONNEE" => "abandonnée",
+        "convoque" => "convoqué(e)",
+        "honore" => "honoré",
+        "manque_excuse" => "manqué, excusé",
+        "manque_non_excuse" => "manqué, non excusé",
+        other => return other.to_owned(),
+    }
+    .to_owned()
+}
+
+/// The diagnostic section's lines: consent, the professional side, each situation shown, and how
+/// many sensitive ones the reader may not see.
+fn diagnostic_lines(section: &Value) -> Vec<Line> {
+    let mut lines = vec![line("Consentement au partage du diagnostic", text(&section["consentement_partage"]))];
+    let diagnostic = &section["diagnostic"];
+    if diagnostic.is_null() {
+        lines.push(line("Diagnostic", Some("Aucun diagnostic reçu".into())));
+        return lines;
+    }
+    lines.push(line("Diagnostic du", text(&diagnostic["date"]).map(|d| date(&d))));
+    lines.push(line("Métier recherché (code ROME)", text(&diagnostic["metier_recherche_rome"])));
+    lines.push(line("Niveau de qualification", text(&diagnostic["niveau_qualification"])));
+    lines.push(line("Dernier emploi", text(&diagnostic["dernier_emploi"])));
+    for situation in diagnostic["situations"].as_array().into_iter().flatten() {
+        let theme = text(&situation["theme"]).map(|t| theme_label(&t)).unwrap_or_default();
+        let label = text(&situation["libelle"]).unwrap_or_default();
+        let sensitive = if situation["sensible"].as_bool() == Some(true) { " (donnée sensible)" } else { "" };
+        lines.push(line("Situation", Some(format!("{theme} : {label}{sensitive}"))));
+    }
+    if let Some(masked) = diagnostic["situations_sensibles_masquees"].as_u64().filter(|n| *n > 0) {
+        lines.push(line(
+            "Situations sensibles non affichées",
+            Some(format!("{masked} (santé, handicap : réservées au référent)")),
+        ));
+    }
+    lines
+}
+
+/// The engagements section's lines: the plan, its actions, hours, rendez-vous and sanctions.
+fn engagement_lines(section: &Value) -> Vec<Line> {
+    let mut lines = Vec::new();
+    let plan = &section["plan"];
+    if section.get("plan").is_some() {
+        if plan.is_null() {
+            lines.push(line("Plan d’action", Some("Aucun plan reçu".into())));
+        } else {
+            lines.push(line("Contrat d’engagement signé le", text(&plan["signe_le"]).map(|d| date(&d))));
+            let hours = text(&plan["heures_hebdomadaires"]).map(|h| match text(&plan["motif_heures"]) {
+                Some(motif) => format!("{h} h par semaine (motif : {})", motif.to_lowercase().replace('_', " ")),
+                None => format!("{h} h par semaine"),
+            });
+            lines.push(line("Durée d’activité hebdomadaire", hours));
+            for objective in plan["objectifs"].as_array().into_iter().flatten() {
+                let theme = text(&objective["theme"]).map(|t| theme_label(&t)).unwrap_or_default();
+                lines.push(line(
+                    "Objectif",
+                    Some(format!("{theme} : {}", text(&objective["libelle"]).unwrap_or_default())),
+                ));
+            }
+            for action in plan["actions"].as_array().into_iter().flatten() {
+                let label = text(&action["libelle"]).unwrap_or_else(|| "(libellé illisible)".into());
+                let status = text(&action["statut"]).map(|s| status_label(&s)).unwrap_or_default();
+                lines.push(line("Action", Some(format!("{label} : {status}"))));
+            }
+        }
+        let hours: Vec<String> = section["heures_declarees"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|month| {
+                format!(
+                    "{} : {} h",
+                    text(&month["mois"]).unwrap_or_default(),
+                    text(&month["heures"]).unwrap_or_default()
+                )
+            })
+            .collect();
+        if !hours.is_empty() {
+            lines.push(line("Heures d’activité déclarées", Some(hours.join(", "))));
+        }
+        for rdv in section["rendez_vous"].as_array().into_iter().flatten() {
+            let when = text(&rdv["date"]).map(|d| date(&d)).unwrap_or_else(|| "date inconnue".into());
+            let status = text(&rdv["statut"]).map(|s| status_label(&s)).unwrap_or_default();
+            lines.push(line("Rendez-vous", Some(format!("le {when} : {status}"))));
+        }
+    }
+    for sanction in section["sanctions"].as_array().into_iter().flatten() {
+        let share = text(&sanction["part_suspendue_pct"]).unwrap_or_default();
+        let months = text(&sanction["duree_mois"]).unwrap_or_default();
+        let start = text(&sanction["debut"]).map(|d| date(&d)).unwrap_or_default();
+        let state = match (&sanction["levee"], sanction["en_cours"].as_bool()) {
+            (Value::Object(lifted), _) => format!(
+                "levée le {}{}",
+                lifted.get("date").and_then(Value::as_str).map(date).unwrap_or_default(),
+                if lifted.get("rappel").and_then(Value::as_bool) == Some(true) { ", avec rappel" } else { "" }
+            ),
+            (_, Some(true)) => "en cours".into(),
+            _ => "terminée".into(),
+        };
+        let motif = text(&sanction["motif"]).map(|m| format!(" ; motif : {m}")).unwrap_or_default();
+        lines.push(line(
+            "Suspension-remobilisation",
+            Some(format!("{share} % suspendus pendant {months} mois à partir du {start}, {state}{motif}")),
+        ));
+    }
+    if section["sanctions"].as_array().is_some_and(Vec::is_empty) && section.get("plan").is_none() {
+        lines.push(line("Suspension-remobilisation", Some("Aucune".into())));
+    }
+    if let Some(masked) = section["elements_sensibles_masques"].as_u64().filter(|n| *n > 0) {
+        lines.push(line(
+            "Éléments sensibles non affichés",
+            Some(format!("{masked} (santé, handicap : réservés au référent)")),
+        ));
+    }
+    lines
+}
+
 fn line(label: &'static str, value: Option<String>) -> Line {
     Line { label, value: value.unwrap_or_else(|| "Non renseigné".into()) }
 }
@@ -227,7 +378,7 @@ impl DossierView {
         };
         let mut sections = Vec::new();
         let mut orientation_history = Vec::new();
-        for code in ["identite", "droits_rsa", "emploi", "parcours", "diagnostic"] {
+        for code in ["identite", "droits_rsa", "emploi", "parcours", "engagements", "diagnostic"] {
             let Some(section) = sections_value.get(code) else { continue };
             let get = |key: &str| text(&section[key]);
             let (lines, fresh_line) = match code {
@@ -306,7 +457,8 @@ impl DossierView {
                         fresh("orientation"),
                     )
                 }
-                _ => (vec![line("Consentement au partage du diagnostic", get("consentement_partage"))], None),
+                "engagements" => (engagement_lines(section), fresh("parcours")),
+                _ => (diagnostic_lines(section), None),
             };
             sections.push(SectionView { code: code.into(), title: section_title(code), lines, freshness: fresh_line });
         }
