@@ -404,7 +404,7 @@ async fn each_agent_sees_exactly_what_the_law_lets_them_and_every_read_is_journa
         let reply = reply.into_inner();
         let mut shown: Vec<&String> = reply.sections.as_ref().map(|s| s.fields.keys().collect()).unwrap_or_default();
         shown.sort();
-        assert_eq!(shown, ["droits_rsa", "identite"]);
+        assert_eq!(shown, ["droits_rsa", "engagements", "identite"]);
         assert_eq!(reply.sections_masquees.len(), 3);
         assert_eq!(journal_row(&pool, Some(request_id)).await?.0, "shown");
         let status = grpc

@@ -37,6 +37,42 @@ async fn one_trace_from_call_to_projection_and_no_personal_data_anywhere() -> an
     ft_client
         .publish(ft_inscription("t-4", person(&nir15(NIR_LEGRAND), FT_LEGRAND, "LEGRAND", "Aurélie", "1985-07-12")))
         .await?;
+    // A diagnostic with a health item and free text, and the same refused (an invalid ROME code).
+    let mut parcours_client =
+        passerelle_ingest::proto::parcours_ingest_client::ParcoursIngestClient::new(hub.channel_as("cd-52").await?);
+    let diagnostic = |event_id: &str, rome: &str| passerelle_ingest::proto::ParcoursEvent {
+        event_id: event_id.into(),
+        occurred_at: "2026-10-05T10:00:00+02:00".into(),
+        person: legrand(),
+        location: None,
+        corrects_event_id: String::new(),
+        fact: Some(passerelle_ingest::proto::parcours_event::Fact::DiagnosticRecorded(
+            passerelle_ingest::proto::DiagnosticRecorded {
+                dernier_emploi: "Soudeuse à l'arc".into(),
+                experience: "Douze ans en chaudronnerie".into(),
+                rome_code: rome.into(),
+                niveau_qualification: "3".into(),
+                situations: vec![
+                    passerelle_ingest::proto::Situation {
+                        theme: "SANTE".into(),
+                        label: "Suivi psychiatrique hebdomadaire".into(),
+                        sensitive: true,
+                        noted_on: "2026-10-05".into(),
+                        noted_by: "agent-cd52-0042".into(),
+                    },
+                    passerelle_ingest::proto::Situation {
+                        theme: "DIFFICULTE_FINANCIERE".into(),
+                        label: "En situation de surendettement".into(),
+                        sensitive: false,
+                        noted_on: "2026-10-05".into(),
+                        noted_by: "agent-cd52-0042".into(),
+                    },
+                ],
+            },
+        )),
+    };
+    parcours_client.publish(diagnostic("t-6", "H2913")).await?;
+    assert!(parcours_client.publish(diagnostic("t-7", "soudure")).await.is_err());
     // A refused event full of personal data, and the same event id with another content (a
     // conflict, dead-lettered), and a poison record keyed by a subject key.
     let mut refused = caf("t-5", "2026-09-20T09:00:00+02:00", legrand(), "DEM", right_opened());
@@ -52,7 +88,7 @@ async fn one_trace_from_call_to_projection_and_no_personal_data_anywhere() -> an
             sqlx::query_as("SELECT (SELECT count(*) FROM applied_events), (SELECT count(*) FROM dead_letters)")
                 .fetch_one(&hub.running.pool)
                 .await?;
-        if applied == 4 && dead == 2 {
+        if applied == 5 && dead == 2 {
             break passerelle_readmodel::person_of_subject(&hub.running.pool, legrand_key.as_str())
                 .await?
                 .expect("Legrand");
@@ -137,6 +173,9 @@ async fn one_trace_from_call_to_projection_and_no_personal_data_anywhere() -> an
     let spans_text: String = logs::spans().iter().map(|span| format!("{span:?}\n")).collect();
     let mut needles = personal_needles();
     needles.extend(["Aurélie".to_owned(), "Luc".to_owned(), "1979-03-30".to_owned()]);
+    // The parcours: free text and a health item.
+    needles.extend(["Soudeuse".to_owned(), "chaudronnerie".to_owned(), "psychiatrique".to_owned()]);
+    needles.extend(["surendettement".to_owned()]);
     for (place, text) in [("logs", logs::captured()), ("/metrics", metrics), ("spans", spans_text), ("dlq list", dlq)] {
         assert!(text.len() > 100 || place == "dlq list", "{place} is suspiciously empty");
         for needle in &needles {
