@@ -541,6 +541,10 @@ async fn the_parcours_is_pushed_by_those_who_accompany_the_person_and_read_as_th
     caf_client.publish(caf("p-caf-1", "2026-09-20T09:00:00+02:00", legrand(), "DEM", right_opened())).await?;
     caf_client.publish(caf("p-caf-2", "2026-09-20T09:00:02+02:00", fontaine(), "CJT", sdd(true))).await?;
     cd_client.publish(cd("p-cd-1", "2026-10-02T14:00:00+02:00", legrand(), orientation_decided())).await?;
+    // Bernard, oriented in September: no diagnostic, no plan since.
+    let bernard = || person(NIR_BERNARD, "", "BERNARD", "Karim", "1992-03-20");
+    caf_client.publish(caf("p-caf-3", "2026-08-20T09:00:00+02:00", bernard(), "DEM", sdd(true))).await?;
+    cd_client.publish(cd("p-cd-2", "2026-09-01T14:00:00+02:00", bernard(), orientation_decided())).await?;
     let legrand_key = keys.nir(&passerelle_domain::Nir::parse(NIR_LEGRAND)?).as_str().to_owned();
     let legrand_id = passerelle_e2e::eventually("Legrand oriented to the association", async || {
         let row: Option<(Uuid, Option<String>)> = sqlx::query_as(
@@ -604,12 +608,14 @@ async fn the_parcours_is_pushed_by_those_who_accompany_the_person_and_read_as_th
     let refused = structure.publish(not_ours).await.expect_err("not accompanied");
     assert_eq!(refused.code(), tonic::Code::PermissionDenied);
     assert!(refused.message().contains("rule structure.accompanies"), "{}", refused.message());
+    // In force from today, for two months.
+    let today = chrono::Utc::now().date_naive().to_string();
     let sanction = |id: &str| {
         P::SanctionDecided(proto::SanctionDecided {
             sanction_id: id.into(),
             share_percent: 30,
             duration_months: 2,
-            date_debut: "2026-11-01".into(),
+            date_debut: today.clone(),
             motif: "Absences répétées sans motif aux rendez-vous".into(),
         })
     };
@@ -698,6 +704,44 @@ async fn the_parcours_is_pushed_by_those_who_accompany_the_person_and_read_as_th
     // Another structure's agent: nothing, as if the person did not exist.
     assert_eq!(client.dossier("structure.autre", legrand_id, "accompagnement").await?.status, 404);
 
+    // The territory's queues and indicators follow the parcours.
+    let bernard_key = keys.nir(&passerelle_domain::Nir::parse(NIR_BERNARD)?).as_str().to_owned();
+    let bernard_id = passerelle_e2e::eventually("Bernard oriented", async || {
+        let row: Option<(Uuid,)> = sqlx::query_as(
+            "SELECT d.person_id FROM subject_links l JOIN dossiers d USING (person_id)
+             WHERE l.subject_key = $1 AND d.orientation_status = 'DECIDEE'",
+        )
+        .bind(&bernard_key)
+        .fetch_optional(&pool)
+        .await?;
+        Ok(row.map(|(id,)| id))
+    })
+    .await?;
+    let queue = async |name: &str| -> anyhow::Result<Vec<Uuid>> {
+        let answer = client
+            .get(Some("cd52.orientation"), &format!("/api/v1/territoires/52/files/{name}"), Some("orientation"))
+            .await?;
+        anyhow::ensure!(answer.status == 200, "{name}: {}", answer.body);
+        Ok(answer.body["elements"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["person_id"].as_str().and_then(|id| id.parse().ok()))
+            .collect())
+    };
+    assert_eq!(queue("orientes-sans-plan").await?, [bernard_id], "oriented in September, no plan");
+    assert_eq!(queue("sans-diagnostic").await?, [bernard_id]);
+    assert_eq!(queue("rendez-vous-manques").await?, [legrand_id], "missed, nothing since");
+    let indicators =
+        client.get(Some("cd52.orientation"), "/api/v1/territoires/52/indicateurs", Some("orientation")).await?;
+    let parcours = &indicators.body["parcours"];
+    assert_eq!(parcours["rendez_vous_manques"], json!(1), "{parcours}");
+    assert_eq!(parcours["taux_rendez_vous_manques"], json!(1.0));
+    assert_eq!(parcours["sanctions_en_cours"], json!(1));
+    assert_eq!(parcours["orientes_depuis_2_mois"], json!(1), "Bernard; Legrand was oriented in October");
+    assert_eq!(parcours["plan_signe_sous_2_mois"], json!(0));
+    assert_eq!(parcours["delai_orientation_plan_jours"]["mediane"], json!(8.0), "2 to 10 October");
+
     // A correction of the plan and a retraction of the missed rendez-vous change the dossier.
     let mut corrected = parcours_event("p-plan-2", "2026-10-10T10:00:00+02:00", plan("EN_COURS"));
     corrected.corrects_event_id = "p-plan-1".into();
@@ -712,6 +756,7 @@ async fn the_parcours_is_pushed_by_those_who_accompany_the_person_and_read_as_th
         Ok(done.then_some(()))
     })
     .await?;
+    assert!(queue("rendez-vous-manques").await?.is_empty(), "the missed rendez-vous was retracted");
 
     // On the log, the parcours travels sealed: no label, situation or motif in clear.
     let records = tokio::task::block_in_place(|| {

@@ -2,6 +2,8 @@
 //! CNAF flux becomes the expected events, a second import publishes the same ids, broken files
 //! fail saying where, unknown codes are refused with a reason while good facts go through.
 
+mod fixtures;
+
 use std::{collections::BTreeMap, path::PathBuf};
 
 use passerelle_domain::{
@@ -254,5 +256,73 @@ async fn members_without_nir_are_imported_under_a_civil_identity_key() -> anyhow
         assert_eq!(personal.nir, None);
         assert_eq!(personal.date_naissance, Some("1977-03-23".parse()?));
     }
+    hub.running.shutdown().await
+}
+
+/// A structure's parcours export, imported as the structure: the diagnostic and the plan of the
+/// person it accompanies go through; the person it does not accompany is refused by the hub with
+/// the rule, a stray row by the importer with its line; importing the file again publishes the
+/// same fact ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_structures_parcours_export_goes_through_for_the_persons_it_accompanies_only() -> anyhow::Result<()> {
+    use fixtures::*;
+    use passerelle_ingest::proto::{
+        allocataire_ingest_client::AllocataireIngestClient, orientation_ingest_client::OrientationIngestClient,
+    };
+    let hub = TestHub::spawn().await?;
+    let mut caf_client = AllocataireIngestClient::new(hub.channel_as("caf-521").await?);
+    let mut cd_client = OrientationIngestClient::new(hub.channel_as("cd-52").await?);
+    caf_client.publish(caf("s-caf-1", "2026-09-20T09:00:00+02:00", legrand(), "DEM", right_opened())).await?;
+    caf_client.publish(caf("s-caf-2", "2026-09-20T09:00:02+02:00", fontaine(), "CJT", sdd(true))).await?;
+    cd_client.publish(cd("s-cd-1", "2026-10-02T14:00:00+02:00", legrand(), orientation_decided())).await?;
+    let key = hub.subject_keys().nir(&passerelle_domain::Nir::parse(NIR_LEGRAND)?).as_str().to_owned();
+    let pool = hub.running.pool.clone();
+    passerelle_e2e::eventually("Legrand oriented to the association", async || {
+        let row: Option<(Option<String>,)> = sqlx::query_as(
+            "SELECT d.referent_siret FROM subject_links l JOIN dossiers d USING (person_id) WHERE l.subject_key = $1",
+        )
+        .bind(&key)
+        .fetch_optional(&pool)
+        .await?;
+        Ok(row.filter(|(siret,)| siret.is_some()).map(|_| ()))
+    })
+    .await?;
+    let csv = format!(
+        "NIR;Type;Thème;Libellé;Sensible;Noté par;Date;Identifiant action;Statut;Date signature\n\
+         {NIR_LEGRAND};SITUATION;LOGEMENT;Difficulté à payer le loyer;non;agent-cd52-0042;05/10/2026;;;\n\
+         {NIR_LEGRAND};SITUATION;SANTE;Existence d'un dossier MDPH;;agent-cd52-0042;05/10/2026;;;\n\
+         {NIR_LEGRAND};ACTION;MOBILITE;Code de la route;;;;permis-b;EN_COURS;10/10/2026\n\
+         {NIR_FONTAINE};SITUATION;NUMERIQUE;Pas d'accès à internet;;agent-cd52-0042;06/10/2026;;;\n\
+         1790352121005;NOTE;;;;;;;;\n"
+    );
+    let path = write_temp("parcours.csv", csv.as_bytes());
+    let import = async || {
+        passerelle_importers::import_structure_csv(
+            &path,
+            hub.channel_as("asso-insertion-52").await?,
+            &hub.id_key("asso-insertion-52")?,
+            true,
+        )
+        .await
+    };
+    let summary = import().await?;
+    assert_eq!((summary.records, summary.persons), (5, 3), "{}", summary.render("rows"));
+    assert_eq!((summary.sent, summary.accepted, summary.refused), (3, 2, 2), "{}", summary.render("rows"));
+    assert!(summary.reasons.keys().any(|r| r.contains("structure.accompanies")), "{:?}", summary.reasons);
+    assert!(summary.reasons.keys().any(|r| r.contains("SITUATION, an OBJECTIF or an ACTION")), "{:?}", summary.reasons);
+    let events = events_on(&hub, Family::Parcours).await?;
+    let mut types: Vec<&str> = events.iter().map(|(e, _)| e.payload.event_type()).collect();
+    types.sort();
+    assert_eq!(types, ["parcours.diagnostic_recorded", "parcours.plan_set"]);
+    let diagnostic = events.iter().find(|(e, _)| e.payload.event_type() == "parcours.diagnostic_recorded").expect("");
+    let situations = &diagnostic.1.parcours.as_ref().expect("sealed detail").situations;
+    assert_eq!(situations.len(), 2);
+    assert!(situations[1].sensitive, "SANTE is sensitive");
+    // Again: the same ids (the projection keeps one of each).
+    let again = import().await?;
+    assert_eq!(again.accepted, 2);
+    let ids: std::collections::BTreeSet<String> =
+        events_on(&hub, Family::Parcours).await?.iter().map(|(e, _)| e.envelope.event_id.as_str().to_owned()).collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
     hub.running.shutdown().await
 }

@@ -1018,6 +1018,7 @@ impl Api {
             "sdd_inscrits_france_travail": indicators.sdd_registered_france_travail,
             "orientations_par_type": pairs(&indicators.orientations_by_type),
             "sdd_sans_referent": indicators.sdd_without_referent,
+            "parcours": parcours_indicators_json(&indicators.parcours),
         }))
     }
 
@@ -1391,5 +1392,21 @@ fn engagements_json(items: &[parcours::Item], view: policy::ParcoursView) -> Val
         })).collect::<Vec<_>>(),
         "sanctions": sanctions,
         "elements_sensibles_masques": masked,
+    })
+}
+
+/// The parcours indicators of a territory, with the shares they imply (null without a base).
+fn parcours_indicators_json(parcours: &territory::ParcoursIndicators) -> Value {
+    let share = |part: i64, whole: i64| (whole > 0).then(|| part as f64 / whole as f64);
+    let outcomes = parcours.rendez_vous_honoured + parcours.rendez_vous_missed;
+    json!({
+        "orientes_depuis_2_mois": parcours.oriented_two_months_ago,
+        "plan_signe_sous_2_mois": parcours.plan_within_two_months,
+        "part_plan_signe_sous_2_mois": share(parcours.plan_within_two_months, parcours.oriented_two_months_ago),
+        "delai_orientation_plan_jours": {"mediane": parcours.plan_delay_median_days},
+        "rendez_vous_honores": parcours.rendez_vous_honoured,
+        "rendez_vous_manques": parcours.rendez_vous_missed,
+        "taux_rendez_vous_manques": share(parcours.rendez_vous_missed, outcomes),
+        "sanctions_en_cours": parcours.sanctions_in_force,
     })
 }

@@ -32,7 +32,7 @@ impl Row {
     }
 }
 
-fn column_name(raw: &str) -> String {
+pub(crate) fn column_name(raw: &str) -> String {
     raw.trim()
         .trim_matches('"')
         .trim_start_matches('\u{feff}')
@@ -48,11 +48,13 @@ fn column_name(raw: &str) -> String {
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
 
 /// Refuses a line longer than [`MAX_LINE_BYTES`] as the bytes stream in.
-struct BoundedLines<R> {
-    inner: R,
+pub(crate) struct BoundedLines<R> {
+    pub(crate) inner: R,
     /// Bytes since the last newline, and the lines seen.
-    run: usize,
-    line: u64,
+    pub(crate) run: usize,
+    pub(crate) line: u64,
+    /// What the file should be, for the refusal ("a France Travail extract").
+    pub(crate) what: &'static str,
 }
 
 impl<R: Read> Read for BoundedLines<R> {
@@ -68,8 +70,9 @@ impl<R: Read> Read for BoundedLines<R> {
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::InvalidData,
                         format!(
-                            "line {} runs over {MAX_LINE_BYTES} bytes: not a France Travail extract (or a quote never closes)",
-                            self.line + 1
+                            "line {} runs over {MAX_LINE_BYTES} bytes: not {} (or a quote never closes)",
+                            self.line + 1,
+                            self.what
                         ),
                     ));
                 }
@@ -92,7 +95,7 @@ pub fn read_extract<R: Read>(
         .quoting(true)
         .double_quote(true)
         .trim(csv::Trim::All)
-        .from_reader(BoundedLines { inner: input, run: 0, line: 0 });
+        .from_reader(BoundedLines { inner: input, run: 0, line: 0, what: "a France Travail extract" });
     let headers: Vec<String> = reader
         .headers()
         .map_err(|e| InvalidFile { file: file_name.into(), line: 1, reason: format!("no header: {e}") })?
@@ -128,7 +131,7 @@ pub fn read_extract<R: Read>(
 }
 
 /// Extracts are UTF-8, or windows-1252 when produced by older tools.
-fn decode(bytes: &[u8]) -> String {
+pub(crate) fn decode(bytes: &[u8]) -> String {
     match std::str::from_utf8(bytes) {
         Ok(text) => text.to_owned(),
         Err(_) => encoding_rs::WINDOWS_1252.decode(bytes).0.into_owned(),

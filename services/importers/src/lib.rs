@@ -14,6 +14,7 @@ pub mod dates;
 pub mod driver;
 pub mod ft_csv;
 pub mod generate;
+pub mod structure_csv;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -77,7 +78,8 @@ use std::{path::Path, sync::Arc, sync::atomic::Ordering};
 use passerelle_ingest::{
     auth::RELAY_FILE_HEADER,
     proto::{
-        allocataire_ingest_client::AllocataireIngestClient, demandeur_emploi_ingest_client::DemandeurEmploiIngestClient,
+        allocataire_ingest_client::AllocataireIngestClient,
+        demandeur_emploi_ingest_client::DemandeurEmploiIngestClient, parcours_ingest_client::ParcoursIngestClient,
     },
 };
 use tonic::transport::Channel;
@@ -172,4 +174,56 @@ pub async fn import_ft_csv(path: &Path, channel: Channel, id_key: &IdKey, quiet:
     let mut client = DemandeurEmploiIngestClient::new(channel);
     driver::run("ft-csv", parse, move |request| async move { client.publish_batch(request).await }, progress, quiet)
         .await
+}
+
+/// Imports a structure's parcours export (CSV separated by ";", [`structure_csv`]) through the
+/// hub at `channel`, opened with the structure's credentials: the hub accepts the facts of the
+/// persons it accompanies and refuses the others, row by row.
+pub async fn import_structure_csv(
+    path: &Path,
+    channel: Channel,
+    id_key: &IdKey,
+    quiet: bool,
+) -> anyhow::Result<Summary> {
+    let id_key = id_key.clone();
+    let name = file_name(path);
+    let file = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+    let progress = Arc::new(Progress::default());
+    let parse_progress = progress.clone();
+    let parse = move |sender: tokio::sync::mpsc::Sender<Item<passerelle_ingest::proto::ParcoursEvent>>| {
+        let refusals = sender.clone();
+        structure_csv::read_export(
+            &name,
+            std::io::BufReader::new(file),
+            |person| {
+                parse_progress.records.fetch_add(person.rows.len() as u64, Ordering::Relaxed);
+                parse_progress.persons.fetch_add(1, Ordering::Relaxed);
+                let items: Vec<_> = match structure_csv::events_of(&id_key, &person) {
+                    Ok(events) => {
+                        events.into_iter().map(|event| Item::Event { line: person.first_line, event }).collect()
+                    }
+                    Err(reason) => vec![Item::Refused { line: person.first_line, reason }],
+                };
+                for item in items {
+                    sender.blocking_send(item).map_err(|_| anyhow::anyhow!("the hub stream closed"))?;
+                }
+                Ok(())
+            },
+            |line, reason| {
+                refusals
+                    .blocking_send(Item::Refused { line, reason })
+                    .map_err(|_| anyhow::anyhow!("the hub stream closed"))
+            },
+        )
+        .map(|_| ())
+    };
+    let mut client = ParcoursIngestClient::new(channel);
+    driver::run(
+        "structure-csv",
+        parse,
+        move |request| async move { client.publish_batch(request).await },
+        progress,
+        quiet,
+    )
+    .await
 }

@@ -129,6 +129,14 @@ enum ImportFile {
         #[command(flatten)]
         connection: Connection,
     },
+    /// A structure's parcours export (CSV separated by ";", one row per situation, objective
+    /// or action, a person's rows together; columns in
+    /// services/importers/src/structure_csv.rs), imported as the structure (--as).
+    StructureCsv {
+        file: PathBuf,
+        #[command(flatten)]
+        connection: Connection,
+    },
 }
 
 #[derive(Subcommand)]
@@ -494,6 +502,7 @@ async fn import(file: ImportFile) -> anyhow::Result<i32> {
     let (label, path, connection) = match &file {
         ImportFile::CnafFlux { file, connection, .. } => ("foyers", file.clone(), connection),
         ImportFile::FtCsv { file, connection } => ("rows", file.clone(), connection),
+        ImportFile::StructureCsv { file, connection } => ("rows", file.clone(), connection),
     };
     let credentials =
         passerelle_ingest::client::Credentials::from_dir(&connection.credentials, &connection.institution)
@@ -517,6 +526,9 @@ async fn import(file: ImportFile) -> anyhow::Result<i32> {
             passerelle_importers::import_cnaf_flux(&path, channel, &id_key, relay, quiet).await
         }
         ImportFile::FtCsv { .. } => passerelle_importers::import_ft_csv(&path, channel, &id_key, quiet).await,
+        ImportFile::StructureCsv { .. } => {
+            passerelle_importers::import_structure_csv(&path, channel, &id_key, quiet).await
+        }
     };
     match outcome {
         Ok(summary) => {

@@ -21,6 +21,102 @@ pub struct Indicators {
     pub sdd_registered_france_travail: i64,
     pub orientations_by_type: Vec<(String, i64)>,
     pub sdd_without_referent: i64,
+    pub parcours: ParcoursIndicators,
+}
+
+/// The parcours indicators of a territory (issue 13, DOMAIN.md §8), from the parcours facts in
+/// force of the persons the territory holds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ParcoursIndicators {
+    /// Persons oriented at least two months ago: the base of the next figure.
+    pub oriented_two_months_ago: i64,
+    /// Of those, the persons whose plan (contrat d'engagement) was signed within two months of
+    /// the orientation.
+    pub plan_within_two_months: i64,
+    /// Days from the orientation decision to the plan's signature, over persons with a signed plan.
+    pub plan_delay_median_days: Option<f64>,
+    /// Rendez-vous outcomes recorded: honoured, missed (excused or not).
+    pub rendez_vous_honoured: i64,
+    pub rendez_vous_missed: i64,
+    /// Persons with a suspension-remobilisation in force today.
+    pub sanctions_in_force: i64,
+}
+
+/// A parcours fact of the person in force (`{event}`: its event type), for the queries below.
+fn parcours_fact(event: &str) -> String {
+    format!(
+        "SELECT 1 FROM person_events e WHERE e.person_id = dossiers.person_id AND e.event_type = '{event}'
+           AND e.superseded_by IS NULL AND e.retracted_by IS NULL"
+    )
+}
+
+/// The instant of the person's latest missed rendez-vous that nothing followed: no convocation,
+/// no outcome recorded after it.
+const MISSED_NOT_FOLLOWED: &str = "(SELECT max(m.occurred_at) FROM person_events m
+      WHERE m.person_id = dossiers.person_id AND m.event_type = 'parcours.rendez_vous_missed'
+        AND m.superseded_by IS NULL AND m.retracted_by IS NULL
+        AND NOT EXISTS (SELECT 1 FROM person_events f WHERE f.person_id = m.person_id
+              AND f.event_type IN ('parcours.rendez_vous_convoked', 'parcours.rendez_vous_honoured')
+              AND f.superseded_by IS NULL AND f.retracted_by IS NULL AND f.occurred_at > m.occurred_at))";
+
+async fn parcours_indicators(pool: &PgPool, territory: &str) -> Result<ParcoursIndicators, sqlx::Error> {
+    let (oriented_two_months_ago, plan_within_two_months, plan_delay_median_days): (i64, i64, Option<f64>) =
+        sqlx::query_as(
+            "WITH oriented AS (
+                 SELECT d.person_id, d.oriented_at,
+                        (SELECT min((e.fact->>'signed_on')::date) FROM person_events e
+                         WHERE e.person_id = d.person_id AND e.event_type = 'parcours.plan_set'
+                           AND e.superseded_by IS NULL AND e.retracted_by IS NULL
+                           AND e.fact->>'signed_on' IS NOT NULL) AS signed_on
+                 FROM dossiers d
+                 WHERE d.territory = $1 AND d.orientation_status = 'DECIDEE' AND d.oriented_at IS NOT NULL)
+             SELECT count(*) FILTER (WHERE oriented_at <= now() - interval '2 months'),
+                    count(*) FILTER (WHERE oriented_at <= now() - interval '2 months'
+                                       AND signed_on <= (oriented_at + interval '2 months')::date),
+                    percentile_cont(0.5) WITHIN GROUP (ORDER BY GREATEST(signed_on - oriented_at::date, 0)::float8)
+                        FILTER (WHERE signed_on IS NOT NULL)
+             FROM oriented",
+        )
+        .bind(territory)
+        .fetch_one(pool)
+        .await?;
+    let (rendez_vous_honoured, rendez_vous_missed): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE e.event_type = 'parcours.rendez_vous_honoured'),
+                count(*) FILTER (WHERE e.event_type = 'parcours.rendez_vous_missed')
+         FROM person_events e JOIN dossiers d USING (person_id)
+         WHERE d.territory = $1 AND e.family = 'parcours'
+           AND e.event_type IN ('parcours.rendez_vous_honoured', 'parcours.rendez_vous_missed')
+           AND e.superseded_by IS NULL AND e.retracted_by IS NULL",
+    )
+    .bind(territory)
+    .fetch_one(pool)
+    .await?;
+    // A sanction in force: decided, started, within its months, and not lifted (a lifting of the
+    // same sanction id, in force).
+    let (sanctions_in_force,): (i64,) = sqlx::query_as(
+        "SELECT count(DISTINCT e.person_id)
+         FROM person_events e JOIN dossiers d USING (person_id)
+         WHERE d.territory = $1 AND e.event_type = 'parcours.sanction_decided'
+           AND e.superseded_by IS NULL AND e.retracted_by IS NULL
+           AND (e.fact->>'start')::date <= current_date
+           AND current_date < (e.fact->>'start')::date + make_interval(months => (e.fact->>'duration_months')::int)
+           AND NOT EXISTS (SELECT 1 FROM person_events l
+                WHERE l.person_id = e.person_id AND l.event_type = 'parcours.sanction_lifted'
+                  AND l.superseded_by IS NULL AND l.retracted_by IS NULL
+                  AND l.fact->>'sanction_id' = e.fact->>'sanction_id'
+                  AND (l.fact->>'lifted_on')::date <= current_date)",
+    )
+    .bind(territory)
+    .fetch_one(pool)
+    .await?;
+    Ok(ParcoursIndicators {
+        oriented_two_months_ago,
+        plan_within_two_months,
+        plan_delay_median_days,
+        rendez_vous_honoured,
+        rendez_vous_missed,
+        sanctions_in_force,
+    })
 }
 
 pub async fn indicators(pool: &PgPool, territory: &str) -> Result<Indicators, sqlx::Error> {
@@ -71,6 +167,7 @@ pub async fn indicators(pool: &PgPool, territory: &str) -> Result<Indicators, sq
         sdd_registered_france_travail,
         orientations_by_type,
         sdd_without_referent,
+        parcours: parcours_indicators(pool, territory).await?,
     })
 }
 
@@ -85,11 +182,25 @@ pub enum Queue {
     RadiationWithOpenRight,
     /// Arrived from another authority (a move or a mutation) in the last 90 days.
     RecentArrivals,
+    /// Oriented more than two months ago, and no plan d'action (contrat d'engagement) received.
+    OrientedWithoutPlan,
+    /// Oriented, and no diagnostic received.
+    WithoutDiagnostic,
+    /// A rendez-vous missed (excused or not) that nothing followed: no new convocation, no
+    /// rendez-vous honoured since.
+    MissedRendezVous,
 }
 
 impl Queue {
-    pub const ALL: [Queue; 4] =
-        [Queue::SddNotOriented, Queue::OrientedWithoutReferent, Queue::RadiationWithOpenRight, Queue::RecentArrivals];
+    pub const ALL: [Queue; 7] = [
+        Queue::SddNotOriented,
+        Queue::OrientedWithoutReferent,
+        Queue::RadiationWithOpenRight,
+        Queue::RecentArrivals,
+        Queue::OrientedWithoutPlan,
+        Queue::WithoutDiagnostic,
+        Queue::MissedRendezVous,
+    ];
 
     /// The queue's name in the API (`/territoires/{code}/files/{name}`).
     pub fn name(self) -> &'static str {
@@ -98,6 +209,9 @@ impl Queue {
             Queue::OrientedWithoutReferent => "orientes-sans-referent",
             Queue::RadiationWithOpenRight => "radiations-droit-ouvert",
             Queue::RecentArrivals => "arrivees-recentes",
+            Queue::OrientedWithoutPlan => "orientes-sans-plan",
+            Queue::WithoutDiagnostic => "sans-diagnostic",
+            Queue::MissedRendezVous => "rendez-vous-manques",
         }
     }
 
@@ -105,7 +219,21 @@ impl Queue {
         Queue::ALL.into_iter().find(|queue| queue.name() == name)
     }
 
-    fn condition(self) -> &'static str {
+    fn condition(self) -> String {
+        let oriented = "orientation_status = 'DECIDEE'";
+        match self {
+            Queue::OrientedWithoutPlan => {
+                return format!(
+                    "{oriented} AND oriented_at < $2 - interval '2 months' AND NOT EXISTS ({})",
+                    parcours_fact("parcours.plan_set")
+                );
+            }
+            Queue::WithoutDiagnostic => {
+                return format!("{oriented} AND NOT EXISTS ({})", parcours_fact("parcours.diagnostic_recorded"));
+            }
+            Queue::MissedRendezVous => return format!("{MISSED_NOT_FOLLOWED} IS NOT NULL"),
+            _ => {}
+        }
         match self {
             Queue::SddNotOriented => {
                 "sdd AND COALESCE(orientation_status, '') <> 'DECIDEE' AND sdd_since < $2 - interval '30 days'"
@@ -115,15 +243,22 @@ impl Queue {
             Queue::RecentArrivals => {
                 "previous_territory IS NOT NULL AND previous_territory <> territory AND territory_since >= $2 - interval '90 days'"
             }
+            Queue::OrientedWithoutPlan | Queue::WithoutDiagnostic | Queue::MissedRendezVous => {
+                unreachable!("written above")
+            }
         }
+        .to_owned()
     }
 
+    /// Since when a person waits in the queue: a column of the dossier, or what the parcours
+    /// facts say.
     fn since_column(self) -> &'static str {
         match self {
             Queue::SddNotOriented => "sdd_since",
-            Queue::OrientedWithoutReferent => "oriented_at",
+            Queue::OrientedWithoutReferent | Queue::OrientedWithoutPlan | Queue::WithoutDiagnostic => "oriented_at",
             Queue::RadiationWithOpenRight => "ft_status_at",
             Queue::RecentArrivals => "territory_since",
+            Queue::MissedRendezVous => MISSED_NOT_FOLLOWED,
         }
     }
 }

@@ -14,6 +14,9 @@ fn queue_title(queue: Queue) -> &'static str {
         Queue::OrientedWithoutReferent => "Orientés sans référent",
         Queue::RadiationWithOpenRight => "Radiés de France Travail avec un droit RSA ouvert",
         Queue::RecentArrivals => "Arrivés sur le territoire depuis moins de 90 jours",
+        Queue::OrientedWithoutPlan => "Orientés sans plan d’action depuis plus de 2 mois",
+        Queue::WithoutDiagnostic => "Orientés sans diagnostic",
+        Queue::MissedRendezVous => "Rendez-vous manqués non suivis",
     }
 }
 
@@ -23,6 +26,8 @@ fn queue_since(queue: Queue) -> &'static str {
         Queue::OrientedWithoutReferent => "Orienté le",
         Queue::RadiationWithOpenRight => "Radié le",
         Queue::RecentArrivals => "Arrivé le",
+        Queue::OrientedWithoutPlan | Queue::WithoutDiagnostic => "Orienté le",
+        Queue::MissedRendezVous => "Rendez-vous manqué le",
     }
 }
 
@@ -172,6 +177,22 @@ pub(super) async fn dashboard(
                 .collect(),
         ),
     ];
+    let parcours = &indicators.parcours;
+    let engagement = vec![
+        ("Orientés depuis plus de 2 mois".to_owned(), parcours.oriented_two_months_ago as f64, false),
+        ("dont plan signé sous 2 mois".to_owned(), parcours.plan_within_two_months as f64, false),
+        ("Rendez-vous honorés".to_owned(), parcours.rendez_vous_honoured as f64, false),
+        ("Rendez-vous manqués".to_owned(), parcours.rendez_vous_missed as f64, false),
+        ("Suspensions-remobilisations en cours".to_owned(), parcours.sanctions_in_force as f64, false),
+    ];
+    let mut charts = charts;
+    charts.push(chart(
+        "parcours",
+        "Parcours : plans d’action, rendez-vous et sanctions",
+        &engagement,
+        vec!["Situation", "Nombre"],
+        pairs(&engagement),
+    ));
     let layout = layout.crumbs(&[("Tableau de bord du territoire", None)]);
     render(&DashboardPage {
         layout,
