@@ -248,9 +248,9 @@ def run(base, martin, screenshots, theme, waiting):
 
                 # The territory's dashboard, its queues, their filters and the export.
                 page.goto(f"{base}/console/territoire?motif=orientation")
-                expect(page.locator("#compteurs .fr-tile").count() == 4, "the dashboard shows the four queues' counters")
+                expect(page.locator("#compteurs .fr-tile").count() == 7, "the dashboard shows the seven queues' counters")
                 expect(page.locator("figure.pl-chart svg[role=img]").count() >= 3, "the indicators are drawn as charts")
-                expect(page.locator("figure.pl-chart table caption").count() == 4, "each chart has its table as text alternative")
+                expect(page.locator("figure.pl-chart table caption").count() == 5, "each chart has its table as text alternative")
                 session.audit(page, "territoire")
                 page.click("#compteurs a[href*='sdd-non-orientes']")
                 page.wait_for_url(re.compile(r".*/files/sdd-non-orientes\?motif=orientation"))

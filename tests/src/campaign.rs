@@ -28,10 +28,10 @@ use passerelle_importers::generate::Sequence as Random;
 use passerelle_ingest::{
     client::{Credentials, connect},
     proto::{
-        AllocataireEvent, BatchReply, DemandeurEmploiEvent, OrientationEvent,
+        AllocataireEvent, BatchReply, DemandeurEmploiEvent, OrientationEvent, ParcoursEvent,
         allocataire_ingest_client::AllocataireIngestClient, batch_reply,
         demandeur_emploi_ingest_client::DemandeurEmploiIngestClient,
-        orientation_ingest_client::OrientationIngestClient,
+        orientation_ingest_client::OrientationIngestClient, parcours_ingest_client::ParcoursIngestClient,
     },
 };
 use tonic::{Code, Status, transport::Channel};
@@ -186,6 +186,7 @@ enum Pushed {
     Caf(AllocataireEvent),
     Ft(DemandeurEmploiEvent),
     Cd(OrientationEvent),
+    Parcours(ParcoursEvent),
 }
 
 /// Logs of this process (the pushers' and readers' clients) at `RUST_LOG`, warnings by default,
@@ -323,7 +324,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Report> {
             settings.faults,
             down.as_millis(),
             started.elapsed().as_secs(),
-            work.caf.len() + work.ft.len() + work.cd.len(),
+            work.caf.len() + work.ft.len() + work.cd.len() + work.parcours.len(),
             work.expected_pairs(),
         );
     }
@@ -354,7 +355,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Report> {
     }
     report.rejoins = count_in_logs(&dir, "leaving and rejoining the consumer group");
     let seen = std::mem::take(&mut *seen.lock().map_err(|_| anyhow::anyhow!("counters poisoned"))?);
-    report.requests = work.caf.len() + work.ft.len() + work.cd.len();
+    report.requests = work.caf.len() + work.ft.len() + work.cd.len() + work.parcours.len();
     report.sends = seen.sends;
     report.unavailable = seen.unavailable;
     report.connection_lost = seen.connection_lost;
@@ -386,7 +387,13 @@ fn pushes(work: &Workload) -> Vec<(&'static str, Vec<Pushed>)> {
         let institution = if *authority == "51" { "cd-51" } else { "cd-52" };
         by.entry(institution).or_default().push(Pushed::Cd(event.clone()));
     }
-    let mut all: Vec<_> = by.into_iter().collect();
+    // A pusher sends one family per call: an authority's parcours facts go by a pusher of their own.
+    let mut parcours: HashMap<&'static str, Vec<Pushed>> = HashMap::new();
+    for (authority, event) in &work.parcours {
+        let institution = if *authority == "51" { "cd-51" } else { "cd-52" };
+        parcours.entry(institution).or_default().push(Pushed::Parcours(event.clone()));
+    }
+    let mut all: Vec<_> = by.into_iter().chain(parcours).collect();
     all.sort_by_key(|(institution, _)| *institution);
     all
 }
@@ -466,6 +473,11 @@ async fn publish(channel: Channel, chunk: &[Pushed]) -> Result<tonic::Streaming<
             let events: Vec<OrientationEvent> =
                 chunk.iter().filter_map(|p| if let Pushed::Cd(e) = p { Some(e.clone()) } else { None }).collect();
             OrientationIngestClient::new(channel).publish_batch(tokio_stream::iter(events)).await?.into_inner()
+        }
+        Pushed::Parcours(_) => {
+            let events: Vec<ParcoursEvent> =
+                chunk.iter().filter_map(|p| if let Pushed::Parcours(e) = p { Some(e.clone()) } else { None }).collect();
+            ParcoursIngestClient::new(channel).publish_batch(tokio_stream::iter(events)).await?.into_inner()
         }
     })
 }

@@ -13,8 +13,9 @@ use passerelle_domain::{FranceTravailId, Nir};
 use passerelle_eventlog::subject::SubjectKeys;
 use passerelle_importers::generate::Sequence as Random;
 use passerelle_ingest::proto::{
-    self, AllocataireEvent, DemandeurEmploiEvent, Household, Location, OrientationEvent, Person,
+    self, AllocataireEvent, DemandeurEmploiEvent, Household, Location, OrientationEvent, ParcoursEvent, Person,
     allocataire_event::Fact as Caf, demandeur_emploi_event::Fact as Ft, orientation_event::Fact as Cd,
+    parcours_event::Fact as Pa,
 };
 
 /// What the oracle knows of a fact: its effect on the dossier, in the oracle's own terms.
@@ -30,6 +31,9 @@ pub enum Effect {
     Oriented(&'static str),
     FtRegistered,
     FtRadiated,
+    /// The département's plan d'action, set whole, its one action at this status (a parcours
+    /// fact: stored and folded at read time, corrected and retracted like the others).
+    Plan(&'static str),
 }
 
 #[derive(Debug, Clone)]
@@ -122,6 +126,7 @@ pub fn generate(seed: u64, persons: usize) -> (Vec<Synthetic>, Vec<Generated>, V
                         Effect::FtRadiated
                     }
                 }
+                9 => Effect::Plan(PLAN_STATUSES[random.below(3) as usize]),
                 _ => Effect::Sdd(true),
             };
             let orientation = is_departement(&effect);
@@ -142,11 +147,18 @@ pub fn generate(seed: u64, persons: usize) -> (Vec<Synthetic>, Vec<Generated>, V
     for index in 0..originals {
         if random.chance(6) {
             let original = events[index].clone();
-            if matches!(original.effect, Effect::Sdd(_)) {
+            let corrected = match original.effect {
+                Effect::Sdd(value) => Some(Effect::Sdd(!value)),
+                Effect::Plan(status) => {
+                    Some(Effect::Plan(if status == "ABANDONNEE" { "REALISEE" } else { "ABANDONNEE" }))
+                }
+                _ => None,
+            };
+            if let Some(effect) = corrected {
                 events.push(Generated {
                     id: format!("{}-corr", original.id),
                     minute: original.minute + 1000 + index as i64,
-                    effect: Effect::Sdd(!matches!(original.effect, Effect::Sdd(true))),
+                    effect,
                     corrects: Some(original.id.clone()),
                     ..original
                 });
@@ -191,8 +203,12 @@ pub fn is_departement(effect: &Effect) -> bool {
             | Effect::Referent(_)
             | Effect::ReferentEnded(_)
             | Effect::Oriented(_)
+            | Effect::Plan(_)
     )
 }
+
+/// The statuses the generated plans' action takes.
+const PLAN_STATUSES: [&str; 3] = ["PREVUE", "EN_COURS", "REALISEE"];
 
 /// The person's CAF facts that stand (not corrected, not retracted), oldest first.
 pub fn standing_caf<'a>(events: &'a [Generated], retracted: &[String], person: usize) -> Vec<&'a Generated> {
@@ -235,6 +251,8 @@ pub struct Expected {
     pub referent: Option<String>,
     pub orientation: Option<String>,
     pub ft_status: Option<String>,
+    /// The status of the action of the person's plan in force (the latest standing one).
+    pub plan: Option<String>,
     pub timeline: usize,
 }
 
@@ -279,6 +297,7 @@ pub fn oracle(events: &[Generated], retracted: &[String], person: usize) -> Expe
             Effect::Oriented(kind) => expected.orientation = Some((*kind).to_owned()),
             Effect::FtRegistered => expected.ft_status = Some("INSCRIT".into()),
             Effect::FtRadiated => expected.ft_status = Some("RADIATION".into()),
+            Effect::Plan(status) => expected.plan = Some((*status).to_owned()),
         }
     }
     expected
@@ -288,6 +307,7 @@ pub enum Request {
     Caf(AllocataireEvent),
     Ft(DemandeurEmploiEvent),
     Cd(OrientationEvent),
+    Parcours(ParcoursEvent),
 }
 
 /// The API request for a generated fact.
@@ -340,6 +360,24 @@ pub fn request(person: &Synthetic, index: usize, event: &Generated) -> Request {
                 Ft::Radiation(proto::Radiation { motif: "AB".into(), date_radiation: String::new() })
             }),
         }),
+        Effect::Plan(status) => Request::Parcours(ParcoursEvent {
+            event_id: event.id.clone(),
+            occurred_at,
+            person: who,
+            location,
+            corrects_event_id: corrects,
+            fact: Some(Pa::EngagementPlanSet(proto::EngagementPlanSet {
+                signed_on: "2026-01-05".into(),
+                actions: vec![proto::PlanActionItem {
+                    action_id: "a-1".into(),
+                    theme: "MOBILITE".into(),
+                    label: "Permis B".into(),
+                    status: (*status).into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })),
+        }),
         _ => Request::Cd(OrientationEvent {
             event_id: event.id.clone(),
             occurred_at,
@@ -388,6 +426,13 @@ pub fn retraction(original: &Request, target: &str) -> Request {
             fact: Some(Cd::Retraction(fact)),
             ..e.clone()
         }),
+        Request::Parcours(e) => Request::Parcours(ParcoursEvent {
+            event_id: id,
+            occurred_at: instant(5000),
+            corrects_event_id: String::new(),
+            fact: Some(Pa::Retraction(fact)),
+            ..e.clone()
+        }),
     }
 }
 
@@ -400,6 +445,8 @@ pub struct Workload {
     pub ft: Vec<DemandeurEmploiEvent>,
     /// The département facts, with the authority that pushes them.
     pub cd: Vec<(&'static str, OrientationEvent)>,
+    /// The département's parcours facts, with the authority that pushes them.
+    pub parcours: Vec<(&'static str, ParcoursEvent)>,
     pub duplicates: usize,
 }
 
@@ -433,7 +480,7 @@ pub fn workload(seed: u64, persons: usize) -> Workload {
         }
         *previous = (*previous).max(*minute);
     }
-    let (mut caf, mut ft, mut cd) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut caf, mut ft, mut cd, mut parcours) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let authority_of: HashMap<String, &'static str> = events.iter().map(|e| (e.id.clone(), e.territory)).collect();
     for (_, _, request) in requests {
         let copies = if random.chance(12) {
@@ -450,13 +497,20 @@ pub fn workload(seed: u64, persons: usize) -> Workload {
                     let original = e.event_id.trim_end_matches("-retr");
                     cd.push((authority_of.get(original).copied().unwrap_or("52"), e.clone()));
                 }
+                Request::Parcours(e) => {
+                    let original = e.event_id.trim_end_matches("-retr");
+                    parcours.push((authority_of.get(original).copied().unwrap_or("52"), e.clone()));
+                }
             }
         }
     }
-    eprintln!("seed {seed}: {persons} persons, {} requests, hard cases {cases:?}", caf.len() + ft.len() + cd.len());
+    eprintln!(
+        "seed {seed}: {persons} persons, {} requests, hard cases {cases:?}",
+        caf.len() + ft.len() + cd.len() + parcours.len()
+    );
     assert!(cases.out_of_order >= 20 && cases.duplicates >= 10 && cases.secondary_id_only >= 5, "{cases:?}");
     assert!(cases.corrections >= 3 && cases.retractions >= 3 && cases.moves >= 5, "{cases:?}");
-    Workload { people, events, retracted, caf, ft, cd, duplicates: cases.duplicates as usize }
+    Workload { people, events, retracted, caf, ft, cd, parcours, duplicates: cases.duplicates as usize }
 }
 
 pub async fn applied(pool: &sqlx::PgPool) -> anyhow::Result<usize> {
@@ -517,6 +571,15 @@ pub async fn compare_with_oracle(pool: &sqlx::PgPool, keys: &SubjectKeys, work: 
             .await?
             .ok_or_else(|| anyhow::anyhow!("person {index}: no dossier"))?;
         let timeline = passerelle_readmodel::timeline(pool, person_id).await?;
+        // The plan in force as stored (read in SQL, not through the API's fold).
+        let plan: Option<(Option<String>,)> = sqlx::query_as(
+            "SELECT fact->'actions'->0->>'status' FROM person_events
+             WHERE person_id = $1 AND event_type = 'parcours.plan_set' AND superseded_by IS NULL AND retracted_by IS NULL
+             ORDER BY occurred_at DESC, recorded_at DESC, event_id COLLATE \"C\" DESC LIMIT 1",
+        )
+        .bind(person_id)
+        .fetch_optional(pool)
+        .await?;
         let actual = Expected {
             territory: dossier.territory.clone(),
             sdd: dossier.sdd,
@@ -526,6 +589,7 @@ pub async fn compare_with_oracle(pool: &sqlx::PgPool, keys: &SubjectKeys, work: 
             referent: dossier.referent_uid.clone(),
             orientation: dossier.orientation_type.clone(),
             ft_status: dossier.ft_status.clone(),
+            plan: plan.and_then(|(status,)| status),
             timeline: timeline.len(),
         };
         let expected = oracle(&work.events, &work.retracted, index);

@@ -738,8 +738,11 @@ async fn the_parcours_is_pushed_by_those_who_accompany_the_person_and_read_as_th
     assert_eq!(parcours["rendez_vous_manques"], json!(1), "{parcours}");
     assert_eq!(parcours["taux_rendez_vous_manques"], json!(1.0));
     assert_eq!(parcours["sanctions_en_cours"], json!(1));
-    assert_eq!(parcours["orientes_depuis_2_mois"], json!(1), "Bernard; Legrand was oriented in October");
-    assert_eq!(parcours["plan_signe_sous_2_mois"], json!(0));
+    // Both were oriented more than two months ago (1 September, 2 October); Legrand's plan was
+    // signed eight days after the orientation.
+    assert_eq!(parcours["orientes_depuis_2_mois"], json!(2), "{parcours}");
+    assert_eq!(parcours["plan_signe_sous_2_mois"], json!(1));
+    assert_eq!(parcours["part_plan_signe_sous_2_mois"], json!(0.5));
     assert_eq!(parcours["delai_orientation_plan_jours"]["mediane"], json!(8.0), "2 to 10 October");
 
     // A correction of the plan and a retraction of the missed rendez-vous change the dossier.

@@ -15,8 +15,9 @@ use passerelle_e2e::{
     workload::{Workload, applied, compare_with_oracle, wait_projected, workload},
 };
 use passerelle_ingest::proto::{
-    self, OrientationEvent, allocataire_ingest_client::AllocataireIngestClient, batch_reply,
+    self, OrientationEvent, ParcoursEvent, allocataire_ingest_client::AllocataireIngestClient, batch_reply,
     demandeur_emploi_ingest_client::DemandeurEmploiIngestClient, orientation_ingest_client::OrientationIngestClient,
+    parcours_ingest_client::ParcoursIngestClient,
 };
 
 /// Pushes the workload through the ingestion API; returns the records acknowledged.
@@ -47,6 +48,14 @@ async fn push_half(hub: &TestHub, work: &Workload, half: usize) -> anyhow::Resul
         let mine: Vec<OrientationEvent> =
             part(&work.cd, half).into_iter().filter(|(a, _)| *a == authority).map(|(_, e)| e).collect();
         accepted += push_departement(hub, institution, mine).await?;
+        let plans: Vec<ParcoursEvent> =
+            part(&work.parcours, half).into_iter().filter(|(a, _)| *a == authority).map(|(_, e)| e).collect();
+        let client = ParcoursIngestClient::new(hub.channel_as(institution).await?);
+        accepted += push_with_retries(plans, |events| {
+            let mut client = client.clone();
+            async move { client.publish_batch(tokio_stream::iter(events)).await.map(tonic::Response::into_inner) }
+        })
+        .await?;
     }
     Ok(accepted)
 }
@@ -149,16 +158,27 @@ async fn killed_and_rebalanced_projector_workers_still_equal_the_oracle() -> any
 /// Pushes a département's facts as its information system would: a fact refused because the
 /// hub does not hold the person in its territory yet (rule territory.held: the CAF fact that
 /// moved the person there is still on its way) is pushed again a little later.
-async fn push_departement(
-    hub: &TestHub,
-    institution: &str,
-    mut events: Vec<OrientationEvent>,
-) -> anyhow::Result<usize> {
-    let mut client = OrientationIngestClient::new(hub.channel_as(institution).await?);
+async fn push_departement(hub: &TestHub, institution: &str, events: Vec<OrientationEvent>) -> anyhow::Result<usize> {
+    let client = OrientationIngestClient::new(hub.channel_as(institution).await?);
+    push_with_retries(events, |events| {
+        let mut client = client.clone();
+        async move { client.publish_batch(tokio_stream::iter(events)).await.map(tonic::Response::into_inner) }
+    })
+    .await
+}
+
+/// Pushes a département's facts, again for those refused `territory.held` (the CAF fact that
+/// places the person in its territory not projected yet); returns how many were accepted.
+async fn push_with_retries<E, F, Fut>(mut events: Vec<E>, mut publish: F) -> anyhow::Result<usize>
+where
+    E: Clone + std::fmt::Debug,
+    F: FnMut(Vec<E>) -> Fut,
+    Fut: Future<Output = Result<tonic::Streaming<proto::BatchReply>, tonic::Status>>,
+{
     let mut accepted = 0;
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let mut replies = client.publish_batch(tokio_stream::iter(events.clone())).await?.into_inner();
+        let mut replies = publish(events.clone()).await?;
         let mut again = Vec::new();
         while let Some(reply) = replies.next().await {
             let reply = reply?;

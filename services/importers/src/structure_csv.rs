@@ -353,11 +353,29 @@ NIR;Type;Thème;Libellé;Sensible;Noté par;Date;Métier ROME;Identifiant action
     fn a_plan_without_its_signature_date_and_an_unknown_row_type_are_refused_naming_the_line() {
         let text = "nir;type;theme;libelle\n1850752121003;OBJECTIF;MOBILITE;Permis\n";
         let mut persons = Vec::new();
-        read_export("x.csv", text.as_bytes(), |p| Ok(persons.push(p)), |_, _| Ok(())).expect("read");
+        read_export(
+            "x.csv",
+            text.as_bytes(),
+            |p| {
+                persons.push(p);
+                Ok(())
+            },
+            |_, _| Ok(()),
+        )
+        .expect("read");
         assert!(events_of(&key(), &persons[0]).expect_err("no date").contains("date_signature"));
         let text = "nir;type\n1850752121003;NOTE\n";
         let mut persons = Vec::new();
-        read_export("x.csv", text.as_bytes(), |p| Ok(persons.push(p)), |_, _| Ok(())).expect("read");
+        read_export(
+            "x.csv",
+            text.as_bytes(),
+            |p| {
+                persons.push(p);
+                Ok(())
+            },
+            |_, _| Ok(()),
+        )
+        .expect("read");
         assert!(events_of(&key(), &persons[0]).expect_err("unknown").contains("line 2"));
         let error = read_export("x.csv", "nir;nom\n1;2\n".as_bytes(), |_| Ok(()), |_, _| Ok(())).expect_err("no type");
         assert!(error.to_string().contains("no type column"), "{error}");
