@@ -84,6 +84,12 @@ def run(base, martin, durand, screenshots):
         expect("Association d'insertion" in text or "Association d’insertion" in text,
                "and the structure of his référent")
         expect(not any(nir in page.content() for nir in NIRS), "never a NIR in clear")
+        plan = page.inner_text("#rubrique-engagements")
+        expect("Code de la route" in plan and "en cours" in plan and "15 h par semaine" in plan,
+               f"he sees his plan d'action, its action and its hours ({plan!r})")
+        diagnostic = page.inner_text("#rubrique-diagnostic")
+        expect("Difficulté à payer le loyer" in diagnostic and "Existence d'un dossier MDPH" in diagnostic,
+               "and his whole diagnostic, its health item included: it is his")
         audit(page, "espace-dossier")
 
         page.click("a[href='/mon-espace/consultations']")
@@ -102,6 +108,9 @@ def run(base, martin, durand, screenshots):
                "his data downloads as a JSON file")
         expect(data["identite"]["nom"] == "MARTIN" and len(data["evenements"]) >= 4 and data["resume"],
                "with his identity, his facts and a readable summary")
+        expect(len(data["dossier"]["diagnostic"]["situations"]) == 3
+               and data["dossier"]["engagements"]["plan"]["actions"][0]["id"] == "permis-b",
+               "his diagnostic and his plan are in the file (right of access)")
         dumped = json.dumps(data, ensure_ascii=False)
         expect("DURAND" not in dumped and "Julie" not in dumped and NIRS[1] not in dumped,
                "and nothing of his spouse's or anyone else's")

@@ -572,8 +572,8 @@ pub async fn compare_with_oracle(pool: &sqlx::PgPool, keys: &SubjectKeys, work: 
             .ok_or_else(|| anyhow::anyhow!("person {index}: no dossier"))?;
         let timeline = passerelle_readmodel::timeline(pool, person_id).await?;
         // The plan in force as stored (read in SQL, not through the API's fold).
-        let plan: Option<(Option<String>,)> = sqlx::query_as(
-            "SELECT fact->'actions'->0->>'status' FROM person_events
+        let plan: Option<(String,)> = sqlx::query_as(
+            "SELECT fact::text FROM person_events
              WHERE person_id = $1 AND event_type = 'parcours.plan_set' AND superseded_by IS NULL AND retracted_by IS NULL
              ORDER BY occurred_at DESC, recorded_at DESC, event_id COLLATE \"C\" DESC LIMIT 1",
         )
@@ -589,7 +589,12 @@ pub async fn compare_with_oracle(pool: &sqlx::PgPool, keys: &SubjectKeys, work: 
             referent: dossier.referent_uid.clone(),
             orientation: dossier.orientation_type.clone(),
             ft_status: dossier.ft_status.clone(),
-            plan: plan.and_then(|(status,)| status),
+            plan: plan.and_then(|(fact,)| match serde_json::from_str(&fact) {
+                Ok(passerelle_domain::event::Payload::EngagementPlanSet { actions, .. }) => {
+                    actions.first().map(|action| action.status.code().to_owned())
+                }
+                _ => None,
+            }),
             timeline: timeline.len(),
         };
         let expected = oracle(&work.events, &work.retracted, index);

@@ -257,7 +257,7 @@ fn status_label(code: &str) -> String {
 
 /// The diagnostic section's lines: consent, the professional side, each situation shown, and how
 /// many sensitive ones the reader may not see.
-fn diagnostic_lines(section: &Value) -> Vec<Line> {
+pub(crate) fn diagnostic_lines(section: &Value) -> Vec<Line> {
     let mut lines = vec![line("Consentement au partage du diagnostic", text(&section["consentement_partage"]))];
     let diagnostic = &section["diagnostic"];
     if diagnostic.is_null() {
@@ -284,7 +284,7 @@ fn diagnostic_lines(section: &Value) -> Vec<Line> {
 }
 
 /// The engagements section's lines: the plan, its actions, hours, rendez-vous and sanctions.
-fn engagement_lines(section: &Value) -> Vec<Line> {
+pub(crate) fn engagement_lines(section: &Value) -> Vec<Line> {
     let mut lines = Vec::new();
     let plan = &section["plan"];
     if section.get("plan").is_some() {

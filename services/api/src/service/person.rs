@@ -83,6 +83,9 @@ pub struct OwnData {
     pub identity: OwnIdentity,
     pub events: Vec<TimelineEntry>,
     pub reads: Vec<journal::Row>,
+    /// Their diagnostic and engagements, whole: the sensitive items are theirs to see.
+    pub diagnostic: serde_json::Value,
+    pub engagements: serde_json::Value,
 }
 
 /// The person's identity as the hub holds it (shown to them only).
@@ -161,6 +164,13 @@ impl Api {
         let opened = self.personal(dossier.person_id).await?;
         let events = passerelle_readmodel::timeline(&self.pool, dossier.person_id).await?;
         let reads = journal::reads_about(&self.pool, dossier.person_id, READS_SHOWN).await?;
+        let parcours = self.parcours_items(dossier.person_id).await?;
+        let whole = crate::policy::ParcoursView {
+            sensitive: true,
+            sanctions_only: false,
+            own_authority_only: false,
+            sanction_motif: true,
+        };
         self.journal(entry).await?;
         Ok(OwnData {
             person_id: dossier.person_id,
@@ -174,6 +184,8 @@ impl Api {
             dossier,
             events,
             reads,
+            diagnostic: super::diagnostic_json(&parcours, whole),
+            engagements: super::engagements_json(&parcours, whole),
         })
     }
 

@@ -433,6 +433,22 @@ pub(super) async fn own_dossier(State(console): State<Arc<Console>>, session: Se
                 ],
             },
             OwnSection {
+                id: "engagements",
+                title: "Mon contrat d’engagement : plan d’action, rendez-vous, sanctions",
+                lines: views::engagement_lines(&data.engagements),
+            },
+            OwnSection {
+                id: "diagnostic",
+                title: "Mon diagnostic (établi avec mon référent)",
+                lines: {
+                    // The consent line is in "Mes choix" below.
+                    let mut lines =
+                        views::diagnostic_lines(&serde_json::json!({"diagnostic": data.diagnostic["diagnostic"]}));
+                    lines.remove(0);
+                    lines
+                },
+            },
+            OwnSection {
                 id: "choix",
                 title: "Mes choix",
                 lines: vec![
@@ -494,7 +510,7 @@ pub(super) async fn download(
     let reads = read_lines(&console, &data);
     let summary = format!(
         "Ce fichier contient tout ce que Passerelle conserve à votre sujet : votre identité telle que les organismes l’ont transmise, \
-         l’état de votre dossier ({}), les {} faits reçus à votre sujet (avec leur date et l’organisme qui les a envoyés), et les {} \
+         l’état de votre dossier ({}), votre diagnostic et votre contrat d’engagement (plan d’action, rendez-vous, sanctions) tels que vos accompagnants les ont transmis, les {} faits reçus à votre sujet (avec leur date et l’organisme qui les a envoyés), et les {} \
          consultations de votre dossier par des agents (organisation, rôle, motif, date).",
         dossier.right_state.as_deref().map(views::right_state_label).unwrap_or_else(|| "sans droit RSA connu".into()),
         data.events.len(),
@@ -513,6 +529,8 @@ pub(super) async fn download(
                          "structure_siret": dossier.structure_siret, "referent_structure_siret": dossier.referent_siret,
                          "referent_depuis": dossier.referent_since, "contrat": dossier.contract_kind,
                          "contrat_debut": dossier.contract_start, "contrat_fin": dossier.contract_end},
+            "diagnostic": data.diagnostic["diagnostic"],
+            "engagements": data.engagements,
             "mes_choix": {"opposition": dossier.opposition, "consentement_diagnostic": dossier.consent_diagnostic},
             "territoire": dossier.territory,
         },
