@@ -571,15 +571,24 @@ pub async fn compare_with_oracle(pool: &sqlx::PgPool, keys: &SubjectKeys, work: 
             .await?
             .ok_or_else(|| anyhow::anyhow!("person {index}: no dossier"))?;
         let timeline = passerelle_readmodel::timeline(pool, person_id).await?;
-        // The plan in force as stored (read in SQL, not through the API's fold).
-        let plan: Option<(String,)> = sqlx::query_as(
-            "SELECT fact::text FROM person_events
-             WHERE person_id = $1 AND event_type = 'parcours.plan_set' AND superseded_by IS NULL AND retracted_by IS NULL
-             ORDER BY occurred_at DESC, recorded_at DESC, event_id COLLATE \"C\" DESC LIMIT 1",
-        )
-        .bind(person_id)
-        .fetch_optional(pool)
-        .await?;
+        // The plan in force as the API reads it: the stored facts in force, those of a département
+        // counted only from the person's authority at the time, folded (not through HTTP).
+        let authorities = passerelle_readmodel::parcours::authorities(pool, person_id).await?;
+        let items: Vec<passerelle_readmodel::parcours::Item> = passerelle_readmodel::parcours::rows(pool, person_id)
+            .await?
+            .into_iter()
+            .filter_map(|row| {
+                Some(passerelle_readmodel::parcours::Item {
+                    payload: row.payload()?,
+                    source: row.source,
+                    occurred_at: row.occurred_at,
+                    territory: row.territory,
+                    detail: None,
+                })
+            })
+            .filter(|item| passerelle_readmodel::parcours::counts(item, &authorities))
+            .collect();
+        let plan = passerelle_readmodel::parcours::fold(&items).plan;
         let actual = Expected {
             territory: dossier.territory.clone(),
             sdd: dossier.sdd,
@@ -589,12 +598,7 @@ pub async fn compare_with_oracle(pool: &sqlx::PgPool, keys: &SubjectKeys, work: 
             referent: dossier.referent_uid.clone(),
             orientation: dossier.orientation_type.clone(),
             ft_status: dossier.ft_status.clone(),
-            plan: plan.and_then(|(fact,)| match serde_json::from_str(&fact) {
-                Ok(passerelle_domain::event::Payload::EngagementPlanSet { actions, .. }) => {
-                    actions.first().map(|action| action.status.code().to_owned())
-                }
-                _ => None,
-            }),
+            plan: plan.and_then(|plan| plan.actions.first().map(|action| action.status.code().to_owned())),
             timeline: timeline.len(),
         };
         let expected = oracle(&work.events, &work.retracted, index);

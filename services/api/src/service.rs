@@ -642,6 +642,7 @@ impl Api {
     /// key (None where it cannot be: a destroyed key).
     async fn parcours_items(&self, person_id: Uuid) -> Result<Vec<parcours::Item>, Failure> {
         let rows = parcours::rows(&self.pool, person_id).await?;
+        let authorities = parcours::authorities(&self.pool, person_id).await?;
         let mut keys = std::collections::HashMap::new();
         let mut items = Vec::with_capacity(rows.len());
         for row in rows {
@@ -660,13 +661,16 @@ impl Api {
                 }
                 _ => Some(ParcoursDetail::default()),
             };
-            items.push(parcours::Item {
+            let item = parcours::Item {
                 source: row.source,
                 occurred_at: row.occurred_at,
                 territory: row.territory,
                 payload,
                 detail,
-            });
+            };
+            if parcours::counts(&item, &authorities) {
+                items.push(item);
+            }
         }
         Ok(items)
     }

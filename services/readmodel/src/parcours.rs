@@ -45,6 +45,41 @@ where
     .await
 }
 
+/// The person's RSA authority over time, from their CAF/MSA facts in force that place them
+/// (those waiting "à affecter" place nobody): (since, authority), in the order they happened.
+pub async fn authorities<'e, E>(executor: E, person_id: Uuid) -> Result<Vec<(DateTime<Utc>, String)>, sqlx::Error>
+where
+    E: sqlx::PgExecutor<'e>,
+{
+    sqlx::query_as(
+        "SELECT occurred_at, territory FROM person_events
+         WHERE person_id = $1 AND family = 'allocataire' AND event_type <> 'retraction'
+           AND superseded_by IS NULL AND retracted_by IS NULL
+           AND territory IS NOT NULL AND territory <> $2
+         ORDER BY occurred_at, recorded_at, event_id COLLATE \"C\"",
+    )
+    .bind(person_id)
+    .bind(passerelle_domain::territory::TO_ASSIGN)
+    .fetch_all(executor)
+    .await
+}
+
+/// Whether a parcours fact counts, as the dossier's fold decides for the département's
+/// orientation facts: a département's (it carries its authority) only if that authority was the
+/// person's when the fact happened: the latest CAF/MSA fact at or before it, or, before the
+/// first, the authority that first fact names. France Travail's and the structures' facts carry
+/// none: ingestion checked that they accompany the person.
+pub fn counts(item: &Item, authorities: &[(DateTime<Utc>, String)]) -> bool {
+    let Some(pushed_by) = &item.territory else { return true };
+    let at = authorities
+        .iter()
+        .take_while(|(since, _)| *since <= item.occurred_at)
+        .last()
+        .or_else(|| authorities.first())
+        .map(|(_, authority)| authority);
+    at == Some(pushed_by)
+}
+
 /// A parcours fact ready to fold: its payload and, when the reader could open it, its sealed part.
 #[derive(Debug, Clone)]
 pub struct Item {
@@ -343,6 +378,21 @@ mod tests {
         let plan_now = fold(&revised).plan.expect("a plan");
         assert_eq!(plan_now.actions.len(), 1);
         assert_eq!(plan_now.actions[0].status, ActionStatus::Prevue);
+    }
+
+    #[test]
+    fn a_departements_fact_counts_only_from_the_persons_authority_when_it_happened() {
+        let fact = |day: u32, territory: Option<&str>| Item {
+            territory: territory.map(str::to_owned),
+            ..item(day, Payload::RendezVousHonoured { rdv_id: "r".into() }, None)
+        };
+        let moved = vec![(at(3), "52".to_owned()), (at(10), "51".to_owned())];
+        assert!(counts(&fact(1, Some("52")), &moved), "before the first CAF fact: the authority it names");
+        assert!(counts(&fact(5, Some("52")), &moved));
+        assert!(!counts(&fact(12, Some("52")), &moved), "after the move, the former authority's fact counts not");
+        assert!(counts(&fact(12, Some("51")), &moved));
+        assert!(!counts(&fact(5, Some("52")), &[]), "no CAF/MSA dossier places the person: nobody's authority");
+        assert!(counts(&fact(5, None), &[]), "a structure's or France Travail's: checked at ingestion");
     }
 
     #[test]
