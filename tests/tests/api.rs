@@ -541,6 +541,10 @@ async fn the_parcours_is_pushed_by_those_who_accompany_the_person_and_read_as_th
     caf_client.publish(caf("p-caf-1", "2026-09-20T09:00:00+02:00", legrand(), "DEM", right_opened())).await?;
     caf_client.publish(caf("p-caf-2", "2026-09-20T09:00:02+02:00", fontaine(), "CJT", sdd(true))).await?;
     cd_client.publish(cd("p-cd-1", "2026-10-02T14:00:00+02:00", legrand(), orientation_decided())).await?;
+    // Legrand is registered with France Travail too, which may then push for her.
+    DemandeurEmploiIngestClient::new(hub.channel_as("france-travail").await?)
+        .publish(ft_inscription("p-ft-1", person(NIR_LEGRAND, FT_LEGRAND, "", "", "")))
+        .await?;
     // Bernard, oriented in September: no diagnostic, no plan since.
     let bernard = || person(NIR_BERNARD, "", "BERNARD", "Karim", "1992-03-20");
     caf_client.publish(caf("p-caf-3", "2026-08-20T09:00:00+02:00", bernard(), "DEM", sdd(true))).await?;
@@ -760,6 +764,56 @@ async fn the_parcours_is_pushed_by_those_who_accompany_the_person_and_read_as_th
     })
     .await?;
     assert!(queue("rendez-vous-manques").await?.is_empty(), "the missed rendez-vous was retracted");
+
+    // Every other fact, through every kind of caller: the structure moves the action on, France
+    // Travail (she is registered there) declares her hours and a rendez-vous honoured at its
+    // agency, the département lifts the sanction with back payment.
+    passerelle_e2e::eventually("Legrand registered with France Travail", async || {
+        let (status,): (Option<String>,) = sqlx::query_as("SELECT ft_status FROM dossiers WHERE person_id = $1")
+            .bind(legrand_id)
+            .fetch_one(&pool)
+            .await?;
+        Ok((status.as_deref() == Some("INSCRIT")).then_some(()))
+    })
+    .await?;
+    let done =
+        P::ActionStatusChanged(proto::ActionStatusChanged { action_id: "act-1".into(), status: "REALISEE".into() });
+    structure.publish(parcours_event("p-act-1", "2026-11-02T10:00:00+02:00", done)).await?;
+    let mut france_travail = ParcoursIngestClient::new(hub.channel_as("france-travail").await?);
+    let hours = P::ActivityHoursDeclared(proto::ActivityHoursDeclared { month: "2026-10".into(), hours: 42 });
+    france_travail.publish(parcours_event("p-ft-h1", "2026-11-03T10:00:00+02:00", hours)).await?;
+    let agency = P::RendezVousConvoked(proto::RendezVousConvoked {
+        rdv_id: "rdv-ft".into(),
+        at: "2026-11-05T14:00:00+01:00".into(),
+        structure_siret: "13000548100010".into(),
+        objet: "SUIVI".into(),
+    });
+    france_travail.publish(parcours_event("p-ft-r1", "2026-11-01T10:00:00+02:00", agency)).await?;
+    let honoured = P::RendezVousHonoured(proto::RendezVousHonoured { rdv_id: "rdv-ft".into() });
+    france_travail.publish(parcours_event("p-ft-r2", "2026-11-05T15:00:00+01:00", honoured)).await?;
+    let lifted = P::SanctionLifted(proto::SanctionLifted {
+        sanction_id: "s-1".into(),
+        date_levee: today.clone(),
+        back_payment: true,
+    });
+    cd_parcours.publish(parcours_event("p-cd-s2", "2026-11-06T10:00:00+01:00", lifted)).await?;
+    passerelle_e2e::eventually("every fact of the parcours shown to the référent", async || {
+        let read = client.dossier("agent-cd52-0042", legrand_id, "accompagnement").await?;
+        let engagements = &read.body["sections"]["engagements"];
+        let rdv_ft = engagements["rendez_vous"].as_array().into_iter().flatten().find(|r| r["id"] == json!("rdv-ft"));
+        let done = engagements["plan"]["actions"][0]["statut"] == json!("REALISEE")
+            && engagements["heures_declarees"] == json!([{"mois": "2026-10", "heures": 42}])
+            && rdv_ft.is_some_and(|r| r["statut"] == json!("honore"))
+            && engagements["sanctions"][0]["levee"]["rappel"] == json!(true);
+        Ok(done.then_some(()))
+    })
+    .await?;
+    // France Travail's conseiller reads the plan and the hours; the caisse learns the lifting.
+    let conseiller = client.dossier("ft52.conseiller", legrand_id, "accompagnement").await?;
+    assert_eq!(conseiller.body["sections"]["engagements"]["heures_declarees"][0]["heures"], json!(42));
+    let caf_agent = client.dossier("caf521.agent", legrand_id, "instruction_rsa").await?;
+    let sanction = &caf_agent.body["sections"]["engagements"]["sanctions"][0];
+    assert_eq!((sanction["en_cours"].clone(), sanction["levee"]["rappel"].clone()), (json!(false), json!(true)));
 
     // On the log, the parcours travels sealed: no label, situation or motif in clear.
     let records = tokio::task::block_in_place(|| {
