@@ -27,7 +27,7 @@ use passerelle_ingest::{
     proto::{
         allocataire_ingest_client::AllocataireIngestClient, batch_reply::Status as BatchStatus,
         demandeur_emploi_ingest_client::DemandeurEmploiIngestClient,
-        orientation_ingest_client::OrientationIngestClient,
+        orientation_ingest_client::OrientationIngestClient, parcours_ingest_client::ParcoursIngestClient,
     },
     scope,
 };
@@ -112,6 +112,19 @@ async fn push_chunk(channels: &Channels, institution: &str, chunk: &[&Timed]) ->
             }
             out
         }
+        Push::Parcours(_) => {
+            let events: Vec<_> = chunk
+                .iter()
+                .filter_map(|t| if let Push::Parcours(e) = &t.push { Some(e.clone()) } else { None })
+                .collect();
+            let mut replies =
+                ParcoursIngestClient::new(channel).publish_batch(stream::iter(events)).await?.into_inner();
+            let mut out = Vec::new();
+            while let Some(reply) = replies.message().await? {
+                out.push(reply);
+            }
+            out
+        }
     };
     for reply in replies {
         if reply.status == BatchStatus::Accepted as i32 {
@@ -139,6 +152,7 @@ pub fn chunks(pushes: &[Timed]) -> Vec<(String, Vec<&Timed>)> {
             Push::Caf(_) => 0,
             Push::Ft(_) => 1,
             Push::Cd(_) => 2,
+            Push::Parcours(_) => 3,
         };
         let key = (timed.institution.clone(), family);
         let chunk = open.entry(key.clone()).or_default();
@@ -301,6 +315,7 @@ async fn prepare(hub: &IngestHub, timed: &Timed) -> anyhow::Result<Prepared> {
         Push::Caf(event) => normalise::allocataire(&context, event),
         Push::Ft(event) => normalise::demandeur_emploi(&context, event),
         Push::Cd(event) => normalise::orientation(&context, event),
+        Push::Parcours(event) => normalise::parcours(&context, event),
     };
     let mut canonical = canonical.map_err(|v| anyhow::anyhow!("refused: {:?}", v.into_vec()))?;
     scope::authorise(institution, None, &hub.institutions, &mut canonical)

@@ -17,8 +17,9 @@ use chrono::{DateTime, Duration, NaiveDate, TimeZone as _, Utc};
 use passerelle_domain::territory::communes;
 use passerelle_importers::generate::Sequence;
 use passerelle_ingest::proto::{
-    self, AllocataireEvent, DemandeurEmploiEvent, Household as ProtoHousehold, Location, OrientationEvent, Person,
-    allocataire_event::Fact as Caf, demandeur_emploi_event::Fact as Ft, orientation_event::Fact as Cd,
+    self, AllocataireEvent, DemandeurEmploiEvent, Household as ProtoHousehold, Location, OrientationEvent,
+    ParcoursEvent, Person, allocataire_event::Fact as Caf, demandeur_emploi_event::Fact as Ft,
+    orientation_event::Fact as Cd, parcours_event::Fact as Pa,
 };
 
 /// An RSA authority of the synthetic map: its code, the département its communes and CAF
@@ -225,6 +226,8 @@ pub enum Push {
     Caf(AllocataireEvent),
     Ft(DemandeurEmploiEvent),
     Cd(OrientationEvent),
+    /// A parcours fact of the département (plan d'action, rendez-vous).
+    Parcours(ParcoursEvent),
 }
 
 /// A push, its time and who makes it.
@@ -646,9 +649,49 @@ fn history(household: &mut Household, index: u64, seed: u64, random: &mut Sequen
                 Cd::ReferentAssigned(proto::ReferentAssigned { referent: Some(referent) }),
             ),
         ];
+        let mut parcours_pushes: Vec<(DateTime<Utc>, Pa)> = Vec::new();
         if kind != "PRO" || random.chance(30) {
             let start = decided + Duration::days(30);
             let contract = if kind == "PRO" { "CONTRAT_ENGAGEMENT" } else { "CER" };
+            // The plan d'action signed with the contract; then a follow-up rendez-vous, honoured
+            // or missed.
+            parcours_pushes.push((
+                at(start, 62),
+                Pa::EngagementPlanSet(proto::EngagementPlanSet {
+                    signed_on: day(start),
+                    objectives: vec![proto::Objective { theme: "EMPLOI".into(), label: "Retrouver un emploi".into() }],
+                    actions: vec![proto::PlanActionItem {
+                        action_id: "action-1".into(),
+                        theme: pick(random, &["MOBILITE", "FORMATION", "NUMERIQUE", "LOGEMENT"]).into(),
+                        label: "Action d'insertion".into(),
+                        status: "EN_COURS".into(),
+                        date_debut: day(start),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+            ));
+            if random.chance(50) {
+                let meeting = start + Duration::days(30);
+                parcours_pushes.push((
+                    at(start, 63),
+                    Pa::RendezVousConvoked(proto::RendezVousConvoked {
+                        rdv_id: "suivi-1".into(),
+                        at: at(meeting, 0).to_rfc3339(),
+                        structure_siret: structure.clone(),
+                        objet: "SUIVI".into(),
+                    }),
+                ));
+                let outcome = if random.chance(80) {
+                    Pa::RendezVousHonoured(proto::RendezVousHonoured { rdv_id: "suivi-1".into() })
+                } else {
+                    Pa::RendezVousMissed(proto::RendezVousMissed {
+                        rdv_id: "suivi-1".into(),
+                        excused: random.chance(30),
+                    })
+                };
+                parcours_pushes.push((at(meeting, 30), outcome));
+            }
             cd_pushes.push((
                 at(start, 60),
                 Cd::ContractSigned(proto::ContractSigned {
@@ -685,6 +728,20 @@ fn history(household: &mut Household, index: u64, seed: u64, random: &mut Sequen
                 at: when,
                 institution: cd.clone(),
                 push: Push::Cd(cd_event(next_id("cd"), when, fact)),
+            });
+        }
+        for (when, fact) in parcours_pushes {
+            pushes.push(Timed {
+                at: when,
+                institution: cd.clone(),
+                push: Push::Parcours(ParcoursEvent {
+                    event_id: next_id("pa"),
+                    occurred_at: when.to_rfc3339(),
+                    person: person(member, false),
+                    location: None,
+                    corrects_event_id: String::new(),
+                    fact: Some(fact),
+                }),
             });
         }
     }
@@ -930,6 +987,7 @@ mod tests {
                 Push::Caf(event) => normalise::allocataire(&context, event),
                 Push::Ft(event) => normalise::demandeur_emploi(&context, event),
                 Push::Cd(event) => normalise::orientation(&context, event),
+                Push::Parcours(event) => normalise::parcours(&context, event),
             };
             let mut canonical = normalised.unwrap_or_else(|v| panic!("{:?} refused: {:?}", timed.push, v.into_vec()));
             scope::authorise(institution, None, &institutions, &mut canonical)
