@@ -513,14 +513,13 @@ impl Api {
             matches!(section, Section::Engagements | Section::Diagnostic) && !matches!(decision, Decision::Withheld(_))
         }) {
             let view = policy::parcours_view(caller.agent.role, purpose, &situation);
-            let territory = caller.agent.organisation.territory.clone();
-            Some((self.parcours_items(dossier.person_id).await?, view, territory))
+            let territory = caller.agent.organisation.territory.as_deref();
+            Some((self.parcours(dossier.person_id, view, territory).await?, view))
         } else {
             None
         };
         for (section, decision) in decisions {
-            let parcours =
-                opened.as_ref().map(|(items, view, territory)| (items.as_slice(), *view, territory.as_deref()));
+            let parcours = opened.as_ref().map(|(folded, view)| (folded, *view));
             match decision {
                 Decision::Shown => {
                     sections.insert(section.code().into(), self.section(&dossier, section, false, parcours).await?);
@@ -575,8 +574,9 @@ impl Api {
         dossier: &Dossier,
         section: Section,
         reduced: bool,
-        parcours: Option<(&[parcours::Item], policy::ParcoursView, Option<&str>)>,
+        parcours: Option<(&parcours::Parcours, policy::ParcoursView)>,
     ) -> Result<Value, Failure> {
+        let empty = parcours::Parcours::default();
         Ok(match section {
             Section::Identite => self.identity(dossier.person_id, dossier.territory.as_deref()).await?,
             Section::DroitsRsa if reduced => json!({
@@ -626,39 +626,45 @@ impl Api {
                 })
             }
             Section::Diagnostic => {
-                let (items, view, territory) = parcours.unwrap_or_default();
-                let mut body = diagnostic_json(&readable(items, view, territory), view);
+                let (folded, view) = parcours.unwrap_or((&empty, policy::ParcoursView::default()));
+                let mut body = diagnostic_json(folded, view);
                 body["consentement_partage"] = json!(dossier.consent_diagnostic);
                 body
             }
             Section::Engagements => {
-                let (items, view, territory) = parcours.unwrap_or_default();
-                engagements_json(&readable(items, view, territory), view)
+                let (folded, view) = parcours.unwrap_or((&empty, policy::ParcoursView::default()));
+                engagements_json(folded, view)
             }
         })
     }
 
-    /// The person's parcours facts in force, their sealed part opened with the subject's data
-    /// key (None where it cannot be: a destroyed key).
-    async fn parcours_items(&self, person_id: Uuid) -> Result<Vec<parcours::Item>, Failure> {
+    /// The person's parcours as `view` lets the reader see it, folded once: their facts in force
+    /// that count (a département's from the person's authority at the time; under opposition,
+    /// the reader's authority's own, `territory`), their sealed part opened with the subject's
+    /// data key only when the view shows some of it (None where it cannot be: a destroyed key).
+    async fn parcours(
+        &self,
+        person_id: Uuid,
+        view: policy::ParcoursView,
+        territory: Option<&str>,
+    ) -> Result<parcours::Parcours, Failure> {
         let rows = parcours::rows(&self.pool, person_id).await?;
         let authorities = parcours::authorities(&self.pool, person_id).await?;
-        let mut keys = std::collections::HashMap::new();
+        // The sanctions alone show nothing sealed unless their motif is shown.
+        let open = !view.sanctions_only || view.sanction_motif;
+        let mut opener = SealedOpener::new(&self.store);
         let mut items = Vec::with_capacity(rows.len());
         for row in rows {
+            if view.own_authority_only && (territory.is_none() || row.territory.as_deref() != territory) {
+                continue;
+            }
             let Some(payload) = row.payload() else { continue };
             let detail = match (row.sealed_key_id, row.sealed_nonce, row.sealed_data) {
-                (Some(key_id), Some(nonce), Some(ciphertext)) => {
-                    if let std::collections::hash_map::Entry::Vacant(slot) = keys.entry(key_id) {
-                        slot.insert(self.store.key_by_id(key_id).await.ok());
-                    }
-                    let associated = associated_data("personal", "parcours", &row.source, key_id, &row.event_id);
-                    keys.get(&key_id)
-                        .and_then(Option::as_ref)
-                        .and_then(|key| key.open(&Sealed { key_id, nonce, ciphertext }, &associated).ok())
-                        .and_then(|plain| serde_json::from_slice::<PersonalData>(&plain).ok())
-                        .map(|data| data.parcours.unwrap_or_default())
-                }
+                _ if !open => None,
+                (Some(key_id), Some(nonce), Some(ciphertext)) => opener
+                    .open("parcours", &row.source, &row.event_id, Sealed { key_id, nonce, ciphertext })
+                    .await
+                    .map(|data| data.parcours.unwrap_or_default()),
                 _ => Some(ParcoursDetail::default()),
             };
             let item = parcours::Item {
@@ -672,7 +678,7 @@ impl Api {
                 items.push(item);
             }
         }
-        Ok(items)
+        Ok(parcours::fold(&items))
     }
 
     /// The identity section: opened from the sealed personal data of the person's events, the
@@ -698,7 +704,7 @@ impl Api {
         .fetch_all(&self.pool)
         .await?;
         let mut opened = Opened::default();
-        let mut keys = std::collections::HashMap::new();
+        let mut opener = SealedOpener::new(&self.store);
         for row in rows {
             if opened.commune.is_none() {
                 opened.commune = row.try_get::<Option<String>, _>("commune")?;
@@ -712,14 +718,8 @@ impl Api {
             };
             let (source, family, event_id): (String, String, String) =
                 (row.try_get("source")?, row.try_get("family")?, row.try_get("event_id")?);
-            // One lookup per data key (a subject's events share it), not one per event.
-            if let std::collections::hash_map::Entry::Vacant(slot) = keys.entry(key_id) {
-                slot.insert(self.store.key_by_id(key_id).await.ok());
-            }
-            let Some(Some(key)) = keys.get(&key_id) else { continue };
-            let associated = associated_data("personal", &family, &source, key_id, &event_id);
-            let Ok(plain) = key.open(&Sealed { key_id, nonce, ciphertext }, &associated) else { continue };
-            let Ok(data) = serde_json::from_slice::<PersonalData>(&plain) else { continue };
+            let sealed = Sealed { key_id, nonce, ciphertext };
+            let Some(data) = opener.open(&family, &source, &event_id, sealed).await else { continue };
             opened.nom = opened.nom.or(data.nom);
             opened.prenoms = opened.prenoms.or(data.prenoms);
             opened.naissance = opened.naissance.or(data.date_naissance.map(|d| d.to_string()));
@@ -1272,21 +1272,10 @@ fn section_of(item: &TimelineEntry) -> Section {
     }
 }
 
-/// The parcours facts a view lets through: under opposition, only those the reader's authority
-/// pushed.
-fn readable(items: &[parcours::Item], view: policy::ParcoursView, territory: Option<&str>) -> Vec<parcours::Item> {
-    items
-        .iter()
-        .filter(|item| !view.own_authority_only || (territory.is_some() && item.territory.as_deref() == territory))
-        .cloned()
-        .collect()
-}
-
 /// The diagnostic: the latest recorded, its situations (the sensitive ones only where the view
 /// allows, the others counted).
-fn diagnostic_json(items: &[parcours::Item], view: policy::ParcoursView) -> Value {
-    let folded = parcours::fold(items);
-    let Some(diagnostic) = folded.diagnostic else { return json!({"diagnostic": null}) };
+fn diagnostic_json(folded: &parcours::Parcours, view: policy::ParcoursView) -> Value {
+    let Some(diagnostic) = &folded.diagnostic else { return json!({"diagnostic": null}) };
     let (shown, masked): (Vec<_>, Vec<_>) =
         diagnostic.situations.iter().partition(|situation| view.sensitive || !situation.sensitive);
     json!({
@@ -1313,8 +1302,7 @@ fn diagnostic_json(items: &[parcours::Item], view: policy::ParcoursView) -> Valu
 
 /// The engagements: the plan in force with its actions' statuses, the activity hours, the
 /// rendez-vous and the sanctions (only those where the view says so).
-fn engagements_json(items: &[parcours::Item], view: policy::ParcoursView) -> Value {
-    let folded = parcours::fold(items);
+fn engagements_json(folded: &parcours::Parcours, view: policy::ParcoursView) -> Value {
     let today = Utc::now().date_naive();
     let sanctions: Vec<Value> = folded
         .sanctions
@@ -1335,7 +1323,7 @@ fn engagements_json(items: &[parcours::Item], view: policy::ParcoursView) -> Val
         return json!({"sanctions": sanctions});
     }
     let mut masked = 0usize;
-    let plan = folded.plan.map(|plan| {
+    let plan = folded.plan.as_ref().map(|plan| {
         let sensitive_motif = matches!(plan.hours_motif, Some(HoursMotif::Sante | HoursMotif::Handicap));
         if sensitive_motif && !view.sensitive {
             masked += 1;
@@ -1413,4 +1401,28 @@ fn parcours_indicators_json(parcours: &territory::ParcoursIndicators) -> Value {
         "taux_rendez_vous_manques": share(parcours.rendez_vous_missed, outcomes),
         "sanctions_en_cours": parcours.sanctions_in_force,
     })
+}
+
+/// Opens the sealed personal data of a person's events with their subjects' data keys, each key
+/// read once (a subject's events share it). None where it cannot be opened (a destroyed key).
+struct SealedOpener<'a> {
+    store: &'a KeyStore,
+    keys: std::collections::HashMap<Uuid, Option<passerelle_eventlog::shredding::DataKey>>,
+}
+
+impl<'a> SealedOpener<'a> {
+    fn new(store: &'a KeyStore) -> Self {
+        Self { store, keys: std::collections::HashMap::new() }
+    }
+
+    async fn open(&mut self, family: &str, source: &str, event_id: &str, sealed: Sealed) -> Option<PersonalData> {
+        let key_id = sealed.key_id;
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.keys.entry(key_id) {
+            slot.insert(self.store.key_by_id(key_id).await.ok());
+        }
+        let key = self.keys.get(&key_id)?.as_ref()?;
+        let associated = associated_data("personal", family, source, key_id, event_id);
+        let plain = key.open(&sealed, &associated).ok()?;
+        serde_json::from_slice(&plain).ok()
+    }
 }

@@ -116,6 +116,19 @@ pub enum Placement {
 /// code, which no authority has (`69M` and `69D` do).
 pub const TO_ASSIGN: &str = "69";
 
+/// The person's RSA authority when `at` happened, from the places their CAF/MSA facts gave
+/// (`(occurred_at, authority)`, in the order they happened): the latest at or before it, or,
+/// before the first, the authority that first one names (a département acts on a dossier it
+/// received; its earlier facts belong to that authority). None without any place. A
+/// département's fact counts only when it comes from this authority (the dossier's fold and the
+/// parcours read alike).
+pub fn authority_at<T: AsRef<str>>(
+    places: &[(chrono::DateTime<chrono::Utc>, T)],
+    at: chrono::DateTime<chrono::Utc>,
+) -> Option<&str> {
+    places.iter().take_while(|(since, _)| *since <= at).last().or_else(|| places.first()).map(|(_, t)| t.as_ref())
+}
+
 impl Placement {
     /// The code the event's territory carries.
     pub fn code(&self) -> &str {

@@ -8,7 +8,7 @@ use apache_avro::{Schema, types::Value};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::Error;
+use crate::{Error, codec::Fields};
 
 /// One decision, as published.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,37 +36,16 @@ pub fn encode(decision: &TerritoryAssignment, schema: &Schema) -> Result<Vec<u8>
 }
 
 pub fn decode(datum: &[u8], writer: &Schema) -> Result<TerritoryAssignment, Error> {
-    let mut bytes = datum;
-    let value = apache_avro::reader::datum::GenericDatumReader::builder(writer).build()?.read_value(&mut bytes)?;
-    let Value::Record(fields) = value else {
-        return Err(Error::Decode("a territory assignment is a record".into()));
-    };
-    let field = |name: &str| {
-        fields
-            .iter()
-            .find(|(field, _)| field == name)
-            .map(|(_, value)| value)
-            .ok_or_else(|| Error::Decode(format!("territory assignment without {name}")))
-    };
-    let string = |name: &str| match field(name)? {
-        Value::String(text) => Ok(text.clone()),
-        other => Err(Error::Decode(format!("{name}: expected a string, found {other:?}"))),
-    };
-    let decided_at = match field("decided_at")? {
-        Value::TimestampMillis(millis) | Value::Long(millis) => {
-            DateTime::from_timestamp_millis(*millis).ok_or_else(|| Error::Decode("decided_at out of range".into()))?
-        }
-        other => return Err(Error::Decode(format!("decided_at: expected a timestamp, found {other:?}"))),
-    };
-    let authority = string("authority")?;
+    let fields = Fields::read(datum, writer, "a territory assignment")?;
+    let authority = fields.string("authority")?;
     if !matches!(authority.as_str(), "69M" | "69D") {
         return Err(Error::Decode(format!("authority {authority:?}: a foyer waits between 69M and 69D only")));
     }
     Ok(TerritoryAssignment {
-        decision_id: string("decision_id")?.parse().map_err(|e| Error::Decode(format!("decision_id: {e}")))?,
-        decided_at,
-        decided_by: string("decided_by")?,
-        household_key: string("household_key")?,
+        decision_id: fields.string("decision_id")?.parse().map_err(|e| Error::Decode(format!("decision_id: {e}")))?,
+        decided_at: fields.instant("decided_at")?,
+        decided_by: fields.string("decided_by")?,
+        household_key: fields.string("household_key")?,
         authority,
     })
 }

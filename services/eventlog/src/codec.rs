@@ -582,9 +582,19 @@ fn decode_payload(branch: &str, f: Fields) -> Result<Payload, Error> {
 }
 
 /// The fields of a decoded Avro record, by name.
-struct Fields(HashMap<String, Value>);
+pub(crate) struct Fields(HashMap<String, Value>);
 
 impl Fields {
+    /// A datum written with `writer`, read as a record (`what` names it in the error).
+    pub(crate) fn read(datum: &[u8], writer: &Schema, what: &str) -> Result<Self, Error> {
+        let mut bytes = datum;
+        let value = apache_avro::reader::datum::GenericDatumReader::builder(writer).build()?.read_value(&mut bytes)?;
+        match value {
+            Value::Record(_) => Self::of(value),
+            _ => Err(Error::Decode(format!("{what} is a record"))),
+        }
+    }
+
     fn of(value: Value) -> Result<Self, Error> {
         match value {
             Value::Record(fields) => Ok(Self(fields.into_iter().collect())),
@@ -592,7 +602,7 @@ impl Fields {
         }
     }
 
-    fn get(&self, name: &str) -> Result<Value, Error> {
+    pub(crate) fn get(&self, name: &str) -> Result<Value, Error> {
         self.0.get(name).cloned().ok_or_else(|| Error::Decode(format!("missing field {name}")))
     }
 
@@ -609,7 +619,7 @@ impl Fields {
         })
     }
 
-    fn string(&self, name: &str) -> Result<String, Error> {
+    pub(crate) fn string(&self, name: &str) -> Result<String, Error> {
         as_string(name, self.get(name)?)
     }
 
@@ -647,7 +657,7 @@ impl Fields {
         self.opt(name)?.map(Fields::of).transpose()
     }
 
-    fn instant(&self, name: &str) -> Result<DateTime<Utc>, Error> {
+    pub(crate) fn instant(&self, name: &str) -> Result<DateTime<Utc>, Error> {
         match self.get(name)? {
             Value::TimestampMillis(ms) | Value::Long(ms) => {
                 DateTime::from_timestamp_millis(ms).ok_or_else(|| Error::Decode(format!("{name}: out of range")))

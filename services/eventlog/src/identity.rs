@@ -5,7 +5,7 @@ use apache_avro::{Schema, types::Value};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::Error;
+use crate::{Error, codec::Fields};
 
 /// What was decided about a subject key claimed by two persons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,41 +68,20 @@ pub fn encode(decision: &IdentityDecision, schema: &Schema) -> Result<Vec<u8>, E
 }
 
 pub fn decode(datum: &[u8], writer: &Schema) -> Result<IdentityDecision, Error> {
-    let mut bytes = datum;
-    let value = apache_avro::reader::datum::GenericDatumReader::builder(writer).build()?.read_value(&mut bytes)?;
-    let Value::Record(fields) = value else {
-        return Err(Error::Decode("an identity decision is a record".into()));
-    };
-    let field = |name: &str| {
-        fields
-            .iter()
-            .find(|(field, _)| field == name)
-            .map(|(_, value)| value)
-            .ok_or_else(|| Error::Decode(format!("identity decision without {name}")))
-    };
-    let string = |name: &str| match field(name)? {
-        Value::String(text) => Ok(text.clone()),
-        other => Err(Error::Decode(format!("{name}: expected a string, found {other:?}"))),
-    };
-    let decided_at = match field("decided_at")? {
-        Value::TimestampMillis(millis) | Value::Long(millis) => {
-            DateTime::from_timestamp_millis(*millis).ok_or_else(|| Error::Decode("decided_at out of range".into()))?
-        }
-        other => return Err(Error::Decode(format!("decided_at: expected a timestamp, found {other:?}"))),
-    };
-    let decision = match field("decision")? {
+    let fields = Fields::read(datum, writer, "an identity decision")?;
+    let decision = match fields.get("decision")? {
         Value::Enum(_, symbol) => {
-            Decision::parse(symbol).ok_or_else(|| Error::Decode(format!("unknown decision {symbol:?}")))?
+            Decision::parse(&symbol).ok_or_else(|| Error::Decode(format!("unknown decision {symbol:?}")))?
         }
         other => return Err(Error::Decode(format!("decision: expected an enum, found {other:?}"))),
     };
     Ok(IdentityDecision {
-        decision_id: string("decision_id")?.parse().map_err(|e| Error::Decode(format!("decision_id: {e}")))?,
-        decided_at,
-        decided_by: string("decided_by")?,
-        subject_key: string("subject_key")?,
-        holder_key: string("holder_key")?,
-        claimant_key: string("claimant_key")?,
+        decision_id: fields.string("decision_id")?.parse().map_err(|e| Error::Decode(format!("decision_id: {e}")))?,
+        decided_at: fields.instant("decided_at")?,
+        decided_by: fields.string("decided_by")?,
+        subject_key: fields.string("subject_key")?,
+        holder_key: fields.string("holder_key")?,
+        claimant_key: fields.string("claimant_key")?,
         decision,
     })
 }

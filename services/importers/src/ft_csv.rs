@@ -10,132 +10,25 @@
 //! Real files contain stray quotes, empty and `NULL` values and several date formats: all are
 //! read; a value the hub cannot accept is refused by the hub, with its reason, row by row.
 
-use std::{collections::HashMap, io::Read};
+use std::io::Read;
 
 use passerelle_ingest::proto::{self, DemandeurEmploiEvent, Location, Person, demandeur_emploi_event::Fact};
 
+pub use crate::csv_rows::MAX_LINE_BYTES;
 use crate::{
-    InvalidFile,
-    dates::{normalise, present},
+    csv_rows::{Row, read_rows},
+    dates::normalise,
     fact_id,
 };
-
-/// One row, by column name.
-pub struct Row {
-    pub line: u64,
-    values: HashMap<String, String>,
-}
-
-impl Row {
-    fn get(&self, column: &str) -> Option<String> {
-        self.values.get(column).and_then(|raw| present(raw))
-    }
-}
-
-pub(crate) fn column_name(raw: &str) -> String {
-    raw.trim()
-        .trim_matches('"')
-        .trim_start_matches('\u{feff}')
-        .to_lowercase()
-        .replace(['é', 'è', 'ê'], "e")
-        .replace(['à', 'â'], "a")
-        .replace([' ', '-'], "_")
-}
-
-/// The longest line of an extract, in bytes: a row is a few hundred; one far longer (a field
-/// whose quote never closes, a file that is not CSV) is refused at this size, naming its line,
-/// instead of filling memory.
-pub const MAX_LINE_BYTES: usize = 64 * 1024;
-
-/// Refuses a line longer than [`MAX_LINE_BYTES`] as the bytes stream in.
-pub(crate) struct BoundedLines<R> {
-    pub(crate) inner: R,
-    /// Bytes since the last newline, and the lines seen.
-    pub(crate) run: usize,
-    pub(crate) line: u64,
-    /// What the file should be, for the refusal ("a France Travail extract").
-    pub(crate) what: &'static str,
-}
-
-impl<R: Read> Read for BoundedLines<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let read = self.inner.read(buf)?;
-        for byte in &buf[..read] {
-            if *byte == b'\n' {
-                self.run = 0;
-                self.line += 1;
-            } else {
-                self.run += 1;
-                if self.run > MAX_LINE_BYTES {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        format!(
-                            "line {} runs over {MAX_LINE_BYTES} bytes: not {} (or a quote never closes)",
-                            self.line + 1,
-                            self.what
-                        ),
-                    ));
-                }
-            }
-        }
-        Ok(read)
-    }
-}
 
 /// Reads the extract row by row, calling `on_row`. Fails on a file that is not a CSV extract
 /// (no identifiant_ft column), saying where.
 pub fn read_extract<R: Read>(
     file_name: &str,
     input: R,
-    mut on_row: impl FnMut(Row) -> anyhow::Result<()>,
+    on_row: impl FnMut(Row) -> anyhow::Result<()>,
 ) -> anyhow::Result<u64> {
-    let mut reader = csv::ReaderBuilder::new()
-        .delimiter(b';')
-        .flexible(true)
-        .quoting(true)
-        .double_quote(true)
-        .trim(csv::Trim::All)
-        .from_reader(BoundedLines { inner: input, run: 0, line: 0, what: "a France Travail extract" });
-    let headers: Vec<String> = reader
-        .headers()
-        .map_err(|e| InvalidFile { file: file_name.into(), line: 1, reason: format!("no header: {e}") })?
-        .iter()
-        .map(column_name)
-        .collect();
-    if !headers.iter().any(|h| h == "identifiant_ft") {
-        return Err(InvalidFile {
-            file: file_name.into(),
-            line: 1,
-            reason: format!("not a France Travail extract: no identifiant_ft column (columns: {})", headers.join(", ")),
-        }
-        .into());
-    }
-    let mut rows = 0;
-    let mut record = csv::ByteRecord::new();
-    loop {
-        let line = reader.position().line();
-        match reader.read_byte_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(error) => {
-                return Err(
-                    InvalidFile { file: file_name.into(), line, reason: format!("unreadable row: {error}") }.into()
-                );
-            }
-        }
-        let values = headers.iter().zip(record.iter()).map(|(name, value)| (name.clone(), decode(value))).collect();
-        rows += 1;
-        on_row(Row { line: record.position().map(|p| p.line()).unwrap_or(line), values })?;
-    }
-    Ok(rows)
-}
-
-/// Extracts are UTF-8, or windows-1252 when produced by older tools.
-pub(crate) fn decode(bytes: &[u8]) -> String {
-    match std::str::from_utf8(bytes) {
-        Ok(text) => text.to_owned(),
-        Err(_) => encoding_rs::WINDOWS_1252.decode(bytes).0.into_owned(),
-    }
+    read_rows(file_name, input, "a France Travail extract", "identifiant_ft", "", on_row)
 }
 
 /// The demandeur d'emploi events a row implies, or the reasons it cannot be imported.

@@ -10,6 +10,7 @@
 //! included) can recompute one from a NIR and a matricule.
 
 pub mod cnaf;
+pub mod csv_rows;
 pub mod dates;
 pub mod driver;
 pub mod ft_csv;
@@ -86,8 +87,28 @@ use tonic::transport::Channel;
 
 use crate::driver::{Item, Progress, Summary};
 
-fn file_name(path: &Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
+/// The file to import, and its name for the summary and the refusals.
+fn open_file(path: &Path) -> anyhow::Result<(String, std::fs::File)> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string());
+    let file = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+    Ok((name, file))
+}
+
+/// Sends the events a record of the file implies to the hub's stream, or the importer's refusal
+/// of the record.
+fn send<T>(
+    sender: &tokio::sync::mpsc::Sender<Item<T>>,
+    line: u64,
+    events: Result<Vec<T>, String>,
+) -> anyhow::Result<()> {
+    let items: Vec<Item<T>> = match events {
+        Ok(events) => events.into_iter().map(|event| Item::Event { line, event }).collect(),
+        Err(reason) => vec![Item::Refused { line, reason }],
+    };
+    for item in items {
+        sender.blocking_send(item).map_err(|_| anyhow::anyhow!("the hub stream closed"))?;
+    }
+    Ok(())
 }
 
 /// Imports a CNAF RSA flux through the hub at `channel` (opened with the caller's
@@ -101,8 +122,7 @@ pub async fn import_cnaf_flux(
     quiet: bool,
 ) -> anyhow::Result<Summary> {
     let id_key = id_key.clone();
-    let name = file_name(path);
-    let file = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+    let (name, file) = open_file(path)?;
     let progress = Arc::new(Progress::default());
     let parse_progress = progress.clone();
     let parse_name = name.clone();
@@ -152,22 +172,14 @@ pub async fn import_cnaf_flux(
 /// Imports a France Travail CSV extract through the hub at `channel`.
 pub async fn import_ft_csv(path: &Path, channel: Channel, id_key: &IdKey, quiet: bool) -> anyhow::Result<Summary> {
     let id_key = id_key.clone();
-    let name = file_name(path);
-    let file = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+    let (name, file) = open_file(path)?;
     let progress = Arc::new(Progress::default());
     let parse_progress = progress.clone();
     let parse = move |sender: tokio::sync::mpsc::Sender<Item<passerelle_ingest::proto::DemandeurEmploiEvent>>| {
         ft_csv::read_extract(&name, std::io::BufReader::new(file), |row| {
             parse_progress.records.fetch_add(1, Ordering::Relaxed);
             parse_progress.persons.fetch_add(1, Ordering::Relaxed);
-            let items: Vec<_> = match ft_csv::events_of(&id_key, &row) {
-                Ok(events) => events.into_iter().map(|event| Item::Event { line: row.line, event }).collect(),
-                Err(reason) => vec![Item::Refused { line: row.line, reason }],
-            };
-            for item in items {
-                sender.blocking_send(item).map_err(|_| anyhow::anyhow!("the hub stream closed"))?;
-            }
-            Ok(())
+            send(&sender, row.line, ft_csv::events_of(&id_key, &row))
         })
         .map(|_| ())
     };
@@ -186,8 +198,7 @@ pub async fn import_structure_csv(
     quiet: bool,
 ) -> anyhow::Result<Summary> {
     let id_key = id_key.clone();
-    let name = file_name(path);
-    let file = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+    let (name, file) = open_file(path)?;
     let progress = Arc::new(Progress::default());
     let parse_progress = progress.clone();
     let parse = move |sender: tokio::sync::mpsc::Sender<Item<passerelle_ingest::proto::ParcoursEvent>>| {
@@ -198,16 +209,7 @@ pub async fn import_structure_csv(
             |person| {
                 parse_progress.records.fetch_add(person.rows.len() as u64, Ordering::Relaxed);
                 parse_progress.persons.fetch_add(1, Ordering::Relaxed);
-                let items: Vec<_> = match structure_csv::events_of(&id_key, &person) {
-                    Ok(events) => {
-                        events.into_iter().map(|event| Item::Event { line: person.first_line, event }).collect()
-                    }
-                    Err(reason) => vec![Item::Refused { line: person.first_line, reason }],
-                };
-                for item in items {
-                    sender.blocking_send(item).map_err(|_| anyhow::anyhow!("the hub stream closed"))?;
-                }
-                Ok(())
+                send(&sender, person.first_line, structure_csv::events_of(&id_key, &person))
             },
             |line, reason| {
                 refusals

@@ -22,38 +22,27 @@
 //! Fact ids are keyed hashes of the person and the content: importing the same file again adds
 //! nothing; a changed diagnostic or plan is a new fact that replaces the previous one.
 
-use std::{collections::HashMap, collections::HashSet, io::Read};
+use std::{collections::HashSet, io::Read};
 
 use passerelle_ingest::proto::{self, ParcoursEvent, Person, parcours_event::Fact};
 
 use crate::{
-    InvalidFile,
-    dates::{normalise, present},
+    csv_rows::{Row, read_rows},
+    dates::normalise,
     fact_id,
-    ft_csv::{BoundedLines, column_name, decode},
 };
 
-/// One row, by column name.
-pub struct Row {
-    pub line: u64,
-    values: HashMap<String, String>,
+/// A date column of a row, normalised (`YYYY-MM-DD`), empty when not given; the error names the
+/// line and the column.
+fn date(row: &Row, column: &str) -> Result<String, String> {
+    normalise(&row.text(column)).map(Option::unwrap_or_default).map_err(|e| format!("line {}: {column}: {e}", row.line))
 }
 
-impl Row {
-    fn get(&self, column: &str) -> String {
-        self.values.get(column).and_then(|raw| present(raw)).unwrap_or_default()
-    }
-
-    fn date(&self, column: &str) -> Result<String, String> {
-        normalise(&self.get(column)).map(Option::unwrap_or_default).map_err(|e| format!("{column}: {e}"))
-    }
-
-    /// The identifiers of the person, as one key (rows of one person follow each other).
-    fn person_key(&self) -> String {
-        ["nir", "identifiant_ft", "identifiant_departement", "code_departement"]
-            .map(|column| self.get(column))
-            .join("\u{1f}")
-    }
+/// The identifiers of the person, as one key (rows of one person follow each other).
+fn person_key(row: &Row) -> String {
+    ["nir", "identifiant_ft", "identifiant_departement", "code_departement"]
+        .map(|column| row.text(column))
+        .join("\u{1f}")
 }
 
 /// A person's rows, gathered until the next person's.
@@ -71,70 +60,39 @@ pub fn read_export<R: Read>(
     mut on_person: impl FnMut(PersonRows) -> anyhow::Result<()>,
     mut on_refused: impl FnMut(u64, String) -> anyhow::Result<()>,
 ) -> anyhow::Result<u64> {
-    let mut reader = csv::ReaderBuilder::new()
-        .delimiter(b';')
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(BoundedLines { inner: input, run: 0, line: 0, what: "a structure's parcours export" });
-    let headers: Vec<String> = reader
-        .headers()
-        .map_err(|e| InvalidFile { file: file_name.into(), line: 1, reason: format!("no header: {e}") })?
-        .iter()
-        .map(column_name)
-        .collect();
-    if !headers.iter().any(|h| h == "type") {
-        return Err(InvalidFile {
-            file: file_name.into(),
-            line: 1,
-            reason: format!(
-                "not a structure's parcours export: no type column (SITUATION, OBJECTIF or ACTION); columns: {}",
-                headers.join(", ")
-            ),
-        }
-        .into());
-    }
-    let mut rows = 0;
     let mut current = PersonRows::default();
     let mut current_key = None;
     let mut done: HashSet<String> = HashSet::new();
-    let mut record = csv::ByteRecord::new();
-    loop {
-        let line = reader.position().line();
-        match reader.read_byte_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(error) => {
-                return Err(
-                    InvalidFile { file: file_name.into(), line, reason: format!("unreadable row: {error}") }.into()
-                );
+    let rows = read_rows(
+        file_name,
+        input,
+        "a structure's parcours export",
+        "type",
+        " (SITUATION, OBJECTIF or ACTION)",
+        |row| {
+            let key = person_key(&row);
+            if key.chars().all(|c| c == '\u{1f}') {
+                return on_refused(row.line, "no identifier: nir, identifiant_ft or identifiant_departement".into());
             }
-        }
-        rows += 1;
-        let values = headers.iter().zip(record.iter()).map(|(name, value)| (name.clone(), decode(value))).collect();
-        let row = Row { line: record.position().map(|p| p.line()).unwrap_or(line), values };
-        let key = row.person_key();
-        if key.chars().all(|c| c == '\u{1f}') {
-            on_refused(row.line, "no identifier: nir, identifiant_ft or identifiant_departement".into())?;
-            continue;
-        }
-        if current_key.as_ref() != Some(&key) {
-            if done.contains(&key) {
-                on_refused(
-                    row.line,
-                    "this person's rows do not follow each other: sort the export by person (a person's \
-                     diagnostic and plan are recorded whole, from all their rows at once)"
-                        .into(),
-                )?;
-                continue;
+            if current_key.as_ref() != Some(&key) {
+                if done.contains(&key) {
+                    return on_refused(
+                        row.line,
+                        "this person's rows do not follow each other: sort the export by person (a person's \
+                         diagnostic and plan are recorded whole, from all their rows at once)"
+                            .into(),
+                    );
+                }
+                if let Some(previous) = current_key.replace(key) {
+                    done.insert(previous);
+                    on_person(std::mem::take(&mut current))?;
+                }
+                current.first_line = row.line;
             }
-            if let Some(previous) = current_key.replace(key.clone()) {
-                done.insert(previous);
-                on_person(std::mem::take(&mut current))?;
-            }
-            current.first_line = row.line;
-        }
-        current.rows.push(row);
-    }
+            current.rows.push(row);
+            Ok(())
+        },
+    )?;
     if current_key.is_some() {
         on_person(current)?;
     }
@@ -144,10 +102,10 @@ pub fn read_export<R: Read>(
 /// The parcours events a person's rows imply (a diagnostic, a plan), or why they cannot be
 /// imported.
 pub fn events_of(id_key: &crate::IdKey, person: &PersonRows) -> Result<Vec<ParcoursEvent>, String> {
-    let first = |column: &str| person.rows.iter().map(|row| row.get(column)).find(|value| !value.is_empty());
+    let first = |column: &str| person.rows.iter().find_map(|row| row.get(column));
     let first_date = |column: &str| -> Result<Option<String>, String> {
         for row in &person.rows {
-            let value = row.date(column).map_err(|e| format!("line {}: {e}", row.line))?;
+            let value = date(row, column)?;
             if !value.is_empty() {
                 return Ok(Some(value));
             }
@@ -156,10 +114,10 @@ pub fn events_of(id_key: &crate::IdKey, person: &PersonRows) -> Result<Vec<Parco
     };
     let row = &person.rows[0];
     let who = Some(Person {
-        nir: row.get("nir"),
-        france_travail_id: row.get("identifiant_ft"),
-        departement_id: row.get("identifiant_departement"),
-        departement_id_code: row.get("code_departement"),
+        nir: row.text("nir"),
+        france_travail_id: row.text("identifiant_ft"),
+        departement_id: row.text("identifiant_departement"),
+        departement_id_code: row.text("code_departement"),
         ..Person::default()
     });
     let mut situations = Vec::new();
@@ -167,29 +125,29 @@ pub fn events_of(id_key: &crate::IdKey, person: &PersonRows) -> Result<Vec<Parco
     let mut actions = Vec::new();
     let mut latest_noted = String::new();
     for row in &person.rows {
-        let kind = row.get("type").to_uppercase();
+        let kind = row.text("type").to_uppercase();
         match kind.as_str() {
             "SITUATION" => {
-                let noted_on = row.date("date").map_err(|e| format!("line {}: {e}", row.line))?;
+                let noted_on = date(row, "date")?;
                 latest_noted = latest_noted.max(noted_on.clone());
-                let sensitive = matches!(row.get("sensible").to_lowercase().as_str(), "oui" | "o" | "1" | "true");
+                let sensitive = matches!(row.text("sensible").to_lowercase().as_str(), "oui" | "o" | "1" | "true");
                 situations.push(proto::Situation {
-                    theme: row.get("theme"),
-                    label: row.get("libelle"),
+                    theme: row.text("theme"),
+                    label: row.text("libelle"),
                     sensitive,
                     noted_on,
-                    noted_by: row.get("note_par"),
+                    noted_by: row.text("note_par"),
                 });
             }
-            "OBJECTIF" => objectives.push(proto::Objective { theme: row.get("theme"), label: row.get("libelle") }),
+            "OBJECTIF" => objectives.push(proto::Objective { theme: row.text("theme"), label: row.text("libelle") }),
             "ACTION" => actions.push(proto::PlanActionItem {
-                action_id: row.get("identifiant_action"),
-                theme: row.get("theme"),
-                label: row.get("libelle"),
-                status: row.get("statut"),
-                date_debut: row.date("date_debut").map_err(|e| format!("line {}: {e}", row.line))?,
-                date_fin: row.date("date_fin").map_err(|e| format!("line {}: {e}", row.line))?,
-                prescriber_siret: row.get("prescripteur_siret"),
+                action_id: row.text("identifiant_action"),
+                theme: row.text("theme"),
+                label: row.text("libelle"),
+                status: row.text("statut"),
+                date_debut: date(row, "date_debut")?,
+                date_fin: date(row, "date_fin")?,
+                prescriber_siret: row.text("prescripteur_siret"),
             }),
             other => {
                 return Err(format!(
@@ -199,7 +157,7 @@ pub fn events_of(id_key: &crate::IdKey, person: &PersonRows) -> Result<Vec<Parco
             }
         }
     }
-    let person_parts = [row.get("nir"), row.get("identifiant_ft"), row.get("identifiant_departement")];
+    let person_parts = [row.text("nir"), row.text("identifiant_ft"), row.text("identifiant_departement")];
     let id = |prefix: &str, content: &str| {
         let mut parts: Vec<&str> = person_parts.iter().map(String::as_str).collect();
         parts.push(content);
@@ -349,33 +307,28 @@ NIR;Type;Thème;Libellé;Sensible;Noté par;Date;Métier ROME;Identifiant action
         assert_ne!(second[0].event_id, events[0].event_id);
     }
 
+    fn persons_of(text: &str) -> Vec<PersonRows> {
+        let mut persons = Vec::new();
+        read_export(
+            "x.csv",
+            text.as_bytes(),
+            |p| {
+                persons.push(p);
+                Ok(())
+            },
+            |_, _| Ok(()),
+        )
+        .expect("read");
+        persons
+    }
+
     #[test]
     fn a_plan_without_its_signature_date_and_an_unknown_row_type_are_refused_naming_the_line() {
         let text = "nir;type;theme;libelle\n1850752121003;OBJECTIF;MOBILITE;Permis\n";
-        let mut persons = Vec::new();
-        read_export(
-            "x.csv",
-            text.as_bytes(),
-            |p| {
-                persons.push(p);
-                Ok(())
-            },
-            |_, _| Ok(()),
-        )
-        .expect("read");
+        let persons = persons_of(text);
         assert!(events_of(&key(), &persons[0]).expect_err("no date").contains("date_signature"));
         let text = "nir;type\n1850752121003;NOTE\n";
-        let mut persons = Vec::new();
-        read_export(
-            "x.csv",
-            text.as_bytes(),
-            |p| {
-                persons.push(p);
-                Ok(())
-            },
-            |_, _| Ok(()),
-        )
-        .expect("read");
+        let persons = persons_of(text);
         assert!(events_of(&key(), &persons[0]).expect_err("unknown").contains("line 2"));
         let error = read_export("x.csv", "nir;nom\n1;2\n".as_bytes(), |_| Ok(()), |_, _| Ok(())).expect_err("no type");
         assert!(error.to_string().contains("no type column"), "{error}");

@@ -502,10 +502,8 @@ pub fn orientation(ctx: &Context<'_>, e: &proto::OrientationEvent) -> Result<Can
             })
         }
         Some(Fact::OrientationDenied(f)) => {
-            personal.free_text = v.text("orientation_denied.reason", &f.reason, 2000);
-            if personal.free_text.is_none() {
-                v.push("orientation_denied.reason", "required", "say why the orientation was denied");
-            }
+            personal.free_text =
+                v.required_text("orientation_denied.reason", &f.reason, 2000, "say why the orientation was denied");
             Some(Payload::OrientationDenied)
         }
         Some(Fact::ReferentAssigned(f)) => {
@@ -600,10 +598,7 @@ pub fn parcours(ctx: &Context<'_>, e: &proto::ParcoursEvent) -> Result<Canonical
             for (index, situation) in f.situations.iter().take(MAX_SITUATIONS).enumerate() {
                 let field = |name: &str| format!("diagnostic_recorded.situations[{index}].{name}");
                 let theme = v.required(&field("theme"), &situation.theme, Theme::parse);
-                let label = v.text(&field("label"), &situation.label, MAX_LABEL);
-                if situation.label.trim().is_empty() {
-                    v.push(field("label"), "required", "the situation, in words");
-                }
+                let label = v.required_text(&field("label"), &situation.label, MAX_LABEL, "the situation, in words");
                 let noted_on = v.required(&field("noted_on"), &situation.noted_on, parse_date);
                 let noted_by = v.required(&field("noted_by"), &situation.noted_by, AgentUid::parse);
                 if let (Some(theme), Some(label), Some(noted_on), Some(noted_by)) = (theme, label, noted_on, noted_by) {
@@ -649,10 +644,7 @@ pub fn parcours(ctx: &Context<'_>, e: &proto::ParcoursEvent) -> Result<Canonical
             for (index, objective) in f.objectives.iter().take(MAX_OBJECTIVES).enumerate() {
                 let field = |name: &str| format!("engagement_plan_set.objectives[{index}].{name}");
                 let theme = v.required(&field("theme"), &objective.theme, Theme::parse);
-                let label = v.text(&field("label"), &objective.label, MAX_LABEL);
-                if objective.label.trim().is_empty() {
-                    v.push(field("label"), "required", "the objective, in words");
-                }
+                let label = v.required_text(&field("label"), &objective.label, MAX_LABEL, "the objective, in words");
                 if let (Some(theme), Some(label)) = (theme, label) {
                     detail.objectives.push(Objective { theme, label });
                 }
@@ -670,10 +662,7 @@ pub fn parcours(ctx: &Context<'_>, e: &proto::ParcoursEvent) -> Result<Canonical
                     v.push(field("action_id"), "action.duplicate", "two actions of the plan have this id");
                 }
                 let theme = v.required(&field("theme"), &action.theme, Theme::parse);
-                let label = v.text(&field("label"), &action.label, MAX_LABEL);
-                if action.label.trim().is_empty() {
-                    v.push(field("label"), "required", "the action, in words");
-                }
+                let label = v.required_text(&field("label"), &action.label, MAX_LABEL, "the action, in words");
                 let status = v.required(&field("status"), &action.status, ActionStatus::parse);
                 let start = v.optional(&field("date_debut"), &action.date_debut, parse_date);
                 let end = v.optional(&field("date_fin"), &action.date_fin, parse_date);
@@ -752,10 +741,8 @@ pub fn parcours(ctx: &Context<'_>, e: &proto::ParcoursEvent) -> Result<Canonical
                 v.push("sanction_decided.duration_months", "sanction.duration", "1 to 12 months");
             }
             let start = v.required("sanction_decided.date_debut", &f.date_debut, parse_date);
-            detail.motif = v.text("sanction_decided.motif", &f.motif, 500);
-            if f.motif.trim().is_empty() {
-                v.push("sanction_decided.motif", "required", "say why the allowance is suspended");
-            }
+            detail.motif =
+                v.required_text("sanction_decided.motif", &f.motif, 500, "say why the allowance is suspended");
             match (sanction_id, share, months, start) {
                 (Some(sanction_id), Some(share_percent), Some(duration_months), Some(start)) => {
                     Some(Payload::SanctionDecided { sanction_id, share_percent, duration_months, start })

@@ -63,6 +63,15 @@ impl Violations {
         Some(trimmed.to_owned())
     }
 
+    /// A free-text field that must be given: bounded, printable; `what` says what it holds.
+    pub fn required_text(&mut self, field: &str, raw: &str, max: usize, what: &str) -> Option<String> {
+        if raw.trim().is_empty() {
+            self.push(field, "required", what);
+            return None;
+        }
+        self.text(field, raw, max)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -12,7 +12,11 @@
 //! space, count whoever their authority is; nothing else the person records decides anything.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use passerelle_domain::{RightState, event::Payload, territory::TO_ASSIGN};
+use passerelle_domain::{
+    RightState,
+    event::Payload,
+    territory::{TO_ASSIGN, authority_at},
+};
 
 /// One stored event of a person, as the fold reads it.
 #[derive(Debug, Clone)]
@@ -135,13 +139,6 @@ impl Fact {
 /// Whether a fact may decide the person's territory: only the CAF/MSA dossier's facts do.
 fn decides_territory(fact: &Fact) -> bool {
     fact.family == "allocataire"
-}
-
-/// The authority of the person when `at` happened, from their CAF/MSA facts: the latest one
-/// at or before `at`, or, before the first one, the authority that first fact names (a
-/// département acts on a dossier it received; its earlier facts belong to that authority).
-fn authority_at<'a>(territories: &[(DateTime<Utc>, &'a str)], at: DateTime<Utc>) -> Option<&'a str> {
-    territories.iter().take_while(|(since, _)| *since <= at).last().or_else(|| territories.first()).map(|(_, t)| *t)
 }
 
 /// Folds a person's own events into their dossier (the right state comes from the household,

@@ -66,18 +66,12 @@ where
 
 /// Whether a parcours fact counts, as the dossier's fold decides for the département's
 /// orientation facts: a département's (it carries its authority) only if that authority was the
-/// person's when the fact happened: the latest CAF/MSA fact at or before it, or, before the
-/// first, the authority that first fact names. France Travail's and the structures' facts carry
-/// none: ingestion checked that they accompany the person.
+/// person's when the fact happened ([`passerelle_domain::territory::authority_at`]). France
+/// Travail's and the structures' facts carry none: ingestion checked that they accompany the
+/// person.
 pub fn counts(item: &Item, authorities: &[(DateTime<Utc>, String)]) -> bool {
     let Some(pushed_by) = &item.territory else { return true };
-    let at = authorities
-        .iter()
-        .take_while(|(since, _)| *since <= item.occurred_at)
-        .last()
-        .or_else(|| authorities.first())
-        .map(|(_, authority)| authority);
-    at == Some(pushed_by)
+    passerelle_domain::territory::authority_at(authorities, item.occurred_at) == Some(pushed_by.as_str())
 }
 
 /// A parcours fact ready to fold: its payload and, when the reader could open it, its sealed part.

@@ -220,34 +220,26 @@ impl Queue {
     }
 
     fn condition(self) -> String {
-        let oriented = "orientation_status = 'DECIDEE'";
-        match self {
-            Queue::OrientedWithoutPlan => {
-                return format!(
-                    "{oriented} AND oriented_at < $2 - interval '2 months' AND NOT EXISTS ({})",
-                    parcours_fact("parcours.plan_set")
-                );
-            }
-            Queue::WithoutDiagnostic => {
-                return format!("{oriented} AND NOT EXISTS ({})", parcours_fact("parcours.diagnostic_recorded"));
-            }
-            Queue::MissedRendezVous => return format!("{MISSED_NOT_FOLLOWED} IS NOT NULL"),
-            _ => {}
-        }
         match self {
             Queue::SddNotOriented => {
-                "sdd AND COALESCE(orientation_status, '') <> 'DECIDEE' AND sdd_since < $2 - interval '30 days'"
+                "sdd AND COALESCE(orientation_status, '') <> 'DECIDEE' AND sdd_since < $2 - interval '30 days'".into()
             }
-            Queue::OrientedWithoutReferent => "orientation_status = 'DECIDEE' AND referent_uid IS NULL",
-            Queue::RadiationWithOpenRight => "ft_status = 'RADIATION' AND right_state IN ('2', '3', '4')",
+            Queue::OrientedWithoutReferent => "orientation_status = 'DECIDEE' AND referent_uid IS NULL".into(),
+            Queue::RadiationWithOpenRight => "ft_status = 'RADIATION' AND right_state IN ('2', '3', '4')".into(),
             Queue::RecentArrivals => {
                 "previous_territory IS NOT NULL AND previous_territory <> territory AND territory_since >= $2 - interval '90 days'"
+                    .into()
             }
-            Queue::OrientedWithoutPlan | Queue::WithoutDiagnostic | Queue::MissedRendezVous => {
-                unreachable!("written above")
-            }
+            Queue::OrientedWithoutPlan => format!(
+                "orientation_status = 'DECIDEE' AND oriented_at < $2 - interval '2 months' AND NOT EXISTS ({})",
+                parcours_fact("parcours.plan_set")
+            ),
+            Queue::WithoutDiagnostic => format!(
+                "orientation_status = 'DECIDEE' AND NOT EXISTS ({})",
+                parcours_fact("parcours.diagnostic_recorded")
+            ),
+            Queue::MissedRendezVous => format!("{MISSED_NOT_FOLLOWED} IS NOT NULL"),
         }
-        .to_owned()
     }
 
     /// Since when a person waits in the queue: a column of the dossier, or what the parcours

@@ -164,13 +164,13 @@ impl Api {
         let opened = self.personal(dossier.person_id).await?;
         let events = passerelle_readmodel::timeline(&self.pool, dossier.person_id).await?;
         let reads = journal::reads_about(&self.pool, dossier.person_id, READS_SHOWN).await?;
-        let parcours = self.parcours_items(dossier.person_id).await?;
         let whole = crate::policy::ParcoursView {
             sensitive: true,
             sanctions_only: false,
             own_authority_only: false,
             sanction_motif: true,
         };
+        let parcours = self.parcours(dossier.person_id, whole, None).await?;
         self.journal(entry).await?;
         Ok(OwnData {
             person_id: dossier.person_id,
