@@ -815,6 +815,31 @@ async fn the_parcours_is_pushed_by_those_who_accompany_the_person_and_read_as_th
     let sanction = &caf_agent.body["sections"]["engagements"]["sanctions"][0];
     assert_eq!((sanction["en_cours"].clone(), sanction["levee"]["rappel"].clone()), (json!(false), json!(true)));
 
+    use futures::TryStreamExt as _;
+    // A long parcours does not push the person's identity out of the identity section: 60
+    // months of hours after every fact that named her.
+    let months: Vec<proto::ParcoursEvent> = (0..60)
+        .map(|index| {
+            let month = format!("{}-{:02}", 2021 + index / 12, 1 + index % 12);
+            let hours = P::ActivityHoursDeclared(proto::ActivityHoursDeclared { month, hours: 20 });
+            // France Travail names her by her NIR alone, as its systems do.
+            proto::ParcoursEvent {
+                person: person(NIR_LEGRAND, "", "", "", ""),
+                ..parcours_event(&format!("p-ft-h-{index}"), "2026-11-20T10:00:00+01:00", hours)
+            }
+        })
+        .collect();
+    let replies: Vec<proto::BatchReply> =
+        france_travail.publish_batch(tokio_stream::iter(months)).await?.into_inner().try_collect().await?;
+    assert!(replies.iter().all(|r| r.status == proto::batch_reply::Status::Accepted as i32), "{replies:?}");
+    passerelle_e2e::eventually("the sixty months projected", async || {
+        let read = client.dossier("agent-cd52-0042", legrand_id, "accompagnement").await?;
+        let hours = read.body["sections"]["engagements"]["heures_declarees"].as_array().map(Vec::len);
+        Ok((hours == Some(61)).then_some(read))
+    })
+    .await
+    .map(|read| assert_eq!(read.body["sections"]["identite"]["nom"], json!("LEGRAND"), "{}", read.body))?;
+
     // On the log, the parcours travels sealed: no label, situation or motif in clear.
     let records = tokio::task::block_in_place(|| {
         passerelle_e2e::topics::read_all(

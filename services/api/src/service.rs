@@ -693,11 +693,13 @@ impl Api {
     }
 
     /// A person's personal data, opened from the sealed fields of their events: the most recent
-    /// value of each field; unreadable data (a destroyed key) is left out.
+    /// value of each field; unreadable data (a destroyed key) is left out. The parcours facts are
+    /// not read for it: they hold labels, not the identity the institutions' facts give, and a
+    /// long parcours would push those out of the window.
     async fn personal(&self, person_id: Uuid) -> Result<Opened, Failure> {
         let rows = sqlx::query(
             "SELECT source, family, event_id, sealed_key_id, sealed_nonce, sealed_data, commune FROM person_events
-             WHERE person_id = $1 AND (sealed_data IS NOT NULL OR commune IS NOT NULL)
+             WHERE person_id = $1 AND (sealed_data IS NOT NULL OR commune IS NOT NULL) AND family <> 'parcours'
              ORDER BY occurred_at DESC, recorded_at DESC LIMIT 50",
         )
         .bind(person_id)
