@@ -13,7 +13,7 @@ use passerelle_eventlog::{
 };
 use passerelle_readmodel::{Dossier, TimelineEntry, parcours, territory};
 use serde_json::{Value, json};
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 mod page;
@@ -410,15 +410,13 @@ impl Api {
                 }
             }
             OrganisationKind::Caisse => {
-                let organisme: Option<(Option<String>,)> = sqlx::query_as(
-                    "SELECT organisme FROM person_events WHERE person_id = $1 AND household_key = $2 AND organisme IS NOT NULL
-                     ORDER BY occurred_at DESC LIMIT 1",
-                )
-                .bind(dossier.person_id)
-                .bind(&dossier.household_key)
-                .fetch_optional(&self.pool)
-                .await?;
-                match organisme.and_then(|(o,)| o) {
+                let organisme = match &dossier.household_key {
+                    Some(household_key) => {
+                        passerelle_readmodel::latest_organisme(&self.pool, dossier.person_id, household_key).await?
+                    }
+                    None => None,
+                };
+                match organisme {
                     Some(organisme) if Some(&organisme) == organisation.organisme.as_ref() => Relation::Own,
                     _ => Relation::None,
                 }
@@ -598,14 +596,7 @@ impl Api {
                 "accompagnement": dossier.ft_accompagnement,
             }),
             Section::Parcours => {
-                let history: Vec<(String, DateTime<Utc>, Value)> = sqlx::query_as(
-                    "SELECT event_type, occurred_at, fact FROM person_events
-                     WHERE person_id = $1 AND event_type LIKE 'orientation.%' AND superseded_by IS NULL AND retracted_by IS NULL
-                     ORDER BY occurred_at",
-                )
-                .bind(dossier.person_id)
-                .fetch_all(&self.pool)
-                .await?;
+                let history = passerelle_readmodel::orientation_history(&self.pool, dossier.person_id).await?;
                 json!({
                     "orientation": {
                         "statut": dossier.orientation_status,
@@ -613,8 +604,8 @@ impl Api {
                         "decidee_le": dossier.oriented_at,
                         "structure_siret": dossier.structure_siret,
                     },
-                    "historique_orientation": history.into_iter().map(|(event_type, at, fact)| json!({
-                        "evenement": event_type, "date": at, "type": fact.get("orientation_type").cloned().and_then(|t| serde_json::from_value::<passerelle_domain::OrientationType>(t).ok()).map(|t| t.code()),
+                    "historique_orientation": history.into_iter().map(|step| json!({
+                        "evenement": step.event_type, "date": step.occurred_at, "type": step.fact.get("orientation_type").cloned().and_then(|t| serde_json::from_value::<passerelle_domain::OrientationType>(t).ok()).map(|t| t.code()),
                     })).collect::<Vec<_>>(),
                     "referent": dossier.referent_uid.as_ref().map(|uid| json!({
                         "uid": uid, "siret": dossier.referent_siret, "depuis": dossier.referent_since,
@@ -697,31 +688,19 @@ impl Api {
     /// not read for it: they hold labels, not the identity the institutions' facts give, and a
     /// long parcours would push those out of the window.
     async fn personal(&self, person_id: Uuid) -> Result<Opened, Failure> {
-        let rows = sqlx::query(
-            "SELECT source, family, event_id, sealed_key_id, sealed_nonce, sealed_data, commune FROM person_events
-             WHERE person_id = $1 AND (sealed_data IS NOT NULL OR commune IS NOT NULL) AND family <> 'parcours'
-             ORDER BY occurred_at DESC, recorded_at DESC LIMIT 50",
-        )
-        .bind(person_id)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = passerelle_readmodel::identity_fields(&self.pool, person_id, 50).await?;
         let mut opened = Opened::default();
         let mut opener = SealedOpener::new(&self.store);
         for row in rows {
             if opened.commune.is_none() {
-                opened.commune = row.try_get::<Option<String>, _>("commune")?;
+                opened.commune = row.commune;
             }
-            let (Some(key_id), Some(nonce), Some(ciphertext)) = (
-                row.try_get::<Option<Uuid>, _>("sealed_key_id")?,
-                row.try_get::<Option<Vec<u8>>, _>("sealed_nonce")?,
-                row.try_get::<Option<Vec<u8>>, _>("sealed_data")?,
-            ) else {
+            let (Some(key_id), Some(nonce), Some(ciphertext)) = (row.sealed_key_id, row.sealed_nonce, row.sealed_data)
+            else {
                 continue;
             };
-            let (source, family, event_id): (String, String, String) =
-                (row.try_get("source")?, row.try_get("family")?, row.try_get("event_id")?);
             let sealed = Sealed { key_id, nonce, ciphertext };
-            let Some(data) = opener.open(&family, &source, &event_id, sealed).await else { continue };
+            let Some(data) = opener.open(&row.family, &row.source, &row.event_id, sealed).await else { continue };
             opened.nom = opened.nom.or(data.nom);
             opened.prenoms = opened.prenoms.or(data.prenoms);
             opened.naissance = opened.naissance.or(data.date_naissance.map(|d| d.to_string()));
@@ -943,11 +922,7 @@ impl Api {
             let matricule = Matricule::parse(&matricule).map_err(|e| bad("matricule_caf", e.message))?;
             let organisme = Organisme::parse(&organisme).map_err(|e| bad("organisme", e.message))?;
             let household = self.keys.household(&organisme, &matricule);
-            let rows: Vec<(Uuid,)> = sqlx::query_as("SELECT person_id FROM dossiers WHERE household_key = $1")
-                .bind(household.as_str())
-                .fetch_all(&self.pool)
-                .await?;
-            return Ok(rows.into_iter().map(|(id,)| id).collect());
+            return Ok(passerelle_readmodel::persons_of_household(&self.pool, household.as_str()).await?);
         }
         let nom = given(&request.nom).ok_or_else(|| bad("nom", "required with date_naissance".into()))?;
         let letter = |c: char| c.is_ascii_alphabetic() || matches!(c, 'À'..='Ö' | 'Ø'..='ö' | 'ø'..='ÿ');

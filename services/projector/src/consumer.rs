@@ -291,15 +291,8 @@ async fn seek_back(
                 to = low,
                 "records deleted from the log before they were projected; the read models miss them"
             );
-            sqlx::query(
-                "UPDATE projector_offsets SET next_offset = $4 WHERE projection = $1 AND topic = $2 AND partition = $3",
-            )
-            .bind(projection)
-            .bind(topic)
-            .bind(partition)
-            .bind(low)
-            .execute(pool)
-            .await?;
+            passerelle_readmodel::store::ops::skip_to(&mut *pool.acquire().await?, projection, topic, *partition, low)
+                .await?;
             low
         } else {
             *offset

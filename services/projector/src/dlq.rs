@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use passerelle_readmodel::store::ops;
 use rdkafka::{
     ClientConfig, Message, Offset, TopicPartitionList,
     consumer::{BaseConsumer, Consumer},
@@ -16,27 +16,10 @@ use crate::{
     apply::{Applier, Record},
 };
 
-/// One dead letter as operators see it: where it came from and why, never its content.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct DeadLetter {
-    pub dead_letter_id: i64,
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    pub person_id: Option<Uuid>,
-    pub reason: String,
-    pub recorded_at: DateTime<Utc>,
-    pub replayed_at: Option<DateTime<Utc>>,
-}
+pub use passerelle_readmodel::store::ops::DeadLetter;
 
 pub async fn list(pool: &PgPool, include_replayed: bool) -> Result<Vec<DeadLetter>, Error> {
-    Ok(sqlx::query_as(
-        "SELECT dead_letter_id, topic, partition, \"offset\", person_id, reason, recorded_at, replayed_at
-         FROM dead_letters WHERE $1 OR replayed_at IS NULL ORDER BY dead_letter_id",
-    )
-    .bind(include_replayed)
-    .fetch_all(pool)
-    .await?)
+    Ok(ops::dead_letters(&mut *pool.acquire().await?, include_replayed).await?)
 }
 
 /// Reads the record a dead letter came from, back from the broker.
@@ -70,14 +53,9 @@ pub enum Replayed {
 /// Replays one dead letter: the record is read back from its topic and applied again. Once it
 /// applies, the dossier it concerns is complete again unless other dead letters remain.
 pub async fn replay(pool: &PgPool, applier: &Applier, bootstrap: &str, dead_letter_id: i64) -> Result<Replayed, Error> {
-    let letter: DeadLetter = sqlx::query_as(
-        "SELECT dead_letter_id, topic, partition, \"offset\", person_id, reason, recorded_at, replayed_at
-         FROM dead_letters WHERE dead_letter_id = $1",
-    )
-    .bind(dead_letter_id)
-    .fetch_optional(pool)
-    .await?
-    .ok_or_else(|| Error::Internal(format!("no dead letter {dead_letter_id}")))?;
+    let letter = ops::dead_letter(&mut *pool.acquire().await?, dead_letter_id)
+        .await?
+        .ok_or_else(|| Error::Internal(format!("no dead letter {dead_letter_id}")))?;
     let (bootstrap, topic) = (bootstrap.to_owned(), letter.topic.clone());
     let record = tokio::task::spawn_blocking(move || fetch(&bootstrap, &topic, letter.partition, letter.offset))
         .await
@@ -86,22 +64,14 @@ pub async fn replay(pool: &PgPool, applier: &Applier, bootstrap: &str, dead_lett
     if let Some(still) = outcome.dead_letters.first() {
         return Ok(Replayed::StillFailing(still.reason.clone()));
     }
-    sqlx::query("UPDATE dead_letters SET replayed_at = now() WHERE dead_letter_id = $1")
-        .bind(dead_letter_id)
-        .execute(pool)
-        .await?;
-    let subject: Option<(Option<String>,)> =
-        sqlx::query_as("SELECT subject_key FROM dead_letters WHERE dead_letter_id = $1")
-            .bind(dead_letter_id)
-            .fetch_optional(pool)
-            .await?;
-    let person_id = match (letter.person_id, subject.and_then(|(key,)| key)) {
+    let subject = ops::mark_replayed(&mut *pool.acquire().await?, dead_letter_id).await?;
+    let person_id = match (letter.person_id, subject) {
         (Some(person_id), _) => Some(person_id),
         (None, Some(key)) => passerelle_readmodel::person_of_subject(pool, &key).await?,
         (None, None) => None,
     };
     if let Some(person_id) = person_id {
-        sqlx::query(crate::apply::INCOMPLETE).bind(person_id).execute(pool).await?;
+        passerelle_readmodel::store::events::recompute_incomplete(&mut *pool.acquire().await?, person_id).await?;
     }
     Ok(Replayed::Settled)
 }

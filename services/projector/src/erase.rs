@@ -8,7 +8,8 @@
 
 use chrono::{DateTime, Utc};
 use passerelle_eventlog::shredding::KeyStore;
-use sqlx::{PgPool, Postgres, Transaction};
+use passerelle_readmodel::store::erasure;
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::{Error, rebuild::REBUILD_SCHEMA};
@@ -63,29 +64,25 @@ pub async fn erase_persons(
     let mut tx = pool.begin().await?;
     // A rebuild's swap takes this table EXCLUSIVE: it waits for this erasure, or this erasure
     // for it, so the person leaves whichever tables are live when it commits.
-    sqlx::query("LOCK TABLE projector_offsets IN ROW SHARE MODE").execute(&mut *tx).await?;
-    let persons = persons_of(&mut tx, person_ids).await?;
+    erasure::lock_against_swap(&mut tx).await?;
+    let persons = erasure::persons_of(&mut tx, person_ids).await?;
     if persons.is_empty() {
         return Ok(Erased::default());
     }
-    let subject_keys: Vec<String> =
-        sqlx::query_scalar("SELECT subject_key FROM subject_links WHERE person_id = ANY($1)")
-            .bind(&persons)
-            .fetch_all(&mut *tx)
-            .await?;
+    let subject_keys = erasure::subject_keys_of(&mut tx, &persons).await?;
     // The households their facts named fold again without them: locked first, in the order a
     // projection batch takes them (households, then keys), so the two never wait on each other
     // in a cycle.
-    let linked = with_linked(&mut tx, persons.clone(), &subject_keys).await?;
-    let households = households_of(&mut tx, &linked).await?;
-    crate::refold::lock(&mut tx, &[], &households).await?;
+    let linked = erasure::with_linked(&mut tx, persons.clone(), &subject_keys).await?;
+    let households = erasure::households_of(&mut tx, &linked).await?;
+    passerelle_readmodel::store::dossiers::lock(&mut tx, &[], &households).await?;
     // The keys first: a projection batch that opened this person's records holds their rows
     // until it commits, so once they are destroyed every such batch is in the tables below,
     // and no later one can open a record of theirs.
     let forgotten = keys.forget(&mut tx, &subject_keys).await?;
-    let persons = with_linked(&mut tx, persons, &subject_keys).await?;
-    let households = [households, households_of(&mut tx, &persons).await?].concat();
-    let events = remove_persons(&mut tx, &persons, &subject_keys).await?;
+    let persons = erasure::with_linked(&mut tx, persons, &subject_keys).await?;
+    let households = [households, erasure::households_of(&mut tx, &persons).await?].concat();
+    let events = erasure::remove_persons(&mut tx, &persons, &subject_keys).await?;
     // The other members' right state, without the erased person's facts.
     let mut refold = crate::refold::Touched::default();
     refold.rewritten_households(households);
@@ -100,14 +97,9 @@ pub async fn erase_persons(
             .await?;
     }
     // A rebuild running meanwhile forgets them too (its later batches cannot open their records).
-    let rebuilding: bool =
-        sqlx::query_scalar("SELECT to_regnamespace($1) IS NOT NULL").bind(REBUILD_SCHEMA).fetch_one(&mut *tx).await?;
-    if rebuilding {
-        sqlx::query(sqlx::AssertSqlSafe(format!("SET LOCAL search_path TO {REBUILD_SCHEMA}, public")))
-            .execute(&mut *tx)
-            .await?;
-        let rebuilt = with_linked(&mut tx, Vec::new(), &subject_keys).await?;
-        remove_persons(&mut tx, &rebuilt, &subject_keys).await?;
+    if erasure::enter_rebuild(&mut tx, REBUILD_SCHEMA).await? {
+        let rebuilt = erasure::with_linked(&mut tx, Vec::new(), &subject_keys).await?;
+        erasure::remove_persons(&mut tx, &rebuilt, &subject_keys).await?;
     }
     tx.commit().await?;
     // The erasure holds from here. Deleting the older root files completes it; if that fails
@@ -139,110 +131,10 @@ pub async fn erase_persons(
     })
 }
 
-async fn persons_of(tx: &mut Transaction<'_, Postgres>, person_ids: &[Uuid]) -> Result<Vec<Uuid>, Error> {
-    Ok(sqlx::query_scalar("SELECT person_id FROM persons WHERE person_id = ANY($1) OR merged_into = ANY($1)")
-        .bind(person_ids)
-        .fetch_all(&mut **tx)
-        .await?)
-}
-
-/// `persons`, with every person (and those merged into them) a link of `subject_keys` names.
-async fn with_linked(
-    tx: &mut Transaction<'_, Postgres>,
-    mut persons: Vec<Uuid>,
-    subject_keys: &[String],
-) -> Result<Vec<Uuid>, Error> {
-    let linked: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT p.person_id FROM persons p
-         WHERE p.person_id IN (SELECT person_id FROM subject_links WHERE subject_key = ANY($1))
-            OR p.merged_into IN (SELECT person_id FROM subject_links WHERE subject_key = ANY($1))",
-    )
-    .bind(subject_keys)
-    .fetch_all(&mut **tx)
-    .await?;
-    persons.extend(linked);
-    persons.sort_unstable();
-    persons.dedup();
-    Ok(persons)
-}
-
-/// The households the facts of `persons` name.
-async fn households_of(tx: &mut Transaction<'_, Postgres>, persons: &[Uuid]) -> Result<Vec<String>, Error> {
-    Ok(sqlx::query_scalar(
-        "SELECT DISTINCT household_key FROM person_events WHERE person_id = ANY($1) AND household_key IS NOT NULL",
-    )
-    .bind(persons)
-    .fetch_all(&mut **tx)
-    .await?)
-}
-
-async fn remove_persons(
-    tx: &mut Transaction<'_, Postgres>,
-    persons: &[Uuid],
-    subject_keys: &[String],
-) -> Result<u64, Error> {
-    // Which (source, event id) pairs were theirs: an importer's id is a keyed hash, an
-    // institution's may name a dossier.
-    sqlx::query(
-        "DELETE FROM applied_events a USING person_events e
-         WHERE e.person_id = ANY($1) AND a.source = e.source AND a.event_id = e.event_id",
-    )
-    .bind(persons)
-    .execute(&mut **tx)
-    .await?;
-    // A household folded from their facts folds again in full, without them.
-    sqlx::query(
-        "DELETE FROM households WHERE household_key IN (
-             SELECT household_key FROM person_events WHERE person_id = ANY($1) AND household_key IS NOT NULL)",
-    )
-    .bind(persons)
-    .execute(&mut **tx)
-    .await?;
-    let events = sqlx::query("DELETE FROM person_events WHERE person_id = ANY($1)")
-        .bind(persons)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
-    sqlx::query("DELETE FROM dossiers WHERE person_id = ANY($1)").bind(persons).execute(&mut **tx).await?;
-    sqlx::query("DELETE FROM identity_conflicts WHERE linked_to = ANY($1) OR claimed_for = ANY($1)")
-        .bind(persons)
-        .execute(&mut **tx)
-        .await?;
-    sqlx::query(
-        "DELETE FROM identity_decisions
-         WHERE subject_key = ANY($1) OR holder_key = ANY($1) OR claimant_key = ANY($1)",
-    )
-    .bind(subject_keys)
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query("DELETE FROM identity_pins WHERE subject_key = ANY($1) OR owner_key = ANY($1)")
-        .bind(subject_keys)
-        .execute(&mut **tx)
-        .await?;
-    // Their dead letters stay for the counts, closed and without anything that names them
-    // (their records can no longer be opened to be replayed).
-    sqlx::query(
-        "UPDATE dead_letters SET person_id = NULL, subject_key = NULL, source = NULL, event_id = NULL,
-                reason = 'personne effacée', replayed_at = COALESCE(replayed_at, now())
-         WHERE person_id = ANY($1) OR subject_key = ANY($2)",
-    )
-    .bind(persons)
-    .bind(subject_keys)
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query("DELETE FROM subject_links WHERE person_id = ANY($1)").bind(persons).execute(&mut **tx).await?;
-    sqlx::query("DELETE FROM persons WHERE merged_into = ANY($1)").bind(persons).execute(&mut **tx).await?;
-    sqlx::query("DELETE FROM persons WHERE person_id = ANY($1)").bind(persons).execute(&mut **tx).await?;
-    Ok(events)
-}
-
 /// Erases every person without contact since `cutoff` (the retention job: two years after the
 /// last contact), a thousand per transaction. Returns how many persons were erased.
 pub async fn retention(pool: &PgPool, keys: &KeyStore, cutoff: DateTime<Utc>) -> Result<u64, Error> {
-    let expired: Vec<Uuid> = sqlx::query_scalar("SELECT person_id FROM dossiers WHERE last_contact_at < $1")
-        .bind(cutoff)
-        .fetch_all(pool)
-        .await?;
+    let expired = erasure::without_contact_since(&mut *pool.acquire().await?, cutoff).await?;
     let mut erased = 0;
     for chunk in expired.chunks(1000) {
         erased += erase_persons(pool, keys, chunk, Reason::Retention).await?.persons;

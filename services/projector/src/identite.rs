@@ -2,42 +2,19 @@
 //! decision is not written here: it is published on the identity topic, and the projection
 //! applies it like any event, so a rebuild reproduces it.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use passerelle_eventlog::identity::{Decision, IdentityDecision};
+use passerelle_readmodel::store::ops;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::Error;
 
-/// A subject key claimed for two persons. Nothing personal: pseudonymous keys and hub ids.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Conflict {
-    pub conflict_id: i64,
-    pub subject_key: String,
-    /// The person the key is linked to while undecided.
-    pub holder: Uuid,
-    /// The person an event claimed it for.
-    pub claimant: Uuid,
-    pub source: String,
-    pub event_id: String,
-    pub recorded_at: DateTime<Utc>,
-    pub resolution: Option<String>,
-}
+pub use passerelle_readmodel::store::ops::Conflict;
 
 /// The conflicts awaiting a decision (every conflict with `all`), oldest first.
 pub async fn list(pool: &PgPool, all: bool) -> Result<Vec<Conflict>, Error> {
-    let conflicts: Vec<Conflict> = sqlx::query_as(
-        "SELECT c.conflict_id, c.subject_key, COALESCE(h.merged_into, c.linked_to) AS holder,
-                COALESCE(k.merged_into, c.claimed_for) AS claimant, c.source, c.event_id, c.recorded_at, c.resolution
-         FROM identity_conflicts c
-         LEFT JOIN persons h ON h.person_id = c.linked_to
-         LEFT JOIN persons k ON k.person_id = c.claimed_for
-         WHERE $1 OR c.resolution IS NULL
-         ORDER BY c.conflict_id",
-    )
-    .bind(all)
-    .fetch_all(pool)
-    .await?;
+    let conflicts = ops::conflicts(&mut *pool.acquire().await?, all).await?;
     Ok(conflicts
         .into_iter()
         // Two persons merged since: nothing left to decide.
@@ -76,12 +53,9 @@ pub async fn decision_for(
         return Err(Refused::AlreadyDecided(conflict_id, resolution));
     }
     let key_of = |person: Uuid| async move {
-        let row: Option<(Option<String>,)> = sqlx::query_as("SELECT id_key FROM persons WHERE person_id = $1")
-            .bind(person)
-            .fetch_optional(pool)
-            .await
-            .map_err(Error::from)?;
-        row.and_then(|(key,)| key).ok_or(Refused::NoIdentityKey(person))
+        let mut conn = pool.acquire().await.map_err(Error::from)?;
+        let key = ops::identity_key_of(&mut conn, person).await.map_err(Error::from)?;
+        key.ok_or(Refused::NoIdentityKey(person))
     };
     Ok(IdentityDecision {
         decision_id: Uuid::now_v7(),

@@ -3,16 +3,17 @@
 //! transaction), with identity resolution and dead letters.
 
 pub mod apply;
-mod batch;
 pub mod consumer;
+mod decode;
 pub mod dlq;
 pub mod erase;
 pub mod failpoint;
-pub mod fold;
 pub mod identite;
+mod identity;
 pub mod metrics;
 pub mod rebuild;
 pub mod refold;
+mod store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -133,12 +133,7 @@ pub fn record_folds(projection: &str, folds: &crate::refold::Folds) {
 /// Counts the persons known by a secondary identifier only (no NIR linked): FT-only or
 /// département-only persons whose link may still come.
 pub async fn refresh_unlinked(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
-    let (count,): (i64,) = sqlx::query_as(
-        "SELECT count(*) FROM persons p WHERE p.merged_into IS NULL
-           AND NOT EXISTS (SELECT 1 FROM subject_links l WHERE l.person_id = p.person_id AND l.subject_key LIKE 'nir:%')",
-    )
-    .fetch_one(pool)
-    .await?;
+    let count = passerelle_readmodel::store::ops::unlinked_persons(&mut *pool.acquire().await?).await?;
     metrics().unlinked_persons.set(count);
     Ok(())
 }
@@ -179,13 +174,7 @@ pub async fn partition_lags(
     topics: &[String],
 ) -> Result<Vec<PartitionLag>, crate::Error> {
     use rdkafka::consumer::Consumer as _;
-    let stored: Vec<(String, i32, i64, i64)> = sqlx::query_as(
-        "SELECT topic, partition, next_offset, (extract(epoch FROM updated_at) * 1000)::bigint
-         FROM projector_offsets WHERE projection = $1",
-    )
-    .bind(projection)
-    .fetch_all(pool)
-    .await?;
+    let stored = passerelle_readmodel::store::ops::stored_offsets(&mut *pool.acquire().await?, projection).await?;
     let wanted = topics.to_vec();
     let watermarks = tokio::task::spawn_blocking(move || {
         let mut highs = Vec::new();
@@ -205,10 +194,10 @@ pub async fn partition_lags(
     Ok(watermarks
         .into_iter()
         .map(|(topic, partition, high)| {
-            let row = stored.iter().find(|(t, p, _, _)| *t == topic && *p == partition);
+            let row = stored.iter().find(|stored| stored.topic == topic && stored.partition == partition);
             PartitionLag {
-                waiting: (high - row.map_or(0, |(_, _, next, _)| *next)).max(0),
-                advanced_at_ms: row.map(|(_, _, _, updated)| *updated),
+                waiting: (high - row.map_or(0, |stored| stored.next_offset)).max(0),
+                advanced_at_ms: row.map(|stored| stored.updated_at_ms),
                 topic,
                 partition,
             }

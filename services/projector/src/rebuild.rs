@@ -4,6 +4,7 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
+use passerelle_readmodel::store::schema;
 use rdkafka::{
     ClientConfig, Offset, TopicPartitionList,
     consumer::{BaseConsumer, Consumer},
@@ -15,10 +16,7 @@ use crate::{
     apply::{Applier, Record},
 };
 
-/// The schema a rebuild fills before it is swapped in.
-pub const REBUILD_SCHEMA: &str = "readmodel_rebuild";
-/// Where the replaced tables go for the instant before they are dropped.
-pub const RETIRED_SCHEMA: &str = "readmodel_retired";
+pub use passerelle_readmodel::store::schema::{REBUILD_SCHEMA, RETIRED_SCHEMA};
 
 /// What a rebuild did.
 #[derive(Debug, Clone, Default)]
@@ -40,28 +38,7 @@ pub struct Progress {
 /// sealed under destroyed keys: the rebuild cannot read them.
 pub async fn prepare(admin: &PgPool) -> Result<(), Error> {
     let mut tx = admin.begin().await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {REBUILD_SCHEMA} CASCADE")))
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {REBUILD_SCHEMA}"))).execute(&mut *tx).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("SET LOCAL search_path TO {REBUILD_SCHEMA}"))).execute(&mut *tx).await?;
-    for ddl in passerelle_readmodel::rebuild_ddl() {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(ddl)).execute(&mut *tx).await?;
-    }
-    // The application's role reads and writes the new tables as it did the old ones.
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DO $$ BEGIN
-           IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'passerelle_app') THEN
-             GRANT USAGE ON SCHEMA {REBUILD_SCHEMA} TO passerelle_app;
-             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {REBUILD_SCHEMA} TO passerelle_app;
-             GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {REBUILD_SCHEMA} TO passerelle_app;
-             ALTER DEFAULT PRIVILEGES IN SCHEMA {REBUILD_SCHEMA} GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO passerelle_app;
-             ALTER DEFAULT PRIVILEGES IN SCHEMA {REBUILD_SCHEMA} GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO passerelle_app;
-           END IF;
-         END $$"
-    )))
-    .execute(&mut *tx)
-    .await?;
+    schema::create_rebuild(&mut tx).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -128,15 +105,7 @@ pub async fn run(
     // applies what it still misses of the live offsets, then the schemas trade names.
     let mut swap = admin.acquire().await?;
     let mut tx = swap.begin().await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("LOCK TABLE {live_schema}.projector_offsets IN EXCLUSIVE MODE")))
-        .execute(&mut *tx)
-        .await?;
-    let live: Vec<(String, i32, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT topic, partition, next_offset FROM {live_schema}.projector_offsets WHERE projection = $1"
-    )))
-    .bind(&applier.projection)
-    .fetch_all(&mut *tx)
-    .await?;
+    let live = schema::lock_live_offsets(&mut tx, live_schema, &applier.projection).await?;
     let behind = |reached: &BTreeMap<(String, i32), i64>| {
         live.iter().any(|(topic, partition, next)| {
             topics.contains(topic) && reached.get(&(topic.clone(), *partition)).copied().unwrap_or(0) < *next
@@ -153,26 +122,12 @@ pub async fn run(
         apply(pool, applier, &batch, &mut done, &mut reached).await?;
     }
     // Erasures made while the rebuild ran applied to its schema too (erase.rs).
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {RETIRED_SCHEMA} CASCADE")))
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("ALTER SCHEMA {live_schema} RENAME TO {RETIRED_SCHEMA}")))
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("ALTER SCHEMA {REBUILD_SCHEMA} RENAME TO {live_schema}")))
-        .execute(&mut *tx)
-        .await?;
+    schema::swap(&mut tx, live_schema).await?;
     tx.commit().await?;
     // A live batch that waited on the lock commits into the retired tables; the worker then
     // finds a gap in the new ones and seeks back (apply.rs), so dropping them loses nothing.
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {RETIRED_SCHEMA} CASCADE")))
-        .execute(&mut *swap)
-        .await?;
-    let (persons,): (i64,) =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {live_schema}.dossiers")))
-            .fetch_one(&mut *swap)
-            .await?;
-    done.persons = persons;
+    schema::drop_schema(&mut swap, RETIRED_SCHEMA).await?;
+    done.persons = schema::dossiers_in(&mut swap, live_schema).await?;
     Ok(done)
 }
 

@@ -1,8 +1,10 @@
 //! The read models: their tables (migrations next to this crate) and the typed queries the API
 //! reads them with. The projector writes them; nothing else does.
 
+pub mod fold;
 pub mod parcours;
 pub mod statistics;
+pub mod store;
 pub mod territory;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -269,4 +271,75 @@ where
     .bind(subject_keys)
     .fetch_all(executor)
     .await
+}
+
+/// The organisme (CAF or MSA) whose facts last named the person in `household_key`.
+pub async fn latest_organisme(
+    pool: &PgPool,
+    person_id: Uuid,
+    household_key: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT organisme FROM person_events WHERE person_id = $1 AND household_key = $2 AND organisme IS NOT NULL
+         ORDER BY occurred_at DESC LIMIT 1",
+    )
+    .bind(person_id)
+    .bind(household_key)
+    .fetch_optional(pool)
+    .await
+}
+
+/// One orientation fact in force, as the parcours section lists them.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OrientationStep {
+    pub event_type: String,
+    pub occurred_at: DateTime<Utc>,
+    pub fact: serde_json::Value,
+}
+
+/// The person's orientation facts in force, oldest first.
+pub async fn orientation_history(pool: &PgPool, person_id: Uuid) -> Result<Vec<OrientationStep>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT event_type, occurred_at, fact FROM person_events
+         WHERE person_id = $1 AND event_type LIKE 'orientation.%' AND superseded_by IS NULL AND retracted_by IS NULL
+         ORDER BY occurred_at",
+    )
+    .bind(person_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// An event's sealed personal data (under its subject's data key) and commune, as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SealedFields {
+    pub source: String,
+    pub family: String,
+    pub event_id: String,
+    pub sealed_key_id: Option<Uuid>,
+    pub sealed_nonce: Option<Vec<u8>>,
+    pub sealed_data: Option<Vec<u8>>,
+    pub commune: Option<String>,
+}
+
+/// The sealed fields of the person's most recent `limit` events that carry any, newest first,
+/// the parcours' left out: they hold labels, not the identity the institutions' facts give.
+pub async fn identity_fields(pool: &PgPool, person_id: Uuid, limit: i64) -> Result<Vec<SealedFields>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT source, family, event_id, sealed_key_id, sealed_nonce, sealed_data, commune FROM person_events
+         WHERE person_id = $1 AND (sealed_data IS NOT NULL OR commune IS NOT NULL) AND family <> $3
+         ORDER BY occurred_at DESC, recorded_at DESC LIMIT $2",
+    )
+    .bind(person_id)
+    .bind(limit)
+    .bind(passerelle_domain::event::Family::Parcours.label())
+    .fetch_all(pool)
+    .await
+}
+
+/// The persons whose dossier is in `household_key`.
+pub async fn persons_of_household(pool: &PgPool, household_key: &str) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT person_id FROM dossiers WHERE household_key = $1")
+        .bind(household_key)
+        .fetch_all(pool)
+        .await
 }
