@@ -16,7 +16,6 @@ use passerelle_eventlog::subject::SubjectKeys;
 use passerelle_ingest::proto::{
     self, Location, OrientationEvent, Person, orientation_ingest_client::OrientationIngestClient,
 };
-use serde_json::Value;
 use sqlx::{PgPool, Row as _};
 use uuid::Uuid;
 
@@ -224,15 +223,68 @@ fn tokens(stack: &Stack) -> anyhow::Result<HashMap<String, String>> {
     Ok(out)
 }
 
-/// How often a followed push's dossier is read until it shows the change. The probes' reads
-/// are load on the API too: few probes (`probe_every`), read every 50 ms.
+/// How often the followed pushes' dossiers are read until they show the change: every
+/// outstanding probe in one indexed query (the dossier row the API serves), so the probes do
+/// not load the API and the journal they would otherwise measure.
 pub const POLL: Duration = Duration::from_millis(50);
+
+/// A followed push waiting to become visible.
+struct Probe {
+    person: Uuid,
+    uid: String,
+    sent: Instant,
+    call: f64,
+    seen: tokio::sync::oneshot::Sender<Sample>,
+}
+
+/// Reads, every [`POLL`], the référent of every dossier a probe waits on, in one query; answers
+/// each probe once its référent shows (or after 30 s, lost). Ends when no probe can come.
+async fn watch_probes(pool: PgPool, mut probes: tokio::sync::mpsc::UnboundedReceiver<Probe>) -> anyhow::Result<()> {
+    let mut waiting: Vec<Probe> = Vec::new();
+    let mut open = true;
+    while open || !waiting.is_empty() {
+        loop {
+            match probes.try_recv() {
+                Ok(probe) => waiting.push(probe),
+                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
+        if !waiting.is_empty() {
+            let persons: Vec<Uuid> = waiting.iter().map(|probe| probe.person).collect();
+            let shown: HashMap<Uuid, Option<String>> =
+                sqlx::query_as("SELECT person_id, referent_uid FROM readmodel.dossiers WHERE person_id = ANY($1)")
+                    .bind(&persons)
+                    .fetch_all(&pool)
+                    .await?
+                    .into_iter()
+                    .collect();
+            let mut still = Vec::with_capacity(waiting.len());
+            for probe in waiting {
+                let visible = shown.get(&probe.person).is_some_and(|uid| uid.as_deref() == Some(probe.uid.as_str()));
+                if visible {
+                    let _ = probe.seen.send(Sample::Visible(probe.call, probe.sent.elapsed().as_secs_f64()));
+                } else if probe.sent.elapsed() >= Duration::from_secs(30) {
+                    let _ = probe.seen.send(Sample::Lost);
+                } else {
+                    still.push(probe);
+                }
+            }
+            waiting = still;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    Ok(())
+}
 
 pub struct Freshness {
     pub rate: f64,
     pub achieved_rate: f64,
     pub pushed: usize,
-    /// Seconds from the start of an accepted call to the first API read showing its change.
+    /// Seconds from the start of an accepted call to the first read of its dossier row (the one the API serves) showing its change.
     pub visible: Vec<f64>,
     /// Seconds of the ingest calls themselves.
     pub calls: Vec<f64>,
@@ -244,9 +296,8 @@ pub struct Freshness {
 /// Pushes référent assignments at `rate` per second for `seconds`, through the gRPC batch API
 /// the ingest figure measured: each authority's system keeps one `PublishBatch` stream open
 /// and sends each fact as it happens; the hub answers each in order once the broker has it.
-/// One push in `probe_every` is followed: the time from its sending to the first dossier read
-/// (REST API, as the authority's chargé d'orientation, polled every 50 ms) that shows the new
-/// référent.
+/// One push in `probe_every` is followed: the time from its sending to the first read of its
+/// dossier row (in SQL, every 50 ms, see [`watch_probes`]) that shows the new référent.
 pub async fn freshness(
     stack: &Stack,
     population: &Population,
@@ -261,9 +312,9 @@ pub async fn freshness(
     }
     // Probed persons get no other push meanwhile, so a later push cannot hide a probe's.
     let (probed, background) = persons.split_at(persons.len() / 5);
-    let tokens = Arc::new(tokens(stack)?);
     let channels = Channels::new(stack);
-    let client = reqwest::Client::new();
+    let (probes_tx, probes_rx) = mpsc::unbounded_channel::<Probe>();
+    let watcher = tokio::spawn(watch_probes(stack.owner_pool().await?, probes_rx));
     let structure = crate::population::siret(2_000_000_000_000);
     let total = (rate * seconds as f64) as usize;
     let run = Uuid::new_v4().simple().to_string();
@@ -283,9 +334,9 @@ pub async fn freshness(
             .publish_batch(tokio_stream::wrappers::UnboundedReceiverStream::new(events_rx))
             .await?
             .into_inner();
-        let (tokens, client, http) = (tokens.clone(), client.clone(), stack.http.clone());
+        let probes_tx = probes_tx.clone();
         readers.spawn(async move {
-            let mut probes = tokio::task::JoinSet::new();
+            let mut probes = Vec::new();
             let mut samples = Vec::new();
             while let Some(reply) = replies.message().await? {
                 let Some((sent, probe)) = waiting_rx.recv().await else { break };
@@ -294,31 +345,17 @@ pub async fn freshness(
                     continue;
                 }
                 let call = sent.elapsed().as_secs_f64();
-                let Some((person, authority, uid)) = probe else {
+                let Some((person, _authority, uid)) = probe else {
                     samples.push(Sample::Call(call));
                     continue;
                 };
-                let (tokens, client, http) = (tokens.clone(), client.clone(), http.clone());
-                probes.spawn(async move {
-                    let token = tokens.get(&authority).cloned().unwrap_or_default();
-                    while sent.elapsed() < Duration::from_secs(30) {
-                        let response = client
-                            .get(format!("{http}/api/v1/dossiers/{person}"))
-                            .bearer_auth(&token)
-                            .header("X-Motif-Acces", "orientation")
-                            .send()
-                            .await?;
-                        let body: Value = response.json().await.unwrap_or(Value::Null);
-                        if body["sections"]["parcours"]["referent"]["uid"] == Value::String(uid.clone()) {
-                            return anyhow::Ok(Sample::Visible(call, sent.elapsed().as_secs_f64()));
-                        }
-                        tokio::time::sleep(POLL).await;
-                    }
-                    Ok(Sample::Lost)
-                });
+                let (seen, answer) = tokio::sync::oneshot::channel();
+                probes_tx.send(Probe { person, uid, sent, call, seen })?;
+                probes.push(answer);
             }
-            while let Some(done) = probes.join_next().await {
-                samples.push(done??);
+            drop(probes_tx);
+            for answer in probes {
+                samples.push(answer.await.unwrap_or(Sample::Lost));
             }
             anyhow::Ok(samples)
         });
@@ -353,6 +390,7 @@ pub async fn freshness(
     }
     let pushing = started.elapsed().as_secs_f64();
     drop(streams);
+    drop(probes_tx);
     let mut figures = Freshness {
         rate,
         achieved_rate: total as f64 / pushing,
@@ -375,6 +413,7 @@ pub async fn freshness(
             }
         }
     }
+    watcher.await??;
     figures.visible.sort_by(f64::total_cmp);
     figures.calls.sort_by(f64::total_cmp);
     Ok(figures)

@@ -636,3 +636,97 @@ async fn the_hub_analyzes_a_table_that_grew_by_half_and_leaves_small_changes_to_
     owner.close().await;
     hub.running.shutdown().await
 }
+
+/// Two workers, one person known first by a France Travail id only: one worker stores a new fact
+/// of that id (on the person the id leads to) while another applies the fact that links the id
+/// to a NIR, which merges that person into the NIR's. Neither sees the other's uncommitted
+/// work, so without a rule the new fact would stay with the merged person, missing from the
+/// dossier the NIR opens. Whichever holds its transaction open, the fact ends with the NIR's
+/// person.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fact_stored_while_another_worker_merges_its_person_follows_the_merge() -> anyhow::Result<()> {
+    merge_race(Held::TheFact).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fact_stored_after_another_worker_merged_its_person_unseen_follows_the_merge() -> anyhow::Result<()> {
+    merge_race(Held::TheMerge).await
+}
+
+/// Which worker of [`merge_race`] holds its transaction open until the other has run.
+#[derive(PartialEq)]
+enum Held {
+    TheFact,
+    TheMerge,
+}
+
+async fn merge_race(held: Held) -> anyhow::Result<()> {
+    let hub = TestHub::spawn_without_projector().await?;
+    let mut client = DemandeurEmploiIngestClient::new(hub.channel_as("france-travail").await?);
+    client.publish(ft_inscription("merge-1", person("", FT_ONLY, "", "", ""))).await?;
+    client.publish(ft_inscription("merge-2", person("", FT_ONLY, "", "", ""))).await?;
+    client.publish(ft_inscription("merge-3", person(NIR_MSA, FT_ONLY, "", "", ""))).await?;
+    let family = passerelle_domain::event::Family::DemandeurEmploi;
+    let topic = hub.running.topics.topic(family);
+    let mut by_id = std::collections::HashMap::new();
+    for record in passerelle_e2e::topics::read_all(&hub.config.kafka.bootstrap_servers, &topic)? {
+        let event_id = hub.event_id_of(family, &record.value).await;
+        by_id.insert(
+            event_id,
+            passerelle_projector::apply::Record {
+                topic: topic.clone(),
+                partition: record.partition,
+                offset: record.offset,
+                key: Some(record.key),
+                value: Some(record.value),
+                timestamp_ms: None,
+                traceparent: None,
+            },
+        );
+    }
+    let of = |event_id: &str| by_id.get(&Some(event_id.to_owned())).cloned().expect("the record is on the log");
+    let pool = hub.running.pool.clone();
+    let registry = || passerelle_eventlog::registry::Registry::new(pool.clone(), hub.running.topics.clone());
+    let applier = || passerelle::dossier_applier(registry(), hub.key_store(), &hub.running.topics);
+    applier().replay(&pool, &[of("merge-1")]).await?;
+
+    // The first worker stops right before its commit until told to go on.
+    let (held_tx, held_rx) = tokio::sync::oneshot::channel::<()>();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let slot = std::sync::Arc::new(std::sync::Mutex::new(Some((held_tx, go_rx))));
+    let first = applier().holding_before_commit(std::sync::Arc::new(move || {
+        let pair = slot.lock().ok().and_then(|mut slot| slot.take());
+        Box::pin(async move {
+            if let Some((held_tx, go_rx)) = pair {
+                held_tx.send(()).ok();
+                drop(go_rx.await);
+            }
+        })
+    }));
+    let (first_record, second_record) = match held {
+        Held::TheFact => (of("merge-2"), of("merge-3")),
+        Held::TheMerge => (of("merge-3"), of("merge-2")),
+    };
+    let first_pool = pool.clone();
+    let first = tokio::spawn(async move { first.replay(&first_pool, &[first_record]).await });
+    held_rx.await?;
+    let second = applier();
+    let second_pool = pool.clone();
+    let mut second = tokio::spawn(async move { second.replay(&second_pool, &[second_record]).await });
+    let early = tokio::time::timeout(Duration::from_secs(2), &mut second).await;
+    go_tx.send(()).ok();
+    first.await??;
+    match early {
+        Ok(finished) => drop(finished??),
+        Err(_) => drop(second.await??),
+    }
+    let nir_key = hub.subject_keys().nir(&Nir::parse(NIR_MSA)?);
+    let person = passerelle_readmodel::person_of_subject(&pool, nir_key.as_str()).await?.expect("projected");
+    let timeline = passerelle_readmodel::timeline(&pool, person).await?;
+    let mut ids: Vec<&str> = timeline.iter().map(|e| e.event_id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["merge-1", "merge-2", "merge-3"], "every fact of the person is in the dossier the NIR opens");
+    let dossier = passerelle_readmodel::dossier(&pool, person).await?.expect("a dossier");
+    assert_eq!(dossier.ft_status.as_deref(), Some("INSCRIT"));
+    hub.running.shutdown().await
+}

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::{
     Error,
-    decode::{Decoder, Item},
+    decode::{Decoded, Decoder, Item},
     identity::{self, Known},
     refold,
     store::Pending,
@@ -238,17 +238,47 @@ impl Applier {
         Ok(Applied::New)
     }
 
+    /// Decodes `records` ahead of their transaction (no read-model table touched), so that a
+    /// worker decodes its next batch while PostgreSQL applies the current one.
+    pub async fn decode(&self, records: &[Record]) -> Result<Decoded, Error> {
+        self.decoder.decode(records).await
+    }
+
     /// Applies `records` (in offset order per partition) in one transaction.
     pub async fn apply(&self, pool: &sqlx::PgPool, records: &[Record]) -> Result<Outcome, Error> {
-        self.apply_in(pool, records, Mode::Stream).await
+        let decoded = self.decode(records).await?;
+        self.apply_in(pool, records, decoded, Mode::Stream).await
+    }
+
+    /// Applies `records`, decoded by [`Applier::decode`], in one transaction. A data key that
+    /// opened them and was destroyed since (an erasure) fails the batch with
+    /// [`Error::KeysDestroyedMeanwhile`]: decode it again.
+    pub async fn apply_decoded(
+        &self,
+        pool: &sqlx::PgPool,
+        records: &[Record],
+        decoded: Decoded,
+    ) -> Result<Outcome, Error> {
+        self.apply_in(pool, records, decoded, Mode::Stream).await
     }
 
     /// Applies dead-lettered records again (after a fix), outside the stream's offsets.
     pub async fn replay(&self, pool: &sqlx::PgPool, records: &[Record]) -> Result<Outcome, Error> {
-        self.apply_in(pool, records, Mode::Replay).await
+        let decoded = self.decode(records).await?;
+        self.apply_in(pool, records, decoded, Mode::Replay).await
     }
 
-    async fn apply_in(&self, pool: &sqlx::PgPool, records: &[Record], mode: Mode) -> Result<Outcome, Error> {
+    async fn apply_in(
+        &self,
+        pool: &sqlx::PgPool,
+        records: &[Record],
+        decoded: Decoded,
+        mode: Mode,
+    ) -> Result<Outcome, Error> {
+        let Decoded { items: decoded_items, keys: data_keys } = decoded;
+        if decoded_items.len() != records.len() {
+            return Err(Error::Internal("a batch applied with the items of another".into()));
+        }
         let mut outcome = Outcome::default();
         let mut tx = pool.begin().await?;
         let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
@@ -276,10 +306,11 @@ impl Applier {
         if !gaps.is_empty() {
             return Err(Error::Gap(next.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect()));
         }
-        // Decode first (no I/O once the schemas are cached), then read what the batch needs
-        // to know and record its (source, event_id) pairs, each in one statement.
-        let mut fresh = Vec::with_capacity(records.len());
-        for record in records {
+        // Decoded ahead; the records below the stored offsets (applied by an earlier batch or
+        // another worker) are left out. Then what the batch needs to know is read, and its
+        // (source, event_id) pairs recorded, each in one statement.
+        let mut items = Vec::with_capacity(records.len());
+        for (record, item) in records.iter().zip(decoded_items) {
             if mode == Mode::Stream {
                 let slot = (record.topic.clone(), record.partition);
                 let position = next.get(&slot).copied().unwrap_or_default();
@@ -289,9 +320,8 @@ impl Applier {
                 }
                 next.insert(slot, record.offset + 1);
             }
-            fresh.push(record);
+            items.push((record, item));
         }
-        let (items, data_keys) = self.decoder.decode(&fresh).await?;
         let mut keys: Vec<String> = Vec::new();
         let mut candidates: Vec<Uuid> = Vec::new();
         let mut pairs: Vec<Applying> = Vec::new();
@@ -438,7 +468,7 @@ impl Applier {
                 events::recompute_incomplete(&mut tx, person_id).await?;
             }
         }
-        outcome.folds = refold::refold(&mut tx, &touched, self.check_folds).await?;
+        outcome.folds = refold::refold(&mut tx, &mut touched, self.check_folds).await?;
         for ((topic, partition), offset) in &next {
             events::set_offset(&mut tx, &self.projection, topic, *partition, *offset).await?;
         }
@@ -530,6 +560,7 @@ impl Applier {
             person: person_id,
             source,
             event_id,
+            subject: envelope.subject.as_str(),
             occurred_at: envelope.occurred_at,
             recorded_at: envelope.recorded_at,
             household: household_key.as_deref(),

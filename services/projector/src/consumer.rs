@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use crate::{
     Error,
     apply::{Applier, Outcome, Record},
+    decode::Decoded,
 };
 
 /// How a projection worker connects and batches.
@@ -53,68 +54,82 @@ pub async fn run(
     }
     let mut consumer = join(&settings)?;
     let mut watchdog = Watchdog::new(&settings)?;
-    let mut check = tokio::time::interval((settings.rejoin_after / 3).max(Duration::from_secs(1)));
-    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let check_every = (settings.rejoin_after / 3).max(Duration::from_secs(1));
+    let mut next_check = tokio::time::Instant::now() + check_every;
     let dead_letters: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &settings.bootstrap_servers)
         .set("acks", "all")
         .set("message.timeout.ms", "10000")
         .create()?;
+    // The next batch, received and being decoded while the current one is applied.
+    let mut ahead: Option<Ahead> = None;
     loop {
-        // Consumer errors (broker down, a partition moving) are reported by librdkafka while it
-        // keeps reconnecting: log them and go on.
-        let received = tokio::select! {
-            _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
-            _ = check.tick() => None,
-            message = consumer.recv() => Some(message),
-        };
-        let Some(received) = received else {
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= next_check {
+            next_check = tokio::time::Instant::now() + check_every;
             if let Some(stalled) = watchdog.stalled(&consumer, &pool, &applier.projection).await {
                 tracing::warn!(
                     partitions = %stalled,
                     "projector watchdog: records wait on partitions that made no progress; leaving and rejoining the consumer group"
                 );
                 crate::metrics::metrics().group_rejoins.with_label_values(&[applier.projection.as_str()]).inc();
+                // What was read ahead is read again from the stored offsets.
+                ahead = None;
                 let leaving = consumer;
                 // Closing leaves the group: librdkafka blocks meanwhile, off the runtime.
                 drop(tokio::task::spawn_blocking(move || drop(leaving)).await);
                 consumer = join(&settings)?;
                 watchdog.rejoined();
-            }
-            continue;
-        };
-        let first = match received {
-            Ok(message) => message,
-            Err(error) => {
-                tracing::warn!(error = %error, "projector consumer error, retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
-        };
-        watchdog.received();
-        let mut batch = vec![owned(&first)];
-        drop(first);
-        let deadline = tokio::time::Instant::now() + settings.max_wait;
-        while batch.len() < settings.max_batch {
-            match tokio::time::timeout_at(deadline, consumer.recv()).await {
-                Ok(Ok(message)) => batch.push(owned(&message)),
-                Ok(Err(error)) => {
-                    tracing::warn!(error = %error, "projector consumer error, applying what was read");
-                    break;
-                }
-                Err(_) => break,
-            }
         }
-        let started = std::time::Instant::now();
-        let outcome = match apply_with_retry(&applier, &pool, &batch, &mut shutdown).await {
+        let (batch, decoded) = match ahead.take() {
+            Some(ahead) => ahead.wait().await,
+            None => {
+                // Idle: wait for a record (consumer errors, a broker down or a partition moving,
+                // are reported by librdkafka while it keeps reconnecting: logged, and on).
+                let received = tokio::select! {
+                    _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+                    _ = tokio::time::sleep_until(next_check) => continue,
+                    message = consumer.recv() => message,
+                };
+                let first = match received {
+                    Ok(message) => owned(&message),
+                    Err(error) => {
+                        tracing::warn!(error = %error, "projector consumer error, retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                };
+                watchdog.received();
+                (fill(&consumer, &settings, vec![first]).await, None)
+            }
+        };
+        // PostgreSQL applies this batch while the next one is received and decoded on another
+        // task: the hub and the database work at the same time.
+        let applying = async {
+            let started = std::time::Instant::now();
+            let outcome = apply_with_retry(&applier, &pool, &batch, decoded, &mut shutdown).await;
+            (outcome, started.elapsed())
+        };
+        let ((outcome, took), next) = tokio::join!(applying, read_ahead(&consumer, &settings, &applier));
+        if next.is_some() {
+            watchdog.received();
+        }
+        let outcome = match outcome {
             Err(Error::Gap(stored)) => {
+                // What was read ahead lies beyond the gap: read again from the stored offsets.
+                drop(next);
                 seek_back(&consumer, &pool, &applier.projection, &stored).await?;
                 continue;
             }
             other => other?,
         };
+        ahead = next;
         crate::failpoint::hit("after-db-commit");
-        record_metrics(&applier.projection, &outcome, batch.len(), started.elapsed());
+        record_metrics(&applier.projection, &outcome, batch.len(), took);
         publish_dead_letters(&dead_letters, &settings.dead_letter_topic, &outcome).await;
         let mut progress = TopicPartitionList::new();
         for ((topic, partition), offset) in &outcome.offsets {
@@ -130,6 +145,58 @@ pub async fn run(
             "batch applied"
         );
     }
+}
+
+/// Adds to `batch` what arrives within the batch window, up to the batch size.
+async fn fill(
+    consumer: &StreamConsumer<WorkerContext>,
+    settings: &WorkerSettings,
+    mut batch: Vec<Record>,
+) -> Vec<Record> {
+    let deadline = tokio::time::Instant::now() + settings.max_wait;
+    while batch.len() < settings.max_batch {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(message)) => batch.push(owned(&message)),
+            Ok(Err(error)) => {
+                tracing::warn!(error = %error, "projector consumer error, applying what was read");
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+/// A batch read ahead, decoding on its own task.
+struct Ahead(tokio::task::JoinHandle<(Vec<Record>, Option<Decoded>)>);
+
+impl Ahead {
+    /// The batch and, unless decoding failed (the batch's transaction then decodes it again,
+    /// and retries what is transient), its items.
+    async fn wait(self) -> (Vec<Record>, Option<Decoded>) {
+        match self.0.await {
+            Ok(ready) => ready,
+            // Decoding panicked: as if it had run on this task (the task is never aborted).
+            Err(error) => std::panic::resume_unwind(error.into_panic()),
+        }
+    }
+}
+
+/// Receives the next batch (what arrives within the batch window) and starts decoding it.
+async fn read_ahead(
+    consumer: &StreamConsumer<WorkerContext>,
+    settings: &WorkerSettings,
+    applier: &Arc<Applier>,
+) -> Option<Ahead> {
+    let batch = fill(consumer, settings, Vec::new()).await;
+    if batch.is_empty() {
+        return None;
+    }
+    let applier = applier.clone();
+    Some(Ahead(tokio::spawn(async move {
+        let decoded = applier.decode(&batch).await.ok();
+        (batch, decoded)
+    })))
 }
 
 /// Creates the worker's consumer and joins its group.
@@ -328,11 +395,18 @@ async fn apply_with_retry(
     applier: &Applier,
     pool: &PgPool,
     batch: &[Record],
+    mut decoded: Option<Decoded>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<Outcome, Error> {
     let mut delay = Duration::from_millis(100);
     loop {
-        match applier.apply(pool, batch).await {
+        // Decoded ahead the first time; decoded again for a retry (a key may have been
+        // destroyed meanwhile).
+        let attempt = match decoded.take() {
+            Some(decoded) => applier.apply_decoded(pool, batch, decoded).await,
+            None => applier.apply(pool, batch).await,
+        };
+        match attempt {
             Ok(outcome) => return Ok(outcome),
             Err(Error::Database(error) | Error::Keys(passerelle_eventlog::Error::Database(error)))
                 if transient(&error) =>

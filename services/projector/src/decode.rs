@@ -29,6 +29,13 @@ pub enum Item {
     Shredded,
 }
 
+/// A batch decoded ahead of its transaction: each record's item, in the batch's order, and the
+/// data keys that opened them (held when the batch commits).
+pub struct Decoded {
+    pub items: Vec<Item>,
+    pub keys: BatchKeys,
+}
+
 /// The data keys of a batch's sealed records: live ones, and those an erasure destroyed (a key
 /// in neither is unknown to this hub).
 #[derive(Default)]
@@ -70,10 +77,10 @@ impl Decoder {
     /// those an erasure destroyed). A database that cannot be reached fails the batch, which is
     /// decoded again: a record is never taken for an erased person's for want of its schema or
     /// key.
-    pub async fn decode<'r>(&self, records: &[&'r Record]) -> Result<(Vec<(&'r Record, Item)>, BatchKeys), Error> {
+    pub async fn decode(&self, records: &[Record]) -> Result<Decoded, Error> {
         let mut framed = Vec::with_capacity(records.len());
         for record in records {
-            framed.push((*record, self.read(record).await?));
+            framed.push((record, self.read(record).await?));
         }
         let mut key_ids: Vec<Uuid> = framed
             .iter()
@@ -105,9 +112,9 @@ impl Decoder {
             } else {
                 self.event(record, read, &keys)
             };
-            items.push((record, item));
+            items.push(item);
         }
-        Ok((items, keys))
+        Ok(Decoded { items, keys })
     }
 
     /// The subject key of a record: from its data key when sealed, else its Kafka key.

@@ -86,7 +86,7 @@ pub async fn erase_persons(
     // The other members' right state, without the erased person's facts.
     let mut refold = crate::refold::Touched::default();
     refold.rewritten_households(households);
-    crate::refold::refold(&mut tx, &refold, false).await?;
+    crate::refold::refold(&mut tx, &mut refold, false).await?;
     let journal_rows: i64 =
         sqlx::query_scalar("SELECT journal.pseudonymise($1)").bind(&persons).fetch_one(&mut *tx).await?;
     // A session of the person's own space names them: signed out.

@@ -4,7 +4,7 @@
 
 pub mod apply;
 pub mod consumer;
-mod decode;
+pub mod decode;
 pub mod dlq;
 pub mod erase;
 pub mod failpoint;

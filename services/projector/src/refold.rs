@@ -43,6 +43,16 @@ pub struct Touched {
     appended_right_keys: HashMap<String, Vec<Watermark>>,
     /// The households of the batch's facts stored waiting for their authority.
     waiting: BTreeSet<String>,
+    /// Each new fact: its subject key and the person it was stored with.
+    placed: Vec<Placed>,
+}
+
+/// Where a new fact of the batch was stored.
+struct Placed {
+    subject: String,
+    person: Uuid,
+    source: String,
+    event_id: String,
 }
 
 /// A new fact of a batch, as the refold sees it before reading anything.
@@ -50,6 +60,8 @@ pub struct NewFact<'a> {
     pub person: Uuid,
     pub source: &'a str,
     pub event_id: &'a str,
+    /// The fact's subject key: the fact belongs with the person it is linked to.
+    pub subject: &'a str,
     pub occurred_at: DateTime<Utc>,
     pub recorded_at: DateTime<Utc>,
     pub household: Option<&'a str>,
@@ -73,6 +85,12 @@ impl Touched {
             event_id: fact.event_id.to_owned(),
         };
         self.persons.insert(fact.person);
+        self.placed.push(Placed {
+            subject: fact.subject.to_owned(),
+            person: fact.person,
+            source: fact.source.to_owned(),
+            event_id: fact.event_id.to_owned(),
+        });
         self.appended.entry(fact.person).or_default().insert(id.clone());
         self.appended_keys.entry(fact.person).or_default().push((key.clone(), fact.decides_territory));
         if let Some(household) = fact.household {
@@ -135,12 +153,12 @@ pub struct Folds {
 }
 
 /// Folds what `touched` names, under [`table::lock`], and writes each dossier and household once.
-pub async fn refold(tx: &mut PgConnection, touched: &Touched, check: bool) -> Result<Folds, Error> {
+pub async fn refold(tx: &mut PgConnection, touched: &mut Touched, check: bool) -> Result<Folds, Error> {
     let mut folds = Folds::default();
     if touched.is_empty() {
         return Ok(folds);
     }
-    let persons: Vec<Uuid> = touched.persons.iter().copied().collect();
+    let mut persons: Vec<Uuid> = touched.persons.iter().copied().collect();
     // The households the batch will write: those of its facts, those the dossiers name now, and
     // for a person whose history changed, every household of their facts (a full fold may name
     // any). A household found only after folding is locked then (below).
@@ -148,6 +166,16 @@ pub async fn refold(tx: &mut PgConnection, touched: &Touched, check: bool) -> Re
     let rewritten: Vec<Uuid> = touched.rewritten_persons.iter().copied().collect();
     locked.extend(table::households_of(tx, &persons, &rewritten).await?);
     table::lock(tx, &persons, &locked.iter().cloned().collect::<Vec<_>>()).await?;
+    // Under the locks, an identity change another worker committed is visible; one it makes
+    // from here waits for this batch (a merge or relink takes the lock of the person it moves
+    // facts from). A fact this batch stored with a person another worker merged or relinked
+    // meanwhile, which that worker could not see, follows its subject key now.
+    let moved = follow_identity_changes(tx, touched).await?;
+    if !moved.is_empty() {
+        table::lock(tx, &moved, &[]).await?;
+        touched.rewritten_persons(moved);
+        persons = touched.persons.iter().copied().collect();
+    }
     // A fact stored waiting "à affecter" while another worker recorded ops' decision on its
     // foyer saw neither the other's write: under the foyer's lock (which the decision takes
     // before it is recorded), the committed decision is visible, and placing the fact now
@@ -293,6 +321,34 @@ pub async fn refold(tx: &mut PgConnection, touched: &Touched, check: bool) -> Re
     table::write_dossiers(tx, &states, &rights).await?;
     table::spread_rights(tx, &rights).await?;
     Ok(folds)
+}
+
+/// Moves the batch's facts whose subject key now leads to another person than the one they
+/// were stored with (another worker merged or relinked meanwhile) to that person; returns the
+/// persons whose history changed so. One read of the links of the batch's subject keys; the
+/// common case moves nothing.
+async fn follow_identity_changes(tx: &mut PgConnection, touched: &Touched) -> Result<Vec<Uuid>, Error> {
+    if touched.placed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut subjects: Vec<&str> = touched.placed.iter().map(|placed| placed.subject.as_str()).collect();
+    subjects.sort_unstable();
+    subjects.dedup();
+    let links = passerelle_readmodel::store::identity::links_of(tx, &subjects).await?;
+    let mut changed = Vec::new();
+    for placed in &touched.placed {
+        let Some(now) = links.get(&placed.subject) else { continue };
+        if *now != placed.person {
+            let (from, to) = (placed.person, *now);
+            if passerelle_readmodel::store::events::move_event(tx, &placed.source, &placed.event_id, from, to).await? {
+                tracing::info!(%from, %to, "a fact follows an identity change another worker made meanwhile");
+                changed.extend([from, to]);
+            }
+        }
+    }
+    changed.sort_unstable();
+    changed.dedup();
+    Ok(changed)
 }
 
 /// Whether `facts` hold every one of `ids` (a new fact missing sorts at or before the watermark:

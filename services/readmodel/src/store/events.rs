@@ -130,6 +130,26 @@ pub async fn mark(
     sqlx::query_as(statement).bind(source).bind(target).bind(by).bind(subject_keys).fetch_all(conn).await
 }
 
+/// Moves `source`'s event `event_id` from person `from` to person `to`; false when it is not
+/// with `from` (any more).
+pub async fn move_event(
+    conn: &mut PgConnection,
+    source: &str,
+    event_id: &str,
+    from: Uuid,
+    to: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let moved =
+        sqlx::query("UPDATE person_events SET person_id = $4 WHERE source = $1 AND event_id = $2 AND person_id = $3")
+            .bind(source)
+            .bind(event_id)
+            .bind(from)
+            .bind(to)
+            .execute(conn)
+            .await?;
+    Ok(moved.rows_affected() > 0)
+}
+
 /// Recomputes a dossier's `incomplete` flag: a dead letter of the person (or of one of their
 /// keys) not yet replayed.
 pub async fn recompute_incomplete(conn: &mut PgConnection, person_id: Uuid) -> Result<(), sqlx::Error> {

@@ -187,7 +187,12 @@ pub async fn by_strength(conn: &mut PgConnection, a: Uuid, b: Uuid) -> Result<(U
 
 /// Merges person `from` into `into`: keys, events and dead letters move; `from` redirects and
 /// its dossier goes (the caller folds `into` again).
+///
+/// The lock of `from` first (the refold's, `dossiers::lock`): a batch of another worker that
+/// stored facts with `from` holds it until it commits, and its facts then move too; one that
+/// stores facts with `from` after this takes the lock later and finds `from` merged.
 pub async fn merge(conn: &mut PgConnection, from: Uuid, into: Uuid) -> Result<(), sqlx::Error> {
+    crate::store::dossiers::lock(&mut *conn, &[from], &[]).await?;
     for statement in [
         "UPDATE subject_links SET person_id = $2 WHERE person_id = $1",
         "UPDATE persons SET merged_into = $2 WHERE person_id = $1 OR merged_into = $1",
@@ -200,8 +205,10 @@ pub async fn merge(conn: &mut PgConnection, from: Uuid, into: Uuid) -> Result<()
     Ok(())
 }
 
-/// Moves a subject key, and the events whose subject it is, from one person to another.
+/// Moves a subject key, and the events whose subject it is, from one person to another (under
+/// the lock of `from`, as [`merge`]).
 pub async fn relink(conn: &mut PgConnection, key: &str, from: Uuid, to: Uuid) -> Result<(), sqlx::Error> {
+    crate::store::dossiers::lock(&mut *conn, &[from], &[]).await?;
     sqlx::query(
         "INSERT INTO subject_links (subject_key, person_id, via_event) VALUES ($1, $2, 'identity')
          ON CONFLICT (subject_key) DO UPDATE SET person_id = EXCLUDED.person_id",
