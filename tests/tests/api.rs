@@ -856,3 +856,38 @@ async fn the_parcours_is_pushed_by_those_who_accompany_the_person_and_read_as_th
     }
     Ok(())
 }
+
+/// The journal's group commit: the rows of concurrent requests share statements, each request
+/// returns once its own row is committed, and a group that fails is written again row by row:
+/// only the faulty row's request fails, no other row is lost or doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_journal_rows_share_commits_and_a_failed_group_loses_no_other_row() -> anyhow::Result<()> {
+    use passerelle_api::journal::{Entry, Grouped};
+    let hub = TestHub::spawn_without_projector().await?;
+    let pool = hub.running.pool.clone();
+    let grouped = Grouped::start(pool.clone());
+    // PostgreSQL refuses a NUL character in text: the row of request 77 cannot be written.
+    let entries: Vec<Entry> = (0..200)
+        .map(|n| Entry {
+            request_id: Uuid::new_v4(),
+            action: "dossier",
+            outcome: if n == 77 { "shown\0".into() } else { "shown".into() },
+            ..Entry::default()
+        })
+        .collect();
+    let written = futures::future::join_all(entries.iter().map(|entry| grouped.write(&pool, entry))).await;
+    for (n, result) in written.iter().enumerate() {
+        assert_eq!(result.is_err(), n == 77, "request {n}: {result:?}");
+    }
+    let ids: Vec<Uuid> = entries.iter().map(|entry| entry.request_id).collect();
+    let rows: Vec<(Uuid, i64)> = sqlx::query_as(
+        "SELECT request_id, count(*) FROM journal.entries WHERE request_id = ANY($1) GROUP BY request_id",
+    )
+    .bind(&ids)
+    .fetch_all(&pool)
+    .await?;
+    assert_eq!(rows.len(), 199, "every other request's row is there");
+    assert!(rows.iter().all(|(_, count)| *count == 1), "and once");
+    assert!(!rows.iter().any(|(id, _)| *id == ids[77]));
+    hub.running.shutdown().await
+}

@@ -1,6 +1,7 @@
 //! The access journal: one row per search, dossier or timeline read, territory view and refused
-//! attempt. Written in the same request, before the answer leaves; no NIR nor name, only the
-//! hub's person ids. The application's role may insert and read it, never change it.
+//! attempt. Written in the same request, before the answer leaves (concurrent requests' rows
+//! share one commit: [`Grouped`]); no NIR nor name, only the hub's person ids. The
+//! application's role may insert and read it, never change it.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -47,31 +48,100 @@ pub struct Entry {
     pub outcome: String,
 }
 
-pub async fn write(pool: &PgPool, entry: &Entry) -> Result<(), sqlx::Error> {
-    let withheld: Vec<serde_json::Value> = entry
-        .sections_withheld
-        .iter()
-        .map(|(section, motif)| serde_json::json!({"section": section, "motif": motif}))
-        .collect();
-    sqlx::query(
+/// Writes `entries` in one statement (one commit for them all).
+pub async fn write_many(pool: &PgPool, entries: &[Entry]) -> Result<(), sqlx::Error> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let mut insert = sqlx::QueryBuilder::new(
         "INSERT INTO journal.entries (request_id, action, agent_uid, agent_siret, agent_role, purpose, person_id,
-                                      persons_found, sections_shown, sections_withheld, outcome, channel)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                                      persons_found, sections_shown, sections_withheld, outcome, channel) ",
+    );
+    insert.push_values(entries, |mut row, entry| {
+        row.push_bind(entry.request_id)
+            .push_bind(entry.action)
+            .push_bind(&entry.agent_uid)
+            .push_bind(&entry.agent_siret)
+            .push_bind(entry.agent_role)
+            .push_bind(entry.purpose)
+            .push_bind(entry.person_id)
+            .push_bind(&entry.persons_found)
+            .push_bind(&entry.sections_shown)
+            .push_bind(withheld(entry))
+            .push_bind(&entry.outcome)
+            .push_bind(entry.channel.code());
+    });
+    insert.build().execute(pool).await?;
+    entries.iter().for_each(count);
+    Ok(())
+}
+
+fn withheld(entry: &Entry) -> serde_json::Value {
+    serde_json::Value::Array(
+        entry
+            .sections_withheld
+            .iter()
+            .map(|(section, motif)| serde_json::json!({"section": section, "motif": motif}))
+            .collect(),
     )
-    .bind(entry.request_id)
-    .bind(entry.action)
-    .bind(&entry.agent_uid)
-    .bind(&entry.agent_siret)
-    .bind(entry.agent_role)
-    .bind(entry.purpose)
-    .bind(entry.person_id)
-    .bind(&entry.persons_found)
-    .bind(&entry.sections_shown)
-    .bind(serde_json::Value::Array(withheld))
-    .bind(&entry.outcome)
-    .bind(entry.channel.code())
-    .execute(pool)
-    .await?;
+}
+
+/// Group commit for the journal: concurrent requests hand their row to one writer, which
+/// writes what has gathered in one statement and answers each once it is committed. Each
+/// request still waits for its own row before its answer leaves; under load, many reads share
+/// one commit instead of one each. A group that fails is written again row by row by the
+/// requests themselves ([`write`]), so each gets its own error.
+#[derive(Clone)]
+pub struct Grouped {
+    rows: tokio::sync::mpsc::UnboundedSender<(Entry, tokio::sync::oneshot::Sender<bool>)>,
+}
+
+/// The most rows one statement writes.
+const GROUP: usize = 64;
+
+impl Grouped {
+    /// Starts the writer on the current runtime.
+    pub fn start(pool: PgPool) -> Self {
+        let (rows, mut waiting) = tokio::sync::mpsc::unbounded_channel::<(Entry, tokio::sync::oneshot::Sender<bool>)>();
+        tokio::spawn(async move {
+            while let Some(first) = waiting.recv().await {
+                let mut group = vec![first];
+                while group.len() < GROUP {
+                    match waiting.try_recv() {
+                        Ok(row) => group.push(row),
+                        Err(_) => break,
+                    }
+                }
+                let (entries, done): (Vec<Entry>, Vec<_>) = group.into_iter().unzip();
+                let written = write_many(&pool, &entries).await.is_ok();
+                for done in done {
+                    done.send(written).ok();
+                }
+            }
+        });
+        Self { rows }
+    }
+
+    /// Writes `entry`, grouped with the rows of concurrent requests; returns once it is
+    /// committed. A group that failed (nothing of it written: one statement) or a writer gone:
+    /// this row alone, with its own error.
+    pub async fn write(&self, pool: &PgPool, entry: &Entry) -> Result<(), sqlx::Error> {
+        let (done, written) = tokio::sync::oneshot::channel();
+        if self.rows.send((entry.clone(), done)).is_ok() && written.await == Ok(true) {
+            return Ok(());
+        }
+        write(pool, entry).await
+    }
+}
+
+/// Writes one row (its own commit).
+pub async fn write(pool: &PgPool, entry: &Entry) -> Result<(), sqlx::Error> {
+    write_many(pool, std::slice::from_ref(entry)).await
+}
+
+/// What a written row adds to the metrics: journal writes by action, refusals by reason,
+/// sections withheld from dossier reads by section and motif.
+fn count(entry: &Entry) {
     let metrics = crate::metrics::metrics();
     metrics.journal_writes.with_label_values(&[entry.action]).inc();
     if !matches!(entry.outcome.as_str(), "shown" | "found" | "none" | "moved_out") {
@@ -83,7 +153,6 @@ pub async fn write(pool: &PgPool, entry: &Entry) -> Result<(), sqlx::Error> {
             metrics.sections_withheld.with_label_values(&[section, motif]).inc();
         }
     }
-    Ok(())
 }
 
 /// A row as the DPO reads it.

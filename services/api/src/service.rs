@@ -109,6 +109,8 @@ pub struct Api {
     keys: SubjectKeys,
     store: KeyStore,
     limiters: crate::limits::Limiters,
+    /// The journal's group commit, started with the first read (on the serving runtime).
+    journal: std::sync::OnceLock<journal::Grouped>,
 }
 
 /// The search criteria of `POST /personnes/recherche`. A field is a string or absent (null is
@@ -245,7 +247,15 @@ impl Api {
         keys: SubjectKeys,
         store: KeyStore,
     ) -> Self {
-        Self { pool, habilitations, verifier, keys, store, limiters: crate::limits::Limiters::new(&Default::default()) }
+        Self {
+            pool,
+            habilitations,
+            verifier,
+            keys,
+            store,
+            limiters: crate::limits::Limiters::new(&Default::default()),
+            journal: std::sync::OnceLock::new(),
+        }
     }
 
     /// The same API with these limits (`api.limits`).
@@ -355,7 +365,8 @@ impl Api {
     }
 
     async fn journal(&self, entry: Entry) -> Result<(), Failure> {
-        journal::write(&self.pool, &entry).await.map_err(|e| match Failure::from(e) {
+        let grouped = self.journal.get_or_init(|| journal::Grouped::start(self.pool.clone()));
+        grouped.write(&self.pool, &entry).await.map_err(|e| match Failure::from(e) {
             Failure::Internal(detail) => Failure::Internal(format!("journal: {detail}")),
             other => other,
         })
@@ -433,10 +444,7 @@ impl Api {
 
     /// The person's dossier now (following a merge) and the caller's situation, or not found.
     async fn reach(&self, caller: &Caller, person_id: Uuid, purpose: Purpose) -> Result<(Dossier, Situation), Failure> {
-        let dossier = match passerelle_readmodel::current_person(&self.pool, person_id).await? {
-            Some(current) => passerelle_readmodel::dossier(&self.pool, current).await?,
-            None => None,
-        };
+        let dossier = passerelle_readmodel::current_dossier(&self.pool, person_id).await?;
         // A purpose the role does not serve is refused whoever the person is (existing or not),
         // except for the person's own référent reading for accompaniment.
         let role = caller.agent.role;
@@ -644,6 +652,9 @@ impl Api {
         // The sanctions alone show nothing sealed unless their motif is shown.
         let open = !view.sanctions_only || view.sanction_motif;
         let mut opener = SealedOpener::new(&self.store);
+        if open {
+            opener.prefetch(rows.iter().filter_map(|row| row.sealed_key_id)).await;
+        }
         let mut items = Vec::with_capacity(rows.len());
         for row in rows {
             if view.own_authority_only && (territory.is_none() || row.territory.as_deref() != territory) {
@@ -691,7 +702,11 @@ impl Api {
         let rows = passerelle_readmodel::identity_fields(&self.pool, person_id, 50).await?;
         let mut opened = Opened::default();
         let mut opener = SealedOpener::new(&self.store);
+        opener.prefetch(rows.iter().filter_map(|row| row.sealed_key_id)).await;
         for row in rows {
+            if opened.is_complete() {
+                break;
+            }
             if opened.commune.is_none() {
                 opened.commune = row.commune;
             }
@@ -1225,6 +1240,17 @@ pub(crate) struct Opened {
     pub commune: Option<String>,
 }
 
+impl Opened {
+    /// Every field found: older facts need not be opened.
+    fn is_complete(&self) -> bool {
+        self.nom.is_some()
+            && self.prenoms.is_some()
+            && self.naissance.is_some()
+            && self.nir.is_some()
+            && self.commune.is_some()
+    }
+}
+
 impl std::fmt::Debug for Opened {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Opened")
@@ -1390,6 +1416,22 @@ struct SealedOpener<'a> {
 impl<'a> SealedOpener<'a> {
     fn new(store: &'a KeyStore) -> Self {
         Self { store, keys: std::collections::HashMap::new() }
+    }
+
+    /// Reads the keys of `key_ids` in one round trip (a key not found was destroyed: its data
+    /// stays closed). On a failure the keys are left to [`SealedOpener::open`], one by one.
+    async fn prefetch(&mut self, key_ids: impl Iterator<Item = Uuid>) {
+        let mut wanted: Vec<Uuid> = key_ids.filter(|id| !self.keys.contains_key(id)).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        if wanted.is_empty() {
+            return;
+        }
+        if let Ok(mut found) = self.store.keys_by_id(&wanted).await {
+            for id in wanted {
+                self.keys.insert(id, found.remove(&id));
+            }
+        }
     }
 
     async fn open(&mut self, family: &str, source: &str, event_id: &str, sealed: Sealed) -> Option<PersonalData> {

@@ -108,42 +108,44 @@ pub async fn run(
             }
         };
         // PostgreSQL applies this batch while the next one is received and decoded on another
-        // task: the hub and the database work at the same time.
+        // task: the hub and the database work at the same time. What follows a commit (metrics,
+        // dead letters to their topic, progress to the broker) does not wait for the next batch.
         let applying = async {
             let started = std::time::Instant::now();
-            let outcome = apply_with_retry(&applier, &pool, &batch, decoded, &mut shutdown).await;
-            (outcome, started.elapsed())
+            let outcome = apply_with_retry(&applier, &pool, &batch, decoded, &mut shutdown).await?;
+            crate::failpoint::hit("after-db-commit");
+            record_metrics(&applier.projection, &outcome, batch.len(), started.elapsed());
+            publish_dead_letters(&dead_letters, &settings.dead_letter_topic, &outcome).await;
+            let mut progress = TopicPartitionList::new();
+            for ((topic, partition), offset) in &outcome.offsets {
+                progress.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+            }
+            if let Err(error) = consumer.commit(&progress, CommitMode::Async) {
+                tracing::debug!(error = %error, "offset commit to the broker failed; PostgreSQL holds the progress");
+            }
+            tracing::debug!(
+                applied = outcome.applied,
+                duplicates = outcome.duplicates,
+                dead_letters = outcome.dead_letters.len(),
+                "batch applied"
+            );
+            Ok::<_, Error>(())
         };
-        let ((outcome, took), next) = tokio::join!(applying, read_ahead(&consumer, &settings, &applier));
+        let (applied, next) = tokio::join!(applying, read_ahead(&consumer, &settings, &applier));
         if next.is_some() {
             watchdog.received();
         }
-        let outcome = match outcome {
+        match applied {
             Err(Error::Gap(stored)) => {
                 // What was read ahead lies beyond the gap: read again from the stored offsets.
                 drop(next);
                 seek_back(&consumer, &pool, &applier.projection, &stored).await?;
-                continue;
             }
-            other => other?,
-        };
-        ahead = next;
-        crate::failpoint::hit("after-db-commit");
-        record_metrics(&applier.projection, &outcome, batch.len(), took);
-        publish_dead_letters(&dead_letters, &settings.dead_letter_topic, &outcome).await;
-        let mut progress = TopicPartitionList::new();
-        for ((topic, partition), offset) in &outcome.offsets {
-            progress.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+            other => {
+                other?;
+                ahead = next;
+            }
         }
-        if let Err(error) = consumer.commit(&progress, CommitMode::Async) {
-            tracing::debug!(error = %error, "offset commit to the broker failed; PostgreSQL holds the progress");
-        }
-        tracing::debug!(
-            applied = outcome.applied,
-            duplicates = outcome.duplicates,
-            dead_letters = outcome.dead_letters.len(),
-            "batch applied"
-        );
     }
 }
 

@@ -162,6 +162,18 @@ pub async fn current_person(pool: &PgPool, person_id: Uuid) -> Result<Option<Uui
     Ok(row.map(|(id,)| id))
 }
 
+/// The dossier a person id leads to now (its own, or that of the person it was merged into), in
+/// one round trip; None for an unknown or erased id, or a person without dossier.
+pub async fn current_dossier(pool: &PgPool, person_id: Uuid) -> Result<Option<Dossier>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT d.* FROM persons p JOIN dossiers d ON d.person_id = COALESCE(p.merged_into, p.person_id)
+         WHERE p.person_id = $1",
+    )
+    .bind(person_id)
+    .fetch_optional(pool)
+    .await
+}
+
 pub async fn dossier(pool: &PgPool, person_id: Uuid) -> Result<Option<Dossier>, sqlx::Error> {
     sqlx::query_as("SELECT * FROM dossiers WHERE person_id = $1").bind(person_id).fetch_optional(pool).await
 }
