@@ -136,9 +136,21 @@ pub async fn run(
             watchdog.received();
         }
         match applied {
-            Err(Error::Gap(stored)) => {
-                // What was read ahead lies beyond the gap: read again from the stored offsets.
-                drop(next);
+            Err(Error::Gap(mut stored)) => {
+                // What was read ahead is read again: the batch's partitions from the offsets
+                // PostgreSQL holds, the others only in the batch read ahead from its first
+                // record of each.
+                if let Some(next) = next {
+                    let (dropped, _) = next.wait().await;
+                    for record in dropped {
+                        let known = stored
+                            .iter()
+                            .any(|(topic, partition, _)| *topic == record.topic && *partition == record.partition);
+                        if !known {
+                            stored.push((record.topic.clone(), record.partition, record.offset));
+                        }
+                    }
+                }
                 seek_back(&consumer, &pool, &applier.projection, &stored).await?;
             }
             other => {

@@ -91,7 +91,7 @@ impl Decoder {
             .collect();
         key_ids.sort_unstable();
         key_ids.dedup();
-        let keys = if key_ids.is_empty() {
+        let mut keys = if key_ids.is_empty() {
             BatchKeys::default()
         } else {
             let live = self.keys.keys_by_id(&key_ids).await?;
@@ -102,7 +102,7 @@ impl Decoder {
         let mut items = Vec::with_capacity(framed.len());
         for (record, read) in framed {
             let item = if self.identity_topic.as_deref() == Some(record.topic.as_str()) {
-                self.decision(read, &keys).await?
+                self.decision(read, &mut keys).await?
             } else if self.affectation_topic.as_deref() == Some(record.topic.as_str()) {
                 Item::Assignment(match read {
                     Framed::Clear(datum, schema) => affectation::decode(&datum, &schema).map_err(|e| e.to_string()),
@@ -172,8 +172,8 @@ impl Decoder {
         }
     }
 
-    async fn decision(&self, framed: Framed, keys: &BatchKeys) -> Result<Item, Error> {
-        let mut decision = match Self::open(framed, Stream::Identity, keys) {
+    async fn decision(&self, framed: Framed, keys: &mut BatchKeys) -> Result<Item, Error> {
+        let mut decision = match Self::open(framed, Stream::Identity, &*keys) {
             Opened::Content(datum, schema) => match identity::decode(&datum, &schema) {
                 Ok(decision) => decision,
                 Err(error) => return Ok(Item::Decision(Err(error.to_string()))),
@@ -194,6 +194,9 @@ impl Decoder {
                 Ok(opened) => *name = opened,
                 Err(error) => return Ok(Item::Decision(Err(error.to_string()))),
             }
+            // Held until the batch commits, as the records' keys: an erasure of the holder or
+            // the claimant meanwhile fails the batch, which is decoded again without it.
+            keys.live.insert(key_id, key);
         }
         Ok(Item::Decision(Ok(decision)))
     }

@@ -325,8 +325,10 @@ pub async fn refold(tx: &mut PgConnection, touched: &mut Touched, check: bool) -
 
 /// Moves the batch's facts whose subject key now leads to another person than the one they
 /// were stored with (another worker merged or relinked meanwhile) to that person; returns the
-/// persons whose history changed so. One read of the links of the batch's subject keys; the
-/// common case moves nothing.
+/// persons whose history changed so. A destination is locked before anything moves to it, and
+/// the links are read again once it is: a chain of changes (a merge into a person itself being
+/// merged) is followed to its end. One read of the links of the batch's subject keys in the
+/// common case, where nothing moves.
 async fn follow_identity_changes(tx: &mut PgConnection, touched: &Touched) -> Result<Vec<Uuid>, Error> {
     if touched.placed.is_empty() {
         return Ok(Vec::new());
@@ -334,16 +336,40 @@ async fn follow_identity_changes(tx: &mut PgConnection, touched: &Touched) -> Re
     let mut subjects: Vec<&str> = touched.placed.iter().map(|placed| placed.subject.as_str()).collect();
     subjects.sort_unstable();
     subjects.dedup();
-    let links = passerelle_readmodel::store::identity::links_of(tx, &subjects).await?;
+    // Where each fact is now, and the persons this batch holds the lock of.
+    let mut current: Vec<Uuid> = touched.placed.iter().map(|placed| placed.person).collect();
+    let mut locked: HashSet<Uuid> = touched.persons.iter().copied().collect();
     let mut changed = Vec::new();
-    for placed in &touched.placed {
-        let Some(now) = links.get(&placed.subject) else { continue };
-        if *now != placed.person {
-            let (from, to) = (placed.person, *now);
+    loop {
+        let links = passerelle_readmodel::store::identity::links_of(tx, &subjects).await?;
+        let wanted: Vec<(usize, Uuid)> = touched
+            .placed
+            .iter()
+            .enumerate()
+            .filter_map(|(index, placed)| {
+                links.get(&placed.subject).filter(|now| **now != current[index]).map(|now| (index, *now))
+            })
+            .collect();
+        if wanted.is_empty() {
+            break;
+        }
+        let mut unlocked: Vec<Uuid> = wanted.iter().map(|(_, to)| *to).filter(|to| !locked.contains(to)).collect();
+        if !unlocked.is_empty() {
+            // Out of the global order: a deadlock is possible, detected and retried (rare:
+            // identity changes racing each other).
+            unlocked.sort_unstable();
+            unlocked.dedup();
+            table::lock(tx, &unlocked, &[]).await?;
+            locked.extend(unlocked);
+            continue;
+        }
+        for (index, to) in wanted {
+            let (placed, from) = (&touched.placed[index], current[index]);
             if passerelle_readmodel::store::events::move_event(tx, &placed.source, &placed.event_id, from, to).await? {
                 tracing::info!(%from, %to, "a fact follows an identity change another worker made meanwhile");
                 changed.extend([from, to]);
             }
+            current[index] = to;
         }
     }
     changed.sort_unstable();
