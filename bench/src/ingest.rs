@@ -82,48 +82,24 @@ async fn push_chunk(channels: &Channels, institution: &str, chunk: &[&Timed]) ->
         Push::Caf(_) => {
             let events: Vec<_> =
                 chunk.iter().filter_map(|t| if let Push::Caf(e) = &t.push { Some(e.clone()) } else { None }).collect();
-            let mut replies =
-                AllocataireIngestClient::new(channel).publish_batch(stream::iter(events)).await?.into_inner();
-            let mut out = Vec::new();
-            while let Some(reply) = replies.message().await? {
-                out.push(reply);
-            }
-            out
+            all_replies(AllocataireIngestClient::new(channel).publish_batch(stream::iter(events)).await?).await?
         }
         Push::Ft(_) => {
             let events: Vec<_> =
                 chunk.iter().filter_map(|t| if let Push::Ft(e) = &t.push { Some(e.clone()) } else { None }).collect();
-            let mut replies =
-                DemandeurEmploiIngestClient::new(channel).publish_batch(stream::iter(events)).await?.into_inner();
-            let mut out = Vec::new();
-            while let Some(reply) = replies.message().await? {
-                out.push(reply);
-            }
-            out
+            all_replies(DemandeurEmploiIngestClient::new(channel).publish_batch(stream::iter(events)).await?).await?
         }
         Push::Cd(_) => {
             let events: Vec<_> =
                 chunk.iter().filter_map(|t| if let Push::Cd(e) = &t.push { Some(e.clone()) } else { None }).collect();
-            let mut replies =
-                OrientationIngestClient::new(channel).publish_batch(stream::iter(events)).await?.into_inner();
-            let mut out = Vec::new();
-            while let Some(reply) = replies.message().await? {
-                out.push(reply);
-            }
-            out
+            all_replies(OrientationIngestClient::new(channel).publish_batch(stream::iter(events)).await?).await?
         }
         Push::Parcours(_) => {
             let events: Vec<_> = chunk
                 .iter()
                 .filter_map(|t| if let Push::Parcours(e) = &t.push { Some(e.clone()) } else { None })
                 .collect();
-            let mut replies =
-                ParcoursIngestClient::new(channel).publish_batch(stream::iter(events)).await?.into_inner();
-            let mut out = Vec::new();
-            while let Some(reply) = replies.message().await? {
-                out.push(reply);
-            }
-            out
+            all_replies(ParcoursIngestClient::new(channel).publish_batch(stream::iter(events)).await?).await?
         }
     };
     for reply in replies {
@@ -321,4 +297,16 @@ async fn prepare(hub: &IngestHub, timed: &Timed) -> anyhow::Result<Prepared> {
     scope::authorise(institution, None, &hub.institutions, &mut canonical)
         .map_err(|d| anyhow::anyhow!("denied: {}", d.message))?;
     Ok(hub.prepare(canonical).await?)
+}
+
+/// Every reply of a `PublishBatch` call, in order.
+async fn all_replies(
+    response: tonic::Response<tonic::Streaming<passerelle_ingest::proto::BatchReply>>,
+) -> anyhow::Result<Vec<passerelle_ingest::proto::BatchReply>> {
+    let mut replies = response.into_inner();
+    let mut out = Vec::new();
+    while let Some(reply) = replies.message().await? {
+        out.push(reply);
+    }
+    Ok(out)
 }

@@ -34,6 +34,51 @@ async fn count(hub: &TestHub, sql: &'static str) -> anyhow::Result<i64> {
     Ok(n)
 }
 
+/// The records of `family`'s topic, by event id, as a worker reads them (to apply by hand).
+async fn records_by_event_id(
+    hub: &TestHub,
+    family: passerelle_domain::event::Family,
+) -> anyhow::Result<std::collections::HashMap<String, passerelle_projector::apply::Record>> {
+    let topic = hub.running.topics.topic(family);
+    let mut by_id = std::collections::HashMap::new();
+    for record in passerelle_e2e::topics::read_all(&hub.config.kafka.bootstrap_servers, &topic)? {
+        let Some(event_id) = hub.event_id_of(family, &record.value).await else { continue };
+        by_id.insert(
+            event_id,
+            passerelle_projector::apply::Record {
+                topic: topic.clone(),
+                partition: record.partition,
+                offset: record.offset,
+                key: Some(record.key),
+                value: Some(record.value),
+                timestamp_ms: None,
+                traceparent: None,
+            },
+        );
+    }
+    Ok(by_id)
+}
+
+/// `applier`, stopping right before its first commit: `held` says it stopped, sending on `go`
+/// lets it commit.
+fn held_before_commit(
+    applier: passerelle_projector::apply::Applier,
+) -> (passerelle_projector::apply::Applier, tokio::sync::oneshot::Receiver<()>, tokio::sync::oneshot::Sender<()>) {
+    let (held_tx, held) = tokio::sync::oneshot::channel::<()>();
+    let (go, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let slot = std::sync::Arc::new(std::sync::Mutex::new(Some((held_tx, go_rx))));
+    let applier = applier.holding_before_commit(std::sync::Arc::new(move || {
+        let pair = slot.lock().ok().and_then(|mut slot| slot.take());
+        Box::pin(async move {
+            if let Some((held_tx, go_rx)) = pair {
+                held_tx.send(()).ok();
+                drop(go_rx.await);
+            }
+        })
+    }));
+    (applier, held, go)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_of_every_family_become_one_dossier_with_its_timeline() -> anyhow::Result<()> {
     let hub = TestHub::spawn().await?;
@@ -451,45 +496,15 @@ async fn two_workers_refolding_one_household_at_once_lose_neither_event() -> any
         date_suspension: "2026-09-02".into(),
     });
     client.publish(caf("race-2", "2026-09-02T09:00:00+02:00", fontaine(), "CJT", suspended)).await?;
-    let topic = hub.running.topics.topic(passerelle_domain::event::Family::Allocataire);
-    let records: Vec<passerelle_projector::apply::Record> =
-        passerelle_e2e::topics::read_all(&hub.config.kafka.bootstrap_servers, &topic)?
-            .into_iter()
-            .map(|record| passerelle_projector::apply::Record {
-                topic: topic.clone(),
-                partition: record.partition,
-                offset: record.offset,
-                key: Some(record.key),
-                value: Some(record.value),
-                timestamp_ms: None,
-                traceparent: None,
-            })
-            .collect();
-    let mut by_id = std::collections::HashMap::new();
-    for record in &records {
-        let value = record.value.as_deref().unwrap_or_default();
-        by_id.insert(hub.event_id_of(passerelle_domain::event::Family::Allocataire, value).await, record.clone());
-    }
-    let of = |event_id: &str| by_id.get(&Some(event_id.to_owned())).cloned().expect("the record is on the log");
+    let by_id = records_by_event_id(&hub, passerelle_domain::event::Family::Allocataire).await?;
+    let of = |event_id: &str| by_id.get(event_id).cloned().expect("the record is on the log");
     let (opening, suspension) = (of("race-1"), of("race-2"));
     let pool = hub.running.pool.clone();
     let registry = || passerelle_eventlog::registry::Registry::new(pool.clone(), hub.running.topics.clone());
 
     // Worker A stops right before its commit until told to go on.
-    let (held_tx, held_rx) = tokio::sync::oneshot::channel::<()>();
-    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
-    let held = std::sync::Arc::new(std::sync::Mutex::new(Some((held_tx, go_rx))));
-    let worker_a = passerelle::dossier_applier(registry(), hub.key_store(), &hub.running.topics).holding_before_commit(
-        std::sync::Arc::new(move || {
-            let pair = held.lock().ok().and_then(|mut slot| slot.take());
-            Box::pin(async move {
-                if let Some((held_tx, go_rx)) = pair {
-                    held_tx.send(()).ok();
-                    drop(go_rx.await);
-                }
-            })
-        }),
-    );
+    let (worker_a, held_rx, go_tx) =
+        held_before_commit(passerelle::dossier_applier(registry(), hub.key_store(), &hub.running.topics));
     let a_pool = pool.clone();
     let a = tokio::spawn(async move { worker_a.replay(&a_pool, &[opening]).await });
     held_rx.await?;
@@ -534,24 +549,8 @@ async fn a_later_fact_folds_on_from_the_stored_dossier_and_a_late_one_or_a_corre
     let mut correction = caf("inc-4", "2026-09-06T09:00:00+02:00", legrand(), "DEM", sdd(false));
     correction.corrects_event_id = "inc-3".into();
     client.publish(correction).await?;
-    let topic = hub.running.topics.topic(passerelle_domain::event::Family::Allocataire);
-    let mut by_id = std::collections::HashMap::new();
-    for record in passerelle_e2e::topics::read_all(&hub.config.kafka.bootstrap_servers, &topic)? {
-        let event_id = hub.event_id_of(passerelle_domain::event::Family::Allocataire, &record.value).await;
-        by_id.insert(
-            event_id,
-            passerelle_projector::apply::Record {
-                topic: topic.clone(),
-                partition: record.partition,
-                offset: record.offset,
-                key: Some(record.key),
-                value: Some(record.value),
-                timestamp_ms: None,
-                traceparent: None,
-            },
-        );
-    }
-    let of = |event_id: &str| by_id.get(&Some(event_id.to_owned())).cloned().expect("the record is on the log");
+    let by_id = records_by_event_id(&hub, passerelle_domain::event::Family::Allocataire).await?;
+    let of = |event_id: &str| by_id.get(event_id).cloned().expect("the record is on the log");
     let pool = hub.running.pool.clone();
     let registry = passerelle_eventlog::registry::Registry::new(pool.clone(), hub.running.topics.clone());
     // Without the both-ways check the test suite turns on elsewhere: the path production takes.
@@ -666,43 +665,15 @@ async fn merge_race(held: Held) -> anyhow::Result<()> {
     client.publish(ft_inscription("merge-1", person("", FT_ONLY, "", "", ""))).await?;
     client.publish(ft_inscription("merge-2", person("", FT_ONLY, "", "", ""))).await?;
     client.publish(ft_inscription("merge-3", person(NIR_MSA, FT_ONLY, "", "", ""))).await?;
-    let family = passerelle_domain::event::Family::DemandeurEmploi;
-    let topic = hub.running.topics.topic(family);
-    let mut by_id = std::collections::HashMap::new();
-    for record in passerelle_e2e::topics::read_all(&hub.config.kafka.bootstrap_servers, &topic)? {
-        let event_id = hub.event_id_of(family, &record.value).await;
-        by_id.insert(
-            event_id,
-            passerelle_projector::apply::Record {
-                topic: topic.clone(),
-                partition: record.partition,
-                offset: record.offset,
-                key: Some(record.key),
-                value: Some(record.value),
-                timestamp_ms: None,
-                traceparent: None,
-            },
-        );
-    }
-    let of = |event_id: &str| by_id.get(&Some(event_id.to_owned())).cloned().expect("the record is on the log");
+    let by_id = records_by_event_id(&hub, passerelle_domain::event::Family::DemandeurEmploi).await?;
+    let of = |event_id: &str| by_id.get(event_id).cloned().expect("the record is on the log");
     let pool = hub.running.pool.clone();
     let registry = || passerelle_eventlog::registry::Registry::new(pool.clone(), hub.running.topics.clone());
     let applier = || passerelle::dossier_applier(registry(), hub.key_store(), &hub.running.topics);
     applier().replay(&pool, &[of("merge-1")]).await?;
 
     // The first worker stops right before its commit until told to go on.
-    let (held_tx, held_rx) = tokio::sync::oneshot::channel::<()>();
-    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
-    let slot = std::sync::Arc::new(std::sync::Mutex::new(Some((held_tx, go_rx))));
-    let first = applier().holding_before_commit(std::sync::Arc::new(move || {
-        let pair = slot.lock().ok().and_then(|mut slot| slot.take());
-        Box::pin(async move {
-            if let Some((held_tx, go_rx)) = pair {
-                held_tx.send(()).ok();
-                drop(go_rx.await);
-            }
-        })
-    }));
+    let (first, held_rx, go_tx) = held_before_commit(applier());
     let (first_record, second_record) = match held {
         Held::TheFact => (of("merge-2"), of("merge-3")),
         Held::TheMerge => (of("merge-3"), of("merge-2")),

@@ -372,8 +372,8 @@ async fn seek_back(
                 to = low,
                 "records deleted from the log before they were projected; the read models miss them"
             );
-            passerelle_readmodel::store::ops::skip_to(&mut *pool.acquire().await?, projection, topic, *partition, low)
-                .await?;
+            let mut conn = pool.acquire().await?;
+            passerelle_readmodel::store::events::set_offset(&mut conn, projection, topic, *partition, low).await?;
             low
         } else {
             *offset

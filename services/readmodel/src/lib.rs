@@ -129,14 +129,7 @@ pub struct TimelineEntry {
 
 /// The person a subject key belongs to, following merges.
 pub async fn person_of_subject(pool: &PgPool, subject_key: &str) -> Result<Option<Uuid>, sqlx::Error> {
-    let row: Option<(Uuid,)> = sqlx::query_as(
-        "SELECT COALESCE(p.merged_into, p.person_id) FROM subject_links l JOIN persons p USING (person_id)
-         WHERE l.subject_key = $1",
-    )
-    .bind(subject_key)
-    .fetch_optional(pool)
-    .await?;
-    Ok(row.map(|(id,)| id))
+    store::identity::person_of(&mut *pool.acquire().await?, subject_key).await
 }
 
 /// The persons any of `subject_keys` is linked to (following merges).

@@ -261,7 +261,20 @@ fn split_marks<'a>(marks: impl Iterator<Item = &'a Option<Watermark>>) -> MarkCo
     (occurred, recorded, ids)
 }
 
-/// One upsert for the households, in key order (concurrent upserts lock rows in one order).
+/// The households of `rights` in key order (concurrent writes lock rows in one order), and their
+/// right state as three columns, for `unnest`.
+type RightColumns<'a> = (Vec<&'a String>, Vec<Option<String>>, Vec<Option<DateTime<Utc>>>, Vec<Option<String>>);
+
+fn right_columns(rights: &HashMap<String, (RightFold, Option<Watermark>)>) -> RightColumns<'_> {
+    let mut keys: Vec<&String> = rights.keys().collect();
+    keys.sort();
+    let states = keys.iter().map(|key| rights[*key].0.0.clone()).collect();
+    let at = keys.iter().map(|key| rights[*key].0.1).collect();
+    let motifs = keys.iter().map(|key| rights[*key].0.2.clone()).collect();
+    (keys, states, at, motifs)
+}
+
+/// One upsert for the households, in key order.
 pub async fn write_households(
     conn: &mut PgConnection,
     rights: &HashMap<String, (RightFold, Option<Watermark>)>,
@@ -269,8 +282,7 @@ pub async fn write_households(
     if rights.is_empty() {
         return Ok(());
     }
-    let mut keys: Vec<&String> = rights.keys().collect();
-    keys.sort();
+    let (keys, states, at, motifs) = right_columns(rights);
     let (occurred, recorded, ids) = split_marks(keys.iter().map(|key| &rights[*key].1));
     sqlx::query(
         "INSERT INTO households (household_key, right_state, right_state_at, right_motif,
@@ -283,10 +295,10 @@ pub async fn write_households(
             folded_recorded_at = EXCLUDED.folded_recorded_at, folded_event_id = EXCLUDED.folded_event_id,
             updated_at = now()",
     )
-    .bind(keys.iter().map(|key| (*key).clone()).collect::<Vec<_>>())
-    .bind(keys.iter().map(|key| rights[*key].0.0.clone()).collect::<Vec<_>>())
-    .bind(keys.iter().map(|key| rights[*key].0.1).collect::<Vec<_>>())
-    .bind(keys.iter().map(|key| rights[*key].0.2.clone()).collect::<Vec<_>>())
+    .bind(keys)
+    .bind(states)
+    .bind(at)
+    .bind(motifs)
     .bind(occurred)
     .bind(recorded)
     .bind(ids)
@@ -304,18 +316,17 @@ pub async fn spread_rights(
     if rights.is_empty() {
         return Ok(());
     }
-    let mut keys: Vec<&String> = rights.keys().collect();
-    keys.sort();
+    let (keys, states, at, motifs) = right_columns(rights);
     sqlx::query(
         "UPDATE dossiers d SET right_state = u.state, right_state_at = u.at, right_motif = u.motif, updated_at = now()
          FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]) AS u(household_key, state, at, motif)
          WHERE d.household_key = u.household_key
            AND (d.right_state, d.right_state_at, d.right_motif) IS DISTINCT FROM (u.state, u.at, u.motif)",
     )
-    .bind(keys.iter().map(|key| (*key).clone()).collect::<Vec<_>>())
-    .bind(keys.iter().map(|key| rights[*key].0.0.clone()).collect::<Vec<_>>())
-    .bind(keys.iter().map(|key| rights[*key].0.1).collect::<Vec<_>>())
-    .bind(keys.iter().map(|key| rights[*key].0.2.clone()).collect::<Vec<_>>())
+    .bind(keys)
+    .bind(states)
+    .bind(at)
+    .bind(motifs)
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -125,24 +125,3 @@ pub async fn stored_offsets(conn: &mut PgConnection, projection: &str) -> Result
     .fetch_all(conn)
     .await
 }
-
-/// Moves a partition's stored offset past records the log no longer holds (deleted by
-/// retention before they were projected).
-pub async fn skip_to(
-    conn: &mut PgConnection,
-    projection: &str,
-    topic: &str,
-    partition: i32,
-    next_offset: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE projector_offsets SET next_offset = $4 WHERE projection = $1 AND topic = $2 AND partition = $3",
-    )
-    .bind(projection)
-    .bind(topic)
-    .bind(partition)
-    .bind(next_offset)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
